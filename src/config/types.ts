@@ -1,0 +1,159 @@
+/**
+ * The one validated, typed configuration. Built by `loadConfig()` (src/config/load.ts) from
+ * DeleGate-style parameters and/or a YAML file; a reload builds a new one and swaps it in for new
+ * connections only. Everything here is plain data or pure matchers: no sockets, no timers.
+ */
+
+export type DoorKind = 'socks' | 'http' | 'auto' | 'tcprelay' | 'udprelay' | 'transparent';
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface ListenSpec {
+  /** Bind address; '' means every interface (Node's dual-stack default). IPv6 without brackets. */
+  host: string;
+  port: number;
+  door: DoorKind;
+  /** Fixed destination for a tcprelay/udprelay door. */
+  target?: HostPort;
+}
+
+/** What a host list is asked about. */
+export interface HostMatchTarget {
+  /** The host as the client named it: a DNS name or an IP literal (IPv6 without brackets). */
+  host: string;
+  /** Addresses the name resolved to, when known; a CIDR element matches any of them. */
+  addresses?: readonly string[];
+  port?: number;
+  /** The authenticated user, for `user@host` elements of source lists. */
+  user?: string;
+}
+
+/** A DeleGate host list: `*.example.com,10.0.0.0/8,!bad.example.com,.localnet,*`. */
+export interface HostList {
+  /** The text it was parsed from, for messages and logs. */
+  readonly source: string;
+  matches(target: HostMatchTarget): boolean;
+  /** True when an element needs the name's addresses (CIDR, IP, .localnet) to decide for a name. */
+  readonly needsAddresses: boolean;
+}
+
+/** Weekday and time-of-day windows: `mon-fri/0900-1800,sat/1000-1300`. */
+export interface TimeWindow {
+  readonly source: string;
+  contains(date: Date): boolean;
+}
+
+export interface AccessRule {
+  action: 'permit' | 'reject';
+  /** Lower-case protocol names, or ['*']. Matched against the tunnel's protocol tags. */
+  protocols: readonly string[];
+  dst: HostList;
+  src: HostList;
+  when?: TimeWindow;
+  /** The parameter text, for log lines ("REJECT=http:*.bad:*"). */
+  source: string;
+}
+
+/** One account list for every door (SOCKS5 RFC 1929, SOCKS4 user id, HTTP Basic). */
+export interface Accounts {
+  readonly source: string;
+  has(user: string): boolean;
+  verify(user: string, password: string): boolean;
+}
+
+export interface TapRule {
+  protocols: readonly string[];
+  dst: HostList;
+  src: HostList;
+  /** NAME=VALUE pairs applied to a tunnel this rule picks. */
+  params: Readonly<Record<string, string>>;
+  source: string;
+}
+
+export interface Timeouts {
+  /** milliseconds */
+  connect: number;
+  handshake: number;
+  idle: number;
+  sniff: number;
+  drain: number;
+}
+
+export interface Maxima {
+  /** 0 means unlimited. */
+  conn: number;
+  peruser: number;
+  persrc: number;
+}
+
+export interface Upstream {
+  kind: 'http' | 'socks';
+  host: string;
+  port: number;
+  user?: string;
+  password?: string;
+  /** SOCKS version for kind 'socks'. */
+  version?: '4' | '4a' | '5';
+  dst: HostList;
+  source: string;
+}
+
+export interface Mount {
+  from: string;
+  to: string;
+  options: readonly string[];
+}
+
+export type LogFormat = 'squid' | 'common' | 'combined';
+
+export interface CacheConfig {
+  enabled: boolean;
+  dir: string;
+  /** bytes */
+  size: number;
+  /** heuristic freshness in ms, when set */
+  expire?: number;
+}
+
+export interface Config {
+  listen: readonly ListenSpec[];
+  /** Door of -P ports that name none. */
+  server: DoorKind;
+  /** Destination of SERVER=tcprelay://HOST:PORT. */
+  serverTarget?: HostPort;
+  reliable: HostList;
+  /** PERMIT/REJECT in the order given; first match wins; no rule matching means permit. */
+  rules: readonly AccessRule[];
+  accounts: Accounts | null;
+  ident: boolean;
+  timeouts: Timeouts;
+  maxima: Maxima;
+  stateDir: string;
+  logDir: string;
+  logFormat: LogFormat;
+  cache: CacheConfig;
+  taps: readonly TapRule[];
+  upstreams: readonly Upstream[];
+  mounts: readonly Mount[];
+  /** BANDWIDTH= and QUOTA= values, validated for syntax; enforced by the policy services. */
+  bandwidth: readonly string[];
+  quota: readonly string[];
+  admin?: HostPort;
+  adminAuth: Accounts | null;
+  spoof: boolean;
+  /** Where this configuration came from, so SIGHUP can build it again. */
+  origin: { argv: readonly string[]; file?: string; cwd: string };
+}
+
+/** A configuration error: exit status 2, the message names the parameter or YAML path. */
+export class ConfigError extends Error {
+  readonly param: string;
+  constructor(param: string, message: string) {
+    super(`${param}: ${message}`);
+    this.param = param;
+    this.name = 'ConfigError';
+  }
+}

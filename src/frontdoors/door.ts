@@ -1,0 +1,37 @@
+/**
+ * The contract every front door implements. A door learns who the client is and where it wants to
+ * go, then hands a `Tunnel` to the pipeline (or, for an absolute-form HTTP request, the request
+ * itself). Doors never dial and never import taps.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Config } from '../config/types.js';
+import type { Session } from '../core/session.js';
+import type { Tunnel } from '../core/tunnel.js';
+import type { ProxyEvents } from '../observe/events.js';
+import type { Logger } from '../observe/log.js';
+
+/** Where doors hand their work; implemented by core/pipeline.ts. */
+export interface TunnelSink {
+  /** Decide, dial, reply through the tunnel's callbacks, relay; resolves when the tunnel ends. */
+  handle(tunnel: Tunnel): Promise<void>;
+  /** An absolute-form HTTP request from the HTTP door (policy, forward, access.log). */
+  forwardHttp(req: IncomingMessage, res: ServerResponse, session: Session): void;
+  /** UDP ASSOCIATE (SOCKS5): set up the relay and keep it while `tunnel.socket` stays open. */
+  associateUdp(tunnel: Tunnel): Promise<void>;
+}
+
+export interface DoorContext {
+  /** The configuration in force now (a reload swaps it for new connections only). */
+  config(): Config;
+  sink: TunnelSink;
+  log: Logger;
+  events: ProxyEvents;
+}
+
+/**
+ * Serve one accepted client socket. The socket is paused, has an error listener, and is adopted by
+ * the session; RELIABLE and MAXIMA were checked at accept. The door must finish its handshake
+ * within `config().timeouts.handshake` or close the socket with a log line.
+ */
+export type DoorHandler = (socket: Socket, session: Session, ctx: DoorContext) => void;
