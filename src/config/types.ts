@@ -27,8 +27,12 @@ export interface HostMatchTarget {
   /** Addresses the name resolved to, when known; a CIDR element matches any of them. */
   addresses?: readonly string[];
   port?: number;
-  /** The authenticated user, for `user@host` elements of source lists. */
+  /** The authenticated user, for `user@host` elements of source lists (or an SMTP mailbox's local part). */
   user?: string;
+  /** Per-request checks only: the absolute request URL, which `http://host/path*` elements match. */
+  url?: string;
+  /** Per-request checks only (FTP, POP3): 'write' for a request that changes or deletes; `readonly` elements match anything else. */
+  access?: 'read' | 'write';
 }
 
 /** A DeleGate host list: `*.example.com,10.0.0.0/8,!bad.example.com,.localnet,*`. */

@@ -5,7 +5,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Config } from '../config/types.js';
+import type { Config, ListenSpec } from '../config/types.js';
 import type { Session } from '../core/session.js';
 import type { Tunnel } from '../core/tunnel.js';
 import type { ProxyEvents } from '../observe/events.js';
@@ -21,7 +21,10 @@ export interface TunnelSink {
   associateUdp(tunnel: Tunnel): Promise<void>;
 }
 
+/** One per listener. */
 export interface DoorContext {
+  /** The listener this connection came in on. */
+  listen: ListenSpec;
   /** The configuration in force now (a reload swaps it for new connections only). */
   config(): Config;
   sink: TunnelSink;

@@ -1,0 +1,85 @@
+#!/usr/bin/env node
+/**
+ * The command line: `sockstap [-f FILE.yaml] [-P[HOST:]PORT[/DOOR]]... [NAME=VALUE]...`.
+ * No argument at all runs the main job (DEFAULT_JOB). Exit status: 0 after a clean shutdown,
+ * 2 for a configuration error (before anything listens), 1 for a failure at start.
+ * SIGHUP reloads; SIGTERM/SIGINT drain and stop.
+ */
+import { HELP_TEXT } from './config/help.js';
+import { DEFAULT_JOB, loadConfig } from './config/load.js';
+import { ConfigError, type Config } from './config/types.js';
+import { formatHostPort } from './core/session.js';
+import { startSockstap, StartError, type Sockstap } from './sockstap.js';
+
+const VERSION = '0.1.0';
+
+function fail(status: number, message: string): never {
+  process.stderr.write(`sockstap: ${message}\n`);
+  process.exit(status);
+}
+
+async function main(argv: string[]): Promise<void> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(HELP_TEXT);
+    return;
+  }
+  if (argv.includes('--version')) {
+    process.stdout.write(`sockstap ${VERSION}\n`);
+    return;
+  }
+  const args = argv.length === 0 ? DEFAULT_JOB : argv;
+  let config: Config;
+  try {
+    config = loadConfig(args, { cwd: process.cwd() });
+  } catch (err) {
+    if (err instanceof ConfigError) fail(2, `configuration error: ${err.message}`);
+    throw err;
+  }
+
+  let proxy: Sockstap;
+  try {
+    proxy = await startSockstap(config, { echo: true });
+  } catch (err) {
+    if (err instanceof StartError) fail(1, err.message);
+    throw err;
+  }
+  for (const l of proxy.addresses()) {
+    process.stdout.write(`sockstap: ${l.door} door on ${formatHostPort(l.host, l.port)}\n`);
+  }
+  if (proxy.adminUrl) process.stdout.write(`sockstap: dashboard at ${proxy.adminUrl}\n`);
+  process.stdout.write(`sockstap: logs in ${config.logDir}\n`);
+
+  let reloading = false;
+  process.on('SIGHUP', () => {
+    if (reloading) return;
+    reloading = true;
+    void (async () => {
+      try {
+        await proxy.reloadFromOrigin();
+      } catch (err) {
+        // A broken new configuration is refused; the old one stays in force.
+        proxy.log.error('reload refused; the previous configuration stays', {
+          error: err instanceof Error ? err.message : String(err),
+        });
+      } finally {
+        reloading = false;
+      }
+    })();
+  });
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) {
+      // A second signal: stop at once.
+      process.exit(0);
+    }
+    stopping = true;
+    proxy.log.info('signal', { signal });
+    void proxy.stop().then(() => process.exit(0));
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  fail(1, err instanceof Error ? (err.stack ?? err.message) : String(err));
+});

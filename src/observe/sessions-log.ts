@@ -1,0 +1,25 @@
+/**
+ * sessions.jsonl: one JSON object per finished connection, written when the session ends. The
+ * record holds names, addresses, byte counts and per-protocol sections; never a credential.
+ */
+import type { Session } from '../core/session.js';
+import { LineFile } from './log.js';
+
+export class SessionsLogWriter {
+  private readonly file: LineFile;
+  constructor(path: string) {
+    this.file = new LineFile(path);
+  }
+
+  get path(): string {
+    return this.file.path;
+  }
+
+  write(session: Session): void {
+    this.file.write(JSON.stringify(session.toRecord()) + '\n');
+  }
+
+  close(): Promise<void> {
+    return this.file.close();
+  }
+}

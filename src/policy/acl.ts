@@ -1,0 +1,70 @@
+/**
+ * Access control at the first two checkpoints: on accept (the source, RELIABLE) and when the
+ * destination is known (PERMIT/REJECT on protocol, destination, source, user and time). Pure
+ * decisions over the Config: no sockets, no I/O except the name resolution a rule may need.
+ */
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
+import type { AccessRule, Config, HostPort } from '../config/types.js';
+
+export interface Decision {
+  allowed: boolean;
+  /** The rule or parameter that decided, for the log line ("RELIABLE", "REJECT=http:*.bad:*"). */
+  by: string;
+}
+
+const ALLOW_DEFAULT: Decision = { allowed: true, by: 'default' };
+
+/** Checkpoint 1: may this source use the proxy at all? */
+export function checkSource(config: Config, clientAddress: string): Decision {
+  if (config.reliable.matches({ host: clientAddress, addresses: [clientAddress] })) return ALLOW_DEFAULT;
+  return { allowed: false, by: `RELIABLE=${config.reliable.source}` };
+}
+
+export interface DestinationQuery {
+  /** Protocol tags of the request (door and front protocol; later the application protocol). */
+  tags: readonly string[];
+  clientAddress: string;
+  user: string | null;
+  dst: HostPort;
+  /** Addresses the destination name resolves to, when a rule needs them. */
+  dstAddresses?: readonly string[];
+  now?: Date;
+}
+
+function protocolMatches(rule: AccessRule, tags: readonly string[]): boolean {
+  for (const p of rule.protocols) {
+    if (p === '*' || tags.includes(p)) return true;
+  }
+  return false;
+}
+
+/** Checkpoint 2: first matching PERMIT/REJECT rule wins; no match permits. */
+export function checkDestination(config: Config, q: DestinationQuery): Decision {
+  const now = q.now ?? new Date();
+  const user = q.user ?? undefined;
+  for (const rule of config.rules) {
+    if (!protocolMatches(rule, q.tags)) continue;
+    if (rule.when && !rule.when.contains(now)) continue;
+    if (!rule.src.matches({ host: q.clientAddress, addresses: [q.clientAddress], user })) continue;
+    if (!rule.dst.matches({ host: q.dst.host, addresses: q.dstAddresses, port: q.dst.port, user })) continue;
+    return { allowed: rule.action === 'permit', by: rule.source };
+  }
+  return ALLOW_DEFAULT;
+}
+
+/** Whether any destination list of the rules needs the addresses of a named destination. */
+export function rulesNeedAddresses(config: Config): boolean {
+  return config.rules.some((r) => r.dst.needsAddresses);
+}
+
+/** Resolve a destination name for the rules that match on addresses; an IP literal is itself. */
+export async function destinationAddresses(host: string): Promise<string[]> {
+  if (isIP(host)) return [host];
+  try {
+    const found = await lookup(host, { all: true });
+    return found.map((a) => a.address);
+  } catch {
+    return [];
+  }
+}

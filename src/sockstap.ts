@@ -1,0 +1,324 @@
+/**
+ * The wiring: listeners, the accept path (checkpoint 1: RELIABLE and MAXIMA), the pipeline and the
+ * services (operational log, access.log, sessions.jsonl, admin). start / reload / stop.
+ */
+import net, { type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { startAdmin, type AdminServer } from './admin/server.js';
+import { loadConfig } from './config/load.js';
+import type { Config, DoorKind, ListenSpec } from './config/types.js';
+import { Pipeline } from './core/pipeline.js';
+import { formatHostPort, Session } from './core/session.js';
+import { autoDoor, socksDoor } from './frontdoors/auto.js';
+import type { DoorContext, DoorHandler } from './frontdoors/door.js';
+import { httpProxyDoor } from './frontdoors/http-proxy.js';
+import { tcprelayDoor } from './frontdoors/portmap.js';
+import { AccessLogWriter } from './observe/access-log.js';
+import { ProxyEvents } from './observe/events.js';
+import { FileLogger, type Logger } from './observe/log.js';
+import { SessionsLogWriter } from './observe/sessions-log.js';
+import { checkSource } from './policy/acl.js';
+import { ConnectionLimits } from './policy/limits.js';
+
+const DOORS: Partial<Record<DoorKind, DoorHandler>> = {
+  auto: autoDoor,
+  socks: socksDoor,
+  http: httpProxyDoor,
+  tcprelay: tcprelayDoor,
+};
+
+/** A failure at start (a port in use): exit status 1, the message names the address. */
+export class StartError extends Error {
+  readonly code = 'ESTART';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StartError';
+  }
+}
+
+export interface ListenerInfo {
+  door: DoorKind;
+  host: string;
+  port: number;
+}
+
+interface Listener {
+  spec: ListenSpec;
+  key: string;
+  server: Server;
+  ctx: DoorContext;
+}
+
+export interface StartOptions {
+  /** Echo the operational log to stderr (the command line does; tests do not). */
+  echo?: boolean;
+}
+
+function specKey(s: ListenSpec): string {
+  return `${s.door} ${formatHostPort(s.host, s.port)} ${s.target ? `${s.target.host}:${s.target.port}` : ''}`;
+}
+
+export class Sockstap {
+  readonly events = new ProxyEvents();
+  readonly log: FileLogger;
+  readonly limits = new ConnectionLimits();
+  /** Live sessions by id (the admin API lists and closes them). */
+  readonly sessions = new Map<string, Session>();
+  readonly startedAt = Date.now();
+  private current: Config;
+  private listeners: Listener[] = [];
+  private readonly pipeline: Pipeline;
+  private readonly shutdown = new AbortController();
+  private accessLog: AccessLogWriter;
+  private sessionsLog: SessionsLogWriter;
+  private stopping: Promise<void> | null = null;
+  private admin: AdminServer | null = null;
+  readonly totals = { sessions: 0, refused: 0, bytesUp: 0, bytesDown: 0 };
+
+  constructor(config: Config, options: StartOptions = {}) {
+    this.current = config;
+    this.log = new FileLogger(join(config.logDir, 'sockstap.log'), { echo: options.echo ?? false, level: 'info' });
+    this.accessLog = new AccessLogWriter(join(config.logDir, 'access.log'), config.logFormat);
+    this.sessionsLog = new SessionsLogWriter(join(config.logDir, 'sessions.jsonl'));
+    this.events.on('access', (r) => this.accessLog.write(r));
+    this.events.on('session-end', (s) => this.sessionsLog.write(s));
+    this.pipeline = new Pipeline({
+      config: () => this.current,
+      log: this.log,
+      events: this.events,
+      limits: this.limits,
+      shutdown: this.shutdown.signal,
+    });
+  }
+
+  config(): Config {
+    return this.current;
+  }
+
+  get logger(): Logger {
+    return this.log;
+  }
+
+  addresses(): ListenerInfo[] {
+    return this.listeners.map((l) => {
+      const a = l.server.address();
+      const port = a && typeof a === 'object' ? a.port : l.spec.port;
+      const host = a && typeof a === 'object' ? a.address : l.spec.host;
+      return { door: l.spec.door, host, port };
+    });
+  }
+
+  /** Open every listener; on failure close the ones already open and throw StartError. */
+  async start(): Promise<void> {
+    for (const spec of this.current.listen) {
+      const door = DOORS[spec.door];
+      if (!door) {
+        await this.closeListeners();
+        throw new StartError(`-P${formatHostPort(spec.host || '*', spec.port)}/${spec.door}: the ${spec.door} door is not available in this version`);
+      }
+      try {
+        this.listeners.push(await this.openListener(spec, door));
+      } catch (err) {
+        await this.closeListeners();
+        throw err;
+      }
+    }
+    if (this.current.admin) {
+      try {
+        this.admin = await startAdmin(this.current.admin, this.current.adminAuth, {
+          sessions: this.sessions,
+          totals: this.totals,
+          startedAt: this.startedAt,
+          listeners: () => this.addresses(),
+          reload: () => this.reloadFromOrigin(),
+        });
+      } catch (err) {
+        await this.closeListeners();
+        throw new StartError(err instanceof Error ? err.message : String(err), { cause: err });
+      }
+      this.log.info('admin', { url: this.admin.url });
+    }
+    this.log.info('started', { pid: process.pid, listeners: this.listeners.length, logdir: this.current.logDir });
+  }
+
+  /** The dashboard's address, when ADMIN is on. */
+  get adminUrl(): string | null {
+    return this.admin?.url ?? null;
+  }
+
+  /**
+   * SIGHUP and POST /api/reload: build the configuration again from the same command line and file.
+   * A broken one throws (ConfigError/StartError) and the old one stays in force.
+   */
+  async reloadFromOrigin(): Promise<void> {
+    const origin = this.current.origin;
+    await this.reload(loadConfig([...origin.argv], { cwd: origin.cwd }));
+  }
+
+  private openListener(spec: ListenSpec, door: DoorHandler): Promise<Listener> {
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
+    const ctx: DoorContext = {
+      listen: spec,
+      config: () => this.current,
+      sink: this.pipeline,
+      log: this.log,
+      events: this.events,
+    };
+    const listenLabel = formatHostPort(spec.host || '*', spec.port);
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => {
+        const why = err.code === 'EADDRINUSE' ? 'address already in use' : err.code === 'EACCES' ? 'permission denied' : err.message;
+        reject(new StartError(`cannot listen on ${listenLabel} (${spec.door}): ${why}`, { cause: err }));
+      };
+      server.once('error', onError);
+      server.listen({ host: spec.host || undefined, port: spec.port }, () => {
+        server.off('error', onError);
+        server.on('error', (err) => this.log.error('listener error', { listen: listenLabel, error: err.message }));
+        const a = server.address();
+        const bound = a && typeof a === 'object' ? formatHostPort(a.address, a.port) : listenLabel;
+        server.on('connection', (socket: Socket) => this.accept(socket, door, ctx, bound));
+        this.log.info('listening', { door: spec.door, addr: bound });
+        resolve({ spec, key: specKey(spec), server, ctx });
+      });
+    });
+  }
+
+  /** Checkpoint 1: the source. Then a session, and the door's handshake. */
+  private accept(socket: Socket, door: DoorHandler, ctx: DoorContext, listen: string): void {
+    // An error listener from the first moment: a reset before the handshake must not crash us.
+    socket.on('error', noop);
+    const config = this.current;
+    const remote = socket.remoteAddress;
+    if (!remote) {
+      socket.destroy();
+      return;
+    }
+    const session = new Session({ clientAddress: remote, clientPort: socket.remotePort ?? 0, door: ctx.listen.door, listen });
+    const source = session.clientAddress;
+    const decision = checkSource(config, source);
+    if (!decision.allowed) {
+      this.totals.refused++;
+      this.log.info('source refused', { client: session.clientLabel, listen, by: decision.by });
+      socket.destroy();
+      return;
+    }
+    const broken = this.limits.acquireSource(config.maxima, source);
+    if (broken) {
+      this.totals.refused++;
+      this.log.info('connection limit', { client: session.clientLabel, listen, limit: `MAXIMA=${broken}` });
+      socket.destroy();
+      return;
+    }
+    session.adopt(socket);
+    this.sessions.set(session.id, session);
+    this.totals.sessions++;
+    socket.once('close', () => {
+      this.limits.releaseSource(source);
+      this.sessions.delete(session.id);
+      session.endMs = Date.now();
+      if (session.command === 'http' || session.command === null) {
+        // Not a relayed tunnel: count what crossed the client connection.
+        session.bytesUp = socket.bytesRead;
+        session.bytesDown = socket.bytesWritten;
+      }
+      this.totals.bytesUp += session.bytesUp;
+      this.totals.bytesDown += session.bytesDown;
+      // Close the session's other sockets too (an upstream still dialing, a BIND listener).
+      session.close();
+      this.events.emit('session-end', session);
+    });
+    this.events.emit('session-start', session);
+    door(socket, session, ctx);
+  }
+
+  /**
+   * Swap in a new configuration for new connections; live ones keep theirs. Listeners that the
+   * new configuration no longer names stop accepting; new ones open. Throws StartError (and keeps
+   * the old listeners) when a new one cannot open.
+   */
+  async reload(next: Config): Promise<void> {
+    const wanted = new Map(next.listen.map((s) => [specKey(s), s]));
+    const opened: Listener[] = [];
+    try {
+      for (const [key, spec] of wanted) {
+        if (this.listeners.some((l) => l.key === key)) continue;
+        const door = DOORS[spec.door];
+        if (!door) throw new StartError(`the ${spec.door} door is not available in this version`);
+        opened.push(await this.openListener(spec, door));
+      }
+    } catch (err) {
+      for (const l of opened) l.server.close();
+      throw err;
+    }
+    const keep: Listener[] = [];
+    for (const l of this.listeners) {
+      if (wanted.has(l.key)) keep.push(l);
+      else {
+        l.server.close();
+        this.log.info('listener closed', { door: l.spec.door, addr: formatHostPort(l.spec.host || '*', l.spec.port) });
+      }
+    }
+    this.listeners = [...keep, ...opened];
+    const previous = this.current;
+    this.current = next;
+    if (next.logDir !== previous.logDir || next.logFormat !== previous.logFormat) {
+      const oldAccess = this.accessLog;
+      const oldSessions = this.sessionsLog;
+      this.accessLog = new AccessLogWriter(join(next.logDir, 'access.log'), next.logFormat);
+      this.sessionsLog = new SessionsLogWriter(join(next.logDir, 'sessions.jsonl'));
+      void oldAccess.close();
+      void oldSessions.close();
+      this.log.reopen(join(next.logDir, 'sockstap.log'));
+    }
+    this.log.info('reloaded', { listeners: this.listeners.length, sessions: this.sessions.size });
+  }
+
+  private async closeListeners(): Promise<void> {
+    const all = this.listeners;
+    this.listeners = [];
+    await Promise.all(all.map((l) => new Promise<void>((r) => l.server.close(() => r()))));
+  }
+
+  /**
+   * Stop accepting, let live sessions finish for up to `drainMs` (TIMEOUT=drain), then close what
+   * is left, flush the logs.
+   */
+  stop(drainMs = this.current.timeouts.drain): Promise<void> {
+    this.stopping ??= (async () => {
+      const closing = this.closeListeners();
+      this.log.info('stopping', { sessions: this.sessions.size, drainMs });
+      if (this.sessions.size > 0 && drainMs > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(() => done(), drainMs);
+          const check = (): void => {
+            if (this.sessions.size === 0) done();
+          };
+          const done = (): void => {
+            clearTimeout(timer);
+            this.events.off('session-end', check);
+            resolve();
+          };
+          this.events.on('session-end', check);
+          check();
+        });
+      }
+      this.shutdown.abort();
+      for (const s of this.sessions.values()) s.close('ESHUTDOWN');
+      await closing;
+      await this.admin?.close();
+      // Let the close events of destroyed sockets write their records before the files close.
+      await new Promise((r) => setImmediate(r));
+      this.log.info('stopped', { sessions: this.totals.sessions });
+      await Promise.all([this.accessLog.close(), this.sessionsLog.close(), this.log.close()]);
+    })();
+    return this.stopping;
+  }
+}
+
+function noop(): void {}
+
+export async function startSockstap(config: Config, options: StartOptions = {}): Promise<Sockstap> {
+  const proxy = new Sockstap(config, options);
+  await proxy.start();
+  return proxy;
+}
