@@ -161,12 +161,18 @@ function parseElement(raw: string, param: string): Element {
     const close = text.indexOf(']');
     if (close < 0) return fail('unclosed [');
     hostText = text.slice(1, close);
-    const rest = text.slice(close + 1);
+    let rest = text.slice(close + 1);
+    // `[2001:db8::]/32`: the prefix may follow the bracket.
+    const prefix = /^\/\d{1,3}/.exec(rest);
+    if (prefix) {
+      hostText += prefix[0];
+      rest = rest.slice(prefix[0].length);
+    }
     if (rest !== '') {
       if (!rest.startsWith(':')) fail('expected :PORT after ]');
       portText = rest.slice(1);
     }
-    if (!hostText.includes(':')) fail('brackets are for IPv6 addresses');
+    if (!hostText.split('/')[0]!.includes(':')) fail('brackets are for IPv6 addresses');
   } else {
     const colons = text.split(':').length - 1;
     if (colons === 1) {

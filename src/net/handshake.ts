@@ -113,7 +113,11 @@ export class HandshakeReader {
     this.socket.off('end', this.onEnd);
     this.socket.off('close', this.onEnd);
     this.socket.pause();
-    if (keepRest && this.buffered && !this.socket.destroyed) this.socket.unshift(this.buffered);
+    if (keepRest && this.buffered && !this.socket.destroyed) {
+      // After 'end' Node refuses unshift; the bytes cannot be handed on, so nothing half is.
+      if (this.socket.readableEnded) this.socket.destroy();
+      else this.socket.unshift(this.buffered);
+    }
     this.buffered = null;
   }
 }

@@ -25,6 +25,8 @@ export interface AccessRecord {
   contentType: string;
   referer?: string;
   userAgent?: string;
+  /** HTTP version of the client's request ("1.1", "1.0"), for the CLF request line; default "1.1". */
+  httpVersion?: string;
   sessionId: string;
 }
 

@@ -1,0 +1,225 @@
+/**
+ * `-f FILE.yaml`: read the structured form, check its shape with the zod schema (an unknown key is
+ * an error naming its YAML path, `rules[2].permt`), then turn each value into `Settings` through
+ * the same parsers the command-line parameters use. Relative paths resolve against the file's
+ * directory. An empty file and an empty mapping `{}` are valid.
+ */
+import { readFileSync, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
+import type { Accounts } from './types.js';
+import { ConfigError } from './types.js';
+import { checkHost, parseHostPort } from './address.js';
+import { parseHostList } from './hostlist.js';
+import { configFileSchema, type ConfigFile } from './schema.js';
+import {
+  applyParameter,
+  buildAccessRule,
+  parseAccessRule,
+  parseDoNo,
+  parseListen,
+  parsePath,
+  parseServer,
+  parseTapRule,
+  type ListenEntry,
+  type ParameterName,
+  type Settings,
+} from './params.js';
+import { parseDuration, parsePort, parseSize } from './units.js';
+import { accountsFromMap, loadHtpasswd, parseAuthorizer } from '../policy/accounts.js';
+
+const MAX_FILE_BYTES = 1024 * 1024;
+
+export function readConfigFile(file: string): Settings {
+  let text: string;
+  try {
+    if (statSync(file).size > MAX_FILE_BYTES) throw new ConfigError('-f', `${file} is larger than 1 MiB`);
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    throw new ConfigError('-f', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  let doc: unknown;
+  try {
+    // YAML 1.2 core schema; duplicate keys are an error; the library caps alias expansion.
+    doc = parseYaml(text, { uniqueKeys: true, prettyErrors: true });
+  } catch (err) {
+    const first = err instanceof Error ? err.message.split('\n')[0] : String(err);
+    throw new ConfigError('-f', `${file}: not valid YAML: ${first}`);
+  }
+  if (doc === null || doc === undefined) doc = {};
+  const checked = configFileSchema.safeParse(doc);
+  if (!checked.success) throw schemaError(checked.error.issues, file);
+  return settingsFromFile(checked.data, dirname(file));
+}
+
+/** `['rules', 2, 'permit']` → `rules[2].permit`. */
+export function yamlPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const key of path) {
+    if (typeof key === 'number') out += `[${key}]`;
+    else out += out === '' ? String(key) : `.${String(key)}`;
+  }
+  return out;
+}
+
+type Issue = z.core.$ZodIssue;
+
+/** One readable message for the first problem, preferring the deepest union branch that fits. */
+function schemaError(issues: readonly Issue[], file: string): ConfigError {
+  const issue = pickIssue(issues, []);
+  const path = issue.path;
+  if (issue.issue.code === 'unrecognized_keys') {
+    const key = issue.issue.keys[0]!;
+    return new ConfigError(yamlPath([...path, key]) || file, `unknown key ${JSON.stringify(key)}`);
+  }
+  return new ConfigError(yamlPath(path) || file, issue.issue.message.replace(/^Invalid input: /, ''));
+}
+
+function pickIssue(issues: readonly Issue[], prefix: PropertyKey[]): { issue: Issue; path: PropertyKey[] } {
+  // Unknown keys first: they are the usual typo.
+  const sorted = [...issues].sort((a, b) => rank(a) - rank(b));
+  const first = sorted[0]!;
+  const path = [...prefix, ...first.path];
+  if (first.code === 'invalid_union' && first.errors.length > 0) {
+    // The branch whose failures are deepest is the one the user meant (an object, not a string).
+    const branches = first.errors.filter((b) => b.length > 0);
+    const best = branches.reduce((a, b) => (depth(b) > depth(a) ? b : a), branches[0]!);
+    if (best && depth(best) > 0) return pickIssue(best, path);
+  }
+  return { issue: first, path };
+}
+
+function rank(i: Issue): number {
+  return i.code === 'unrecognized_keys' ? 0 : 1;
+}
+
+function depth(branch: readonly Issue[]): number {
+  // An unknown key means the branch's shape matched: count it as one level deep.
+  return Math.max(...branch.map((i) => i.path.length + (i.code === 'unrecognized_keys' ? 1 : 0)));
+}
+
+const joinList = (v: string | readonly string[]): string => (typeof v === 'string' ? v : v.join(','));
+const listOf = (v: string | readonly string[]): readonly string[] => (typeof v === 'string' ? [v] : v);
+
+function settingsFromFile(f: ConfigFile, base: string): Settings {
+  const s: Settings = {};
+  const apply = (name: ParameterName, value: string, label: string): void => applyParameter(s, name, value, label, base);
+
+  if (f.listen) {
+    s.listen = f.listen.map((item, i) => {
+      const label = `listen[${i}]`;
+      if (typeof item === 'string') return parseListen(item, label);
+      const host = item.host === undefined || item.host === '' ? '' : checkHost(item.host.replace(/^\[(.*)\]$/, '$1'), `${label}.host`);
+      const port = typeof item.port === 'number' ? item.port : parsePort(item.port, `${label}.port`);
+      const entry: ListenEntry = { host, port, param: label };
+      if (item.door !== undefined) entry.door = item.door;
+      if (item.target !== undefined) entry.target = parseHostPort(item.target, `${label}.target`);
+      return entry;
+    });
+  }
+  if (f.server !== undefined) s.server = parseServer(f.server, 'server');
+  if (f.reliable !== undefined) s.reliable = parseHostList(joinList(f.reliable), 'reliable');
+  if (f.rules) {
+    s.rules = f.rules.map((r, i) => {
+      const label = `rules[${i}]`;
+      if ('permit' in r) return parseAccessRule('permit', r.permit, `${label}.permit`);
+      if ('reject' in r) return parseAccessRule('reject', r.reject, `${label}.reject`);
+      const protocols = joinList(r.protocols ?? '*');
+      const dst = joinList(r.dst ?? '*');
+      const src = joinList(r.src ?? '*');
+      return buildAccessRule(
+        r.action,
+        protocols,
+        dst,
+        src,
+        r.when,
+        { protocols: `${label}.protocols`, dst: `${label}.dst`, src: `${label}.src`, when: `${label}.when` },
+        `${r.action.toUpperCase()}=${protocols}:{${dst}}:{${src}}${r.when ? ':' + r.when : ''}`,
+      );
+    });
+  }
+  if (f.authorizer !== undefined) s.accounts = accountsFromFile(f.authorizer, 'authorizer', base);
+  if (f.adminauth !== undefined) s.adminAuth = accountsFromFile(f.adminauth, 'adminauth', base);
+  if (f.timeouts) {
+    const t: Settings['timeouts'] = {};
+    for (const [name, value] of Object.entries(f.timeouts)) {
+      if (value === undefined) continue;
+      const label = `timeouts.${name}`;
+      t[name as keyof typeof f.timeouts] = typeof value === 'number' ? secondsToMs(value, label) : parseDuration(value, label);
+    }
+    s.timeouts = t;
+  }
+  if (f.maxima) s.maxima = { ...f.maxima };
+  if (f.statedir !== undefined) s.stateDir = parsePath(f.statedir, 'statedir', base);
+  if (f.logdir !== undefined) s.logDir = parsePath(f.logdir, 'logdir', base);
+  if (f.logformat !== undefined) s.logFormat = f.logformat;
+  if (f.cache !== undefined) {
+    const c = f.cache;
+    if (typeof c === 'boolean') s.cacheEnabled = c;
+    else if (typeof c === 'string') s.cacheEnabled = parseDoNo(c, 'cache', 'do or no');
+    else {
+      if (c.enabled !== undefined) s.cacheEnabled = c.enabled;
+      if (c.dir !== undefined) s.cacheDir = parsePath(c.dir, 'cache.dir', base);
+      if (c.size !== undefined) s.cacheSize = typeof c.size === 'number' ? c.size : parseSize(c.size, 'cache.size');
+      if (c.expire !== undefined) {
+        s.cacheExpire = typeof c.expire === 'number' ? secondsToMs(c.expire, 'cache.expire') : parseDuration(c.expire, 'cache.expire');
+      }
+    }
+  }
+  if (f.sockstap) {
+    s.taps = f.sockstap.map((t, i) => {
+      const label = `sockstap[${i}]`;
+      if (typeof t === 'string') return parseTapRule(t, label);
+      const params =
+        t.params === undefined
+          ? ''
+          : typeof t.params === 'string'
+            ? t.params
+            : Object.entries(t.params)
+                .map(([k, v]) => `${k}="${v}"`)
+                .join(' ');
+      if (typeof t.params === 'object' && Object.values(t.params).some((v) => v.includes('"'))) {
+        throw new ConfigError(`${label}.params`, 'a value cannot contain "');
+      }
+      return parseTapRule(`${joinList(t.protocols)}:{${joinList(t.dst ?? '*')}}:{${joinList(t.src ?? '*')}}:${params}`, label);
+    });
+  }
+  const lists: [keyof ConfigFile, ParameterName][] = [
+    ['proxy', 'PROXY'],
+    ['socks', 'SOCKS'],
+    ['mount', 'MOUNT'],
+    ['bandwidth', 'BANDWIDTH'],
+    ['quota', 'QUOTA'],
+  ];
+  for (const [key, name] of lists) {
+    const value = f[key] as string | string[] | undefined;
+    if (value === undefined) continue;
+    listOf(value).forEach((v, i) => apply(name, v, typeof value === 'string' ? key : `${key}[${i}]`));
+    // An explicit empty list still overrides nothing and means "none".
+    if (name === 'PROXY' || name === 'SOCKS') s.upstreams ??= [];
+    else if (name === 'MOUNT') s.mounts ??= [];
+    else if (name === 'BANDWIDTH') s.bandwidth ??= [];
+    else s.quota ??= [];
+  }
+  if (f.admin !== undefined) s.admin = parseHostPort(f.admin, 'admin');
+  if (f.ident !== undefined) s.ident = f.ident;
+  if (f.spoof !== undefined) s.spoof = f.spoof === 'client' || f.spoof === true;
+  return s;
+}
+
+function accountsFromFile(value: NonNullable<ConfigFile['authorizer']>, label: string, base: string): Accounts | null {
+  if (typeof value === 'string') {
+    if (value.trim().toLowerCase() === 'none') return null;
+    return parseAuthorizer(value, label, base);
+  }
+  if ('users' in value) return accountsFromMap(value.users, `${label}.users`);
+  return loadHtpasswd(resolve(base, value.htpasswd), `${label}.htpasswd`);
+}
+
+function secondsToMs(seconds: number, label: string): number {
+  const ms = Math.round(seconds * 1000);
+  if (!Number.isSafeInteger(ms)) throw new ConfigError(label, 'duration is too large');
+  return ms;
+}

@@ -1,0 +1,496 @@
+/**
+ * DeleGate-style parameters, one parser each: `-P[HOST:]PORT[/DOOR]`, `SERVER=`, `SOCKSTAP=`,
+ * `PERMIT=`/`REJECT=`, `TIMEOUT=`, ... Each turns its text into typed `Settings` fields and throws
+ * `ConfigError` naming the parameter (or the YAML path the value came from) and what was expected.
+ * The command line and the YAML file both produce `Settings`; load.ts merges them and fills the
+ * defaults.
+ */
+import { isAbsolute, resolve } from 'node:path';
+import type {
+  AccessRule,
+  Accounts,
+  DoorKind,
+  HostList,
+  HostPort,
+  LogFormat,
+  Maxima,
+  Mount,
+  TapRule,
+  Timeouts,
+  Upstream,
+} from './types.js';
+import { ConfigError } from './types.js';
+import { parseHostPort } from './address.js';
+import { parseHostList } from './hostlist.js';
+import { parseBandwidth, parseQuota } from './limits.js';
+import { splitTopLevel, stripBraces } from './split.js';
+import { parseCount, parseDuration, parseSize } from './units.js';
+import { parseAuthorizer } from '../policy/accounts.js';
+import { parseTimeWindow } from '../policy/timewindow.js';
+
+/** A -P entry before the door defaults to SERVER. */
+export interface ListenEntry {
+  host: string;
+  port: number;
+  door?: DoorKind;
+  target?: HostPort;
+  /** Where it was written, for the message when a relay door lacks a target. */
+  param: string;
+}
+
+/** Everything one source (command line or file) said; unset fields take the other's or the default. */
+export interface Settings {
+  listen?: ListenEntry[];
+  server?: { door: DoorKind; target?: HostPort };
+  reliable?: HostList;
+  rules?: AccessRule[];
+  accounts?: Accounts | null;
+  ident?: boolean;
+  timeouts?: Partial<Timeouts>;
+  maxima?: Partial<Maxima>;
+  stateDir?: string;
+  logDir?: string;
+  logFormat?: LogFormat;
+  cacheEnabled?: boolean;
+  cacheDir?: string;
+  cacheSize?: number;
+  cacheExpire?: number;
+  taps?: TapRule[];
+  /** PROXY= and SOCKS= in the order given, tried in that order. */
+  upstreams?: Upstream[];
+  mounts?: Mount[];
+  bandwidth?: string[];
+  quota?: string[];
+  admin?: HostPort;
+  adminAuth?: Accounts | null;
+  spoof?: boolean;
+}
+
+export const DOOR_KINDS: readonly DoorKind[] = ['socks', 'http', 'auto', 'tcprelay', 'udprelay', 'transparent'];
+
+/** Protocols a SOCKSTAP rule can interpret; `all` stands for every one of them. */
+export const TAP_PROTOCOLS = ['http', 'tls', 'ftp', 'smtp', 'pop3', 'imap', 'nntp', 'ssh', 'telnet'] as const;
+
+/**
+ * Protocol names PERMIT/REJECT accept: the taps' application protocols and the tags front doors
+ * put on a tunnel (core/tunnel.ts `tags`).
+ */
+const RULE_PROTOCOLS = new Set<string>([
+  ...TAP_PROTOCOLS,
+  'socks',
+  'socks4',
+  'socks4a',
+  'socks5',
+  'connect',
+  'tcprelay',
+  'udprelay',
+  'transparent',
+  'udp',
+  'raw',
+]);
+
+/** DeleGate's `pop` is POP3; `https` is HTTP in TLS, which the tls tap sees. */
+const PROTOCOL_ALIASES: Readonly<Record<string, string>> = { pop: 'pop3', https: 'tls' };
+
+/** Parameters that take NAME=VALUE; the ones marked repeatable accumulate, the others replace. */
+export const PARAMETERS = {
+  SERVER: false,
+  SOCKSTAP: true,
+  CACHE: false,
+  CACHEDIR: false,
+  CACHESIZE: false,
+  EXPIRE: false,
+  STATEDIR: false,
+  LOGDIR: false,
+  LOGFORMAT: false,
+  RELIABLE: false,
+  PERMIT: true,
+  REJECT: true,
+  AUTHORIZER: false,
+  PROXY: true,
+  SOCKS: true,
+  MOUNT: true,
+  TIMEOUT: false,
+  MAXIMA: false,
+  IDENT: false,
+  SPOOF: false,
+  BANDWIDTH: true,
+  QUOTA: true,
+  ADMIN: false,
+  ADMINAUTH: false,
+} as const satisfies Record<string, boolean>;
+
+export type ParameterName = keyof typeof PARAMETERS;
+
+/** Parameters a SOCKSTAP rule may apply to the tunnels it picks (`SOCKSTAP="http:::CACHE=do"`). */
+export const TAP_PARAMETERS: readonly ParameterName[] = [
+  'CACHE',
+  'EXPIRE',
+  'PROXY',
+  'SOCKS',
+  'MOUNT',
+  'TIMEOUT',
+  'BANDWIDTH',
+  'QUOTA',
+  'PERMIT',
+  'REJECT',
+];
+
+export function isParameterName(name: string): name is ParameterName {
+  return Object.hasOwn(PARAMETERS, name);
+}
+
+/**
+ * Apply `NAME=VALUE` to `settings`. `label` names the source in messages (`TIMEOUT` on the
+ * command line, `timeouts.connect` in a file); `base` is the directory relative paths resolve
+ * against.
+ */
+export function applyParameter(settings: Settings, name: ParameterName, value: string, label: string, base: string): void {
+  switch (name) {
+    case 'SERVER':
+      settings.server = parseServer(value, label);
+      return;
+    case 'SOCKSTAP':
+      (settings.taps ??= []).push(parseTapRule(value, label));
+      return;
+    case 'CACHE':
+      settings.cacheEnabled = parseDoNo(value, label, 'do or no');
+      return;
+    case 'CACHEDIR':
+      settings.cacheDir = parsePath(value, label, base);
+      return;
+    case 'CACHESIZE':
+      settings.cacheSize = parseSize(value, label);
+      return;
+    case 'EXPIRE':
+      settings.cacheExpire = parseDuration(value, label);
+      return;
+    case 'STATEDIR':
+      settings.stateDir = parsePath(value, label, base);
+      return;
+    case 'LOGDIR':
+      settings.logDir = parsePath(value, label, base);
+      return;
+    case 'LOGFORMAT':
+      settings.logFormat = parseLogFormat(value, label);
+      return;
+    case 'RELIABLE':
+      settings.reliable = parseHostList(value, label);
+      return;
+    case 'PERMIT':
+    case 'REJECT':
+      (settings.rules ??= []).push(parseAccessRule(name === 'PERMIT' ? 'permit' : 'reject', value, label));
+      return;
+    case 'AUTHORIZER':
+      settings.accounts = parseAccountsValue(value, label, base);
+      return;
+    case 'PROXY':
+      (settings.upstreams ??= []).push(parseUpstream('http', value, label));
+      return;
+    case 'SOCKS':
+      (settings.upstreams ??= []).push(parseUpstream('socks', value, label));
+      return;
+    case 'MOUNT':
+      (settings.mounts ??= []).push(parseMount(value, label));
+      return;
+    case 'TIMEOUT':
+      settings.timeouts = { ...settings.timeouts, ...parseTimeouts(value, label) };
+      return;
+    case 'MAXIMA':
+      settings.maxima = { ...settings.maxima, ...parseMaxima(value, label) };
+      return;
+    case 'IDENT':
+      settings.ident = parseDoNo(value, label, 'do or no');
+      return;
+    case 'SPOOF':
+      settings.spoof = parseSpoof(value, label);
+      return;
+    case 'BANDWIDTH':
+      parseBandwidth(value, label);
+      (settings.bandwidth ??= []).push(value.trim());
+      return;
+    case 'QUOTA':
+      parseQuota(value, label);
+      (settings.quota ??= []).push(value.trim());
+      return;
+    case 'ADMIN':
+      settings.admin = parseHostPort(value, label);
+      return;
+    case 'ADMINAUTH':
+      settings.adminAuth = parseAccountsValue(value, label, base);
+      return;
+  }
+}
+
+/** `-P[HOST:]PORT[/DOOR]` or `-P[HOST:]PORT/tcprelay://HOST:PORT`; the text after `-P`. */
+export function parseListen(text: string, label: string): ListenEntry {
+  const t = text.trim();
+  if (t === '') throw new ConfigError(label, 'expected -P[HOST:]PORT[/DOOR], e.g. -P1080 or -P127.0.0.1:1080/socks');
+  // `-P9000/tcprelay://HOST:PORT` gives a relay port its own destination (an extension of -P).
+  const relay = /^([^/]*)\/((?:tcprelay|udprelay):\/\/.*)$/i.exec(t);
+  if (relay) {
+    const server = parseServer(relay[2]!, label);
+    return { ...parseHostPort(relay[1]!, label, true), door: server.door, target: server.target, param: label };
+  }
+  // The door follows the last '/', which is never inside an address (CIDR does not apply here).
+  const slash = t.lastIndexOf('/');
+  const address = slash < 0 ? t : t.slice(0, slash);
+  const door = slash < 0 ? undefined : parseDoor(t.slice(slash + 1), label);
+  const { host, port } = parseHostPort(address, label, true);
+  return { host, port, door, param: label };
+}
+
+export function parseDoor(text: string, label: string): DoorKind {
+  const d = text.trim().toLowerCase();
+  if ((DOOR_KINDS as readonly string[]).includes(d)) return d as DoorKind;
+  throw new ConfigError(label, `unknown door ${JSON.stringify(text)}; expected ${orList(DOOR_KINDS)}`);
+}
+
+/** `SERVER=socks|http|auto|transparent|tcprelay://HOST:PORT|udprelay://HOST:PORT`. */
+export function parseServer(text: string, label: string): { door: DoorKind; target?: HostPort } {
+  const t = text.trim();
+  const relay = /^(tcprelay|udprelay):\/\/(.*)$/i.exec(t);
+  if (relay) {
+    return { door: relay[1]!.toLowerCase() as DoorKind, target: parseHostPort(relay[2]!.replace(/\/$/, ''), label) };
+  }
+  const door = t.toLowerCase();
+  if (door === 'socks' || door === 'http' || door === 'auto' || door === 'transparent') return { door };
+  throw new ConfigError(label, `expected socks, http, auto, transparent or tcprelay://HOST:PORT, got ${JSON.stringify(text)}`);
+}
+
+/** A protocol list: `http,ftp`, `all`, `*`. `all` and `*` expand to `all` (the caller decides). */
+function parseProtocolList(text: string, label: string, allowed: ReadonlySet<string>, what: string): string[] {
+  const names = stripBraces(text)
+    .split(',')
+    .map((p) => p.trim().toLowerCase());
+  const out: string[] = [];
+  for (const raw of names) {
+    if (raw === '') throw new ConfigError(label, `empty protocol name in ${JSON.stringify(text)}`);
+    const name = raw === '*' ? 'all' : (PROTOCOL_ALIASES[raw] ?? raw);
+    if (name !== 'all' && !allowed.has(name)) {
+      throw new ConfigError(label, `unknown protocol ${JSON.stringify(raw)}; expected ${what}`);
+    }
+    if (!out.includes(name)) out.push(name);
+  }
+  return out;
+}
+
+/** `SOCKSTAP=ProtoList[:[dstHostList][:[srcHostList][:params]]]`. */
+export function parseTapRule(text: string, label: string): TapRule {
+  const [protoText = '', dstText = '', srcText = '', paramText = ''] = splitTopLevel(text.trim(), ':', {
+    limit: 4,
+    keepUrls: true,
+  });
+  const protocols = parseProtocolList(protoText, label, new Set(TAP_PROTOCOLS), 'http, tls, ftp, smtp, pop, imap, nntp, ssh, telnet or all');
+  return {
+    protocols: protocols.includes('all') ? [...TAP_PROTOCOLS] : protocols,
+    dst: parseHostList(dstText.trim() === '' ? '*' : dstText, label),
+    src: parseHostList(srcText.trim() === '' ? '*' : srcText, label),
+    params: parseTapParams(paramText, label),
+    source: `SOCKSTAP=${text}`,
+  };
+}
+
+/** `NAME=VALUE NAME2="VALUE WITH SPACES"`: each one validated as the parameter itself would be. */
+function parseTapParams(text: string, label: string): Record<string, string> {
+  const params: Record<string, string> = {};
+  const re = /\s*([^\s=]+)=("[^"]*"|[^\s"]*)\s*/y;
+  let pos = 0;
+  const t = text.trim();
+  while (pos < t.length) {
+    re.lastIndex = pos;
+    const m = re.exec(t);
+    if (!m) throw new ConfigError(label, `expected NAME=VALUE pairs separated by spaces after the third ':', got ${JSON.stringify(t.slice(pos))}`);
+    pos = re.lastIndex;
+    const name = m[1]!.toUpperCase();
+    const value = m[2]!.startsWith('"') ? m[2]!.slice(1, -1) : m[2]!;
+    if (!isParameterName(name) || !TAP_PARAMETERS.includes(name)) {
+      throw new ConfigError(label, `${JSON.stringify(m[1])} cannot be set per tunnel; expected ${orList(TAP_PARAMETERS)}`);
+    }
+    // Validate now so a typo exits 2; the text is what the pipeline applies. No per-tunnel
+    // parameter takes a path, so the base directory does not matter here.
+    applyParameter({}, name, value, `${label} ${name}`, process.cwd());
+    params[name] = value;
+  }
+  return params;
+}
+
+/** `PERMIT=protoList:dstHostList:srcHostList[:WHEN]` (missing lists mean `*`). */
+export function parseAccessRule(action: 'permit' | 'reject', text: string, label: string): AccessRule {
+  const fields = splitTopLevel(text.trim(), ':', { keepUrls: true });
+  if (fields.length > 4) {
+    throw new ConfigError(
+      label,
+      `expected protoList:dstHostList:srcHostList[:WHEN]; a list with ports or IPv6 goes in braces, as {*:443,[::1]:80}`,
+    );
+  }
+  const [protoText = '', dstText = '', srcText = '', whenText] = fields;
+  return buildAccessRule(action, protoText, dstText, srcText, whenText, {
+    protocols: label,
+    dst: label,
+    src: label,
+    when: label,
+  }, `${action.toUpperCase()}=${text}`);
+}
+
+/** Shared by the parameter and the YAML `{action, protocols, dst, src, when}` form. */
+export function buildAccessRule(
+  action: 'permit' | 'reject',
+  protoText: string,
+  dstText: string,
+  srcText: string,
+  whenText: string | undefined,
+  labels: { protocols: string; dst: string; src: string; when: string },
+  source: string,
+): AccessRule {
+  const protocols = parseProtocolList(
+    protoText.trim() === '' ? '*' : protoText,
+    labels.protocols,
+    RULE_PROTOCOLS,
+    `* or protocol names such as http, ftp, smtp, socks5, connect`,
+  );
+  const rule: AccessRule = {
+    action,
+    protocols: protocols.includes('all') ? ['*'] : protocols,
+    dst: parseHostList(dstText.trim() === '' ? '*' : dstText, labels.dst),
+    src: parseHostList(srcText.trim() === '' ? '*' : srcText, labels.src),
+    source,
+  };
+  if (whenText !== undefined && whenText.trim() !== '') rule.when = parseTimeWindow(whenText, labels.when);
+  return rule;
+}
+
+/**
+ * `PROXY=[USER:PASS@]HOST:PORT[:dstHostList]`, `SOCKS=[USER:PASS@]HOST:PORT[/4|/4a|/5][:dstHostList]`.
+ * USER and PASS are percent-decoded, so they can carry `@` and `:` as `%40` and `%3A`.
+ */
+export function parseUpstream(kind: 'http' | 'socks', text: string, label: string): Upstream {
+  const t = text.trim();
+  const expected =
+    kind === 'http' ? '[USER:PASS@]HOST:PORT[:dstHostList]' : '[USER:PASS@]HOST:PORT[/4|/4a|/5][:dstHostList]';
+  const m = /^(?:([^:@]*):([^@]*)@)?(\[[^\]]*\]|[^:@/[\]]+):(\d+)(?:\/([^:]*))?(?::(.*))?$/s.exec(t);
+  // Never echo the value: it may carry a password.
+  if (!m) throw new ConfigError(label, `expected ${expected}`);
+  const [, user, password, hostText, portText, versionText, dstText] = m;
+  const { host, port } = parseHostPort(`${hostText}:${portText}`, label);
+  let version: Upstream['version'];
+  if (versionText !== undefined) {
+    if (kind !== 'socks' || !['4', '4a', '5'].includes(versionText.toLowerCase())) {
+      throw new ConfigError(label, `unexpected /${versionText}; expected ${expected}`);
+    }
+    version = versionText.toLowerCase() as Upstream['version'];
+  } else if (kind === 'socks') {
+    version = '5';
+  }
+  const upstream: Upstream = {
+    kind,
+    host,
+    port,
+    dst: parseHostList(dstText === undefined || dstText.trim() === '' ? '*' : dstText, label),
+    source: `${kind === 'http' ? 'PROXY' : 'SOCKS'}=${hostText}:${portText}${versionText ? '/' + versionText : ''}${dstText ? ':' + dstText : ''}`,
+  };
+  if (version) upstream.version = version;
+  if (user !== undefined) {
+    try {
+      upstream.user = decodeURIComponent(user);
+      upstream.password = decodeURIComponent(password!);
+    } catch {
+      throw new ConfigError(label, 'bad percent-encoding in USER:PASS');
+    }
+    if (upstream.user === '') throw new ConfigError(label, 'empty user name before :PASS@');
+  }
+  if (port === 0) throw new ConfigError(label, 'port 0 is not a server port');
+  return upstream;
+}
+
+/** `MOUNT="vURL rURL [opt,opt]"`, DeleGate style: `MOUNT="/mnt/* http://host:port/static/*"`. */
+export function parseMount(text: string, label: string): Mount {
+  const words = text.trim().split(/\s+/).filter(Boolean);
+  if (words.length < 2 || words.length > 3) {
+    throw new ConfigError(label, `expected "vURL rURL [options]", e.g. "/mnt/* http://host/static/*", got ${JSON.stringify(text)}`);
+  }
+  const [from, to, opts] = words as [string, string, string | undefined];
+  if (!from.startsWith('/') && !/^[a-z][a-z0-9+.-]*:\/\//i.test(from)) {
+    throw new ConfigError(label, `virtual URL ${JSON.stringify(from)} must start with / or scheme://`);
+  }
+  try {
+    new URL(to.replaceAll('*', ''));
+  } catch {
+    throw new ConfigError(label, `real URL ${JSON.stringify(to)} is not an absolute URL such as http://host:port/path/*`);
+  }
+  if (from.split('*').length > 2 || to.split('*').length > 2) {
+    throw new ConfigError(label, 'at most one * in each URL');
+  }
+  return { from, to, options: opts ? opts.split(',').filter(Boolean) : [] };
+}
+
+const TIMEOUT_NAMES = ['connect', 'handshake', 'idle', 'sniff', 'drain'] as const;
+
+/** `TIMEOUT=connect:2m,handshake:10s` — only the named ones change. */
+export function parseTimeouts(text: string, label: string): Partial<Timeouts> {
+  return parseNamedValues(text, label, TIMEOUT_NAMES, 'timeout', (v, l) => parseDuration(v, l));
+}
+
+const MAXIMA_NAMES = ['conn', 'peruser', 'persrc'] as const;
+
+/** `MAXIMA=conn:N,peruser:N,persrc:N`; 0 = unlimited. */
+export function parseMaxima(text: string, label: string): Partial<Maxima> {
+  return parseNamedValues(text, label, MAXIMA_NAMES, 'maximum', (v, l) => parseCount(v, l, 'a count (0 = unlimited)'));
+}
+
+function parseNamedValues<K extends string>(
+  text: string,
+  label: string,
+  names: readonly K[],
+  what: string,
+  parse: (value: string, label: string) => number,
+): Partial<Record<K, number>> {
+  const out: Partial<Record<K, number>> = {};
+  for (const item of text.split(',')) {
+    const colon = item.indexOf(':');
+    if (colon < 0) throw new ConfigError(label, `expected NAME:VALUE pairs such as ${names[0]}:..., got ${JSON.stringify(item)}`);
+    const name = item.slice(0, colon).trim().toLowerCase();
+    if (!(names as readonly string[]).includes(name)) {
+      throw new ConfigError(label, `unknown ${what} ${JSON.stringify(item.slice(0, colon).trim())}; expected ${orList(names)}`);
+    }
+    out[name as K] = parse(item.slice(colon + 1), `${label} ${name}`);
+  }
+  return out;
+}
+
+export function parseLogFormat(text: string, label: string): LogFormat {
+  const f = text.trim().toLowerCase();
+  if (f === 'squid' || f === 'common' || f === 'combined') return f;
+  throw new ConfigError(label, `expected squid, common or combined, got ${JSON.stringify(text)}`);
+}
+
+export function parseDoNo(text: string, label: string, expected: string): boolean {
+  const v = text.trim().toLowerCase();
+  if (v === 'do' || v === 'yes' || v === 'on') return true;
+  if (v === 'no' || v === 'off') return false;
+  throw new ConfigError(label, `expected ${expected}, got ${JSON.stringify(text)}`);
+}
+
+function parseSpoof(text: string, label: string): boolean {
+  const v = text.trim().toLowerCase();
+  if (v === 'client') return true;
+  if (v === 'no' || v === 'none') return false;
+  throw new ConfigError(label, `expected client or no, got ${JSON.stringify(text)}`);
+}
+
+/** `AUTHORIZER=-list{...}` / `-htpasswd{FILE}`; `none` turns authentication off (to override a file). */
+function parseAccountsValue(text: string, label: string, base: string): Accounts | null {
+  if (text.trim().toLowerCase() === 'none') return null;
+  return parseAuthorizer(text, label, base);
+}
+
+export function parsePath(text: string, label: string, base: string): string {
+  const t = text.trim();
+  if (t === '' || t.includes('\0')) throw new ConfigError(label, 'expected a directory path');
+  return isAbsolute(t) ? resolve(t) : resolve(base, t);
+}
+
+
+function orList(items: readonly string[]): string {
+  return items.length < 2 ? items.join('') : `${items.slice(0, -1).join(', ')} or ${items[items.length - 1]}`;
+}

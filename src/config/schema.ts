@@ -1,0 +1,121 @@
+/**
+ * The structured form of the configuration (`-f FILE.yaml`), as a zod schema. It checks shape
+ * only — which keys exist and what kind of value each holds; the values themselves (host lists,
+ * durations, sizes, rules) go through the same parsers as the command-line parameters, so both
+ * forms accept exactly the same texts. schema/sockstap.schema.json is generated from this
+ * (`npx tsx scripts/gen-schema.ts`).
+ */
+import { z } from 'zod';
+
+const text = z.string();
+const textOrList = z.union([text, z.array(text)]);
+const durationValue = z.union([text, z.number().nonnegative()]).describe('a duration such as 300ms, 30s, 2m, 1h; a number means seconds');
+const sizeValue = z.union([text, z.number().int().nonnegative()]).describe('a size such as 512k, 64m, 1g; a number means bytes');
+
+const door = z.enum(['socks', 'http', 'auto', 'tcprelay', 'udprelay', 'transparent']);
+
+const listenItem = z.union([
+  text.describe('[HOST:]PORT[/DOOR], as after -P'),
+  z.strictObject({
+    host: text.optional().describe("bind address; omitted or '' = every interface"),
+    port: z.union([z.number().int().min(0).max(65535), text]),
+    door: door.optional().describe('defaults to server'),
+    target: text.optional().describe('HOST:PORT, the destination of a tcprelay/udprelay door'),
+  }),
+]);
+
+const ruleText = text.describe('protoList:dstHostList:srcHostList[:WHEN]');
+const ruleItem = z.union([
+  z.strictObject({ permit: ruleText }),
+  z.strictObject({ reject: ruleText }),
+  z.strictObject({
+    action: z.enum(['permit', 'reject']),
+    protocols: textOrList.optional().describe('protocol names or *; default *'),
+    dst: textOrList.optional().describe('destination host list; default *'),
+    src: textOrList.optional().describe('source host list; default *'),
+    when: text.optional().describe('time window such as mon-fri/0900-1800'),
+  }),
+]);
+
+const accounts = z.union([
+  text.describe('-list{USER:PASS,...} or -htpasswd{FILE}'),
+  z.strictObject({ users: z.record(text, text).describe('user name to password') }),
+  z.strictObject({ htpasswd: text.describe('htpasswd file, relative to this file') }),
+]);
+
+const tapItem = z.union([
+  text.describe('ProtoList[:[dstHostList][:[srcHostList][:params]]], as SOCKSTAP='),
+  z.strictObject({
+    protocols: textOrList.describe('http, tls, ftp, smtp, pop, imap, nntp, ssh, telnet or all'),
+    dst: textOrList.optional(),
+    src: textOrList.optional(),
+    params: z.union([text, z.record(text, text)]).optional().describe('NAME=VALUE applied to the tunnels this rule picks'),
+  }),
+]);
+
+export const configFileSchema = z
+  .strictObject({
+    listen: z.array(listenItem).optional().describe('listeners, as -P'),
+    server: text.optional().describe('socks, http, auto, transparent or tcprelay://HOST:PORT'),
+    reliable: textOrList.optional().describe('sources allowed to use the proxy; default .localnet'),
+    rules: z.array(ruleItem).optional().describe('PERMIT/REJECT rules in order; first match wins'),
+    authorizer: accounts.optional(),
+    timeouts: z
+      .strictObject({
+        connect: durationValue.optional(),
+        handshake: durationValue.optional(),
+        idle: durationValue.optional(),
+        sniff: durationValue.optional(),
+        drain: durationValue.optional(),
+      })
+      .optional(),
+    maxima: z
+      .strictObject({
+        conn: z.number().int().nonnegative().optional(),
+        peruser: z.number().int().nonnegative().optional(),
+        persrc: z.number().int().nonnegative().optional(),
+      })
+      .optional()
+      .describe('connection limits; 0 = unlimited'),
+    statedir: text.optional(),
+    logdir: text.optional(),
+    logformat: z.enum(['squid', 'common', 'combined']).optional(),
+    cache: z
+      .union([
+        z.enum(['do', 'no']),
+        z.boolean(),
+        z.strictObject({
+          enabled: z.boolean().optional(),
+          dir: text.optional(),
+          size: sizeValue.optional(),
+          expire: durationValue.optional(),
+        }),
+      ])
+      .optional(),
+    sockstap: z.array(tapItem).optional().describe('tap rules, as SOCKSTAP='),
+    proxy: textOrList.optional().describe('upstream HTTP proxies, as PROXY='),
+    socks: textOrList.optional().describe('upstream SOCKS proxies, as SOCKS='),
+    mount: textOrList.optional().describe('"vURL rURL [options]", as MOUNT='),
+    bandwidth: textOrList.optional().describe('RATE[/up|/down]:SCOPE, as BANDWIDTH='),
+    quota: textOrList.optional().describe('SIZE/PERIOD[/up|/down]:SCOPE, as QUOTA='),
+    admin: text.optional().describe('HOST:PORT of the dashboard'),
+    adminauth: accounts.optional(),
+    ident: z.boolean().optional(),
+    spoof: z.union([z.literal('client'), z.boolean()]).optional(),
+  })
+  .describe('sockstap configuration (the structured form of its DeleGate-style parameters)');
+
+export type ConfigFile = z.infer<typeof configFileSchema>;
+
+/** The JSON Schema shipped as schema/sockstap.schema.json. */
+export function configJsonSchema(): Record<string, unknown> {
+  return {
+    title: 'sockstap configuration',
+    ...(z.toJSONSchema(configFileSchema, { target: 'draft-2020-12' }) as Record<string, unknown>),
+  };
+}
+
+/** The exact text of schema/sockstap.schema.json (two-space JSON and a final newline). */
+export function configJsonSchemaText(): string {
+  return JSON.stringify(configJsonSchema(), null, 2) + '\n';
+}

@@ -1,0 +1,108 @@
+/**
+ * Header rules of a forwarding HTTP proxy, on Node's raw header lists (`rawHeaders`: name, value,
+ * name, value, ...), so the case and order of fields and repeated fields survive the trip.
+ *
+ * Hop-by-hop fields (RFC 9110 §7.6.1) describe one connection, not the message: a proxy removes
+ * them, and every field that `Connection` names, in both directions. `Via` (RFC 9110 §7.6.3) is
+ * appended in both directions.
+ */
+
+/** Fields that never cross a proxy (RFC 9110 §7.6.1, plus the de facto Proxy-Connection). */
+export const HOP_BY_HOP_FIELDS: ReadonlySet<string> = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+/** The field names a message's `Connection` fields list (RFC 9110 §7.6.1), lower-case. */
+export function connectionOptions(rawHeaders: readonly string[]): Set<string> {
+  const options = new Set<string>();
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    if (rawHeaders[i]!.toLowerCase() !== 'connection') continue;
+    for (const token of rawHeaders[i + 1]!.split(',')) {
+      const name = token.trim().toLowerCase();
+      if (name) options.add(name);
+    }
+  }
+  return options;
+}
+
+/** A copy of the raw list without hop-by-hop fields and without the fields `Connection` names. */
+export function withoutHopByHop(rawHeaders: readonly string[]): string[] {
+  const named = connectionOptions(rawHeaders);
+  const out: string[] = [];
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP_FIELDS.has(lower) || named.has(lower)) continue;
+    out.push(name, rawHeaders[i + 1]!);
+  }
+  return out;
+}
+
+/** First value of a field in a raw list (case-insensitive name), or undefined. */
+export function rawHeaderValue(rawHeaders: readonly string[], name: string): string | undefined {
+  const lower = name.toLowerCase();
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    if (rawHeaders[i]!.toLowerCase() === lower) return rawHeaders[i + 1];
+  }
+  return undefined;
+}
+
+/** Removes every field of that name and appends one with the value (in place). */
+export function setRawHeader(rawHeaders: string[], name: string, value: string): void {
+  removeRawHeader(rawHeaders, name);
+  rawHeaders.push(name, value);
+}
+
+/** Removes every field of that name (in place). */
+export function removeRawHeader(rawHeaders: string[], name: string): void {
+  const lower = name.toLowerCase();
+  for (let i = rawHeaders.length - 2; i >= 0; i -= 2) {
+    if (rawHeaders[i]!.toLowerCase() === lower) rawHeaders.splice(i, 2);
+  }
+}
+
+/**
+ * The Via entry for one hop (RFC 9110 §7.6.3): the protocol version of the message as this proxy
+ * received it, then the proxy's pseudonym. `via` is the configured entry, e.g. "1.1 sockstap";
+ * its version is replaced by the received one, so an HTTP/1.0 client yields "1.0 sockstap".
+ */
+export function viaEntry(receivedVersion: string, via: string): string {
+  const m = /^(?:HTTP\/)?\d\.\d\s+(.+)$/.exec(via.trim());
+  const pseudonym = m ? m[1]! : via.trim();
+  return `${receivedVersion} ${pseudonym}`;
+}
+
+/**
+ * Appends this hop to Via (in place): a new field line, which RFC 9110 §5.3 makes equivalent to
+ * adding a comma-separated member to an existing one.
+ */
+export function appendVia(rawHeaders: string[], receivedVersion: string, via: string): void {
+  rawHeaders.push('Via', viaEntry(receivedVersion, via));
+}
+
+/**
+ * Whether a request carries a body, by RFC 9112 §6.3: Transfer-Encoding means a body of unknown
+ * length; otherwise Content-Length decides; neither means none.
+ */
+export function requestBodyKind(headers: {
+  'transfer-encoding'?: string | undefined;
+  'content-length'?: string | undefined;
+}): 'none' | 'length' | 'chunked' {
+  if (headers['transfer-encoding'] !== undefined) return 'chunked';
+  const length = headers['content-length'];
+  if (length !== undefined && length !== '0') return 'length';
+  return 'none';
+}
+
+/** The media type without parameters, as Squid logs it (`text/html; charset=utf-8` → `text/html`). */
+export function mediaType(contentType: string | undefined): string {
+  if (!contentType) return '';
+  return contentType.split(/[;\t ]/, 1)[0]!.trim();
+}
