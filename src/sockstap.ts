@@ -214,18 +214,21 @@ export class Sockstap {
     this.totals.sessions++;
     socket.once('close', () => {
       this.limits.releaseSource(source);
-      this.sessions.delete(session.id);
       session.endMs = Date.now();
-      if (session.command === 'http' || session.command === null) {
-        // Not a relayed tunnel: count what crossed the client connection.
-        session.bytesUp = socket.bytesRead;
-        session.bytesDown = socket.bytesWritten;
-      }
-      this.totals.bytesUp += session.bytesUp;
-      this.totals.bytesDown += session.bytesDown;
       // Close the session's other sockets too (an upstream still dialing, a BIND listener).
       session.close();
-      this.events.emit('session-end', session);
+      // The record is written once the pipeline has finished its counts.
+      void session.settled().then(() => {
+        if (session.command === 'http' || session.command === null) {
+          // Not a relayed tunnel: count what crossed the client connection.
+          session.bytesUp = socket.bytesRead;
+          session.bytesDown = socket.bytesWritten;
+        }
+        this.totals.bytesUp += session.bytesUp;
+        this.totals.bytesDown += session.bytesDown;
+        this.sessions.delete(session.id);
+        this.events.emit('session-end', session);
+      });
     });
     this.events.emit('session-start', session);
     door(socket, session, ctx);
@@ -306,8 +309,8 @@ export class Sockstap {
       for (const s of this.sessions.values()) s.close('ESHUTDOWN');
       await closing;
       await this.admin?.close();
-      // Let the close events of destroyed sockets write their records before the files close.
-      await new Promise((r) => setImmediate(r));
+      // Let the destroyed sessions write their records before the files close (bounded wait).
+      for (let i = 0; i < 200 && this.sessions.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
       this.log.info('stopped', { sessions: this.totals.sessions });
       await Promise.all([this.accessLog.close(), this.sessionsLog.close(), this.log.close()]);
     })();

@@ -80,7 +80,11 @@ export class Pipeline implements TunnelSink {
     });
   }
 
-  async handle(tunnel: Tunnel): Promise<void> {
+  handle(tunnel: Tunnel): Promise<void> {
+    return tunnel.session.hold(this.run(tunnel));
+  }
+
+  private async run(tunnel: Tunnel): Promise<void> {
     const { session } = tunnel;
     session.command = tunnel.command;
     session.dst = tunnel.dst;
@@ -107,7 +111,7 @@ export class Pipeline implements TunnelSink {
       return;
     }
     if (tunnel.command === 'udp') {
-      await this.associateUdp(tunnel);
+      await this.runUdp(tunnel);
       return;
     }
 
@@ -142,7 +146,11 @@ export class Pipeline implements TunnelSink {
     if (session.result === 'ok') session.result = r.result;
   }
 
-  async associateUdp(tunnel: Tunnel): Promise<void> {
+  associateUdp(tunnel: Tunnel): Promise<void> {
+    return tunnel.session.hold(this.runUdp(tunnel));
+  }
+
+  private async runUdp(tunnel: Tunnel): Promise<void> {
     const { session } = tunnel;
     session.command = 'udp';
     session.dst = tunnel.dst;

@@ -57,6 +57,8 @@ export class Session {
   /** Sockets owned by this session, destroyed together by `close()`. */
   readonly sockets = new Set<Socket>();
   private closed = false;
+  /** Work still running for this session (a relay finishing its counts); see `hold()`. */
+  private readonly holds = new Set<Promise<unknown>>();
 
   constructor(init: { clientAddress: string; clientPort: number; door: DoorKind; listen: string }) {
     this.id = `${idPrefix}-${(++counter).toString(36)}`;
@@ -75,6 +77,21 @@ export class Session {
     this.sockets.add(socket);
     sessionBySocket.set(socket, this);
     socket.once('close', () => this.sockets.delete(socket));
+  }
+
+  /** Keep the session's record open until `work` settles (the relay writes the byte counts last). */
+  hold<T>(work: Promise<T>): Promise<T> {
+    this.holds.add(work);
+    const done = (): void => {
+      this.holds.delete(work);
+    };
+    work.then(done, done);
+    return work;
+  }
+
+  /** Resolves when every held piece of work has settled. */
+  async settled(): Promise<void> {
+    while (this.holds.size > 0) await Promise.allSettled([...this.holds]);
   }
 
   /** Ends every socket of the session at once (admin close, shutdown, limits). */

@@ -34,13 +34,13 @@ function originHandler(origin: () => Origin): (req: http.IncomingMessage, res: h
         res.write(CHUNKS[i++], () => setImmediate(next));
       };
       next();
-    } else if (url === '/echo' || url === '/upload') {
+    } else if (url === '/echo' || url === '/upload' || url === '/gate') {
       const parts: Buffer[] = [];
       req.on('data', (c: Buffer) => parts.push(c));
       req.on('end', () => {
         const body = Buffer.concat(parts);
         res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-received-bytes': String(body.length) });
-        res.end(url === '/upload' ? `got ${body.length}` : body);
+        res.end(url !== '/echo' ? `got ${body.length}` : body);
       });
     } else if (url === '/hop') {
       res.writeHead(200, {

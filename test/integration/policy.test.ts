@@ -68,7 +68,7 @@ describe('RELIABLE', () => {
     assert.equal(served.code, 0, served.stderr);
     assert.ok(served.stdout.equals(PAGE));
     await proxy.stop();
-    assert.match(proxy.readLog('sockstap.log'), /source refused client=127\.0\.0\.2:\d+ .*by=RELIABLE=127\.0\.0\.1/);
+    assert.match(proxy.readLog('sockstap.log'), /source refused client=127\.0\.0\.2:\d+ .*by="?RELIABLE=127\.0\.0\.1/);
   });
 });
 
