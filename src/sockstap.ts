@@ -13,6 +13,7 @@ import { autoDoor, socksDoor } from './frontdoors/auto.js';
 import type { DoorContext, DoorHandler } from './frontdoors/door.js';
 import { httpProxyDoor } from './frontdoors/http-proxy.js';
 import { tcprelayDoor } from './frontdoors/portmap.js';
+import { closeForwardPool } from './taps/http/forward.js';
 import { AccessLogWriter } from './observe/access-log.js';
 import { ProxyEvents } from './observe/events.js';
 import { FileLogger, type Logger } from './observe/log.js';
@@ -309,6 +310,7 @@ export class Sockstap {
       for (const s of this.sessions.values()) s.close('ESHUTDOWN');
       await closing;
       await this.admin?.close();
+      closeForwardPool();
       // Let the destroyed sessions write their records before the files close (bounded wait).
       for (let i = 0; i < 200 && this.sessions.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
       this.log.info('stopped', { sessions: this.totals.sessions });

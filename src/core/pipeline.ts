@@ -14,7 +14,7 @@ import type { ProxyEvents } from '../observe/events.js';
 import type { Logger } from '../observe/log.js';
 import { checkDestination, destinationAddresses, rulesNeedAddresses } from '../policy/acl.js';
 import type { ConnectionLimits } from '../policy/limits.js';
-import { denyHttp, forwardHttpRequest } from '../taps/http/forward.js';
+import { absoluteTarget, denyHttp, forwardHttpRequest } from '../taps/http/forward.js';
 import { dialDirect } from '../upstream/direct.js';
 import { ProxyError, toProxyError } from './errors.js';
 import type { Session } from './session.js';
@@ -180,21 +180,13 @@ export class Pipeline implements TunnelSink {
   }
 
   forwardHttp(req: IncomingMessage, res: ServerResponse, session: Session): void {
-    let target: URL;
-    try {
-      target = new URL(req.url ?? '');
-    } catch {
-      denyHttp(req, res, session, this.deps.events, 'EPROTO', 'the request target is not an absolute URL');
+    // absoluteTarget keeps the path byte for byte (new URL() would normalise it).
+    const target = absoluteTarget(req.url ?? '');
+    if (!target) {
+      denyHttp(req, res, session, this.deps.events, 'EPROTO', 'the HTTP door forwards absolute http:// URLs only');
       return;
     }
-    const dst: HostPort = {
-      host: target.hostname.replace(/^\[|\]$/g, ''),
-      port: target.port ? Number(target.port) : target.protocol === 'https:' ? 443 : 80,
-    };
-    if (target.protocol !== 'http:') {
-      denyHttp(req, res, session, this.deps.events, 'EPROTO', `${target.protocol} URLs are not forwarded by the HTTP door`);
-      return;
-    }
+    const dst: HostPort = { host: target.host, port: target.port };
     session.command = 'http';
     session.dst ??= dst;
     const config = this.deps.config();
@@ -207,7 +199,7 @@ export class Pipeline implements TunnelSink {
         () =>
           forwardHttpRequest(req, res, {
             session,
-            target: { host: dst.host, port: dst.port, path: `${target.pathname}${target.search}` },
+            target,
             dial: (d) => this.dial(d, session),
             events: this.deps.events,
             log: this.deps.log,

@@ -116,10 +116,14 @@ function fastHandle(socket: Socket): StreamHandle | null {
   return handle as StreamHandle;
 }
 
+/** The direction that reads a socket, kept on the socket so shared listeners find their state. */
+const kReadDirection = Symbol('sockstap.relay.readDirection');
+type RelaySocket = Socket & { [kReadDirection]?: Direction };
+
 /** One direction of the tunnel: reads `src`, writes `dst`. */
 class Direction {
   bytes = 0;
-  /** Reads since the last idle sweep, to find silent directions that still hold a lease. */
+  /** Reads since the last sweep, to find silent directions that still hold a lease. */
   reads = 0;
   /** The buffer the next read lands in: the shared idle buffer or `lease`. */
   next: Buffer = idleBuffer;
@@ -132,10 +136,13 @@ class Direction {
   constructor(
     readonly src: Socket,
     readonly dst: Socket,
-  ) {}
+    readonly tunnel: RelayTunnel,
+  ) {
+    (src as RelaySocket)[kReadDirection] = this;
+  }
 
-  /** The user-buffer read callback: `buf` is the buffer the bytes landed in. */
-  readonly onRead = (nread: number, buf: Buffer): boolean => {
+  /** The user-buffer read: `buf` is the buffer the bytes landed in. */
+  read(nread: number, buf: Buffer): boolean {
     this.bytes += nread;
     this.reads++;
     let out: Buffer;
@@ -149,11 +156,7 @@ class Direction {
     }
     const busy = nread >= IDLE_READ_SIZE;
     this.dst.write(nread === out.length ? out : out.subarray(0, nread), this.onWritten);
-    if (busy) {
-      this.next = this.lease!;
-    } else {
-      this.next = idleBuffer;
-    }
+    this.next = busy ? this.lease! : idleBuffer;
     if (this.dst.writableLength === 0) {
       // Written synchronously: the lease is free again.
       if (!busy) this.releaseLease();
@@ -162,9 +165,9 @@ class Direction {
     // The write is pending and points into the lease: stop reading until it completes.
     this.waiting = true;
     return false;
-  };
+  }
 
-  /** The `kBufferGen` function: where the next read lands. */
+  /** The `kBufferGen` function: where the next read lands (Node calls it without `this`). */
   readonly nextBuffer = (): Buffer => this.next;
 
   /** Write callback; for synchronous writes it runs later, so it checks what is still pending. */
@@ -204,7 +207,7 @@ class Direction {
     const own = this.src as unknown as Record<symbol, unknown>;
     const s = slots!;
     own[s.buffer] = idleBuffer;
-    own[s.callback] = this.onRead;
+    own[s.callback] = onUserBufferRead;
     own[s.generator] = this.nextBuffer;
     handle.useUserBuffer(idleBuffer);
     relayCounters.fast++;
@@ -217,9 +220,7 @@ class Direction {
   startPipe(): void {
     relayCounters.pipe++;
     this.drainBuffered();
-    this.src.on('data', (chunk: Buffer) => {
-      this.bytes += chunk.length;
-    });
+    this.src.on('data', countPiped);
     // 'end' is forwarded by the relay itself, as in the fast path.
     this.src.pipe(this.dst, { end: false });
   }
@@ -233,96 +234,136 @@ class Direction {
   }
 }
 
-export function relay(client: Socket, server: Socket, options: RelayOptions): Promise<RelayResult> {
-  return new Promise((resolve) => {
-    const up = new Direction(client, server);
-    const down = new Direction(server, client);
-    let result = 'ok';
-    let open = 2;
-    let timer: NodeJS.Timeout | null = null;
-    let torn = false;
+// Listeners shared by every tunnel: Node calls them with `this` = the socket, which leads to the
+// tunnel's state, so a tunnel costs no closures beyond two per direction (Node calls those without `this`).
 
-    const settle = (): void => {
-      if (timer) clearInterval(timer);
-      timer = null;
-      // Both handles are closed: no write can still point into a lease.
-      up.releaseLease();
-      down.releaseLease();
-      resolve({ up: up.bytes, down: down.bytes, result });
-    };
-    const teardown = (): void => {
-      if (torn) return;
-      torn = true;
-      if (timer) clearInterval(timer);
-      timer = null;
-      client.destroy();
-      server.destroy();
-    };
-    const onClose = (socket: Socket, other: Socket) => (): void => {
-      // A socket that closed after both its halves ended leaves the other to flush its own
-      // pending writes and close by itself (it has received its FIN already); any other close
-      // (error, reset, destroy from outside) takes the other side down with it.
-      if (!(socket.readableEnded && socket.writableFinished) || other.readableEnded === false) teardown();
-      if (--open === 0) settle();
-    };
-    const onError = (err: NodeJS.ErrnoException): void => {
-      if (result === 'ok') result = err.code ?? 'EUPSTREAM';
-    };
+function onUserBufferRead(this: RelaySocket, nread: number, buf: Buffer): boolean {
+  return this[kReadDirection]!.read(nread, buf);
+}
 
-    for (const [socket, other] of [
-      [client, server],
-      [server, client],
-    ] as const) {
-      socket.on('error', onError);
+function countPiped(this: RelaySocket, chunk: Buffer): void {
+  this[kReadDirection]!.bytes += chunk.length;
+}
+
+/** FIN is forwarded only once everything read before it was written (end() queues behind). */
+function forwardEnd(this: RelaySocket): void {
+  const dst = this[kReadDirection]!.dst;
+  if (!dst.destroyed) dst.end();
+}
+
+function onRelayError(this: RelaySocket, err: NodeJS.ErrnoException): void {
+  const tunnel = this[kReadDirection]!.tunnel;
+  if (tunnel.result === 'ok') tunnel.result = err.code ?? 'EUPSTREAM';
+}
+
+function onRelayClose(this: RelaySocket): void {
+  this[kReadDirection]!.tunnel.closed(this);
+}
+
+function sweep(tunnel: RelayTunnel): void {
+  tunnel.sweep();
+}
+
+class RelayTunnel {
+  readonly up: Direction;
+  readonly down: Direction;
+  result = 'ok';
+  private open = 2;
+  private timer: NodeJS.Timeout | null = null;
+  private torn = false;
+  private lastUp = 0;
+  private lastDown = 0;
+  private idleSince = Date.now();
+
+  constructor(
+    readonly client: Socket,
+    readonly server: Socket,
+    private readonly idleMs: number,
+    private readonly resolve: (r: RelayResult) => void,
+  ) {
+    this.up = new Direction(client, server, this);
+    this.down = new Direction(server, client, this);
+  }
+
+  start(mode: RelayOptions['mode']): void {
+    for (const socket of [this.client, this.server]) {
+      socket.on('error', onRelayError);
       // Half-close needs the socket to stay writable after its peer's FIN (a socket made
       // without allowHalfOpen would end itself and cut off the reply).
       socket.allowHalfOpen = true;
-      if (socket.closed || socket.destroyed) {
-        open--;
-        continue;
-      }
-      socket.once('close', onClose(socket, other));
+      if (socket.closed || socket.destroyed) this.open--;
+      else socket.once('close', onRelayClose);
     }
-    if (open < 2) {
-      if (result === 'ok') result = 'EUPSTREAM';
-      teardown();
-      if (open === 0) settle();
+    if (this.open < 2) {
+      if (this.result === 'ok') this.result = 'EUPSTREAM';
+      this.teardown();
+      if (this.open === 0) this.settle();
       return;
     }
-
-    // FIN is forwarded only once everything read before it was written (end() queues behind).
-    const forwardEnd = (dst: Socket) => (): void => {
-      if (!dst.destroyed) dst.end();
-    };
-    client.once('end', forwardEnd(server));
-    server.once('end', forwardEnd(client));
-
-    const pipeOnly = options.mode === 'pipe';
-    for (const dir of [up, down]) {
-      if (pipeOnly || !dir.startFast()) dir.startPipe();
+    this.client.once('end', forwardEnd);
+    this.server.once('end', forwardEnd);
+    for (const dir of [this.up, this.down]) {
+      if (mode === 'pipe' || !dir.startFast()) dir.startPipe();
     }
     // A side that ended before the relay started has no 'end' event left to forward.
-    if (client.readableEnded) forwardEnd(server)();
-    if (server.readableEnded) forwardEnd(client)();
+    if (this.client.readableEnded) forwardEnd.call(this.client);
+    if (this.server.readableEnded) forwardEnd.call(this.server);
 
     // Sample the counters instead of resetting a timer per chunk.
+    const tick = this.idleMs > 0 ? Math.max(250, Math.min(this.idleMs / 4, RECLAIM_TICK_MS)) : RECLAIM_TICK_MS;
+    this.timer = setInterval(sweep, tick, this);
+    this.timer.unref();
+  }
+
+  sweep(): void {
+    this.up.reclaimIfSilent();
+    this.down.reclaimIfSilent();
+    if (this.up.bytes !== this.lastUp || this.down.bytes !== this.lastDown) {
+      this.lastUp = this.up.bytes;
+      this.lastDown = this.down.bytes;
+      this.idleSince = Date.now();
+    } else if (this.idleMs > 0 && Date.now() - this.idleSince >= this.idleMs) {
+      if (this.result === 'ok') this.result = 'idle';
+      this.teardown();
+    }
+  }
+
+  /**
+   * A socket that closed after both its halves ended leaves the other to flush its own pending
+   * writes and close by itself (it has received its FIN already); any other close (error, reset,
+   * destroy from outside) takes the other side down with it.
+   */
+  closed(socket: Socket): void {
+    const other = socket === this.client ? this.server : this.client;
+    if (!(socket.readableEnded && socket.writableFinished && other.readableEnded)) this.teardown();
+    if (--this.open === 0) this.settle();
+  }
+
+  private teardown(): void {
+    if (this.torn) return;
+    this.torn = true;
+    this.stopTimer();
+    this.client.destroy();
+    this.server.destroy();
+  }
+
+  private stopTimer(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  private settle(): void {
+    this.stopTimer();
+    // Both handles are closed: no write can still point into a lease.
+    this.up.releaseLease();
+    this.down.releaseLease();
+    this.resolve({ up: this.up.bytes, down: this.down.bytes, result: this.result });
+  }
+}
+
+export function relay(client: Socket, server: Socket, options: RelayOptions): Promise<RelayResult> {
+  return new Promise((resolve) => {
     const idleMs = options.idleMs > 0 ? options.idleMs : 0;
-    const tick = idleMs > 0 ? Math.max(250, Math.min(idleMs / 4, RECLAIM_TICK_MS)) : RECLAIM_TICK_MS;
-    let lastUp = 0;
-    let lastDown = 0;
-    let idleSince = Date.now();
-    timer = setInterval(() => {
-      up.reclaimIfSilent();
-      down.reclaimIfSilent();
-      if (up.bytes !== lastUp || down.bytes !== lastDown) {
-        lastUp = up.bytes;
-        lastDown = down.bytes;
-        idleSince = Date.now();
-      } else if (idleMs > 0 && Date.now() - idleSince >= idleMs) {
-        if (result === 'ok') result = 'idle';
-        teardown();
-      }
-    }, tick);
-    timer.unref();
+    new RelayTunnel(client, server, idleMs, resolve).start(options.mode);
   });
 }

@@ -83,6 +83,8 @@ function rawExchange(
       if (done(received)) finish(false);
     });
     socket.on('close', () => finish(true));
+    // A safety net, not a timing assertion: an answer that never comes fails the test readably.
+    socket.setTimeout(10_000, () => finish(false));
     socket.write(request);
   });
 }
@@ -321,8 +323,18 @@ describe('HTTP proxy door', () => {
       received += d.toString();
       for (const w of waiters.splice(0)) w();
     });
+    let closed = false;
+    client.on('close', () => {
+      closed = true;
+      for (const w of waiters.splice(0)) w();
+    });
+    // A safety net, not a timing assertion: an answer that never comes fails the test readably.
+    client.setTimeout(10_000, () => client.destroy());
     const until = async (pred: () => boolean): Promise<void> => {
-      while (!pred()) await new Promise<void>((resolve) => waiters.push(resolve));
+      while (!pred()) {
+        if (closed) assert.fail(`connection closed; received so far: ${JSON.stringify(received)}`);
+        await new Promise<void>((resolve) => waiters.push(resolve));
+      }
     };
     try {
       client.write(
@@ -336,7 +348,8 @@ describe('HTTP proxy door', () => {
       await until(() => received.includes('\r\n\r\n'));
       assert.match(received, /^HTTP\/1\.1 100 Continue\r\n\r\n$/);
       client.write('hello');
-      await until(() => received.endsWith('got 5'));
+      await until(() => received.endsWith('0\r\n\r\n'));
+      assert.match(received, /\r\n\r\n5\r\ngot 5\r\n0\r\n\r\n$/);
       assert.match(received, /\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
     } finally {
       client.destroy();

@@ -222,6 +222,29 @@ function writeErrorPage(
 }
 
 /**
+ * Squid's result code for a request the proxy answered itself: TCP_DENIED when policy or
+ * authentication refused it, NONE (Squid's TAG_NONE) for a request it could not make sense of,
+ * TCP_MISS when it tried the origin and failed.
+ */
+function refusalResultCode(code: ProxyErrorCode): string {
+  switch (code) {
+    case 'EDENIED':
+    case 'EAUTH':
+    case 'ELIMIT':
+    case 'EIDENTUNREACH':
+    case 'EIDENTMISMATCH':
+    case 'EBINDPEER':
+      return 'TCP_DENIED';
+    case 'EPROTO':
+    case 'ECMDNOTSUP':
+    case 'EATYPNOTSUP':
+      return 'TAG_NONE';
+    default:
+      return 'TCP_MISS';
+  }
+}
+
+/**
  * Refuses a request with the reply of `code` (403 for EDENIED, 407 with a Basic challenge for
  * EAUTH, 502/504 for dial failures, ...) and records it as TCP_DENIED (policy and authentication)
  * or TCP_MISS (anything else) in access.log. For the pipeline when policy or the dialer says no.
@@ -239,12 +262,11 @@ export function denyHttp(
   const extra: Record<string, string> =
     code === 'EAUTH' ? { 'Proxy-Authenticate': 'Basic realm="sockstap"' } : {};
   const bytes = writeErrorPage(req, res, status, message, extra);
-  const denied = code === 'EDENIED' || code === 'EAUTH' || code === 'ELIMIT' || code.startsWith('EIDENT');
   events.emit('access', {
     ...baseRecord(req, session, req.url ?? '-'),
     time: Date.now(),
     elapsedMs: Date.now() - started,
-    resultCode: denied ? 'TCP_DENIED' : 'TCP_MISS',
+    resultCode: refusalResultCode(code),
     status,
     bytes,
     hierarchy: 'HIER_NONE/-',
@@ -338,16 +360,23 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
   req.once('error', () => proxyReq?.destroy());
 
   const send = (): void => {
-    const request = http.request({
-      agent: pool,
-      host: target.host,
-      port: target.port,
-      method,
-      path: target.path,
-      headers,
-      setHost: false,
-      [ROUTE]: route,
-    } as RoutedArgs);
+    let request: ClientRequest;
+    try {
+      request = http.request({
+        agent: pool,
+        host: target.host,
+        port: target.port,
+        method,
+        path: target.path,
+        headers,
+        setHost: false,
+        [ROUTE]: route,
+      } as RoutedArgs);
+    } catch (err) {
+      // Node validates method, path and fields before sending anything.
+      fail(new ProxyError('EPROTO', `cannot forward this request: ${err instanceof Error ? err.message : String(err)}`));
+      return;
+    }
     proxyReq = request;
     request.setTimeout(opts.timeouts.idle, () => {
       request.destroy(new ProxyError('ETIMEDOUT', `no answer from ${authority} within ${opts.timeouts.idle} ms`));
@@ -397,7 +426,16 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
     contentType = mediaType(response.headers['content-type']);
     const out = withoutHopByHop(response.rawHeaders);
     appendVia(out, response.httpVersion, opts.via);
-    res.writeHead(status, response.statusMessage, out);
+    try {
+      res.writeHead(status, response.statusMessage, out);
+    } catch (err) {
+      // A field Node refuses to send (it validates stricter on output than on input).
+      response.destroy();
+      request.destroy();
+      status = 0;
+      fail(new ProxyError('EUPSTREAM', `unusable response head from ${authority}: ${err instanceof Error ? err.message : String(err)}`));
+      return;
+    }
     response.on('data', (chunk: Buffer) => {
       bodyBytes += chunk.length;
     });

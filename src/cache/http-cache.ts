@@ -1,0 +1,856 @@
+/**
+ * The HTTP cache of tapped and forward-proxied HTTP (CACHE=do): an RFC 9111 shared cache whose
+ * rules all come from `http-cache-semantics` (see policy.ts), on a bounded disk store (store.ts).
+ *
+ * The HTTP tap asks `lookup()` first; on a miss it collapses concurrent fetches of one key with
+ * `joinFetch()`, then streams the origin's response to the client and, through `beginStore()`, to
+ * disk at the same time. Bounds: CACHESIZE bytes in total (bodies and metadata, least recently used
+ * evicted first), an eighth of that per response, a count of entries and of variants per URL, a
+ * count of stores in progress and a cap on bytes waiting for the disk (a store that falls behind is
+ * abandoned instead of slowing the client or buffering without bound).
+ */
+import { createReadStream } from 'node:fs';
+import { open } from 'node:fs/promises';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Readable } from 'node:stream';
+import type { Logger } from '../observe/log.js';
+import {
+  applyHeuristic,
+  canonicalKey,
+  heuristicAllowed,
+  libraryHeaders,
+  libraryRequest,
+  nodeHeaders,
+  policyOptions,
+  ProxyCachePolicy,
+  varyKey,
+  type CacheRequest,
+  type CacheResponseHead,
+} from './policy.js';
+import {
+  BodyFile,
+  newEntryId,
+  removeBody,
+  removeMeta,
+  scanStore,
+  StoreLayout,
+  writeIndex,
+  writeMeta,
+  type EntryMeta,
+} from './store.js';
+
+export type { CacheRequest, CacheResponseHead } from './policy.js';
+
+export interface CacheHit {
+  /** Stored status and headers, with Age and Date computed for now (RFC 9111 §4.2.3, §5.1). */
+  head: CacheResponseHead;
+  /** The stored response satisfies the request without revalidation (RFC 9111 §4.2). */
+  fresh: boolean;
+  /** Body bytes. */
+  size: number;
+  /**
+   * The body, streamed from disk. If the entry was evicted since `lookup()` (for example during a
+   * revalidation round trip) the stream errors with ENOENT before emitting data; `openBody()`
+   * reports that case as null instead.
+   */
+  body(): Readable;
+  /** The body stream once its file is open, or null when the entry is gone (treat as a miss). */
+  openBody(): Promise<Readable | null>;
+  /**
+   * The conditional fields to send upstream for this request (RFC 9111 §4.3.1): If-None-Match and/or
+   * If-Modified-Since, merged with the client's own. They replace the client's conditional fields;
+   * an empty object means the stored response has no validator (send the request unconditionally).
+   */
+  revalidationHeaders(req: CacheRequest): IncomingHttpHeaders;
+  /**
+   * After the conditional request: a 304 that selects this response is merged into it (RFC 9111
+   * §4.3.4), persisted, and the merged head returned with `modified: false` (serve `body()`). Any
+   * other response gives `modified: true` and its own head: the caller relays it and stores it
+   * again with `beginStore()`, which replaces this variant. A 5xx with stale-if-error allowed (RFC
+   * 5861) gives `modified: false` with the stored head.
+   */
+  revalidated(req: CacheRequest, head304: CacheResponseHead): Promise<{ modified: boolean; head: CacheResponseHead }>;
+}
+
+export interface CacheWriter {
+  /**
+   * Append a chunk of the body. Never blocks and never throws: when the store cannot keep up or
+   * grows past its bounds it is abandoned silently (see `aborted`). The chunk is written later
+   * without a copy, so it must not be modified after this call.
+   */
+  write(chunk: Buffer): void;
+  /** The body is complete: fsync and commit atomically. Resolves true when the entry was stored; never rejects. */
+  end(): Promise<boolean>;
+  /** Abandon the store (the response was cut, or the client went away); removes the temp file. */
+  abort(): void;
+  /** The store was abandoned (by `abort()` or by a bound). */
+  readonly aborted: boolean;
+  /** Bytes accepted by `write()` so far. */
+  readonly bytes: number;
+  /** Bytes accepted but not yet on disk. */
+  readonly queuedBytes: number;
+  /** Resolves when nothing is waiting for the disk; for producers that can wait (tests, bulk loads). */
+  drained(): Promise<void>;
+}
+
+export interface HttpCacheOptions {
+  dir: string;
+  /** CACHESIZE: bodies and metadata together. */
+  maxBytes: number;
+  /** EXPIRE: heuristic freshness for responses without explicit freshness (RFC 9111 §4.2.2). */
+  heuristicMs?: number;
+  log: Logger;
+  /** Largest single body stored; default maxBytes / 8. */
+  maxEntryBytes?: number;
+  /** Entries kept (each costs memory for its headers); default maxBytes / 16 KiB, within 256..100 000. */
+  maxEntries?: number;
+  /** Bytes one store may have waiting for the disk before it is abandoned; default 4 MiB. */
+  maxQueuedBytes?: number;
+}
+
+export interface CacheStats {
+  entries: number;
+  /** Committed bytes (bodies and metadata). */
+  bytes: number;
+  maxBytes: number;
+  /** Stores in progress and the bytes they have accepted. */
+  writers: number;
+  writingBytes: number;
+}
+
+/** Variants kept per URL (RFC 9111 §4.1 lets a cache keep several); older ones are dropped. */
+const MAX_VARIANTS_PER_URL = 8;
+/** Stores in progress at once; further responses are relayed without being stored. */
+const MAX_ACTIVE_WRITERS = 128;
+/** Bytes waiting for the disk over all stores. */
+const MAX_TOTAL_QUEUED_BYTES = 64 * 1024 * 1024;
+const DEFAULT_MAX_QUEUED_BYTES = 4 * 1024 * 1024;
+/** A collapsed miss waits at most this long for its leader, then fetches on its own. */
+const COLLAPSE_MAX_WAIT_MS = 30_000;
+/** Distinct keys being collapsed at once; beyond it every caller is a leader (no collapsing). */
+const MAX_COLLAPSED_KEYS = 10_000;
+/** How soon a changed recency order is written to index.json. */
+const INDEX_FLUSH_MS = 30_000;
+
+/** RFC 9110 §9.2.1. */
+const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
+
+interface Entry {
+  meta: EntryMeta;
+  metaBytes: number;
+  policy: ProxyCachePolicy;
+  lastUsed: number;
+  /** Body opens in progress; the body file is unlinked only when none is (see `dropEntry`). */
+  opening: number;
+  removed: boolean;
+  bodyDeletePending: boolean;
+  /** File operations of this entry, in order (metadata rewrite, removal). */
+  io: Promise<void>;
+}
+
+interface PendingStore {
+  key: string;
+  policy: ProxyCachePolicy;
+  status: number;
+  varyKey: string;
+  heuristic: boolean;
+  contentLength: number | undefined;
+}
+
+/** What a writer needs from its cache; kept narrow so the writer cannot reach the index. */
+interface WriterHost {
+  readonly maxEntryBytes: number;
+  readonly maxQueuedBytes: number;
+  readonly log: Logger;
+  queue(n: number): boolean;
+  unqueue(n: number): void;
+  reserve(n: number): boolean;
+  release(n: number): void;
+  commit(writer: StoreWriter, file: BodyFile): Promise<boolean>;
+  finished(writer: StoreWriter): void;
+  /** Let close() wait for this file work. */
+  track(p: Promise<void>): void;
+}
+
+class StoreWriter implements CacheWriter {
+  private queue: Buffer[] = [];
+  private queuedNow = 0;
+  private accepted = 0;
+  private state: 'open' | 'ending' | 'done' | 'aborted' = 'open';
+  private pumping: Promise<void> | null = null;
+  private ending: Promise<boolean> | null = null;
+  private drainWaiters: (() => void)[] = [];
+  /** Set when the URL was invalidated during the store: the response must not be committed. */
+  invalidated = false;
+
+  constructor(
+    private readonly host: WriterHost,
+    readonly pending: PendingStore,
+    private readonly file: BodyFile,
+  ) {}
+
+  get aborted(): boolean {
+    return this.state === 'aborted';
+  }
+  get bytes(): number {
+    return this.accepted;
+  }
+  get queuedBytes(): number {
+    return this.queuedNow;
+  }
+
+  write(chunk: Buffer): void {
+    if (this.state !== 'open' || chunk.length === 0) return;
+    const n = chunk.length;
+    if (this.accepted + n > this.host.maxEntryBytes) return this.fail('body exceeds the per-entry bound');
+    if (this.queuedNow + n > this.host.maxQueuedBytes || !this.host.queue(n)) {
+      return this.fail('disk slower than the network');
+    }
+    if (!this.host.reserve(n)) {
+      this.host.unqueue(n);
+      return this.fail('cache bound reached');
+    }
+    this.accepted += n;
+    this.queuedNow += n;
+    this.queue.push(chunk);
+    this.pump();
+  }
+
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = (async () => {
+      while (this.queue.length > 0 && this.state !== 'aborted') {
+        const batch = this.queue;
+        this.queue = [];
+        let n = 0;
+        for (const b of batch) n += b.length;
+        await this.file.append(batch);
+        this.queuedNow -= n;
+        this.host.unqueue(n);
+        if (this.file.error) {
+          this.fail(`write failed: ${this.file.error.message}`);
+          break;
+        }
+      }
+      this.pumping = null;
+      const waiters = this.drainWaiters;
+      this.drainWaiters = [];
+      for (const w of waiters) w();
+    })();
+  }
+
+  drained(): Promise<void> {
+    if (!this.pumping) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  end(): Promise<boolean> {
+    if (this.state === 'open') {
+      this.state = 'ending';
+      this.ending = this.finish();
+      this.host.track(this.ending.then(() => undefined));
+    }
+    return this.ending ?? Promise.resolve(false);
+  }
+
+  private async finish(): Promise<boolean> {
+    while (this.pumping) await this.pumping;
+    if (this.state === 'aborted') return false;
+    const expected = this.pending.contentLength;
+    if (expected !== undefined && expected !== this.accepted) {
+      this.fail(`body of ${this.accepted} bytes, Content-Length ${expected}`);
+      return false;
+    }
+    if (this.invalidated) {
+      this.fail('URL invalidated during the store');
+      return false;
+    }
+    try {
+      await this.file.commit();
+    } catch (err) {
+      this.fail(`commit failed: ${(err as Error).message}`);
+      return false;
+    }
+    this.state = 'done';
+    const stored = await this.host.commit(this, this.file);
+    this.host.finished(this);
+    return stored;
+  }
+
+  abort(): void {
+    // After end() the body is complete; a late abort (the client went away) changes nothing.
+    if (this.state === 'open') this.fail('aborted');
+  }
+
+  /** Abandon the store: drop what is queued, give back the reservation, remove the temp file. */
+  fail(reason: string): void {
+    if (this.state === 'aborted' || this.state === 'done') return;
+    this.state = 'aborted';
+    let dropped = 0;
+    for (const b of this.queue) dropped += b.length;
+    this.queue = [];
+    this.queuedNow -= dropped;
+    this.host.unqueue(dropped);
+    this.host.release(this.accepted);
+    this.host.log.debug('cache store abandoned', { url: this.pending.key, reason, bytes: this.accepted });
+    const pumping = this.pumping ?? Promise.resolve();
+    this.host.track(pumping.then(() => this.file.discard()));
+    this.host.finished(this);
+  }
+}
+
+class StoredHit implements CacheHit {
+  readonly head: CacheResponseHead;
+  readonly size: number;
+
+  constructor(
+    private readonly cache: HitHost,
+    private readonly entry: Entry,
+    private readonly key: URL,
+    readonly fresh: boolean,
+  ) {
+    this.head = { status: entry.meta.policy.st, headers: nodeHeaders(entry.policy.responseHeaders()) };
+    this.size = entry.meta.size;
+  }
+
+  body(): Readable {
+    const entry = this.entry;
+    entry.opening++;
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      this.cache.bodyOpened(entry);
+    };
+    const stream = createReadStream(this.cache.layout.body(entry.meta.id), { highWaterMark: 64 * 1024 });
+    // Once the file is open, unlinking it no longer matters to this reader (POSIX keeps the data).
+    stream.once('open', release);
+    stream.once('error', release);
+    stream.once('close', release);
+    return stream;
+  }
+
+  async openBody(): Promise<Readable | null> {
+    const entry = this.entry;
+    entry.opening++;
+    try {
+      const fh = await open(this.cache.layout.body(entry.meta.id), 'r');
+      return fh.createReadStream({ highWaterMark: 64 * 1024, autoClose: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    } finally {
+      this.cache.bodyOpened(entry);
+    }
+  }
+
+  revalidationHeaders(req: CacheRequest): IncomingHttpHeaders {
+    const all = this.entry.policy.revalidationHeaders(libraryRequest(req, this.key));
+    const out: IncomingHttpHeaders = {};
+    const inm = all['if-none-match'];
+    const ims = all['if-modified-since'];
+    if (inm !== undefined) out['if-none-match'] = Array.isArray(inm) ? inm.join(', ') : inm;
+    if (ims !== undefined) out['if-modified-since'] = Array.isArray(ims) ? ims.join(', ') : ims;
+    return out;
+  }
+
+  revalidated(req: CacheRequest, head304: CacheResponseHead): Promise<{ modified: boolean; head: CacheResponseHead }> {
+    return this.cache.revalidate(this.entry, libraryRequest(req, this.key), head304);
+  }
+}
+
+interface HitHost {
+  readonly layout: StoreLayout;
+  bodyOpened(entry: Entry): void;
+  revalidate(
+    entry: Entry,
+    req: ReturnType<typeof libraryRequest>,
+    head: CacheResponseHead,
+  ): Promise<{ modified: boolean; head: CacheResponseHead }>;
+}
+
+export class HttpCache {
+  readonly maxBytes: number;
+  readonly maxEntryBytes: number;
+  readonly maxEntries: number;
+  private readonly layout: StoreLayout;
+  private readonly heuristicMs: number | undefined;
+  private readonly log: Logger;
+  private readonly maxQueuedBytes: number;
+
+  /** All entries; Map order is the recency order (first = least recently used). */
+  private readonly entries = new Map<string, Entry>();
+  /** Variants per canonical URL, newest first. */
+  private readonly byUrl = new Map<string, Entry[]>();
+  private readonly writers = new Set<StoreWriter>();
+  private readonly fetches = new Map<string, { wait: Promise<void>; finish(): void }>();
+  private readonly io = new Set<Promise<void>>();
+  private committedBytes = 0;
+  private writingBytes = 0;
+  private queuedBytes = 0;
+  private opened = false;
+  private closed = false;
+  private indexDirty = false;
+  private indexTimer: NodeJS.Timeout | null = null;
+  private readonly writerHost: WriterHost;
+  private readonly hitHost: HitHost;
+
+  constructor(options: HttpCacheOptions) {
+    if (!(options.maxBytes > 0) || !Number.isFinite(options.maxBytes)) {
+      throw new RangeError(`cache size must be a positive number of bytes, not ${options.maxBytes}`);
+    }
+    if (options.heuristicMs !== undefined && !(options.heuristicMs >= 0)) {
+      throw new RangeError(`heuristic freshness must be a duration >= 0, not ${options.heuristicMs}`);
+    }
+    this.layout = new StoreLayout(options.dir);
+    this.maxBytes = Math.floor(options.maxBytes);
+    this.maxEntryBytes = Math.min(options.maxEntryBytes ?? Math.floor(this.maxBytes / 8), this.maxBytes);
+    this.maxEntries = options.maxEntries ?? Math.min(100_000, Math.max(256, Math.floor(this.maxBytes / 16384)));
+    this.maxQueuedBytes = options.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
+    this.heuristicMs = options.heuristicMs;
+    this.log = options.log;
+
+    const host = this;
+    this.writerHost = {
+      maxEntryBytes: this.maxEntryBytes,
+      maxQueuedBytes: this.maxQueuedBytes,
+      log: this.log,
+      queue: (n) => {
+        if (host.queuedBytes + n > MAX_TOTAL_QUEUED_BYTES) return false;
+        host.queuedBytes += n;
+        return true;
+      },
+      unqueue: (n) => {
+        host.queuedBytes -= n;
+      },
+      reserve: (n) => {
+        host.writingBytes += n;
+        if (host.makeRoom()) return true;
+        host.writingBytes -= n;
+        return false;
+      },
+      release: (n) => {
+        host.writingBytes -= n;
+      },
+      commit: (writer, file) => host.commitEntry(writer, file),
+      finished: (writer) => {
+        host.writers.delete(writer);
+      },
+      track: (p) => {
+        void host.track(p);
+      },
+    };
+    this.hitHost = {
+      layout: this.layout,
+      bodyOpened: (entry) => host.bodyOpened(entry),
+      revalidate: (entry, req, head) => host.revalidate(entry, req, head),
+    };
+  }
+
+  /** Create the directory, load the entries on disk, remove leftovers of interrupted writes. */
+  async open(): Promise<void> {
+    if (this.opened) return;
+    const { entries, removed } = await scanStore(this.layout);
+    entries.sort((a, b) => a.used - b.used);
+    const doomed: EntryMeta[] = [];
+    // Newest store of each variant first, so older duplicates (a crash between commit and cleanup) lose.
+    const byStore = [...entries].sort((a, b) => b.meta.stored - a.meta.stored);
+    const keep = new Set<string>();
+    const perUrl = new Map<string, Set<string>>();
+    for (const s of byStore) {
+      const variants = perUrl.get(s.meta.url) ?? new Set<string>();
+      perUrl.set(s.meta.url, variants);
+      if (variants.has(s.meta.varyKey) || variants.size >= MAX_VARIANTS_PER_URL) doomed.push(s.meta);
+      else {
+        variants.add(s.meta.varyKey);
+        keep.add(s.meta.id);
+      }
+    }
+    for (const s of entries) {
+      if (!keep.has(s.meta.id)) continue;
+      const policy = this.loadPolicy(s.meta);
+      if (!policy) {
+        doomed.push(s.meta);
+        continue;
+      }
+      const entry: Entry = {
+        meta: s.meta,
+        metaBytes: s.metaBytes,
+        policy,
+        lastUsed: s.used,
+        opening: 0,
+        removed: false,
+        bodyDeletePending: false,
+        io: Promise.resolve(),
+      };
+      this.entries.set(s.meta.id, entry);
+      this.committedBytes += s.meta.size + s.metaBytes;
+    }
+    // byUrl lists are newest first.
+    for (const s of byStore) {
+      const entry = this.entries.get(s.meta.id);
+      if (!entry) continue;
+      const list = this.byUrl.get(s.meta.url) ?? [];
+      list.push(entry);
+      this.byUrl.set(s.meta.url, list);
+    }
+    for (const meta of doomed) {
+      this.track(removeMeta(this.layout, meta.id).then(() => removeBody(this.layout, meta.id)));
+    }
+    this.opened = true;
+    this.makeRoom(); // CACHESIZE may have shrunk since the last run
+    this.log.info('cache open', {
+      dir: this.layout.dir,
+      entries: this.entries.size,
+      bytes: this.committedBytes,
+      maxBytes: this.maxBytes,
+      removed: removed + doomed.length,
+    });
+  }
+
+  /** Abandon stores in progress, release collapsed waiters, finish file removals, write the index. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    // Stores still receiving their body are abandoned; those already ending commit, and are awaited below.
+    for (const w of [...this.writers]) w.abort();
+    for (const f of [...this.fetches.values()]) f.finish();
+    if (this.indexTimer) clearTimeout(this.indexTimer);
+    this.indexTimer = null;
+    while (this.io.size > 0) await Promise.allSettled([...this.io]);
+    if (this.opened) await this.flushIndex();
+  }
+
+  stats(): CacheStats {
+    return {
+      entries: this.entries.size,
+      bytes: this.committedBytes,
+      maxBytes: this.maxBytes,
+      writers: this.writers.size,
+      writingBytes: this.writingBytes,
+    };
+  }
+
+  /** Find a stored response for a GET or HEAD request (Vary honoured, RFC 9111 §4.1). */
+  async lookup(req: CacheRequest): Promise<CacheHit | null> {
+    if (!this.opened || this.closed) return null;
+    const method = req.method.toUpperCase();
+    if (method !== 'GET' && method !== 'HEAD') return null;
+    const key = canonicalKey(req.url);
+    if (!key) return null;
+    const variants = this.byUrl.get(key.href);
+    if (!variants) return null;
+    const libReq = libraryRequest(req, key);
+    let chosen: Entry | null = null;
+    let fresh = false;
+    for (const entry of variants) {
+      const vk = varyKey(entry.meta.policy.resh.vary, libReq.headers);
+      if (vk === null || vk !== entry.meta.varyKey) continue;
+      if (entry.policy.satisfiesWithoutRevalidation(libReq)) {
+        chosen = entry;
+        fresh = true;
+        break;
+      }
+      chosen ??= entry; // newest matching variant, to revalidate
+    }
+    if (!chosen) return null;
+    this.touch(chosen);
+    return new StoredHit(this.hitHost, chosen, key, fresh);
+  }
+
+  /**
+   * Start storing a GET response while it streams to the client; null when it must not or need not
+   * be stored: not storable for a shared cache (RFC 9111 §3: no-store, private, Authorization without
+   * public/s-maxage/must-revalidate, status not understood, 206), Vary: *, Set-Cookie without
+   * public, larger than the per-entry bound, never reusable, or too many stores in progress.
+   */
+  beginStore(req: CacheRequest, head: CacheResponseHead): CacheWriter | null {
+    if (!this.opened || this.closed) return null;
+    if (req.method.toUpperCase() !== 'GET') return null;
+    if (this.writers.size >= MAX_ACTIVE_WRITERS) return null;
+    const key = canonicalKey(req.url);
+    if (!key) return null;
+    const libReq = libraryRequest(req, key);
+    const res = { status: head.status, headers: libraryHeaders(head.headers) };
+    if (res.headers['content-range'] !== undefined) return null; // partial content is not understood
+    const policy = new ProxyCachePolicy(libReq, res, policyOptions(this.heuristicMs));
+    if (!policy.storable()) return null;
+    const cc = String(res.headers['cache-control'] ?? '').toLowerCase();
+    // The library already gives such responses no freshness in a shared cache; storing them would
+    // still hand one user's cookie to another after a 304, so they are not stored at all.
+    if (res.headers['set-cookie'] !== undefined && !/(^|,)\s*public\s*(,|$)/.test(cc)) return null;
+    const vk = varyKey(res.headers.vary, libReq.headers);
+    if (vk === null) return null;
+    const heuristic = heuristicAllowed(libReq, res);
+    applyHeuristic(policy, heuristic, this.heuristicMs);
+    // A response that is stale at once and has no validator can never be reused.
+    if (policy.timeToLive() === 0 && res.headers.etag === undefined && res.headers['last-modified'] === undefined) {
+      return null;
+    }
+    let contentLength: number | undefined;
+    const cl = res.headers['content-length'];
+    if (typeof cl === 'string' && /^\d+$/.test(cl)) {
+      contentLength = Number(cl);
+      if (contentLength > this.maxEntryBytes) return null;
+    }
+    const pending: PendingStore = { key: key.href, policy, status: head.status, varyKey: vk, heuristic, contentLength };
+    const writer = new StoreWriter(this.writerHost, pending, new BodyFile(this.layout, newEntryId()));
+    this.writers.add(writer);
+    return writer;
+  }
+
+  /**
+   * Collapse concurrent misses of one key: the first caller leads (fetches, stores, calls `done()`
+   * even on failure); the others wait, then look up again. A wait ends after 30 s at most.
+   */
+  joinFetch(key: string): { leader: true; done(): void } | { leader: false; wait: Promise<void> } {
+    const existing = this.fetches.get(key);
+    if (existing) return { leader: false, wait: existing.wait };
+    if (this.closed || this.fetches.size >= MAX_COLLAPSED_KEYS) return { leader: true, done: () => undefined };
+    let resolve!: () => void;
+    const wait = new Promise<void>((r) => (resolve = r));
+    const record = {
+      wait,
+      finish: (): void => {
+        clearTimeout(timer);
+        if (this.fetches.get(key) === record) this.fetches.delete(key);
+        resolve();
+      },
+    };
+    const timer = setTimeout(record.finish, COLLAPSE_MAX_WAIT_MS);
+    timer.unref();
+    this.fetches.set(key, record);
+    return { leader: true, done: record.finish };
+  }
+
+  /** Remove every stored variant of a URL, and keep stores in progress for it from committing. */
+  async invalidate(url: string): Promise<void> {
+    const key = canonicalKey(url);
+    if (!key) return;
+    for (const w of this.writers) if (w.pending.key === key.href) w.invalidated = true;
+    const variants = this.byUrl.get(key.href);
+    if (!variants) return;
+    await Promise.all([...variants].map((e) => this.dropEntry(e)));
+  }
+
+  /**
+   * RFC 9111 §4.4: a non-error response to an unsafe request invalidates the target URI and the
+   * same-origin URIs in Location and Content-Location.
+   */
+  async invalidateAfter(req: CacheRequest, head: CacheResponseHead): Promise<void> {
+    if (SAFE_METHODS.has(req.method.toUpperCase())) return;
+    if (head.status < 200 || head.status >= 400) return;
+    const target = canonicalKey(req.url);
+    if (!target) return;
+    const urls = [target.href];
+    for (const name of ['location', 'content-location'] as const) {
+      const v = head.headers[name];
+      if (typeof v !== 'string') continue;
+      let u: URL;
+      try {
+        u = new URL(v, target);
+      } catch {
+        continue;
+      }
+      if (u.origin === target.origin) urls.push(u.href);
+    }
+    await Promise.all(urls.map((u) => this.invalidate(u)));
+  }
+
+  private loadPolicy(meta: EntryMeta): ProxyCachePolicy | null {
+    try {
+      // The heuristic setting of this run applies, not the one the entry was stored under.
+      const ch = policyOptions(this.heuristicMs).cacheHeuristic ?? 0.1;
+      const policy = ProxyCachePolicy.fromObject({ ...meta.policy, ch });
+      if (!(policy instanceof ProxyCachePolicy)) return null;
+      applyHeuristic(policy, meta.heuristic, this.heuristicMs);
+      return policy;
+    } catch {
+      return null;
+    }
+  }
+
+  private touch(entry: Entry): void {
+    entry.lastUsed = Date.now();
+    this.entries.delete(entry.meta.id);
+    this.entries.set(entry.meta.id, entry);
+    this.markIndexDirty();
+  }
+
+  /** Evict least recently used entries until the bounds hold; false if even an empty cache cannot hold what is being written. */
+  private makeRoom(): boolean {
+    while (this.committedBytes + this.writingBytes > this.maxBytes || this.entries.size > this.maxEntries) {
+      const oldest = this.entries.values().next();
+      if (oldest.done) break;
+      void this.dropEntry(oldest.value);
+    }
+    return this.committedBytes + this.writingBytes <= this.maxBytes;
+  }
+
+  /**
+   * Forget an entry now; remove its files in the background, metadata first so a crash in between
+   * leaves only an orphan body. The body is unlinked once no reader is opening it.
+   */
+  private dropEntry(entry: Entry): Promise<void> {
+    if (entry.removed) return entry.io;
+    entry.removed = true;
+    this.entries.delete(entry.meta.id);
+    this.committedBytes -= entry.meta.size + entry.metaBytes;
+    const list = this.byUrl.get(entry.meta.url);
+    if (list) {
+      const i = list.indexOf(entry);
+      if (i >= 0) list.splice(i, 1);
+      if (list.length === 0) this.byUrl.delete(entry.meta.url);
+    }
+    this.markIndexDirty();
+    entry.io = entry.io.then(async () => {
+      try {
+        await removeMeta(this.layout, entry.meta.id);
+        if (entry.opening > 0) entry.bodyDeletePending = true;
+        else await removeBody(this.layout, entry.meta.id);
+      } catch (err) {
+        this.log.warn('cache cannot remove entry', { id: entry.meta.id, error: (err as Error).message });
+      }
+    });
+    return this.track(entry.io);
+  }
+
+  private bodyOpened(entry: Entry): void {
+    entry.opening--;
+    if (entry.opening === 0 && entry.bodyDeletePending) {
+      entry.bodyDeletePending = false;
+      this.track(removeBody(this.layout, entry.meta.id).catch(() => undefined));
+    }
+  }
+
+  private async commitEntry(writer: StoreWriter, file: BodyFile): Promise<boolean> {
+    const p = writer.pending;
+    const size = writer.bytes;
+    const meta: EntryMeta = {
+      v: 1,
+      id: file.id,
+      url: p.key,
+      size,
+      stored: Date.now(),
+      varyKey: p.varyKey,
+      heuristic: p.heuristic,
+      policy: p.policy.toObject(),
+    };
+    let metaBytes: number;
+    try {
+      metaBytes = await writeMeta(this.layout, meta);
+    } catch (err) {
+      this.writingBytes -= size;
+      this.log.warn('cache cannot write metadata', { url: p.key, error: (err as Error).message });
+      await removeBody(this.layout, file.id).catch(() => undefined);
+      return false;
+    }
+    this.writingBytes -= size;
+    if (writer.invalidated) {
+      await removeMeta(this.layout, file.id).then(() => removeBody(this.layout, file.id)).catch(() => undefined);
+      return false;
+    }
+    const entry: Entry = {
+      meta,
+      metaBytes,
+      policy: p.policy,
+      lastUsed: meta.stored,
+      opening: 0,
+      removed: false,
+      bodyDeletePending: false,
+      io: Promise.resolve(),
+    };
+    // The new response replaces the stored one of the same variant (RFC 9111 §3, §4.1).
+    const old = this.byUrl.get(p.key) ?? [];
+    for (const e of [...old]) if (e.meta.varyKey === p.varyKey) void this.dropEntry(e);
+    const list = this.byUrl.get(p.key) ?? [];
+    list.unshift(entry);
+    this.byUrl.set(p.key, list);
+    this.entries.set(entry.meta.id, entry);
+    this.committedBytes += size + metaBytes;
+    while (list.length > MAX_VARIANTS_PER_URL) void this.dropEntry(list[list.length - 1]!);
+    this.makeRoom();
+    this.markIndexDirty();
+    return !entry.removed;
+  }
+
+  private async revalidate(
+    entry: Entry,
+    req: ReturnType<typeof libraryRequest>,
+    head: CacheResponseHead,
+  ): Promise<{ modified: boolean; head: CacheResponseHead }> {
+    const res = { status: head.status, headers: libraryHeaders(head.headers) };
+    const result = entry.policy.revalidatedPolicy(req, res);
+    if (result.modified) return { modified: true, head };
+    const storedHead = (): CacheResponseHead => ({
+      status: entry.meta.policy.st,
+      headers: nodeHeaders(entry.policy.responseHeaders()),
+    });
+    if (result.policy === entry.policy) return { modified: false, head: storedHead() }; // stale-if-error
+    if (!result.matches) {
+      // A 304 for another representation (RFC 9111 §4.3.4: no stored response is selected): the
+      // stored body is served this once, as the library advises, but no longer kept as current.
+      const served = storedHead();
+      await this.dropEntry(entry);
+      return { modified: false, head: served };
+    }
+    const policy =
+      result.policy instanceof ProxyCachePolicy ? result.policy : this.loadPolicy({ ...entry.meta, policy: result.policy.toObject() });
+    if (!policy) return { modified: false, head: storedHead() };
+    const obj = policy.toObject();
+    const heuristic = heuristicAllowed(req, { status: obj.st, headers: obj.resh });
+    applyHeuristic(policy, heuristic, this.heuristicMs);
+    entry.policy = policy;
+    entry.meta = { ...entry.meta, policy: obj, heuristic };
+    const merged: CacheResponseHead = { status: obj.st, headers: nodeHeaders(policy.responseHeaders()) };
+    if (!entry.removed) {
+      const meta = entry.meta;
+      entry.io = entry.io.then(async () => {
+        if (entry.removed) return;
+        try {
+          const bytes = await writeMeta(this.layout, meta);
+          if (!entry.removed) {
+            this.committedBytes += bytes - entry.metaBytes;
+            entry.metaBytes = bytes;
+          }
+        } catch (err) {
+          this.log.warn('cache cannot update metadata', { url: meta.url, error: (err as Error).message });
+        }
+      });
+      await this.track(entry.io);
+    }
+    return { modified: false, head: merged };
+  }
+
+  /** Background file work: close() waits for it, and a failure is logged rather than left unhandled. */
+  private track(p: Promise<void>): Promise<void> {
+    const tracked = p
+      .catch((err: unknown) => this.log.warn('cache file operation failed', { error: (err as Error).message }))
+      .finally(() => this.io.delete(tracked));
+    this.io.add(tracked);
+    return tracked;
+  }
+
+  private markIndexDirty(): void {
+    this.indexDirty = true;
+    if (this.indexTimer || this.closed) return;
+    this.indexTimer = setTimeout(() => {
+      this.indexTimer = null;
+      void this.track(this.flushIndex());
+    }, INDEX_FLUSH_MS);
+    this.indexTimer.unref();
+  }
+
+  private async flushIndex(): Promise<void> {
+    if (!this.indexDirty) return;
+    this.indexDirty = false;
+    const used: Record<string, number> = {};
+    for (const [id, e] of this.entries) used[id] = e.lastUsed;
+    try {
+      await writeIndex(this.layout, used);
+    } catch (err) {
+      this.indexDirty = true;
+      this.log.warn('cache cannot write index', { error: (err as Error).message });
+    }
+  }
+}
