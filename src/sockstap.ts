@@ -85,6 +85,7 @@ export class Sockstap {
     this.events.on('session-end', (s) => this.sessionsLog.write(s));
     this.pipeline = new Pipeline({
       config: () => this.current,
+      cache: () => null,
       log: this.log,
       events: this.events,
       limits: this.limits,

@@ -5,23 +5,33 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Config, HostPort } from '../config/types.js';
+import type { HttpCache } from '../cache/http-cache.js';
+import type { Config, HostPort, TapRule } from '../config/types.js';
 import type { TunnelSink } from '../frontdoors/door.js';
 import { runBind } from '../net/bind.js';
+import { peekTunnel } from '../net/peek.js';
 import { relay } from '../net/relay.js';
 import { runUdpAssociate } from '../net/udp-relay.js';
 import type { ProxyEvents } from '../observe/events.js';
 import type { Logger } from '../observe/log.js';
 import { checkDestination, destinationAddresses, rulesNeedAddresses } from '../policy/acl.js';
 import type { ConnectionLimits } from '../policy/limits.js';
+import { TAPS } from '../taps/registry.js';
+import { pickTapRule, ruleCaches, SERVER_FIRST_PORTS } from '../taps/rules.js';
+import type { TapContext } from '../taps/tap.js';
 import { absoluteTarget, denyHttp, forwardHttpRequest } from '../taps/http/forward.js';
 import { dialDirect } from '../upstream/direct.js';
 import { ProxyError, toProxyError } from './errors.js';
 import type { Session } from './session.js';
 import type { Tunnel } from './tunnel.js';
 
+/** The most a peek reads from each direction: a TLS ClientHello of 16 KiB with its record headers. */
+const SNIFF_MAX_BYTES = 17 * 1024;
+
 export interface PipelineDeps {
   config(): Config;
+  /** The HTTP cache, when one is open. */
+  cache(): HttpCache | null;
   log: Logger;
   events: ProxyEvents;
   limits: ConnectionLimits;
@@ -115,6 +125,20 @@ export class Pipeline implements TunnelSink {
       return;
     }
 
+    const rule = pickTapRule(config, { clientAddress: session.clientAddress, user: session.user, dst: tunnel.dst });
+    if (rule) {
+      await this.runTapped(tunnel, rule, config);
+      return;
+    }
+    const server = await this.dialForTunnel(tunnel);
+    if (!server) return;
+    tunnel.replySuccess({ address: server.localAddress ?? '0.0.0.0', port: server.localPort ?? 0 });
+    await this.relayCounted(session, tunnel.socket, server, config);
+  }
+
+  /** Dial the tunnel's destination; on failure the door replies and null is returned. */
+  private async dialForTunnel(tunnel: Tunnel, replied = false): Promise<Socket | null> {
+    const { session } = tunnel;
     let server: Socket;
     try {
       server = await this.dial(tunnel.dst, session);
@@ -128,22 +152,95 @@ export class Pipeline implements TunnelSink {
         code: e.code,
         reason: e.message,
       });
-      tunnel.replyFailure(e.code, e.message);
-      return;
+      // In cache-first mode the door already said yes: all that is left is to close.
+      if (replied) tunnel.socket.destroy();
+      else tunnel.replyFailure(e.code, e.message);
+      return null;
     }
     if (tunnel.socket.destroyed) {
       // The client gave up while we were dialing.
       server.destroy();
       session.result = 'client-gone';
-      return;
+      return null;
     }
     session.adopt(server);
     server.on('error', () => {}); // the relay records the error; never crash on a late one
-    tunnel.replySuccess({ address: server.localAddress ?? '0.0.0.0', port: server.localPort ?? 0 });
-    const r = await relay(tunnel.socket, server, { idleMs: config.timeouts.idle });
-    session.bytesUp = r.up;
-    session.bytesDown = r.down;
+    return server;
+  }
+
+  private async relayCounted(session: Session, client: Socket, server: Socket, config: Config): Promise<void> {
+    const r = await relay(client, server, { idleMs: config.timeouts.idle });
+    session.bytesUp += r.up;
+    session.bytesDown += r.down;
     if (session.result === 'ok') session.result = r.result;
+  }
+
+  /**
+   * A tunnel a SOCKSTAP rule picked. Connect strategy (DESIGN.md): dial first, reply with the real
+   * outcome, then sniff both directions; but cache-first for HTTP when the cache is on and the
+   * port is not a server-first one: reply at once and sniff the client, so a fresh cached
+   * response is served with no connection to the server at all.
+   */
+  private async runTapped(tunnel: Tunnel, rule: TapRule, config: Config): Promise<void> {
+    const { session } = tunnel;
+    const want = new Set<string>(rule.protocols);
+    const cache = ruleCaches(config, rule) ? this.deps.cache() : null;
+    const cacheFirst = want.has('http') && cache !== null && !SERVER_FIRST_PORTS.has(tunnel.dst.port);
+    let server: Socket | null = null;
+    if (cacheFirst) {
+      tunnel.replySuccess({ address: '0.0.0.0', port: 0 });
+    } else {
+      server = await this.dialForTunnel(tunnel);
+      if (!server) return;
+      tunnel.replySuccess({ address: server.localAddress ?? '0.0.0.0', port: server.localPort ?? 0 });
+    }
+    const peek = await peekTunnel(tunnel.socket, server, {
+      timeoutMs: config.timeouts.sniff,
+      maxBytes: SNIFF_MAX_BYTES,
+      portHint: tunnel.dst.port,
+      want,
+    });
+    session.proto = peek.proto;
+    if (peek.proto === 'tls') session.sections.tls = { sni: peek.info.sni ?? null, alpn: peek.info.alpn ?? [] };
+
+    // TLS: the SNI names the server really asked for; PERMIT/REJECT may name it (checkpoint 3).
+    if (peek.proto === 'tls' && peek.info.sni) {
+      try {
+        await this.authorize(session, ['tls', ...tunnel.tags], { host: peek.info.sni, port: tunnel.dst.port });
+      } catch (err) {
+        const e = toProxyError(err);
+        this.refused(session, e, 'tls server name');
+        tunnel.socket.destroy();
+        server?.destroy();
+        return;
+      }
+    }
+
+    const ctx: TapContext = {
+      session,
+      client: tunnel.socket,
+      server,
+      dst: tunnel.dst,
+      rule,
+      info: peek.info,
+      config,
+      services: { events: this.deps.events, log: this.deps.log, cache },
+      dial: async () => {
+        const s = await this.dial(tunnel.dst, session);
+        session.adopt(s);
+        s.on('error', () => {});
+        return s;
+      },
+      relay: (c, s) => this.relayCounted(session, c, s, config),
+    };
+    const tap = want.has(peek.proto) ? TAPS[peek.proto] : undefined;
+    if (tap) {
+      await tap(ctx);
+      return;
+    }
+    server ??= await this.dialForTunnel(tunnel, true);
+    if (!server) return;
+    await this.relayCounted(session, tunnel.socket, server, config);
   }
 
   associateUdp(tunnel: Tunnel): Promise<void> {

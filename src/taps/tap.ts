@@ -1,0 +1,43 @@
+/**
+ * The tap contract: what the pipeline hands an application-level proxy once a SOCKSTAP rule has
+ * picked a tunnel and the sniffer has named its protocol. Taps never import front doors; they
+ * reach the server only through `dial()` (or the `server` socket already dialed).
+ */
+import type { Socket } from 'node:net';
+import type { Config, HostPort, TapRule } from '../config/types.js';
+import type { Session } from '../core/session.js';
+import type { HttpCache } from '../cache/http-cache.js';
+import type { ProxyEvents } from '../observe/events.js';
+import type { Logger } from '../observe/log.js';
+import type { SniffInfo } from '../sniff/types.js';
+
+export interface TapServices {
+  events: ProxyEvents;
+  log: Logger;
+  /** The HTTP cache when CACHE=do (for this rule), else null. */
+  cache: HttpCache | null;
+}
+
+export interface TapContext {
+  session: Session;
+  /** The client side of the tunnel: paused, every sniffed byte back in front of it. */
+  client: Socket;
+  /**
+   * The server connection when the connect strategy dialed first (also paused, its sniffed bytes
+   * back in front); null in cache-first mode, where the tap dials only if it must.
+   */
+  server: Socket | null;
+  /** The authority the tunnel really reaches: the cache key and the policy target. */
+  dst: HostPort;
+  rule: TapRule;
+  info: SniffInfo;
+  config: Config;
+  services: TapServices;
+  /** Reach the destination (again), through the pipeline's routing. */
+  dial(): Promise<Socket>;
+  /** Relay the two sockets untouched until both ends are done, counting into the session. */
+  relay(client: Socket, server: Socket): Promise<void>;
+}
+
+/** An application-level proxy for one protocol; resolves when the connection is finished. */
+export type Tap = (ctx: TapContext) => Promise<void>;
