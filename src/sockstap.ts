@@ -14,6 +14,8 @@ import type { DoorContext, DoorHandler } from './frontdoors/door.js';
 import { httpProxyDoor } from './frontdoors/http-proxy.js';
 import { tcprelayDoor } from './frontdoors/portmap.js';
 import { closeForwardPool } from './taps/http/forward.js';
+import { ruleCaches } from './taps/rules.js';
+import { HttpCache } from './cache/http-cache.js';
 import { AccessLogWriter } from './observe/access-log.js';
 import { ProxyEvents } from './observe/events.js';
 import { FileLogger, type Logger } from './observe/log.js';
@@ -74,6 +76,8 @@ export class Sockstap {
   private sessionsLog: SessionsLogWriter;
   private stopping: Promise<void> | null = null;
   private admin: AdminServer | null = null;
+  /** The HTTP cache, open when CACHE=do (globally or in a SOCKSTAP rule's params). */
+  private cache: HttpCache | null = null;
   readonly totals = { sessions: 0, refused: 0, bytesUp: 0, bytesDown: 0 };
 
   constructor(config: Config, options: StartOptions = {}) {
@@ -85,7 +89,7 @@ export class Sockstap {
     this.events.on('session-end', (s) => this.sessionsLog.write(s));
     this.pipeline = new Pipeline({
       config: () => this.current,
-      cache: () => null,
+      cache: () => this.cache,
       log: this.log,
       events: this.events,
       limits: this.limits,
@@ -110,8 +114,42 @@ export class Sockstap {
     });
   }
 
+  /** Open (or keep, or close) the HTTP cache the configuration asks for. */
+  private async syncCache(config: Config): Promise<void> {
+    const wanted = config.cache.enabled || config.taps.some((r) => ruleCaches(config, r));
+    if (this.cache && (!wanted || this.cacheDir !== config.cache.dir)) {
+      await this.cache.close();
+      this.cache = null;
+    }
+    if (wanted && !this.cache) {
+      const cache = new HttpCache({
+        dir: config.cache.dir,
+        maxBytes: config.cache.size,
+        heuristicMs: config.cache.expire,
+        log: this.log,
+      });
+      try {
+        await cache.open();
+      } catch (err) {
+        throw new StartError(`cannot open the cache in ${config.cache.dir}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      }
+      this.cache = cache;
+      this.cacheDir = config.cache.dir;
+      const st = cache.stats();
+      this.log.info('cache', { dir: config.cache.dir, entries: st.entries, bytes: st.bytes, maxBytes: st.maxBytes });
+    }
+  }
+
+  private cacheDir = '';
+
+  /** The HTTP cache in use, if any. */
+  get httpCache(): HttpCache | null {
+    return this.cache;
+  }
+
   /** Open every listener; on failure close the ones already open and throw StartError. */
   async start(): Promise<void> {
+    await this.syncCache(this.current);
     for (const spec of this.current.listen) {
       const door = DOORS[spec.door];
       if (!door) {
@@ -242,6 +280,7 @@ export class Sockstap {
    * the old listeners) when a new one cannot open.
    */
   async reload(next: Config): Promise<void> {
+    await this.syncCache(next);
     const wanted = new Map(next.listen.map((s) => [specKey(s), s]));
     const opened: Listener[] = [];
     try {
@@ -312,6 +351,7 @@ export class Sockstap {
       await closing;
       await this.admin?.close();
       closeForwardPool();
+      await this.cache?.close();
       // Let the destroyed sessions write their records before the files close (bounded wait).
       for (let i = 0; i < 200 && this.sessions.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
       this.log.info('stopped', { sessions: this.totals.sessions });
