@@ -4,15 +4,15 @@
 // are missing and the tests that need them say why they skip.
 import { execFileSync, spawnSync } from 'node:child_process';
 
-/** command → Debian package */
-const NEEDED = {
-  curl: 'curl',
-  ncat: 'ncat',
-  openssl: 'openssl',
-};
+/** Each entry: a shell check that succeeds when the package is usable, and the Debian package. */
+const NEEDED = [
+  { check: 'command -v curl', pkg: 'curl' },
+  { check: 'command -v ncat', pkg: 'ncat' },
+  { check: 'command -v openssl', pkg: 'openssl' },
+];
 
-const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
-const missing = Object.entries(NEEDED).filter(([cmd]) => !has(cmd)).map(([, pkg]) => pkg);
+const ok = (check) => spawnSync('sh', ['-c', check], { stdio: 'ignore' }).status === 0;
+const missing = [...new Set(NEEDED.filter((n) => !ok(n.check)).map((n) => n.pkg))];
 
 if (missing.length === 0) process.exit(0);
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
@@ -22,9 +22,11 @@ if (!isRoot) {
 }
 console.error(`test-prereqs: installing ${missing.join(' ')}`);
 const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+const install = () =>
+  execFileSync('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...missing], { stdio: 'inherit', env });
 try {
-  execFileSync('apt-get', ['install', '-y', '--no-install-recommends', ...missing], { stdio: 'inherit', env });
+  install();
 } catch {
-  execFileSync('apt-get', ['update'], { stdio: 'inherit', env });
-  execFileSync('apt-get', ['install', '-y', '--no-install-recommends', ...missing], { stdio: 'inherit', env });
+  execFileSync('apt-get', ['update', '-q'], { stdio: 'inherit', env });
+  install();
 }
