@@ -50,7 +50,7 @@ function parseRequest(b: Buffer, off: number): { host: string; port: number; end
 
 function serve(client: Socket): void {
   client.on('error', () => {});
-  let buf = Buffer.alloc(0);
+  let buf: Buffer = Buffer.alloc(0);
   let greeted = 0; // bytes of the greeting once answered
   const timer = setTimeout(() => client.destroy(), HANDSHAKE_MS);
 
