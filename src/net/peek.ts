@@ -231,7 +231,7 @@ export function peekTunnel(client: Socket, server: Socket | null, options: PeekO
       if (settled) return;
       const closed = up.closed || (down?.closed ?? false);
       const final = force || closed;
-      const why = (): PeekStop => (closed ? 'closed' : force ? 'timeout' : 'max-bytes');
+      const why = (): PeekStop => (closed ? 'closed' : 'timeout');
       if (phase === 'first') {
         const clientFirst = up.spokeAt > 0 && (!down || down.spokeAt === 0 || up.spokeAt < down.spokeAt);
         if (clientFirst) phase = 'client';

@@ -8,8 +8,10 @@
 import assert from 'node:assert/strict';
 import net, { type AddressInfo, type Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
+import tls from 'node:tls';
 import { peekTunnel, type PeekOptions, type PeekResult } from '../../src/net/peek.js';
 import { relay, type RelayResult } from '../../src/net/relay.js';
+import { selfSignedCert } from '../helpers/tls.js';
 
 /** Deterministic PRNG (mulberry32) so a failing seed can be replayed. */
 function rng(seed: number): () => number {
@@ -42,8 +44,8 @@ after(() => {
 });
 
 /**
- * A connected loopback pair: `near` as net.connect makes it, `far` accepted as sockstap's
- * listener does (allowHalfOpen, pauseOnConnect), or as its dialer does when `dialer` is set.
+ * A connected loopback pair: `near` made by net.connect as sockstap's dialer makes it
+ * (allowHalfOpen), `far` accepted as its listener accepts (allowHalfOpen, pauseOnConnect).
  */
 async function socketPair(): Promise<{ near: Socket; far: Socket }> {
   const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
@@ -51,13 +53,16 @@ async function socketPair(): Promise<{ near: Socket; far: Socket }> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const near = track(net.connect({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, allowHalfOpen: true, noDelay: true }));
   const [far] = await Promise.all([accepted, new Promise((resolve) => near.once('connect', resolve))]);
-  await new Promise((resolve) => server.close(resolve));
+  // Stops listening at once; close's callback would wait for the pair itself to close.
+  server.close();
   return { near, far: track(far) };
 }
 
 interface Tunnel {
   client: Socket;
   origin: Socket;
+  /** peekTunnel's result, as soon as it returns. */
+  peeked: Promise<PeekResult>;
   /** peekTunnel's result, then relay's, with what the peek left on the sockets. */
   done: Promise<{ peek: PeekResult; relay: RelayResult; paused: boolean; listenersLeft: number }>;
 }
@@ -67,24 +72,25 @@ interface Tunnel {
  * sockstap's listener does; proxyServer is connected like its dialer does, and paused as the
  * pipeline holds it until the peek.
  */
-async function tunnel(options: PeekOptions): Promise<Tunnel> {
+async function tunnel(options: PeekOptions, duringPeek?: (proxyClient: Socket, proxyServer: Socket) => void): Promise<Tunnel> {
   const front = await socketPair();
   const back = await socketPair();
   const proxyClient = front.far;
   const proxyServer = back.near;
   proxyServer.pause();
-  // The origin is the accepted end; resume it so its tests read with 'data'.
+  // The origin is the accepted end (paused until a test reads it).
   const origin = back.far;
-  origin.resume();
+  const before = listenerCounts(proxyClient) + listenerCounts(proxyServer);
+  const peeked = peekTunnel(proxyClient, proxyServer, options);
+  duringPeek?.(proxyClient, proxyServer);
   const done = (async () => {
-    const before = listenerCounts(proxyClient) + listenerCounts(proxyServer);
-    const peek = await peekTunnel(proxyClient, proxyServer, options);
+    const peek = await peeked;
     const paused = proxyClient.isPaused() && proxyServer.isPaused();
     const listenersLeft = listenerCounts(proxyClient) + listenerCounts(proxyServer) - before;
     const r = await relay(proxyClient, proxyServer, { idleMs: 0 });
     return { peek, relay: r, paused, listenersLeft };
   })();
-  return { client: front.near, origin, done };
+  return { client: front.near, origin, peeked, done };
 }
 
 function listenerCounts(s: Socket): number {
@@ -116,6 +122,8 @@ function receiveAll(s: Socket): Promise<Buffer> {
     s.on('data', (c: Buffer) => chunks.push(c));
     s.once('end', () => resolve(Buffer.concat(chunks)));
     s.once('close', () => reject(new Error('closed without FIN')));
+    // An accepted socket starts paused (pauseOnConnect): a 'data' listener alone does not resume it.
+    s.resume();
   });
 }
 
@@ -193,5 +201,176 @@ describe('peekTunnel then relay: no byte lost, doubled or reordered', () => {
     for (let first = 1; first <= 200; first += 10) {
       await Promise.all(Array.from({ length: 10 }, (_, i) => runSeed(first + i)));
     }
+  });
+});
+
+/** Writes `reply` and FIN on `s` once its peer's FIN arrived; resolves with what it received. */
+function replyAfterEnd(s: Socket, reply: string): Promise<Buffer> {
+  return receiveAll(s).then((got) => {
+    s.end(reply);
+    return got;
+  });
+}
+
+describe('peekTunnel: what it decides, and the tunnel still works', () => {
+  const options: PeekOptions = { timeoutMs: 60, maxBytes: 4096, portHint: 80 };
+
+  test('a client that sends 5 bytes and its FIN at once: bytes and FIN relayed, reply still delivered', async () => {
+    const t = await tunnel(options);
+    const atOrigin = replyAfterEnd(t.origin, 'reply after your FIN');
+    const atClient = receiveAll(t.client);
+    // "GET /" could still become a request line: the peek is waiting when the FIN comes.
+    t.client.end('GET /');
+    const [gotUp, gotDown, r] = await Promise.all([atOrigin, atClient, t.done]);
+    assert.equal(gotUp.toString(), 'GET /');
+    assert.equal(gotDown.toString(), 'reply after your FIN');
+    assert.equal(r.peek.proto, 'raw');
+    assert.equal(r.peek.clientEnded, true);
+    assert.equal(r.peek.stoppedBy, 'ended');
+    assert.equal(r.relay.result, 'ok');
+  });
+
+  test('a client that sends nothing but its FIN: the FIN is relayed', async () => {
+    const t = await tunnel(options);
+    const atOrigin = replyAfterEnd(t.origin, 'still here');
+    const atClient = receiveAll(t.client);
+    t.client.end();
+    const [gotUp, gotDown, r] = await Promise.all([atOrigin, atClient, t.done]);
+    assert.equal(gotUp.length, 0);
+    assert.equal(gotDown.toString(), 'still here');
+    assert.equal(r.peek.clientEnded, true);
+  });
+
+  test('a silent tunnel falls back to raw after the sniff window, then relays both ways', async () => {
+    const t = await tunnel(options);
+    const peek = await t.peeked;
+    assert.equal(peek.proto, 'raw');
+    assert.equal(peek.stoppedBy, 'timeout');
+    const atOrigin = replyAfterEnd(t.origin, 'late reply');
+    const atClient = receiveAll(t.client);
+    t.client.end('late request');
+    const [gotUp, gotDown] = await Promise.all([atOrigin, atClient, t.done]);
+    assert.equal(gotUp.toString(), 'late request');
+    assert.equal(gotDown.toString(), 'late reply');
+  });
+
+  test('an HTTP request line: method and target, request delivered whole', async () => {
+    const t = await tunnel(options);
+    const request = 'GET /index.html?q=1 HTTP/1.1\r\nHost: example.com\r\n\r\n';
+    const atOrigin = replyAfterEnd(t.origin, 'HTTP/1.1 204 No Content\r\n\r\n');
+    const atClient = receiveAll(t.client);
+    t.client.write(request);
+    const peek = await t.peeked;
+    assert.equal(peek.proto, 'http');
+    assert.deepEqual(peek.info, { method: 'GET', target: '/index.html?q=1' });
+    assert.equal(peek.stoppedBy, 'verdict');
+    t.client.end();
+    const [gotUp, gotDown] = await Promise.all([atOrigin, atClient, t.done]);
+    assert.equal(gotUp.toString(), request);
+    assert.equal(gotDown.toString(), 'HTTP/1.1 204 No Content\r\n\r\n');
+  });
+
+  test('a real TLS handshake through the tunnel: SNI and ALPN seen, handshake completes', async () => {
+    const { key, cert } = selfSignedCert('tap.test');
+    const t = await tunnel(options);
+    const originTls = new tls.TLSSocket(t.origin, { isServer: true, key, cert, ALPNProtocols: ['h2'] });
+    originTls.on('error', () => {});
+    originTls.on('data', (d: Buffer) => originTls.end(`echo:${d.toString()}`));
+    const clientTls = tls.connect({ socket: t.client, servername: 'tap.test', ALPNProtocols: ['h2', 'http/1.1'], ca: cert });
+    clientTls.on('error', () => {});
+    await new Promise<void>((resolve, reject) => {
+      clientTls.once('secureConnect', resolve);
+      clientTls.once('error', reject);
+    });
+    assert.equal(clientTls.alpnProtocol, 'h2');
+    const peek = await t.peeked;
+    assert.equal(peek.proto, 'tls');
+    assert.deepEqual(peek.info, { sni: 'tap.test', alpn: ['h2', 'http/1.1'] });
+    const reply = receiveAll(clientTls);
+    clientTls.write('ping');
+    assert.equal((await reply).toString(), 'echo:ping');
+    clientTls.destroy();
+    originTls.destroy();
+  });
+
+  test('a POP3 greeting with a silent client: the server spoke first', async () => {
+    const t = await tunnel(options);
+    const atClient = receiveAll(t.client);
+    t.origin.write('+OK Dovecot ready.\r\n');
+    const peek = await t.peeked;
+    assert.equal(peek.proto, 'pop3');
+    assert.equal(peek.info.banner, '+OK Dovecot ready.');
+    const atOrigin = replyAfterEnd(t.origin, '+OK bye\r\n');
+    t.client.end('QUIT\r\n');
+    const [gotUp, gotDown] = await Promise.all([atOrigin, atClient, t.done]);
+    assert.equal(gotUp.toString(), 'QUIT\r\n');
+    assert.equal(gotDown.toString(), '+OK Dovecot ready.\r\n+OK bye\r\n');
+  });
+
+  test('an ambiguous 220 is decided by the client\'s first command over the port', async () => {
+    // Port 21 would say FTP; the client's EHLO says SMTP.
+    const t = await tunnel({ ...options, timeoutMs: 5000, portHint: 21 }, (_c, proxyServer) => {
+      // Runs after the peek's own listener has taken the banner: the client answers it.
+      proxyServer.once('readable', () => t.client.write('EHLO client.example\r\n'));
+    });
+    const atClient = receiveAll(t.client);
+    t.origin.write('220 host.example.net ready\r\n');
+    const peek = await t.peeked;
+    assert.equal(peek.proto, 'smtp');
+    assert.equal(peek.info.ambiguous, 'ftp-or-smtp');
+    assert.equal(peek.stoppedBy, 'verdict');
+    const atOrigin = replyAfterEnd(t.origin, '221 bye\r\n');
+    t.client.end('QUIT\r\n');
+    const [gotUp, gotDown] = await Promise.all([atOrigin, atClient, t.done]);
+    assert.equal(gotUp.toString(), 'EHLO client.example\r\nQUIT\r\n');
+    assert.equal(gotDown.toString(), '220 host.example.net ready\r\n221 bye\r\n');
+  });
+
+  test('an ambiguous 220 and a silent client: the port decides after the window', async () => {
+    const t = await tunnel({ ...options, portHint: 587 });
+    t.origin.write('220 host.example.net ready\r\n');
+    const peek = await t.peeked;
+    assert.equal(peek.proto, 'smtp');
+    assert.equal(peek.stoppedBy, 'timeout');
+    t.client.destroy();
+  });
+
+  test('maxBytes: a long non-line stops the peek at the cap, every byte still delivered', async () => {
+    const t = await tunnel({ ...options, timeoutMs: 5000, maxBytes: 1000 });
+    const big = Buffer.from(`GET /${'a'.repeat(50_000)}`);
+    const atOrigin = replyAfterEnd(t.origin, 'ok');
+    const atClient = receiveAll(t.client);
+    t.client.write(big);
+    const peek = await t.peeked;
+    assert.equal(peek.proto, 'raw');
+    assert.equal(peek.stoppedBy, 'max-bytes');
+    t.client.end();
+    const [gotUp] = await Promise.all([atOrigin, atClient, t.done]);
+    assert.ok(gotUp.equals(big));
+  });
+
+  test('want without a server-first protocol leaves the server unread', async () => {
+    const t = await tunnel({ ...options, want: new Set(['http', 'tls']) });
+    const atClient = receiveAll(t.client);
+    t.origin.write('220 (vsFTPd 3.0.5)\r\n');
+    const peek = await t.peeked;
+    assert.equal(peek.proto, 'raw');
+    assert.equal(peek.stoppedBy, 'timeout');
+    const atOrigin = replyAfterEnd(t.origin, '221 bye\r\n');
+    t.client.end('QUIT\r\n');
+    const [, gotDown] = await Promise.all([atOrigin, atClient, t.done]);
+    assert.equal(gotDown.toString(), '220 (vsFTPd 3.0.5)\r\n221 bye\r\n');
+  });
+
+  test('the server resets during the peek: stopped as closed, the client sees the tunnel end', async () => {
+    const t = await tunnel({ ...options, timeoutMs: 5000 });
+    const clientClosed = new Promise((resolve) => t.client.once('close', resolve));
+    t.client.write('GET /');
+    t.origin.resetAndDestroy();
+    const peek = await t.peeked;
+    assert.equal(peek.stoppedBy, 'closed');
+    const r = await t.done;
+    assert.notEqual(r.relay.result, 'ok');
+    await clientClosed;
   });
 });
