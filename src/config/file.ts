@@ -8,7 +8,11 @@ import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
-import type { Accounts } from './types.js';
+import type { Accounts, DnsConfig, RouteRule } from './types.js';
+import { isIP } from 'node:net';
+import { parseChain } from '../upstream/hop.js';
+import { DEFAULT_DNS } from '../net/dns.js';
+import { parseTimeWindow } from '../policy/timewindow.js';
 import { ConfigError } from './types.js';
 import { checkHost, parseHostPort } from './address.js';
 import { parseHostList } from './hostlist.js';
@@ -23,10 +27,12 @@ import {
   parseServer,
   parseTapRule,
   type ListenEntry,
+  parseHttpHeaderRules,
   type ParameterName,
   type Settings,
 } from './params.js';
 import { parseDuration, parsePort, parseSize } from './units.js';
+import { TAP_PROTOCOLS } from './params.js';
 import { accountsFromMap, loadHtpasswd, parseAuthorizer } from '../policy/accounts.js';
 
 const MAX_FILE_BYTES = 1024 * 1024;
@@ -203,6 +209,10 @@ function settingsFromFile(f: ConfigFile, base: string): Settings {
     else if (name === 'BANDWIDTH') s.bandwidth ??= [];
     else s.quota ??= [];
   }
+  if (f.http !== undefined) s.httpHeaders = parseHttpHeaderRules(f.http, 'http');
+  if (f.routes) s.routes = f.routes.map((r, i) => routeFromFile(r, `routes[${i}]`));
+  if (f.portmap) s.portmap = f.portmap.flatMap((m, i) => portmapFromFile(m, `portmap[${i}]`));
+  if (f.dns) s.dns = dnsFromFile(f.dns);
   if (f.admin !== undefined) s.admin = parseHostPort(f.admin, 'admin');
   if (f.ident !== undefined) s.ident = f.ident;
   if (f.spoof !== undefined) s.spoof = f.spoof === 'client' || f.spoof === true;
@@ -222,4 +232,105 @@ function secondsToMs(seconds: number, label: string): number {
   const ms = Math.round(seconds * 1000);
   if (!Number.isSafeInteger(ms)) throw new ConfigError(label, 'duration is too large');
   return ms;
+}
+
+type RouteItem = NonNullable<ConfigFile['routes']>[number];
+
+/** `{ match: {dst, src, user, proto, door, when}, via: [...] }` → a routing rule. */
+function routeFromFile(r: RouteItem, label: string): RouteRule {
+  const rule: RouteRule = {
+    via: listOf(r.via).map((v, i) => parseChain(v, typeof r.via === 'string' ? `${label}.via` : `${label}.via[${i}]`)),
+    source: label,
+  };
+  if (rule.via.length === 0) throw new ConfigError(`${label}.via`, 'expected at least one route: direct or SCHEME://HOST:PORT');
+  const m = r.match;
+  if (m) {
+    if (m.dst !== undefined) rule.dst = parseHostList(joinList(m.dst), `${label}.match.dst`);
+    if (m.src !== undefined) rule.src = parseHostList(joinList(m.src), `${label}.match.src`);
+    if (m.user !== undefined) rule.users = splitNames(m.user);
+    if (m.proto !== undefined) {
+      const known = new Set<string>([...TAP_PROTOCOLS, 'raw']);
+      const protos = splitNames(m.proto).map((p) => (p === 'pop' ? 'pop3' : p.toLowerCase()));
+      const bad = protos.find((p) => !known.has(p));
+      if (bad) throw new ConfigError(`${label}.match.proto`, `unknown protocol ${JSON.stringify(bad)}; expected ${[...known].join(', ')}`);
+      rule.protocols = protos;
+    }
+    if (m.door !== undefined) rule.doors = splitNames(m.door).map((d) => d.toLowerCase());
+    if (m.when !== undefined) rule.when = parseTimeWindow(m.when, `${label}.match.when`);
+  }
+  return rule;
+}
+
+function splitNames(v: string | readonly string[]): string[] {
+  return listOf(v)
+    .flatMap((x) => x.split(','))
+    .map((x) => x.trim())
+    .filter(Boolean);
+}
+
+/** The most ports one portmap entry may open. */
+const MAX_PORTMAP_PORTS = 1024;
+
+type PortmapItem = NonNullable<ConfigFile['portmap']>[number];
+
+/** `[HOST:]FIRST-LAST` or `[HOST:]PORT` → host and port range. */
+function parsePortRange(text: string, label: string, hostOptional: boolean): { host: string; first: number; last: number } {
+  const m = /^(.*?)(\d+)-(\d+)$/.exec(text.trim());
+  if (!m) {
+    const hp = parseHostPort(text, label, hostOptional);
+    return { host: hp.host, first: hp.port, last: hp.port };
+  }
+  const prefix = m[1]!;
+  const hp = parseHostPort(`${prefix}${m[2]}`, label, hostOptional);
+  const last = parsePort(m[3]!, label);
+  if (last < hp.port) throw new ConfigError(label, `port range ${m[2]}-${m[3]} runs backwards`);
+  if (last - hp.port + 1 > MAX_PORTMAP_PORTS) throw new ConfigError(label, `at most ${MAX_PORTMAP_PORTS} ports in one range`);
+  return { host: hp.host, first: hp.port, last };
+}
+
+/** `{ listen: "127.0.0.1:9000-9010", to: "backend:8000-8010", proto: tcp|udp }` → relay listeners. */
+function portmapFromFile(m: PortmapItem, label: string): ListenEntry[] {
+  const from = parsePortRange(m.listen, `${label}.listen`, true);
+  const to = parsePortRange(m.to, `${label}.to`, false);
+  const count = from.last - from.first + 1;
+  const toCount = to.last - to.first + 1;
+  if (toCount !== 1 && toCount !== count) {
+    throw new ConfigError(`${label}.to`, `${toCount} destination ports for ${count} listening ports; give as many, or one`);
+  }
+  if (from.first === 0 && count > 1) throw new ConfigError(`${label}.listen`, 'a range cannot start at port 0');
+  const door = m.proto === 'udp' ? 'udprelay' : 'tcprelay';
+  const out: ListenEntry[] = [];
+  for (let i = 0; i < count; i++) {
+    out.push({
+      host: from.host,
+      port: from.first + i,
+      door,
+      target: { host: to.host, port: toCount === 1 ? to.first : to.first + i },
+      param: label,
+    });
+  }
+  return out;
+}
+
+function dnsFromFile(d: NonNullable<ConfigFile['dns']>): DnsConfig {
+  const dns: DnsConfig = { ...DEFAULT_DNS, hosts: {} };
+  if (d.cache !== undefined) dns.cacheSize = d.cache;
+  if (d.ttl !== undefined) dns.ttlMs = typeof d.ttl === 'number' ? secondsToMs(d.ttl, 'dns.ttl') : parseDuration(d.ttl, 'dns.ttl');
+  if (d.negativeTtl !== undefined) {
+    dns.negativeTtlMs = typeof d.negativeTtl === 'number' ? secondsToMs(d.negativeTtl, 'dns.negativeTtl') : parseDuration(d.negativeTtl, 'dns.negativeTtl');
+  }
+  if (d.order !== undefined) dns.order = d.order;
+  if (d.hosts) {
+    const hosts: Record<string, string[]> = {};
+    for (const [name, value] of Object.entries(d.hosts)) {
+      const addresses = listOf(value).flatMap((a) => a.split(',')).map((a) => a.trim().replace(/^\[(.*)\]$/, '$1'));
+      const bad = addresses.find((a) => isIP(a) === 0);
+      if (bad !== undefined || addresses.length === 0) {
+        throw new ConfigError(`dns.hosts.${name}`, `expected IP addresses, got ${JSON.stringify(bad ?? '')}`);
+      }
+      hosts[name.toLowerCase().replace(/\.$/, '')] = addresses;
+    }
+    dns.hosts = hosts;
+  }
+  return dns;
 }

@@ -82,7 +82,10 @@ function merge(file: Settings, cli: Settings): Settings {
 
 function finish(s: Settings, cwd: string): Config {
   const server = s.server ?? { door: 'auto' as const };
-  const entries = s.listen && s.listen.length > 0 ? s.listen : [{ ...DEFAULT_LISTEN, param: '-P' }];
+  const portmap = s.portmap ?? [];
+  // A file that only maps ports opens only those ports.
+  const explicit = s.listen && s.listen.length > 0 ? s.listen : portmap.length > 0 ? [] : [{ ...DEFAULT_LISTEN, param: '-P' }];
+  const entries = [...explicit, ...portmap];
   const seen = new Set<string>();
   const listen: ListenSpec[] = entries.map((e) => {
     const spec: ListenSpec = { host: e.host, port: e.port, door: e.door ?? server.door };
@@ -130,5 +133,8 @@ function finish(s: Settings, cwd: string): Config {
   if (server.target) config.serverTarget = server.target;
   if (s.cacheExpire !== undefined) config.cache.expire = s.cacheExpire;
   if (s.admin) config.admin = s.admin;
+  if (s.routes && s.routes.length > 0) config.routes = s.routes;
+  if (s.dns) config.dns = s.dns;
+  if (s.httpHeaders) config.httpHeaders = s.httpHeaders;
   return config;
 }

@@ -7,6 +7,8 @@
  */
 import { isAbsolute, resolve } from 'node:path';
 import type {
+  HeaderEdits,
+  HttpHeaderRules,
   AccessRule,
   Accounts,
   DoorKind,
@@ -18,6 +20,8 @@ import type {
   TapRule,
   Timeouts,
   Upstream,
+  RouteRule,
+  DnsConfig,
 } from './types.js';
 import { ConfigError } from './types.js';
 import { parseHostPort } from './address.js';
@@ -58,7 +62,14 @@ export interface Settings {
   taps?: TapRule[];
   /** PROXY= and SOCKS= in the order given, tried in that order. */
   upstreams?: Upstream[];
+  /** YAML routes: routing rules. */
+  routes?: RouteRule[];
+  /** YAML portmap: relay ports, added to the listeners. */
+  portmap?: ListenEntry[];
+  /** YAML dns: name resolution policy. */
+  dns?: DnsConfig;
   mounts?: Mount[];
+  httpHeaders?: HttpHeaderRules;
   bandwidth?: string[];
   quota?: string[];
   admin?: HostPort;
@@ -267,6 +278,11 @@ function parseProtocolList(text: string, label: string, allowed: ReadonlySet<str
   for (const raw of names) {
     if (raw === '') throw new ConfigError(label, `empty protocol name in ${JSON.stringify(text)}`);
     const name = raw === '*' ? 'all' : (PROTOCOL_ALIASES[raw] ?? raw);
+    // `http/METHOD` (PERMIT/REJECT only): an HTTP request rule for that method (policy/http-rules.ts).
+    if (allowed === RULE_PROTOCOLS && /^http\/[!#$%&'+.^_`|~0-9a-z-]+$/.test(name)) {
+      if (!out.includes(name)) out.push(name);
+      continue;
+    }
     if (name !== 'all' && !allowed.has(name)) {
       throw new ConfigError(label, `unknown protocol ${JSON.stringify(raw)}; expected ${what}`);
     }
@@ -493,4 +509,56 @@ export function parsePath(text: string, label: string, base: string): string {
 
 function orList(items: readonly string[]): string {
   return items.length < 2 ? items.join('') : `${items.slice(0, -1).join(', ')} or ${items[items.length - 1]}`;
+}
+
+const FIELD_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/**
+ * Fields a header rule may not set or remove: message framing and routing (RFC 9112 §6), which
+ * the proxy itself decides, and the hop-by-hop fields it already removes (RFC 9110 §7.6.1).
+ */
+const PROTECTED_FIELDS = new Set([
+  'host',
+  'content-length',
+  'transfer-encoding',
+  'connection',
+  'keep-alive',
+  'upgrade',
+  'te',
+  'trailer',
+  'proxy-connection',
+]);
+
+function parseHeaderEdits(
+  value: { set?: Record<string, string> | undefined; remove?: string[] | undefined } | undefined,
+  label: string,
+): HeaderEdits {
+  const set: [string, string][] = [];
+  const remove: string[] = [];
+  for (const [name, v] of Object.entries(value?.set ?? {})) {
+    if (!FIELD_NAME.test(name)) throw new ConfigError(`${label}.set`, `${JSON.stringify(name)} is not a field name`);
+    if (PROTECTED_FIELDS.has(name.toLowerCase())) throw new ConfigError(`${label}.set`, `${name} is decided by the proxy and cannot be set`);
+    // RFC 9110 §5.5: no CR, LF or NUL in a field value.
+    if (/[\r\n\0]/.test(v)) throw new ConfigError(`${label}.set.${name}`, 'a field value cannot contain CR, LF or NUL');
+    set.push([name, v.trim()]);
+  }
+  for (const name of value?.remove ?? []) {
+    if (!FIELD_NAME.test(name)) throw new ConfigError(`${label}.remove`, `${JSON.stringify(name)} is not a field name`);
+    if (PROTECTED_FIELDS.has(name.toLowerCase())) throw new ConfigError(`${label}.remove`, `${name} is decided by the proxy and cannot be removed`);
+    remove.push(name.toLowerCase());
+  }
+  return { set, remove };
+}
+
+/** YAML `http: { request: {set, remove}, response: {set, remove} }`. */
+export function parseHttpHeaderRules(
+  value: {
+    request?: { set?: Record<string, string> | undefined; remove?: string[] | undefined } | undefined;
+    response?: { set?: Record<string, string> | undefined; remove?: string[] | undefined } | undefined;
+  },
+  label: string,
+): HttpHeaderRules {
+  return {
+    request: parseHeaderEdits(value.request, `${label}.request`),
+    response: parseHeaderEdits(value.response, `${label}.response`),
+  };
 }

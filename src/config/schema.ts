@@ -53,6 +53,40 @@ const tapItem = z.union([
   }),
 ]);
 
+const headerEdits = z.strictObject({
+  set: z.record(text, text).optional().describe('field name to value; replaces every field of that name'),
+  remove: z.array(text).optional().describe('field names to remove'),
+});
+
+const routeItem = z.strictObject({
+  match: z
+    .strictObject({
+      dst: textOrList.optional().describe('destination host list'),
+      src: textOrList.optional().describe('source host list'),
+      user: textOrList.optional().describe('authenticated user names; * any user, - no user'),
+      proto: textOrList.optional().describe('protocols found by the sniffer: http, tls, ftp, ...'),
+      door: textOrList.optional().describe('front protocol: socks4, socks4a, socks5, connect, http, tcprelay'),
+      when: text.optional().describe('time window such as mon-fri/0900-1800'),
+    })
+    .optional()
+    .describe('every condition given must hold; none = every connection'),
+  via: textOrList.describe('ordered fallback list: direct, or SCHEME://[USER:PASS@]HOST:PORT hops joined by commas (a chain)'),
+});
+
+const portmapItem = z.strictObject({
+  listen: text.describe('[HOST:]PORT or [HOST:]FIRST-LAST'),
+  to: text.describe('HOST:PORT or HOST:FIRST-LAST (as many ports as listen)'),
+  proto: z.enum(['tcp', 'udp']).optional().describe('tcp (tcprelay, default) or udp (udprelay)'),
+});
+
+const dnsSettings = z.strictObject({
+  cache: z.number().int().nonnegative().optional().describe('most names kept; default 1024'),
+  ttl: durationValue.optional().describe('how long a resolved name is kept; default 60s'),
+  negativeTtl: durationValue.optional().describe('how long a failure is remembered; default 5s'),
+  order: z.enum(['auto', 'ipv4first', 'ipv6first', 'ipv4', 'ipv6']).optional().describe('address families and which first'),
+  hosts: z.record(text, textOrList).optional().describe('static entries: name to address(es)'),
+});
+
 export const configFileSchema = z
   .strictObject({
     listen: z.array(listenItem).optional().describe('listeners, as -P'),
@@ -95,7 +129,17 @@ export const configFileSchema = z
     sockstap: z.array(tapItem).optional().describe('tap rules, as SOCKSTAP='),
     proxy: textOrList.optional().describe('upstream HTTP proxies, as PROXY='),
     socks: textOrList.optional().describe('upstream SOCKS proxies, as SOCKS='),
+    routes: z.array(routeItem).optional().describe('routing rules, first match wins; tried before proxy/socks'),
+    portmap: z.array(portmapItem).optional().describe('port mapping: many ports and ranges to fixed destinations'),
+    dns: dnsSettings.optional().describe('name resolution policy'),
     mount: textOrList.optional().describe('"vURL rURL [options]", as MOUNT='),
+    http: z
+      .strictObject({
+        request: headerEdits.optional().describe('edits of requests forwarded to origins'),
+        response: headerEdits.optional().describe('edits of responses sent to clients'),
+      })
+      .optional()
+      .describe('HTTP header rules of the HTTP door and the HTTP tap'),
     bandwidth: textOrList.optional().describe('RATE[/up|/down]:SCOPE, as BANDWIDTH='),
     quota: textOrList.optional().describe('SIZE/PERIOD[/up|/down]:SCOPE, as QUOTA='),
     admin: text.optional().describe('HOST:PORT of the dashboard'),

@@ -105,10 +105,67 @@ export interface Upstream {
   source: string;
 }
 
+/**
+ * One hop of a route: an upstream proxy written as `socks5://[USER:PASS@]HOST:PORT`,
+ * `socks4a://`, `socks4://`, `http://`. `names` says whether a destination name is passed on as a
+ * name ('remote') or resolved by sockstap first ('local'; always for SOCKS4).
+ */
+export interface RouteHop {
+  kind: 'http' | 'socks4' | 'socks4a' | 'socks5';
+  host: string;
+  port: number;
+  user?: string;
+  password?: string;
+  names: 'remote' | 'local';
+}
+
+/**
+ * A routing rule (YAML `routes:`). Every condition given must hold; the first rule that matches
+ * picks `via`, an ordered fallback list of chains (an empty chain is `direct`), tried in order
+ * until one connects (DeleGate's CONNECT= order).
+ */
+export interface RouteRule {
+  dst?: HostList;
+  src?: HostList;
+  /** Authenticated user names; `*` any authenticated user, `-` no user. */
+  users?: readonly string[];
+  /** Protocols found by the sniffer (http, tls, ftp, ...); the rule fits only once one is known. */
+  protocols?: readonly string[];
+  /** The front protocol: socks4, socks4a, socks5, connect, http, tcprelay, transparent. */
+  doors?: readonly string[];
+  when?: TimeWindow;
+  via: readonly (readonly RouteHop[])[];
+  /** `routes[2]`, for log lines. */
+  source: string;
+}
+
+/** Name resolution policy (YAML `dns:`); see src/net/dns.ts. */
+export interface DnsConfig {
+  cacheSize: number;
+  ttlMs: number;
+  negativeTtlMs: number;
+  order: 'auto' | 'ipv4first' | 'ipv6first' | 'ipv4' | 'ipv6';
+  hosts: Readonly<Record<string, readonly string[]>>;
+}
+
 export interface Mount {
   from: string;
   to: string;
   options: readonly string[];
+}
+
+/** Header edits of one direction: fields set (replacing any of that name), then fields removed. */
+export interface HeaderEdits {
+  set: ReadonlyArray<readonly [string, string]>;
+  remove: readonly string[];
+}
+
+/** YAML `http: { request: {set, remove}, response: {set, remove} }`, applied by the HTTP door and tap. */
+export interface HttpHeaderRules {
+  /** To the request forwarded to the origin (and the request the cache sees). */
+  request: HeaderEdits;
+  /** To every response sent to the client, from the origin or from the cache. */
+  response: HeaderEdits;
 }
 
 export type LogFormat = 'squid' | 'common' | 'combined';
@@ -141,7 +198,13 @@ export interface Config {
   cache: CacheConfig;
   taps: readonly TapRule[];
   upstreams: readonly Upstream[];
+  /** YAML routing rules, tried before PROXY=/SOCKS=; absent or empty = none. */
+  routes?: readonly RouteRule[];
+  /** Name resolution policy; absent = the defaults of src/net/dns.ts. */
+  dns?: DnsConfig;
   mounts: readonly Mount[];
+  /** Header rules of HTTP requests and responses (YAML `http:`); absent means none. */
+  httpHeaders?: HttpHeaderRules;
   /** BANDWIDTH= and QUOTA= values, validated for syntax; enforced by the policy services. */
   bandwidth: readonly string[];
   quota: readonly string[];

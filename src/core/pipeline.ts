@@ -19,8 +19,10 @@ import type { ConnectionLimits } from '../policy/limits.js';
 import { TAPS } from '../taps/registry.js';
 import { pickTapRule, ruleCaches, SERVER_FIRST_PORTS } from '../taps/rules.js';
 import type { TapContext } from '../taps/tap.js';
-import { absoluteTarget, denyHttp, forwardHttpRequest } from '../taps/http/forward.js';
-import { dialDirect } from '../upstream/direct.js';
+import { absoluteTarget, denyHttp } from '../taps/http/forward.js';
+import { serveHttp } from '../taps/http/cached.js';
+import { PROXY_VIA } from '../taps/http/headers.js';
+import { dialRoute } from '../upstream/router.js';
 import { ProxyError, toProxyError } from './errors.js';
 import type { Session } from './session.js';
 import type { Tunnel } from './tunnel.js';
@@ -39,15 +41,27 @@ export interface PipelineDeps {
   shutdown: AbortSignal;
 }
 
-export const VIA = '1.1 sockstap';
+export const VIA = PROXY_VIA;
 
 export class Pipeline implements TunnelSink {
   constructor(private readonly deps: PipelineDeps) {}
 
-  /** Dial the next hop for a destination. Routing through upstreams plugs in here. */
+  /**
+   * Dial the next hop for a destination along its route (upstream/router.ts): the SOCKSTAP rule's
+   * PROXY=/SOCKS= params, YAML routes, PROXY=/SOCKS=, else direct, with fallback in order.
+   * Sets `session.route`. The tap rule is picked again here (the same pure decision as in run()),
+   * so the dial-first dial, the cache-first dial and a tap's `ctx.dial()` all use its params.
+   */
   dial(dst: HostPort, session: Session): Promise<Socket> {
-    session.route = 'direct';
-    return dialDirect(dst, { timeoutMs: this.deps.config().timeouts.connect, signal: this.deps.shutdown });
+    const config = this.deps.config();
+    const tapRule = pickTapRule(config, { clientAddress: session.clientAddress, user: session.user, dst });
+    return dialRoute(config, dst, session, {
+      timeoutMs: config.timeouts.connect,
+      signal: this.deps.shutdown,
+      tapRule,
+      onFallback: (failed, err, next) =>
+        this.deps.log.info('route failed, trying the next', { session: session.id, route: failed, code: err.code, reason: err.message, next }),
+    });
   }
 
   /** Checkpoint 2 for a tunnel or request; throws EDENIED/ELIMIT when refused. */
@@ -231,6 +245,13 @@ export class Pipeline implements TunnelSink {
         s.on('error', () => {});
         return s;
       },
+      dialTo: async (dst) => {
+        const s = await this.dial(dst, session);
+        session.adopt(s);
+        s.on('error', () => {});
+        return s;
+      },
+      authorize: (dst) => this.authorize(session, [peek.proto, ...tunnel.tags], dst),
       relay: (c, s) => this.relayCounted(session, c, s, config),
     };
     const tap = want.has(peek.proto) ? TAPS[peek.proto] : undefined;
@@ -294,10 +315,16 @@ export class Pipeline implements TunnelSink {
       })
       .then(
         () =>
-          forwardHttpRequest(req, res, {
+          // The same path as tapped HTTP (taps/http/cached.ts): MOUNT, checkpoint 3, header
+          // rules, the cache (CACHE=do) and access.log.
+          serveHttp(req, res, {
             session,
             target,
+            host: 'target',
             dial: (d) => this.dial(d, session),
+            authorize: (d) => this.authorize(session, ['http'], d),
+            cache: config.cache.enabled ? this.deps.cache() : null,
+            config,
             events: this.deps.events,
             log: this.deps.log,
             via: VIA,

@@ -35,6 +35,13 @@ export interface TapContext {
   services: TapServices;
   /** Reach the destination (again), through the pipeline's routing. */
   dial(): Promise<Socket>;
+  /**
+   * Reach another destination through the pipeline's routing (an HTTP request MOUNT moved to
+   * another server); call `authorize` for it first.
+   */
+  dialTo(dst: HostPort): Promise<Socket>;
+  /** Checkpoint 2 for another destination of this tunnel's requests; rejects with EDENIED. */
+  authorize(dst: HostPort): Promise<void>;
   /** Relay the two sockets untouched until both ends are done, counting into the session. */
   relay(client: Socket, server: Socket): Promise<void>;
 }

@@ -17,7 +17,8 @@ import { codeFromSystemError, ProxyError, replyFor, type ProxyErrorCode } from '
 import type { Session } from '../../core/session.js';
 import type { AccessRecord, ProxyEvents } from '../../observe/events.js';
 import type { Logger } from '../../observe/log.js';
-import { appendVia, mediaType, requestBodyKind, withoutHopByHop } from './headers.js';
+import type { HeaderEdits } from '../../config/types.js';
+import { appendVia, applyHeaderEdits, mediaType, requestBodyKind, withoutHopByHop } from './headers.js';
 
 export interface ForwardTarget {
   /** Origin host: a DNS name or an IP literal (IPv6 without brackets). */
@@ -45,7 +46,39 @@ export interface ForwardOptions {
   poolKey?: string;
   /** Squid hierarchy code of a forwarded response; default HIER_DIRECT, or FIRSTUP_PARENT when the session's route is not direct. */
   hierarchyCode?: string;
+  /** The URL access.log names; default `http://authority/path` of the target. */
+  url?: string;
+  /**
+   * Host of the forwarded request: `target` (default) replaces it with the target's authority
+   * (RFC 9112 §3.2.2, absolute-form and MOUNT); `keep` forwards the client's own Host (a tapped
+   * tunnel: the origin-form request goes where the tunnel goes), the target's when there is none.
+   */
+  host?: 'target' | 'keep';
+  /** Request fields to forward instead of `req.rawHeaders` (header rules, replaced conditionals). */
+  rawHeaders?: readonly string[];
+  /** Edits of the response head sent to the client (header rules). */
+  responseEdits?: HeaderEdits;
+  /** How the origin's response is used (the cache decides); default: relayed as TCP_MISS. */
+  onResponseHead?(response: IncomingMessage): ResponsePlan | Promise<ResponsePlan>;
+  /** Called once when the exchange is over, whatever the outcome (after the access record, if any). */
+  onFinished?(): void;
 }
+
+/** Where the body of a relayed response also goes (a cache store). Exactly one of end/abort is called. */
+export interface BodySink {
+  write(chunk: Buffer): void;
+  /** The whole body arrived. */
+  end(): void;
+  /** The body was cut or the client went away. */
+  abort(): void;
+}
+
+/**
+ * What to do with the origin's response: relay it (recorded with `resultCode`, the body also fed to
+ * `sink`), or leave it to the caller (`taken`: the forwarder drains it, writes nothing to the
+ * client and records nothing; the caller answers and records).
+ */
+export type ResponsePlan = { kind: 'relay'; resultCode: string; sink?: BodySink | null } | { kind: 'taken' };
 
 /** Per origin (host, port, pool key): at most this many connections at once; more requests queue. */
 const MAX_SOCKETS_PER_ORIGIN = 64;
@@ -256,6 +289,7 @@ export function denyHttp(
   events: ProxyEvents,
   code: ProxyErrorCode,
   message: string,
+  url: string = req.url ?? '-',
 ): void {
   const started = Date.now();
   const status = replyFor(code).http;
@@ -263,7 +297,7 @@ export function denyHttp(
     code === 'EAUTH' ? { 'Proxy-Authenticate': 'Basic realm="sockstap"' } : {};
   const bytes = writeErrorPage(req, res, status, message, extra);
   events.emit('access', {
-    ...baseRecord(req, session, req.url ?? '-'),
+    ...baseRecord(req, session, url),
     time: Date.now(),
     elapsedMs: Date.now() - started,
     resultCode: refusalResultCode(code),
@@ -285,17 +319,21 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
   const { session, target, log, events } = opts;
   const started = Date.now();
   const authority = targetAuthority(target);
-  const url = `http://${authority}${target.path}`;
+  const url = opts.url ?? `http://${authority}${target.path}`;
   const method = req.method ?? 'GET';
   const bodyKind = requestBodyKind(req.headers);
 
   // Request head for the origin: hop-by-hop fields out (RFC 9110 §7.6.1), Host from the target
-  // (RFC 9112 §3.2.2: a proxy replaces the Host of an absolute-form request), Via appended.
-  const headers = withoutHopByHop(req.rawHeaders);
+  // (RFC 9112 §3.2.2: a proxy replaces the Host of an absolute-form request) unless a tapped
+  // tunnel keeps the client's own, Via appended.
+  const headers = withoutHopByHop(opts.rawHeaders ?? req.rawHeaders);
+  let host = authority;
   for (let i = headers.length - 2; i >= 0; i -= 2) {
-    if (headers[i]!.toLowerCase() === 'host') headers.splice(i, 2);
+    if (headers[i]!.toLowerCase() !== 'host') continue;
+    if (opts.host === 'keep') host = headers[i + 1]!;
+    headers.splice(i, 2);
   }
-  headers.unshift('Host', authority);
+  headers.unshift('Host', host);
   // Transfer-Encoding is hop-by-hop: a body of unknown length is re-framed as chunked.
   if (bodyKind === 'chunked') headers.push('Transfer-Encoding', 'chunked');
   appendVia(headers, req.httpVersion, opts.via);
@@ -307,6 +345,9 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
   const hierarchyCode = opts.hierarchyCode ?? (session.route === 'direct' ? 'HIER_DIRECT' : 'FIRSTUP_PARENT');
 
   let recorded = false;
+  let finished = false;
+  let resultCode = 'TCP_MISS';
+  let sink: BodySink | null = null;
   let bodyBytes = 0;
   let status = 0;
   let contentType = '';
@@ -315,7 +356,18 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
   let proxyRes: IncomingMessage | null = null;
   let retried = false;
 
-  const record = (resultCode: string, bytes: number): void => {
+  const finish = (): void => {
+    if (finished) return;
+    finished = true;
+    opts.onFinished?.();
+  };
+  /** The body will not complete: the sink (if any) is abandoned. */
+  const dropSink = (): void => {
+    const s = sink;
+    sink = null;
+    s?.abort();
+  };
+  const record = (code: string, bytes: number): void => {
     if (recorded) return;
     recorded = true;
     const now = Date.now();
@@ -323,23 +375,25 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
       ...baseRecord(req, session, url),
       time: now,
       elapsedMs: now - started,
-      resultCode,
+      resultCode: code,
       status,
       bytes,
       hierarchy: peer ? `${hierarchyCode}/${peer}` : 'HIER_NONE/-',
       contentType,
     });
+    finish();
   };
 
   const fail = (err: unknown): void => {
     if (recorded) return;
     const code = codeFromSystemError(err);
     const message = err instanceof Error ? err.message : String(err);
+    dropSink();
     if (res.headersSent) {
       // The head is out: all we can do is cut the connection so the client sees the truncation.
       log.info('origin failed mid-response', { session: session.id, url, code });
       res.destroy();
-      record('TCP_MISS_ABORTED', headBytes(res) + bodyBytes);
+      record(`${resultCode}_ABORTED`, headBytes(res) + bodyBytes);
       return;
     }
     status = replyFor(code).http;
@@ -355,7 +409,8 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
     if (recorded) return;
     proxyReq?.destroy();
     proxyRes?.destroy();
-    record('TCP_MISS_ABORTED', headBytes(res) + bodyBytes);
+    dropSink();
+    record(`${resultCode}_ABORTED`, headBytes(res) + bodyBytes);
   });
   req.once('error', () => proxyReq?.destroy());
 
@@ -383,6 +438,9 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
     });
     request.once('socket', (socket) => {
       const s = socket as Socket;
+      // A tunnel's pre-dialed server socket arrives paused (the pipeline peeked it); Node's client
+      // has installed its reader by the time 'socket' is emitted, so nothing is lost by resuming.
+      if (s.isPaused()) s.resume();
       const remember = (): void => {
         peer = s.remoteAddress ?? target.host;
       };
@@ -422,9 +480,49 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
       response.destroy();
       return;
     }
+    if (!opts.onResponseHead) {
+      relayResponse(request, response);
+      return;
+    }
+    let planned: ResponsePlan | Promise<ResponsePlan>;
+    try {
+      planned = opts.onResponseHead(response);
+    } catch (err) {
+      response.destroy();
+      fail(err);
+      return;
+    }
+    Promise.resolve(planned).then(
+      (plan) => {
+        if (recorded) {
+          if (plan.kind === 'relay') plan.sink?.abort();
+          response.destroy();
+          return;
+        }
+        if (plan.kind === 'taken') {
+          // The caller answers; this response only has to be read to its end so the origin
+          // connection can go back to the pool.
+          recorded = true;
+          response.resume();
+          finish();
+          return;
+        }
+        resultCode = plan.resultCode;
+        sink = plan.sink ?? null;
+        relayResponse(request, response);
+      },
+      (err: unknown) => {
+        response.destroy();
+        fail(err);
+      },
+    );
+  };
+
+  const relayResponse = (request: ClientRequest, response: IncomingMessage): void => {
     status = response.statusCode ?? 502;
     contentType = mediaType(response.headers['content-type']);
     const out = withoutHopByHop(response.rawHeaders);
+    if (opts.responseEdits) applyHeaderEdits(out, opts.responseEdits);
     appendVia(out, response.httpVersion, opts.via);
     try {
       res.writeHead(status, response.statusMessage, out);
@@ -438,9 +536,14 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
     }
     response.on('data', (chunk: Buffer) => {
       bodyBytes += chunk.length;
+      sink?.write(chunk);
     });
     response.pipe(res);
     response.once('end', () => {
+      // Node emits 'end' only for a body that arrived whole (framing complete).
+      const s = sink;
+      sink = null;
+      s?.end();
       // The origin answered before taking the whole request body (an error, or a final answer
       // to Expect: 100-continue): that origin connection cannot be reused.
       if (!request.writableFinished) {
@@ -452,6 +555,6 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
     response.once('aborted', () => fail(new ProxyError('EUPSTREAM', `${authority} closed the connection mid-response`)));
   };
 
-  res.once('finish', () => record('TCP_MISS', headBytes(res) + bodyBytes));
+  res.once('finish', () => record(resultCode, headBytes(res) + bodyBytes));
   send();
 }

@@ -7,6 +7,12 @@
  * appended in both directions.
  */
 
+import type { IncomingHttpHeaders } from 'node:http';
+import type { HeaderEdits } from '../../config/types.js';
+
+/** This proxy's Via entry (RFC 9110 §7.6.3); the version is replaced by the received one. */
+export const PROXY_VIA = '1.1 sockstap';
+
 /** Fields that never cross a proxy (RFC 9110 §7.6.1, plus the de facto Proxy-Connection). */
 export const HOP_BY_HOP_FIELDS: ReadonlySet<string> = new Set([
   'connection',
@@ -105,4 +111,37 @@ export function requestBodyKind(headers: {
 export function mediaType(contentType: string | undefined): string {
   if (!contentType) return '';
   return contentType.split(/[;\t ]/, 1)[0]!.trim();
+}
+
+/** Applies header rules to a raw list (in place): each `set` replaces its field, then `remove`. */
+export function applyHeaderEdits(rawHeaders: string[], edits: HeaderEdits): void {
+  for (const [name, value] of edits.set) setRawHeader(rawHeaders, name, value);
+  for (const name of edits.remove) removeRawHeader(rawHeaders, name);
+}
+
+/**
+ * Node's parsed form of a raw list (lower-case names; repeated fields joined with ", " as RFC
+ * 9110 §5.3 allows, Set-Cookie kept as a list), for the cache's view of an edited request.
+ */
+export function headersFromRaw(rawHeaders: readonly string[]): IncomingHttpHeaders {
+  const out: Record<string, string | string[]> = {};
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!.toLowerCase();
+    const value = rawHeaders[i + 1]!;
+    const prev = out[name];
+    if (name === 'set-cookie') out[name] = Array.isArray(prev) ? [...prev, value] : [value];
+    else out[name] = prev === undefined ? value : `${String(prev)}, ${value}`;
+  }
+  return out as IncomingHttpHeaders;
+}
+
+/** A parsed header object back to a raw list (stored responses), hop-by-hop fields left out. */
+export function rawFromHeaders(headers: IncomingHttpHeaders): string[] {
+  const out: string[] = [];
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || HOP_BY_HOP_FIELDS.has(name)) continue;
+    if (Array.isArray(value)) for (const v of value) out.push(name, v);
+    else out.push(name, String(value));
+  }
+  return out;
 }

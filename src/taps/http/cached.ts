@@ -1,0 +1,462 @@
+/**
+ * The one request path of proxied HTTP: the HTTP door's absolute-form requests and every request
+ * of the HTTP tap come through `serveHttp()`, so MOUNT, checkpoint 3, header rules, the cache and
+ * access.log behave the same whichever way a request arrived.
+ *
+ * Order: MOUNT rewrites the target → checkpoint 3 (PERMIT/REJECT on URL and method) → header rules
+ * → cache (RFC 9111 through HttpCache / http-cache-semantics) → origin through the forwarding
+ * engine (forward.ts). Cache outcomes, in Squid's words:
+ *
+ *   fresh stored response                  TCP_HIT (TCP_IMS_HIT when answered 304 to the client's
+ *                                          own conditional); no origin connection at all
+ *   stale → conditional request → 304      TCP_REFRESH_UNMODIFIED (stored body, merged head)
+ *   stale → conditional request → 200      TCP_REFRESH_MODIFIED (relayed and stored again)
+ *   stale → 5xx, stale-if-error allowed    TCP_REFRESH_FAIL_OLD
+ *   not stored                             TCP_MISS (streamed to the client while stored)
+ *
+ * The cache key is `http://<host really reached>:<port><path>`: for a tapped tunnel the tunnel's
+ * destination, never the Host header, so a forged Host cannot create or select another host's entry.
+ */
+import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { CacheHit, CacheRequest, CacheResponseHead, CacheWriter, HttpCache } from '../../cache/http-cache.js';
+import type { Config, HeaderEdits, HostPort, Timeouts } from '../../config/types.js';
+import { toProxyError } from '../../core/errors.js';
+import type { Session } from '../../core/session.js';
+import type { ProxyEvents } from '../../observe/events.js';
+import type { Logger } from '../../observe/log.js';
+import { checkHttpRequest } from '../../policy/http-rules.js';
+import {
+  denyHttp,
+  forwardHttpRequest,
+  targetAuthority,
+  type BodySink,
+  type ForwardTarget,
+  type ResponsePlan,
+} from './forward.js';
+import { appendVia, applyHeaderEdits, headersFromRaw, mediaType, rawFromHeaders, rawHeaderValue } from './headers.js';
+import { applyMounts } from './mount.js';
+
+export interface ServeOptions {
+  session: Session;
+  /** Where the request goes as received: the absolute-form target, or the tunnel's destination and path. */
+  target: ForwardTarget;
+  /** `keep` for a tapped tunnel (forward the client's Host), `target` for absolute-form. */
+  host: 'keep' | 'target';
+  /** Reach an origin (the tunnel's own dialer for its destination, the pipeline's otherwise). */
+  dial(dst: HostPort): Promise<Socket>;
+  /**
+   * Checkpoint 2 for a destination MOUNT moved the request to (rejects with a ProxyError when
+   * refused); the request's own destination has passed it already.
+   */
+  authorize(dst: HostPort): Promise<void>;
+  cache: HttpCache | null;
+  config: Config;
+  events: ProxyEvents;
+  log: Logger;
+  via: string;
+  timeouts: Timeouts;
+  poolKey?: string;
+}
+
+/** RFC 9110 §9.2.1. */
+const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
+
+/** Conditional request fields (RFC 9110 §13.1) that a revalidation replaces with the entry's validators. */
+const CONDITIONAL_FIELDS = ['if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'if-range'];
+
+/** Fields a 304 carries (RFC 9110 §15.4.5). */
+const NOT_MODIFIED_FIELDS = ['cache-control', 'content-location', 'date', 'etag', 'expires', 'vary', 'last-modified', 'age'];
+
+function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/** The 403 page of checkpoint 3: HTML, since a browser shows it where the page would have been. */
+function denyRequest(req: IncomingMessage, res: ServerResponse, o: ServeOptions, url: string, by: string): void {
+  const started = Date.now();
+  const body =
+    `<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>403 Forbidden</title></head><body>\n` +
+    `<h1>403 Forbidden</h1>\n<p>sockstap does not allow ${escapeHtml(req.method ?? 'this request')} ` +
+    `<code>${escapeHtml(url)}</code>.</p>\n<p>Refused by <code>${escapeHtml(by)}</code>.</p>\n</body></html>\n`;
+  let bytes = 0;
+  if (!res.headersSent && !res.destroyed) {
+    const headers: Record<string, string | number> = {
+      'Content-Type': 'text/html; charset=utf-8',
+      'Content-Length': Buffer.byteLength(body),
+      'Cache-Control': 'no-store',
+    };
+    // An unread request body would have to be drained before the next request: close instead.
+    if (!req.complete) headers.Connection = 'close';
+    res.writeHead(403, headers);
+    res.end(req.method === 'HEAD' ? undefined : body);
+    bytes = Buffer.byteLength(body);
+  }
+  o.log.info('http request refused', { session: o.session.id, url, method: req.method, by });
+  o.events.emit('access', {
+    time: Date.now(),
+    elapsedMs: Date.now() - started,
+    clientAddress: o.session.clientAddress,
+    resultCode: 'TCP_DENIED',
+    status: 403,
+    bytes,
+    method: req.method ?? '-',
+    url,
+    user: o.session.user,
+    hierarchy: 'HIER_NONE/-',
+    contentType: 'text/html',
+    httpVersion: req.httpVersion,
+    sessionId: o.session.id,
+  });
+}
+
+/** The weak comparison of entity tags (RFC 9110 §8.8.3.2) of If-None-Match against a stored ETag. */
+function noneMatchHit(ifNoneMatch: string, etag: string | undefined): boolean {
+  if (ifNoneMatch.trim() === '*') return etag !== undefined;
+  if (!etag) return false;
+  const weak = (t: string): string => t.trim().replace(/^W\//, '');
+  const mine = weak(etag);
+  return ifNoneMatch.split(',').some((t) => weak(t) === mine);
+}
+
+/**
+ * Whether the client's own conditional request is satisfied by a stored 200 (RFC 9110 §13.2.2:
+ * If-None-Match first; If-Modified-Since only without it, and only for GET/HEAD).
+ */
+function clientNotModified(reqHeaders: IncomingHttpHeaders, head: CacheResponseHead): boolean {
+  if (head.status !== 200) return false;
+  const inm = reqHeaders['if-none-match'];
+  const etag = typeof head.headers.etag === 'string' ? head.headers.etag : undefined;
+  if (inm !== undefined) return noneMatchHit(inm, etag);
+  const ims = reqHeaders['if-modified-since'];
+  const lm = head.headers['last-modified'];
+  if (ims === undefined || typeof lm !== 'string') return false;
+  const since = Date.parse(ims);
+  const modified = Date.parse(lm);
+  return Number.isFinite(since) && Number.isFinite(modified) && modified <= since;
+}
+
+/** A cache writer as the forwarder's body sink; `settled` resolves once the store is over. */
+function storeSink(writer: CacheWriter, onSettled: () => void): BodySink {
+  let over = false;
+  const settle = (): void => {
+    if (over) return;
+    over = true;
+    onSettled();
+  };
+  return {
+    write: (chunk) => writer.write(chunk),
+    end: () => {
+      void writer.end().finally(settle);
+    },
+    abort: () => {
+      writer.abort();
+      settle();
+    },
+  };
+}
+
+/** Serves one proxied HTTP request. Never throws; every outcome ends in one access record. */
+export function serveHttp(req: IncomingMessage, res: ServerResponse, o: ServeOptions): void {
+  const method = (req.method ?? 'GET').toUpperCase();
+  let target = o.target;
+  let hostMode = o.host;
+  const mounted = applyMounts(o.config.mounts, target);
+  if (mounted) {
+    target = { host: mounted.host, port: mounted.port, path: mounted.path };
+    // The request now goes to the real URL's server, which is named in its Host (RFC 9112 §3.2).
+    hostMode = 'target';
+  }
+  const url = `http://${targetAuthority(target)}${target.path}`;
+
+  const decision = checkHttpRequest(o.config, {
+    clientAddress: o.session.clientAddress,
+    user: o.session.user,
+    method,
+    url,
+    host: target.host,
+    port: target.port,
+  });
+  if (!decision.allowed) {
+    denyRequest(req, res, o, url, decision.by);
+    return;
+  }
+  const moved = mounted !== null && (target.host !== o.target.host || target.port !== o.target.port);
+  const ready = moved ? o.authorize({ host: target.host, port: target.port }) : Promise.resolve();
+  ready.then(
+    () => serveAllowed(req, res, o, target, hostMode, url, method),
+    (err: unknown) => {
+      const e = toProxyError(err);
+      denyHttp(req, res, o.session, o.events, e.code, e.message, url);
+    },
+  );
+}
+
+function serveAllowed(
+  req: IncomingMessage,
+  res: ServerResponse,
+  o: ServeOptions,
+  target: ForwardTarget,
+  hostMode: 'keep' | 'target',
+  url: string,
+  method: string,
+): void {
+  const raw = [...req.rawHeaders];
+  const edits = o.config.httpHeaders;
+  if (edits) applyHeaderEdits(raw, edits.request);
+  const responseEdits = edits && (edits.response.set.length > 0 || edits.response.remove.length > 0) ? edits.response : undefined;
+
+  const forward = (extra: {
+    rawHeaders?: string[];
+    onResponseHead?: (response: IncomingMessage) => ResponsePlan | Promise<ResponsePlan>;
+    onFinished?: () => void;
+  }): void => {
+    forwardHttpRequest(req, res, {
+      session: o.session,
+      target,
+      dial: o.dial,
+      events: o.events,
+      log: o.log,
+      via: o.via,
+      timeouts: o.timeouts,
+      url,
+      host: hostMode,
+      rawHeaders: extra.rawHeaders ?? raw,
+      ...(o.poolKey !== undefined ? { poolKey: o.poolKey } : {}),
+      ...(responseEdits ? { responseEdits } : {}),
+      ...(extra.onResponseHead ? { onResponseHead: extra.onResponseHead } : {}),
+      ...(extra.onFinished ? { onFinished: extra.onFinished } : {}),
+    });
+  };
+
+  const cache = o.cache;
+  // An Upgrade is a tunnel, not a cacheable exchange; the tap handles it before this point.
+  if (!cache || rawHeaderValue(raw, 'upgrade') !== undefined) {
+    forward({});
+    return;
+  }
+  const host = target.host.includes(':') ? `[${target.host}]` : target.host;
+  const cacheReq: CacheRequest = { method, url: `http://${host}:${target.port}${target.path}`, headers: headersFromRaw(raw) };
+
+  if (!SAFE_METHODS.has(method)) {
+    // RFC 9111 §4.4: a non-error response to an unsafe method invalidates the URL (and same-origin
+    // Location / Content-Location).
+    forward({
+      onResponseHead: (response) => {
+        void cache.invalidateAfter(cacheReq, { status: response.statusCode ?? 0, headers: response.headers });
+        return { kind: 'relay', resultCode: 'TCP_MISS' };
+      },
+    });
+    return;
+  }
+  if ((method !== 'GET' && method !== 'HEAD') || cacheReq.headers.authorization !== undefined) {
+    // A request with credentials is never answered from the cache; its response may still be
+    // stored when the library allows it (RFC 9111 §3.5: public, s-maxage, must-revalidate).
+    forward(method === 'GET' ? { onResponseHead: (r) => storePlan(cache, cacheReq, r, 'TCP_MISS', null) } : {});
+    return;
+  }
+  const state: RequestState = { req, res, o, cache, cacheReq, raw, responseEdits, url, forward };
+  void lookupAndServe(state, true).catch((err: unknown) => {
+    o.log.warn('cache lookup failed', { session: o.session.id, url, error: err instanceof Error ? err.message : String(err) });
+    forward({});
+  });
+}
+
+interface RequestState {
+  req: IncomingMessage;
+  res: ServerResponse;
+  o: ServeOptions;
+  cache: HttpCache;
+  cacheReq: CacheRequest;
+  raw: string[];
+  responseEdits: HeaderEdits | undefined;
+  url: string;
+  forward(extra: {
+    rawHeaders?: string[];
+    onResponseHead?: (response: IncomingMessage) => ResponsePlan | Promise<ResponsePlan>;
+    onFinished?: () => void;
+  }): void;
+}
+
+/** Plan for a response that may be stored: relay it and feed the store; `settled` once the store is over. */
+function storePlan(
+  cache: HttpCache,
+  cacheReq: CacheRequest,
+  response: IncomingMessage,
+  resultCode: string,
+  settled: (() => void) | null,
+): ResponsePlan {
+  const status = response.statusCode ?? 0;
+  const writer =
+    cacheReq.method === 'GET' && status !== 304 && status !== 206
+      ? cache.beginStore(cacheReq, { status, headers: response.headers })
+      : null;
+  if (!writer) {
+    settled?.();
+    return { kind: 'relay', resultCode };
+  }
+  return { kind: 'relay', resultCode, sink: storeSink(writer, settled ?? (() => undefined)) };
+}
+
+async function lookupAndServe(s: RequestState, mayJoin: boolean): Promise<void> {
+  const { cache, cacheReq } = s;
+  const hit = await cache.lookup(cacheReq);
+  if (s.res.destroyed) return;
+  if (hit?.fresh) {
+    if (await serveStored(s, hit, hit.head, 'TCP_HIT', Date.now())) return;
+  } else if (hit) {
+    revalidate(s, hit);
+    return;
+  }
+  // A miss. Concurrent misses of one URL are collapsed: one leader fetches and stores, the others
+  // wait for it and look again (once; a second miss fetches on its own).
+  if (!mayJoin) {
+    s.forward({ onResponseHead: (r) => storePlan(cache, cacheReq, r, 'TCP_MISS', null) });
+    return;
+  }
+  const joined = cache.joinFetch(cacheReq.url);
+  if (!joined.leader) {
+    await joined.wait;
+    if (s.res.destroyed) return;
+    await lookupAndServe(s, false);
+    return;
+  }
+  let done = false;
+  const release = (): void => {
+    if (done) return;
+    done = true;
+    joined.done();
+  };
+  let storing = false;
+  s.forward({
+    onResponseHead: (r) => {
+      const plan = storePlan(cache, cacheReq, r, 'TCP_MISS', release);
+      storing = plan.kind === 'relay' && plan.sink !== undefined;
+      return plan;
+    },
+    // Without a store in progress the followers may go now (they will miss and fetch themselves).
+    onFinished: () => {
+      if (!storing) release();
+    },
+  });
+}
+
+/** RFC 9111 §4.3: a stale stored response is validated with a conditional request. */
+function revalidate(s: RequestState, hit: CacheHit): void {
+  const { cache, cacheReq } = s;
+  const conditional = hit.revalidationHeaders(cacheReq);
+  const raw = [...s.raw];
+  for (let i = raw.length - 2; i >= 0; i -= 2) {
+    if (CONDITIONAL_FIELDS.includes(raw[i]!.toLowerCase())) raw.splice(i, 2);
+  }
+  for (const [name, value] of Object.entries(conditional)) {
+    if (typeof value === 'string') raw.push(name, value);
+  }
+  const started = Date.now();
+  s.forward({
+    rawHeaders: raw,
+    onResponseHead: async (response): Promise<ResponsePlan> => {
+      const head: CacheResponseHead = { status: response.statusCode ?? 0, headers: response.headers };
+      const r = await hit.revalidated(cacheReq, head);
+      if (r.modified) return storePlan(cache, cacheReq, response, 'TCP_REFRESH_MODIFIED', null);
+      const code = head.status === 304 ? 'TCP_REFRESH_UNMODIFIED' : 'TCP_REFRESH_FAIL_OLD';
+      // The stored body goes out instead; if it vanished meanwhile, fetch it whole.
+      void serveStored(s, hit, r.head, code, started).then((served) => {
+        if (!served && !s.res.headersSent && !s.res.destroyed) {
+          s.forward({ onResponseHead: (again) => storePlan(cache, cacheReq, again, 'TCP_MISS', null) });
+        }
+      });
+      return { kind: 'taken' };
+    },
+  });
+}
+
+/**
+ * Answers from a stored response: 304 when the client's own conditional holds, else the stored
+ * head and body. False when the body is gone (evicted since the lookup): the caller fetches.
+ */
+async function serveStored(s: RequestState, hit: CacheHit, head: CacheResponseHead, resultCode: string, started: number): Promise<boolean> {
+  const { req, res, o } = s;
+  const method = s.cacheReq.method;
+  const notModified = clientNotModified(s.cacheReq.headers, head);
+  const withBody = method !== 'HEAD' && !notModified;
+  const body = withBody ? await hit.openBody() : null;
+  if (withBody && !body) return false;
+  if (res.destroyed) {
+    body?.destroy();
+    return true;
+  }
+  const status = notModified ? 304 : head.status;
+  let out: string[];
+  if (notModified) {
+    out = [];
+    for (const name of NOT_MODIFIED_FIELDS) {
+      const v = head.headers[name];
+      if (typeof v === 'string') out.push(name, v);
+    }
+  } else {
+    out = rawFromHeaders(head.headers);
+    for (let i = out.length - 2; i >= 0; i -= 2) if (out[i]!.toLowerCase() === 'content-length') out.splice(i, 2);
+    // The stored body's exact size frames the message (RFC 9112 §6.3), however the origin framed it.
+    if (status !== 204 && status !== 304) out.push('content-length', String(hit.size));
+  }
+  if (s.responseEdits) applyHeaderEdits(out, s.responseEdits);
+  appendVia(out, '1.1', o.via);
+  const code = notModified && resultCode === 'TCP_HIT' ? 'TCP_IMS_HIT' : resultCode;
+  let recorded = false;
+  let bodyBytes = 0;
+  const record = (aborted: boolean): void => {
+    if (recorded) return;
+    recorded = true;
+    const written = (res as unknown as { _header?: string | null })._header;
+    const headLen = typeof written === 'string' ? Buffer.byteLength(written, 'latin1') : 0;
+    o.events.emit('access', {
+      time: Date.now(),
+      elapsedMs: Date.now() - started,
+      clientAddress: o.session.clientAddress,
+      resultCode: aborted ? `${code}_ABORTED` : code,
+      status,
+      bytes: headLen + bodyBytes,
+      method: req.method ?? '-',
+      url: s.url,
+      user: o.session.user,
+      hierarchy: 'HIER_NONE/-',
+      contentType: mediaType(typeof head.headers['content-type'] === 'string' ? head.headers['content-type'] : undefined),
+      httpVersion: req.httpVersion,
+      sessionId: o.session.id,
+      ...(req.headers.referer ? { referer: req.headers.referer } : {}),
+      ...(req.headers['user-agent'] ? { userAgent: req.headers['user-agent'] } : {}),
+    });
+  };
+  res.once('finish', () => record(false));
+  res.once('close', () => {
+    body?.destroy();
+    // A client that has every byte (Content-Length) may close before the body stream's 'end'
+    // reached res.end(): that response was delivered whole.
+    record(body !== null && bodyBytes < hit.size);
+  });
+  try {
+    res.writeHead(status, http.STATUS_CODES[status] ?? '', out);
+  } catch (err) {
+    // A stored field Node refuses to send: answer as if nothing were stored.
+    body?.destroy();
+    o.log.warn('stored response head unusable', { url: s.url, error: err instanceof Error ? err.message : String(err) });
+    recorded = true;
+    return false;
+  }
+  // A request body (a GET with one) that nobody reads: it must be consumed before the next request.
+  if (!req.complete) req.resume();
+  if (!body) {
+    res.end();
+    return true;
+  }
+  body.on('data', (chunk: Buffer) => {
+    bodyBytes += chunk.length;
+  });
+  body.once('error', (err) => {
+    o.log.warn('cache body read failed', { url: s.url, error: err.message });
+    res.destroy();
+  });
+  body.pipe(res);
+  return true;
+}
