@@ -9,6 +9,13 @@ const NEEDED = [
   { check: 'command -v curl', pkg: 'curl' },
   { check: 'command -v ncat', pkg: 'ncat' },
   { check: 'command -v openssl', pkg: 'openssl' },
+  // SMTP, POP3, IMAP servers and Python clients for the mail taps
+  { check: "/usr/bin/python3 -c 'import aiosmtpd'", pkg: 'python3-aiosmtpd' },
+  { check: "/usr/bin/python3 -c 'import socks'", pkg: 'python3-socks' },
+  { check: 'test -x /usr/lib/dovecot/imap', pkg: 'dovecot-imapd' },
+  { check: 'test -x /usr/lib/dovecot/pop3', pkg: 'dovecot-pop3d' },
+  // the dashboard test runs in real headless Chromium
+  { check: 'command -v chromium', pkg: 'chromium' },
 ];
 
 const ok = (check) => spawnSync('sh', ['-c', check], { stdio: 'ignore' }).status === 0;

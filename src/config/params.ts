@@ -22,6 +22,7 @@ import type {
   Upstream,
   RouteRule,
   DnsConfig,
+  TimeWindow,
 } from './types.js';
 import { ConfigError } from './types.js';
 import { parseHostPort } from './address.js';
@@ -75,6 +76,20 @@ export interface Settings {
   admin?: HostPort;
   adminAuth?: Accounts | null;
   spoof?: boolean;
+  userWindows?: Record<string, TimeWindow>;
+  timeZone?: string;
+}
+
+/** TIMEZONE=Europe/Paris: an IANA zone name that this Node knows (`local` = the machine's). */
+export function parseTimeZone(value: string, label: string): string | undefined {
+  const zone = value.trim();
+  if (zone === '' || zone.toLowerCase() === 'local') return undefined;
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: zone });
+  } catch {
+    throw new ConfigError(label, `unknown time zone ${JSON.stringify(zone)}; expected an IANA name such as Europe/Paris`);
+  }
+  return zone;
 }
 
 export const DOOR_KINDS: readonly DoorKind[] = ['socks', 'http', 'auto', 'tcprelay', 'udprelay', 'transparent'];
@@ -127,6 +142,7 @@ export const PARAMETERS = {
   SPOOF: false,
   BANDWIDTH: true,
   QUOTA: true,
+  TIMEZONE: false,
   ADMIN: false,
   ADMINAUTH: false,
 } as const satisfies Record<string, boolean>;
@@ -134,7 +150,7 @@ export const PARAMETERS = {
 export type ParameterName = keyof typeof PARAMETERS;
 
 /** Parameters a SOCKSTAP rule may apply to the tunnels it picks (`SOCKSTAP="http:::CACHE=do"`). */
-export const TAP_PARAMETERS: readonly ParameterName[] = [
+export const TAP_PARAMETERS: readonly (ParameterName | TapOnlyParameter)[] = [
   'CACHE',
   'EXPIRE',
   'PROXY',
@@ -145,7 +161,11 @@ export const TAP_PARAMETERS: readonly ParameterName[] = [
   'QUOTA',
   'PERMIT',
   'REJECT',
+  'MAXSIZE',
 ];
+
+/** Parameters that only a SOCKSTAP rule takes: MAXSIZE=SIZE, the SMTP tap's message size limit (552). */
+export type TapOnlyParameter = 'MAXSIZE';
 
 export function isParameterName(name: string): name is ParameterName {
   return Object.hasOwn(PARAMETERS, name);
@@ -223,6 +243,9 @@ export function applyParameter(settings: Settings, name: ParameterName, value: s
     case 'QUOTA':
       parseQuota(value, label);
       (settings.quota ??= []).push(value.trim());
+      return;
+    case 'TIMEZONE':
+      settings.timeZone = parseTimeZone(value, label);
       return;
     case 'ADMIN':
       settings.admin = parseHostPort(value, label);
@@ -320,12 +343,15 @@ function parseTapParams(text: string, label: string): Record<string, string> {
     pos = re.lastIndex;
     const name = m[1]!.toUpperCase();
     const value = m[2]!.startsWith('"') ? m[2]!.slice(1, -1) : m[2]!;
-    if (!isParameterName(name) || !TAP_PARAMETERS.includes(name)) {
+    if (name === 'MAXSIZE') {
+      parseSize(value, `${label} ${name}`);
+    } else if (!isParameterName(name) || !TAP_PARAMETERS.includes(name)) {
       throw new ConfigError(label, `${JSON.stringify(m[1])} cannot be set per tunnel; expected ${orList(TAP_PARAMETERS)}`);
+    } else {
+      // Validate now so a typo exits 2; the text is what the pipeline applies. No per-tunnel
+      // parameter takes a path, so the base directory does not matter here.
+      applyParameter({}, name, value, `${label} ${name}`, process.cwd());
     }
-    // Validate now so a typo exits 2; the text is what the pipeline applies. No per-tunnel
-    // parameter takes a path, so the base directory does not matter here.
-    applyParameter({}, name, value, `${label} ${name}`, process.cwd());
     params[name] = value;
   }
   return params;
@@ -447,7 +473,7 @@ export function parseTimeouts(text: string, label: string): Partial<Timeouts> {
   return parseNamedValues(text, label, TIMEOUT_NAMES, 'timeout', (v, l) => parseDuration(v, l));
 }
 
-const MAXIMA_NAMES = ['conn', 'peruser', 'persrc'] as const;
+const MAXIMA_NAMES = ['conn', 'peruser', 'persrc', 'perdoor'] as const;
 
 /** `MAXIMA=conn:N,peruser:N,persrc:N`; 0 = unlimited. */
 export function parseMaxima(text: string, label: string): Partial<Maxima> {

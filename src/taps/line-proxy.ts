@@ -1,0 +1,405 @@
+/**
+ * The engine the line-protocol taps (SMTP, POP3, IMAP, NNTP) share: both directions split into
+ * lines by the one bounded `LineReader`, each line handed to the tap, which forwards it, answers
+ * it itself or holds the client while it waits for the server. Byte counts go into the session,
+ * back-pressure is respected in both directions, an idle timer closes a silent tunnel, and a tap
+ * can at any moment hand the rest of the connection to the plain relay (after STARTTLS, or when a
+ * line breaks the protocol's length cap), with every byte the readers still hold sent on first.
+ *
+ * Also here: the command queue that keeps replies in command order when a client pipelines
+ * (RFC 2920 §3, RFC 2449 §6.6, RFC 3977 §3.5) and the proxy answers some commands itself, and the
+ * per-request PERMIT/REJECT check (checkpoint 3) for mailboxes and read-only rules.
+ */
+import type { Socket } from 'node:net';
+import type { HostMatchTarget } from '../config/types.js';
+import { LineReader, LineTooLongError, type LineItem } from '../net/lines.js';
+import type { TapContext } from './tap.js';
+
+/** A line longer than this (command or reply) ends interpretation: the rest is relayed as is. */
+export const DEFAULT_MAX_LINE = 64 * 1024;
+/** Most entries a per-session list (commands, recipients) keeps in sessions.jsonl. */
+export const MAX_RECORDED = 200;
+
+export type ItemHandler = (item: LineItem) => void;
+
+export interface LineProxyOptions {
+  onClient: ItemHandler;
+  onServer: ItemHandler;
+  maxLine?: number;
+}
+
+type Side = 'client' | 'server';
+
+interface Direction {
+  socket: Socket;
+  reader: LineReader;
+  /** Bytes of the current push not handed to the tap because a switch to relay came first. */
+  leftover: Buffer[];
+}
+
+/**
+ * Runs one tapped connection. `run()` resolves when both sockets are done (or the plain relay it
+ * switched to is done).
+ */
+export class LineProxy {
+  private readonly c: Direction;
+  private readonly s: Direction;
+  private mode: 'lines' | 'to-relay' | 'relay' | 'done' = 'lines';
+  /** Client items that arrived while the client was held, dispatched on release. */
+  private held: LineItem[] | null = null;
+  private idleTimer: NodeJS.Timeout | null = null;
+  private finish!: () => void;
+  private readonly finished: Promise<void>;
+  private clientEnded = false;
+  private serverDropped = false;
+  private serverEnded = false;
+
+  constructor(
+    private readonly ctx: TapContext,
+    server: Socket,
+    private readonly opts: LineProxyOptions,
+  ) {
+    const max = opts.maxLine ?? DEFAULT_MAX_LINE;
+    this.c = { socket: ctx.client, reader: new LineReader(max), leftover: [] };
+    this.s = { socket: server, reader: new LineReader(max), leftover: [] };
+    this.finished = new Promise((resolve) => {
+      this.finish = resolve;
+    });
+  }
+
+  get client(): Socket {
+    return this.c.socket;
+  }
+
+  get server(): Socket {
+    return this.s.socket;
+  }
+
+  /** Make the next `n` client bytes raw (an IMAP literal, a BDAT chunk). Call from `onClient`. */
+  clientRaw(n: number): void {
+    this.c.reader.expectRaw(n);
+  }
+
+  /** Make the next `n` server bytes raw (an IMAP literal in a response). Call from `onServer`. */
+  serverRaw(n: number): void {
+    this.s.reader.expectRaw(n);
+  }
+
+  toServer(bytes: Buffer | string): void {
+    if (this.mode === 'done' || this.s.socket.destroyed) return;
+    this.s.socket.write(bytes);
+  }
+
+  toClient(bytes: Buffer | string): void {
+    if (this.mode === 'done' || this.c.socket.destroyed) return;
+    const b = typeof bytes === 'string' ? Buffer.from(bytes, 'latin1') : bytes;
+    this.ctx.session.bytesDown += b.length;
+    this.c.socket.write(b);
+  }
+
+  /**
+   * Stop dispatching client items until `releaseClient()`: the tap waits for the server's answer
+   * (DATA → 354, AUTH → 334, STARTTLS → 220) before it knows what the client's next bytes are.
+   */
+  holdClient(): void {
+    if (this.held) return;
+    this.held = [];
+    this.c.socket.pause();
+  }
+
+  releaseClient(): void {
+    const held = this.held;
+    if (!held) return;
+    this.held = null;
+    for (let i = 0; i < held.length; i++) {
+      if (this.mode !== 'lines') {
+        for (const it of held.slice(i)) this.c.leftover.push(it.bytes);
+        break;
+      }
+      if (this.held) {
+        // The tap held again: keep the rest for the next release, in order.
+        (this.held as LineItem[]).push(...held.slice(i));
+        return;
+      }
+      this.opts.onClient(held[i]!);
+    }
+    if (this.mode === 'to-relay') {
+      this.switchNow();
+      return;
+    }
+    if (!this.held && this.mode === 'lines') this.c.socket.resume();
+  }
+
+  get clientHeld(): boolean {
+    return this.held !== null;
+  }
+
+  /**
+   * Hand the rest of the connection to the plain relay once the current item is done (STARTTLS
+   * accepted, or a tap gives up interpreting). Every byte not yet interpreted is sent on first.
+   */
+  requestRelay(): void {
+    if (this.mode === 'lines') this.mode = 'to-relay';
+  }
+
+  /**
+   * Cut the server off while the client stays (a message over the size limit: without its final
+   * dot the server delivers nothing); the tap answers the client itself from here on.
+   */
+  dropServer(): void {
+    this.serverDropped = true;
+    this.s.socket.destroy();
+  }
+
+  /** End the connection from the proxy's side: what was written to the client is flushed first. */
+  close(): void {
+    if (this.mode === 'done') return;
+    this.c.socket.end();
+    this.s.socket.destroy();
+  }
+
+  run(): Promise<void> {
+    const idleMs = this.ctx.config.timeouts.idle;
+    if (idleMs > 0) {
+      this.idleTimer = setTimeout(() => {
+        if (this.ctx.session.result === 'ok') this.ctx.session.result = 'idle';
+        this.destroyBoth();
+      }, idleMs);
+      this.idleTimer.unref();
+    }
+    this.attach('client', this.c, this.s);
+    this.attach('server', this.s, this.c);
+    this.c.socket.resume();
+    this.s.socket.resume();
+    return this.finished;
+  }
+
+  private readonly listeners: Array<() => void> = [];
+
+  private attach(side: Side, from: Direction, to: Direction): void {
+    const onData = (chunk: Buffer): void => this.onData(side, from, to, chunk);
+    const onEnd = (): void => {
+      if (this.mode !== 'lines') return;
+      if (side === 'client') this.clientEnded = true;
+      else this.serverEnded = true;
+      // Half-close: the other side still gets everything already said, then an end.
+      if (!to.socket.destroyed) to.socket.end();
+      this.maybeDone();
+    };
+    const onClose = (): void => {
+      if (this.mode === 'relay') return;
+      const orderly = side === 'client' ? this.clientEnded : this.serverEnded || this.serverDropped;
+      if (this.mode === 'lines' && !orderly) {
+        // Closed without an orderly end (reset, destroy): take the other side down too.
+        to.socket.destroy();
+      }
+      this.maybeDone();
+    };
+    const onError = (err: Error & { code?: string }): void => {
+      if (this.mode === 'relay') return;
+      if (this.ctx.session.result === 'ok') this.ctx.session.result = err.code ?? 'error';
+    };
+    from.socket.on('data', onData);
+    from.socket.on('end', onEnd);
+    from.socket.on('close', onClose);
+    from.socket.on('error', onError);
+    this.listeners.push(() => {
+      from.socket.off('data', onData);
+      from.socket.off('end', onEnd);
+      from.socket.off('close', onClose);
+      from.socket.off('error', onError);
+    });
+  }
+
+  private onData(side: Side, from: Direction, to: Direction, chunk: Buffer): void {
+    if (this.mode === 'done' || this.mode === 'relay') return;
+    this.idleTimer?.refresh();
+    if (side === 'client') this.ctx.session.bytesUp += chunk.length;
+    const handler = side === 'client' ? this.opts.onClient : this.opts.onServer;
+    // Take what the reader holds so that a line-length failure can hand every byte on.
+    const prev = from.reader.buffered > 0 ? from.reader.drain() : null;
+    const data = prev ? Buffer.concat([prev, chunk]) : chunk;
+    let used = 0;
+    try {
+      from.reader.push(data, (item) => {
+        used += item.bytes.length;
+        if (this.mode !== 'lines') from.leftover.push(item.bytes);
+        else if (side === 'client' && this.held) this.held.push(item);
+        else handler(item);
+      });
+    } catch (err) {
+      if (!(err instanceof LineTooLongError)) throw err;
+      from.leftover.push(data.subarray(used));
+      this.ctx.services.log.info('line too long, relaying the rest as is', {
+        session: this.ctx.session.id,
+        proto: this.ctx.session.proto,
+        side,
+        limit: err.limit,
+      });
+      if (this.mode === 'lines') this.mode = 'to-relay';
+    }
+    if (this.mode === 'to-relay') {
+      this.switchNow();
+      return;
+    }
+    // Back-pressure: stop reading this side while the other is not taking bytes.
+    if (to.socket.writableNeedDrain) {
+      from.socket.pause();
+      to.socket.once('drain', () => {
+        if (this.mode === 'lines' && !(from === this.c && this.held)) from.socket.resume();
+      });
+    }
+    if (side === 'server' && this.c.socket.writableNeedDrain && !this.held) {
+      // The proxy's own replies count too (a client pipelining into refusals).
+      this.c.socket.pause();
+      this.c.socket.once('drain', () => {
+        if (this.mode === 'lines' && !this.held) this.c.socket.resume();
+      });
+    }
+  }
+
+  private switchNow(): void {
+    if (this.mode === 'relay' || this.mode === 'done') return;
+    this.mode = 'relay';
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    for (const off of this.listeners) off();
+    this.c.socket.pause();
+    this.s.socket.pause();
+    const fromClient: Buffer[] = [];
+    if (this.held) for (const it of this.held) fromClient.push(it.bytes);
+    this.held = null;
+    fromClient.push(...this.c.leftover);
+    if (this.c.reader.buffered > 0) fromClient.push(this.c.reader.drain());
+    const fromServer = [...this.s.leftover];
+    if (this.s.reader.buffered > 0) fromServer.push(this.s.reader.drain());
+    // These bytes were counted as read from the client when they arrived (bytesUp).
+    for (const b of fromClient) this.s.socket.write(b);
+    for (const b of fromServer) this.toClientRaw(b);
+    const clientGone = this.c.socket.destroyed || this.clientEnded;
+    const serverGone = this.s.socket.destroyed || this.serverEnded;
+    if (clientGone || serverGone) {
+      this.destroyBoth();
+      return;
+    }
+    this.ctx.relay(this.c.socket, this.s.socket).then(
+      () => this.done(),
+      () => this.done(),
+    );
+  }
+
+  private toClientRaw(b: Buffer): void {
+    this.ctx.session.bytesDown += b.length;
+    this.c.socket.write(b);
+  }
+
+  private destroyBoth(): void {
+    this.c.socket.destroy();
+    this.s.socket.destroy();
+    if (this.mode !== 'relay') this.done();
+  }
+
+  private maybeDone(): void {
+    const cDone = this.c.socket.destroyed || (this.clientEnded && this.c.socket.writableFinished);
+    const sDone = this.s.socket.destroyed || (this.serverEnded && this.s.socket.writableFinished);
+    if (this.c.socket.destroyed && this.s.socket.destroyed) this.done();
+    else if (cDone && sDone) this.destroyBoth();
+  }
+
+  private done(): void {
+    if (this.mode === 'done') return;
+    this.mode = 'done';
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    for (const off of this.listeners) off();
+    this.finish();
+  }
+}
+
+/**
+ * Replies in command order. The server answers forwarded commands in the order it got them
+ * (RFC 2920 §3, RFC 3977 §3.5, RFC 2449 §6.6); a reply the proxy writes itself (a refused
+ * recipient, a cached article) must therefore wait until every command before it has its
+ * server reply, or a pipelining client would match replies to the wrong commands.
+ */
+export class CommandQueue<C> {
+  private readonly q: Array<{ cmd: C } | { local: Buffer }> = [];
+
+  constructor(private readonly write: (b: Buffer) => void) {}
+
+  /** A command sent to the server; its reply will come back in this position. */
+  forwarded(cmd: C): void {
+    this.q.push({ cmd });
+  }
+
+  /** A reply the proxy gives itself: now when nothing is outstanding, else after what is before it. */
+  local(reply: Buffer | string): void {
+    const b = typeof reply === 'string' ? Buffer.from(reply, 'latin1') : reply;
+    if (this.q.length === 0) this.write(b);
+    else this.q.push({ local: b });
+  }
+
+  /** The command whose reply the server is sending now. */
+  head(): C | undefined {
+    const h = this.q[0];
+    return h && 'cmd' in h ? h.cmd : undefined;
+  }
+
+  get outstanding(): number {
+    return this.q.length;
+  }
+
+  /** The head command's reply is complete: drop it and write the proxy's replies queued behind it. */
+  done(): C | undefined {
+    const h = this.q.shift();
+    while (this.q.length > 0 && 'local' in this.q[0]!) this.write((this.q.shift() as { local: Buffer }).local);
+    return h && 'cmd' in h ? h.cmd : undefined;
+  }
+}
+
+/**
+ * Checkpoint 3: PERMIT/REJECT for one application request. Only rules whose protocol list names
+ * the protocol itself take part (a `PERMIT=*:*:.localnet` written for tunnels says nothing about
+ * mailboxes); the first such rule that matches decides, none matching permits.
+ */
+export function requestAllowed(
+  ctx: TapContext,
+  proto: string,
+  target: HostMatchTarget,
+): { allowed: boolean; by: string } {
+  const { session } = ctx;
+  const user = session.user ?? undefined;
+  const now = new Date();
+  for (const rule of ctx.config.rules) {
+    if (!rule.protocols.includes(proto)) continue;
+    if (rule.when && !rule.when.contains(now)) continue;
+    if (!rule.src.matches({ host: session.clientAddress, addresses: [session.clientAddress], user })) continue;
+    if (!rule.dst.matches(target)) continue;
+    return { allowed: rule.action === 'permit', by: rule.source };
+  }
+  return { allowed: true, by: 'default' };
+}
+
+/** A mailbox `local@domain` as a host-list target: the domain is the host, the local part the user. */
+export function mailboxTarget(mailbox: string): HostMatchTarget {
+  const at = mailbox.lastIndexOf('@');
+  if (at < 0) return { host: '', user: mailbox || undefined };
+  return { host: mailbox.slice(at + 1), user: mailbox.slice(0, at) || undefined };
+}
+
+/** Push onto a bounded list; the caller keeps a count of what did not fit. */
+export function pushBounded<T>(list: T[], item: T, max = MAX_RECORDED): boolean {
+  if (list.length >= max) return false;
+  list.push(item);
+  return true;
+}
+
+/** The server socket for a tap: the one the pipeline dialed first, or a new dial. */
+export async function serverFor(ctx: TapContext): Promise<Socket | null> {
+  if (ctx.server) return ctx.server;
+  try {
+    return await ctx.dial();
+  } catch {
+    ctx.session.result = 'ECONNECT';
+    ctx.client.destroy();
+    return null;
+  }
+}
