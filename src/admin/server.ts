@@ -1,54 +1,61 @@
 /**
- * The admin endpoint (ADMIN=HOST:PORT): a small live page and the JSON API of INTERFACE.md
- * (`/api/stats`, `/api/sessions`, `POST /api/sessions/ID/close`, `POST /api/reload`). Protected by
- * ADMINAUTH (HTTP Basic) when given. Reads the proxy's state; never touches a relayed socket.
+ * The admin endpoint (ADMIN=HOST:PORT): the live dashboard (`GET /`), Prometheus metrics
+ * (`GET /metrics`), the JSON API of INTERFACE.md (`/api/stats`, `/api/sessions`,
+ * `POST /api/sessions/ID/close`, `POST /api/reload`, `/api/quotas`) and a Server-Sent Events stream
+ * (`GET /api/events`, one snapshot a second) that the dashboard lives on. Everything is behind
+ * ADMINAUTH (HTTP Basic) when given. It reads the proxy's state and closes sessions on request; it
+ * never touches a relayed byte, and its once-a-second work is one pass over the live sessions.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { HttpCache } from '../cache/http-cache.js';
 import type { Accounts, HostPort } from '../config/types.js';
 import type { Session } from '../core/session.js';
 import { formatHostPort } from '../core/session.js';
+import type { ProxyEvents } from '../observe/events.js';
+import { createMetrics, type ProxyMetrics } from '../observe/metrics.js';
+import { figuresObject, ProxyStats, type Figures, type LiveSession, type ThroughputPoint } from '../observe/stats.js';
 import { DASHBOARD_HTML } from './page.js';
+
+/** One quota's use, as `GET /api/quotas` returns it (the quota service provides the list). */
+export interface QuotaUse {
+  /** what the quota covers: "user:alice", "src:10.0.0.0/8", "door:1080", "all" */
+  scope: string;
+  /** "hour", "day", "week", "month" (optionally "rolling-day" etc.) */
+  period: string;
+  direction: 'up' | 'down' | 'both';
+  limitBytes: number;
+  usedBytes: number;
+}
 
 export interface AdminSource {
   sessions: ReadonlyMap<string, Session>;
   totals: { sessions: number; refused: number; bytesUp: number; bytesDown: number };
   startedAt: number;
+  events: ProxyEvents;
   listeners(): Array<{ door: string; host: string; port: number }>;
   /** Rebuild the configuration from its origin and swap it in; rejects with the reason. */
   reload(): Promise<void>;
+  /** The HTTP cache in use, if any. */
+  cache?(): HttpCache | null;
+  /** Quota use now; without it /api/quotas answers []. */
+  quotas?(): QuotaUse[] | Promise<QuotaUse[]>;
 }
 
 export interface AdminServer {
   address: HostPort;
   url: string;
+  /** The statistics behind the API, for tests and the CLI. */
+  stats: ProxyStats;
+  metrics: ProxyMetrics;
   close(): Promise<void>;
 }
 
-function liveSession(s: Session, now: number): Record<string, unknown> {
-  // Live byte counts come from the sockets themselves: no per-chunk accounting needed.
-  let up = s.bytesUp;
-  let down = s.bytesDown;
-  const [client] = s.sockets;
-  if (client && up === 0 && down === 0) {
-    up = client.bytesRead;
-    down = client.bytesWritten;
-  }
-  return {
-    id: s.id,
-    start: new Date(s.startMs).toISOString(),
-    ageMs: now - s.startMs,
-    client: s.clientLabel,
-    user: s.user,
-    door: s.frontProtocol || s.door,
-    dst: s.dst ? formatHostPort(s.dst.host, s.dst.port) : null,
-    command: s.command,
-    route: s.route,
-    proto: s.proto,
-    bytesUp: up,
-    bytesDown: down,
-  };
-}
+/** At most this many dashboards (SSE streams) at once; more get 503. */
+export const MAX_EVENT_CLIENTS = 16;
+/** Live sessions one snapshot carries (the busiest ones); /api/sessions lists them all. */
+export const SNAPSHOT_SESSIONS = 200;
+const TOP_ROWS = 10;
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
   const data = Buffer.from(JSON.stringify(body, null, 1) + '\n');
@@ -67,72 +74,228 @@ function authorized(req: http.IncomingMessage, auth: Accounts | null): boolean {
   return auth.verify(decoded.slice(0, i), decoded.slice(i + 1));
 }
 
+/**
+ * A state-changing request from a browser must come from this page: browsers send Origin on every
+ * POST, so a form or script on another site (riding on cached Basic credentials) is refused.
+ */
+function sameOrigin(req: http.IncomingMessage): boolean {
+  const origin = req.headers.origin;
+  if (origin === undefined) return true;
+  try {
+    return new URL(origin).host === req.headers.host;
+  } catch {
+    return false;
+  }
+}
+
+type DoorFigures = Figures & { live: number };
+
+function withLive(map: ReadonlyMap<string, Figures>, live: Map<string, number>): Record<string, DoorFigures> {
+  const out: Record<string, DoorFigures> = {};
+  for (const [k, f] of Object.entries(figuresObject(map))) out[k] = { ...f, live: live.get(k) ?? 0 };
+  for (const [k, n] of live) out[k] ??= { sessions: 0, bytesUp: 0, bytesDown: 0, live: n };
+  return out;
+}
+
 export function startAdmin(address: HostPort, auth: Accounts | null, source: AdminSource): Promise<AdminServer> {
+  const stats = new ProxyStats({ sessions: source.sessions, events: source.events });
+  const metrics = createMetrics({ stats, events: source.events, cache: () => source.cache?.() ?? null });
+  const streams = new Set<http.ServerResponse>();
+
+  function statsBody(now: number): Record<string, unknown> {
+    stats.sample();
+    const liveDoors = new Map<string, number>();
+    const liveProtos = new Map<string, number>();
+    for (const r of stats.liveByDoorProto()) {
+      liveDoors.set(r.door, (liveDoors.get(r.door) ?? 0) + r.count);
+      liveProtos.set(r.proto, (liveProtos.get(r.proto) ?? 0) + r.count);
+    }
+    const latest = stats.latest();
+    const cache = source.cache?.() ?? null;
+    return {
+      uptimeMs: now - source.startedAt,
+      startedAt: new Date(source.startedAt).toISOString(),
+      sessionsTotal: source.totals.sessions,
+      sessionsLive: source.sessions.size,
+      refused: stats.totalRefusals(),
+      errors: stats.totalErrors(),
+      bytesUp: stats.bytesUp,
+      bytesDown: stats.bytesDown,
+      throughput: { up: latest?.up ?? 0, down: latest?.down ?? 0 },
+      doors: withLive(stats.byDoor, liveDoors),
+      protocols: withLive(stats.byProto, liveProtos),
+      refusalsByCode: Object.fromEntries([...stats.refusals.values()].reduce((m, r) => m.set(r.code, (m.get(r.code) ?? 0) + r.count), new Map<string, number>())),
+      errorsByCode: Object.fromEntries(stats.errors),
+      sniffOutcomes: Object.fromEntries(stats.sniffOutcomes),
+      topDestinations: stats.destinations.top(TOP_ROWS),
+      topUsers: stats.users.top(TOP_ROWS),
+      http: stats.http(),
+      cache: cache ? cache.stats() : null,
+      listeners: source.listeners(),
+      rssBytes: process.memoryUsage.rss(),
+    };
+  }
+
+  function liveSessions(now: number): LiveSession[] {
+    return [...source.sessions.values()].map((s) => stats.liveSession(s, now));
+  }
+
+  /** The busiest SNAPSHOT_SESSIONS live sessions, oldest first (rows stay put on the page). */
+  function snapshotSessions(now: number): LiveSession[] {
+    let rows = liveSessions(now);
+    if (rows.length > SNAPSHOT_SESSIONS) {
+      rows = rows.sort((a, b) => b.bytesUp + b.bytesDown - (a.bytesUp + a.bytesDown)).slice(0, SNAPSHOT_SESSIONS);
+    }
+    return rows.sort((a, b) => b.ageMs - a.ageMs);
+  }
+
+  function snapshotEvent(): string {
+    const now = Date.now();
+    const body = {
+      time: now,
+      stats: statsBody(now),
+      sessions: snapshotSessions(now),
+      point: stats.latest(),
+    };
+    return `event: snapshot\ndata: ${JSON.stringify(body)}\n\n`;
+  }
+
+  function historyEvent(points: ThroughputPoint[]): string {
+    return `event: history\ndata: ${JSON.stringify(points)}\n\n`;
+  }
+
+  // One snapshot a second, built once for all streams. A stream that cannot keep up (its socket
+  // buffer still full) skips snapshots rather than growing our memory.
+  stats.onTick = () => {
+    if (streams.size === 0) return;
+    const data = snapshotEvent();
+    for (const res of streams) if (!res.writableNeedDrain) res.write(data);
+  };
+
+  function openStream(req: http.IncomingMessage, res: http.ServerResponse): void {
+    if (streams.size >= MAX_EVENT_CLIENTS) {
+      res.writeHead(503, { 'content-type': 'text/plain; charset=utf-8', 'retry-after': '10' });
+      res.end(`too many dashboards open (at most ${MAX_EVENT_CLIENTS})\n`);
+      return;
+    }
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-store',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
+    req.socket.setNoDelay(true);
+    streams.add(res);
+    res.once('close', () => streams.delete(res));
+    res.write(`retry: 2000\n\n${historyEvent(stats.throughput())}${snapshotEvent()}`);
+  }
+
+  async function quotas(res: http.ServerResponse): Promise<void> {
+    // No quota service: an empty list (the page says "no quotas configured"), not a 404 the
+    // browser would log as an error.
+    if (!source.quotas) return sendJson(res, 200, []);
+    try {
+      sendJson(res, 200, await source.quotas());
+    } catch (err) {
+      sendJson(res, 500, { error: err instanceof Error ? err.message : String(err) });
+    }
+  }
+
+  async function serveMetrics(res: http.ServerResponse): Promise<void> {
+    try {
+      const text = await metrics.render();
+      res.writeHead(200, { 'content-type': metrics.contentType, 'cache-control': 'no-store' });
+      res.end(text);
+    } catch (err) {
+      res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' });
+      res.end(`cannot collect metrics: ${err instanceof Error ? err.message : String(err)}\n`);
+    }
+  }
+
+  const GET_PATHS = new Set(['/', '/index.html', '/metrics', '/api/stats', '/api/sessions', '/api/events', '/api/quotas']);
+
   const server = http.createServer((req, res) => {
     if (!authorized(req, auth)) {
-      res.writeHead(401, { 'www-authenticate': 'Basic realm="sockstap admin"', 'content-type': 'text/plain' });
+      res.writeHead(401, { 'www-authenticate': 'Basic realm="sockstap admin", charset="UTF-8"', 'content-type': 'text/plain; charset=utf-8' });
       res.end('authentication required\n');
       return;
     }
     const url = new URL(req.url ?? '/', 'http://admin');
-    const now = Date.now();
-    if (req.method === 'GET' && url.pathname === '/') {
-      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
-      res.end(DASHBOARD_HTML);
-      return;
-    }
-    if (req.method === 'GET' && url.pathname === '/api/stats') {
-      let liveUp = 0;
-      let liveDown = 0;
-      for (const s of source.sessions.values()) {
-        const l = liveSession(s, now);
-        liveUp += l.bytesUp as number;
-        liveDown += l.bytesDown as number;
+    const path = url.pathname;
+    const method = req.method ?? 'GET';
+    if (method === 'GET' || method === 'HEAD') {
+      if (path === '/' || path === '/index.html') {
+        res.writeHead(200, {
+          'content-type': 'text/html; charset=utf-8',
+          'cache-control': 'no-store',
+          // Everything the page needs comes from here: no CDN, no third party.
+          'content-security-policy': "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+          'x-content-type-options': 'nosniff',
+        });
+        res.end(method === 'HEAD' ? undefined : DASHBOARD_HTML);
+        return;
       }
-      sendJson(res, 200, {
-        uptimeMs: now - source.startedAt,
-        sessionsTotal: source.totals.sessions,
-        sessionsLive: source.sessions.size,
-        refused: source.totals.refused,
-        bytesUp: source.totals.bytesUp + liveUp,
-        bytesDown: source.totals.bytesDown + liveDown,
-        listeners: source.listeners(),
-        rssBytes: process.memoryUsage.rss(),
-      });
-      return;
+      if (path === '/metrics') return void serveMetrics(res);
+      if (path === '/api/stats') return sendJson(res, 200, statsBody(Date.now()));
+      if (path === '/api/sessions') return sendJson(res, 200, liveSessions(Date.now()));
+      if (path === '/api/events') return openStream(req, res);
+      if (path === '/api/quotas') return void quotas(res);
     }
-    if (req.method === 'GET' && url.pathname === '/api/sessions') {
-      sendJson(res, 200, [...source.sessions.values()].map((s) => liveSession(s, now)));
-      return;
-    }
-    const close = /^\/api\/sessions\/([^/]+)\/close$/.exec(url.pathname);
-    if (req.method === 'POST' && close) {
-      const s = source.sessions.get(decodeURIComponent(close[1]!));
-      if (!s) return sendJson(res, 404, { error: 'no such live session' });
-      s.close('closed-by-admin');
-      return sendJson(res, 200, { closed: s.id });
-    }
-    if (req.method === 'POST' && url.pathname === '/api/reload') {
+    const close = /^\/api\/sessions\/([^/]+)\/close$/.exec(path);
+    if (method === 'POST' && (close || path === '/api/reload')) {
+      if (!sameOrigin(req)) return sendJson(res, 403, { error: 'cross-origin request refused' });
+      // The body, if any, is not used; drain it so the connection can be reused.
+      req.resume();
+      if (close) {
+        let id: string;
+        try {
+          id = decodeURIComponent(close[1]!);
+        } catch {
+          return sendJson(res, 400, { error: 'bad session id' });
+        }
+        const s = source.sessions.get(id);
+        if (!s) return sendJson(res, 404, { error: 'no such live session' });
+        s.close('closed-by-admin');
+        return sendJson(res, 200, { closed: s.id });
+      }
       source.reload().then(
         () => sendJson(res, 200, { reloaded: true }),
         (err: unknown) => sendJson(res, 400, { reloaded: false, error: err instanceof Error ? err.message : String(err) }),
       );
       return;
     }
+    if (GET_PATHS.has(path) || close || path === '/api/reload') {
+      res.setHeader('allow', close || path === '/api/reload' ? 'POST' : 'GET, HEAD');
+      return sendJson(res, 405, { error: `method ${method} not allowed here` });
+    }
     sendJson(res, 404, { error: 'not found' });
   });
+  // A few dashboards and a scraper need little; a flood of admin clients must not eat the proxy's fds.
+  server.maxConnections = 64;
   server.on('clientError', (_err, socket) => socket.destroy());
+
+  const shutdown = (): void => {
+    stats.close();
+    metrics.close();
+    for (const res of streams) res.end();
+    streams.clear();
+  };
+
   return new Promise((resolve, reject) => {
-    server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(new Error(`cannot listen on ${formatHostPort(address.host, address.port)} (admin): ${err.code === 'EADDRINUSE' ? 'address already in use' : err.message}`)),
-    );
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      shutdown();
+      reject(new Error(`cannot listen on ${formatHostPort(address.host, address.port)} (admin): ${err.code === 'EADDRINUSE' ? 'address already in use' : err.message}`));
+    });
     server.listen(address.port, address.host, () => {
       const a = server.address() as AddressInfo;
       resolve({
         address: { host: a.address, port: a.port },
         url: `http://${formatHostPort(a.address, a.port)}/`,
+        stats,
+        metrics,
         close: () =>
           new Promise<void>((r) => {
+            shutdown();
             server.closeAllConnections();
             server.close(() => r());
           }),

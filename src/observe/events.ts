@@ -30,10 +30,55 @@ export interface AccessRecord {
   sessionId: string;
 }
 
+/** A connection turned away at accept, before it became a session (RELIABLE, MAXIMA). */
+export interface RefusalRecord {
+  /** ms since the epoch */
+  time: number;
+  /** the listener's door kind: auto, socks, http, tcprelay, ... */
+  door: string;
+  /** "host:port" of the client */
+  client: string;
+  /** the ProxyErrorCode of the refusal: EDENIED (RELIABLE), ELIMIT (MAXIMA), ... */
+  code: string;
+  /** what refused it, e.g. "RELIABLE" or "MAXIMA=conn:10" */
+  by: string;
+}
+
+/** One FTP file transfer (RETR, STOR, STOU, APPE) seen by the FTP tap, for xferlog. */
+export interface XferRecord {
+  /** ms since the epoch when the transfer finished */
+  time: number;
+  durationMs: number;
+  /** The FTP client's address (the proxy's client). */
+  remoteHost: string;
+  bytes: number;
+  /** The path as the client named it, or as the server resolved it when known. */
+  file: string;
+  type: 'ascii' | 'binary';
+  direction: 'download' | 'upload';
+  /** xferlog(5) access mode: a anonymous, g guest, r real user. */
+  accessMode: 'a' | 'g' | 'r';
+  /** The FTP login name (never a password). */
+  user: string | null;
+  complete: boolean;
+  /** "host:port" of the FTP server. */
+  server: string;
+  sessionId: string;
+}
+
 export interface ProxyEventMap {
   'session-start': [Session];
   'session-end': [Session];
   access: [AccessRecord];
+  /** A connection refused at accept; it has no session and no session-end. */
+  refused: [RefusalRecord];
+  /**
+   * The front door has just sent its success reply for a tunnel (CONNECT, BIND's first reply, UDP
+   * ASSOCIATE): the accept-to-reply time is the relay latency the metrics show. Once per tunnel.
+   */
+  established: [Session];
+  /** One FTP file transfer finished (xferlog). */
+  xfer: [XferRecord];
 }
 
 export class ProxyEvents extends EventEmitter<ProxyEventMap> {}
