@@ -1,0 +1,256 @@
+/**
+ * FTP data connections arrive at the proxy as tunnels of their own: a passive-mode client opens a
+ * SOCKS CONNECT to the address of the 227/229 reply (RFC 959 §4.1.2 PASV, RFC 2428 §3 EPSV), an
+ * active-mode client asks for a SOCKS BIND (RFC 1928 §4) and announces the bound address with
+ * PORT/EPRT (RFC 959 §4.1.2, RFC 2428 §2). This registry lets the pipeline recognise such a tunnel
+ * and hand it to the control session that expects it, so the transfer is counted, logged and
+ * (downloads) cached.
+ *
+ * Bounded: passive expectations expire after two minutes (the SOCKS4 document's time limit for the
+ * server side) and are capped in number; live control sessions unregister themselves when they end.
+ */
+import type { Socket } from 'node:net';
+import type { HostPort } from '../../config/types.js';
+import { normalizeAddress, type Session } from '../../core/session.js';
+import type { RelayResult } from '../../net/relay.js';
+
+/** How long a PASV/EPSV announcement waits for its data tunnel. */
+export const EXPECT_TTL_MS = 2 * 60 * 1000;
+/** Announcements kept at once over all sessions; the oldest is dropped first. */
+export const MAX_EXPECTATIONS = 4096;
+
+/** One data connection as the control session sees it. */
+export class FtpDataConnection {
+  up = 0;
+  down = 0;
+  readonly startMs = Date.now();
+  endMs = 0;
+  result = '';
+  private onEnd: (() => void)[] = [];
+  /** Set by the control session: sees every byte from the server (RETR, LIST) for the cache. */
+  onServerBytes: ((chunk: Buffer) => void) | null = null;
+
+  constructor(
+    readonly mode: 'passive' | 'active',
+    readonly sessionId: string,
+  ) {}
+
+  get ended(): boolean {
+    return this.endMs !== 0;
+  }
+
+  /** Called once when the data connection is over; immediately if it already is. */
+  whenEnded(fn: () => void): void {
+    if (this.ended) fn();
+    else this.onEnd.push(fn);
+  }
+
+  end(r: { up: number; down: number; result: string }): void {
+    if (this.ended) return;
+    this.up = r.up;
+    this.down = r.down;
+    this.result = r.result;
+    this.endMs = Date.now();
+    const fns = this.onEnd;
+    this.onEnd = [];
+    for (const fn of fns) fn();
+  }
+}
+
+/** What a control session registers so that its data tunnels find it. */
+export interface FtpControlLink {
+  readonly sessionId: string;
+  /** Lower-case names and addresses the client may use for the server (control dst, server IP). */
+  readonly hosts: ReadonlySet<string>;
+  /** A data connection for this session has started. */
+  attach(conn: FtpDataConnection): void;
+}
+
+/** The pipeline's handle on a data tunnel it recognised. */
+export interface FtpDataClaim {
+  readonly controlSessionId: string;
+  /**
+   * CONNECT (passive mode): relay the two sockets until both ends are done, counting, and report
+   * to the control session. Resolves with the counts the pipeline adds to the data session.
+   */
+  run(client: Socket, server: Socket, session: Session, idleMs: number): Promise<RelayResult>;
+  /** BIND (active mode), or a CONNECT that could not be dialed: report how it went. */
+  finished(r: RelayResult): void;
+}
+
+interface Expectation {
+  link: FtpControlLink;
+  hosts: ReadonlySet<string>;
+  expires: number;
+}
+
+const expectations = new Map<string, Expectation>();
+const controls = new Map<string, Set<FtpControlLink>>();
+
+const expectKey = (clientAddress: string, port: number): string => `${normalizeAddress(clientAddress)}|${port}`;
+const hostName = (h: string): string => normalizeAddress(h.toLowerCase().replace(/^\[|\]$/g, ''));
+
+function sweep(now: number): void {
+  for (const [k, e] of expectations) {
+    if (e.expires <= now) expectations.delete(k);
+  }
+}
+
+/** A 227/229 reply announced `port` on one of `hosts`: the next CONNECT there from this client is data. */
+export function expectPassiveData(clientAddress: string, hosts: Iterable<string>, port: number, link: FtpControlLink): void {
+  const now = Date.now();
+  if (expectations.size >= MAX_EXPECTATIONS) sweep(now);
+  while (expectations.size >= MAX_EXPECTATIONS) {
+    const oldest = expectations.keys().next();
+    if (oldest.done) break;
+    expectations.delete(oldest.value);
+  }
+  const key = expectKey(clientAddress, port);
+  expectations.delete(key); // re-insert: Map order is age order
+  expectations.set(key, { link, hosts: new Set([...hosts].map(hostName)), expires: now + EXPECT_TTL_MS });
+}
+
+/** Forget a session's announcements (it ended). */
+export function forgetPassiveData(link: FtpControlLink): void {
+  for (const [k, e] of expectations) if (e.link === link) expectations.delete(k);
+}
+
+/** A control session is live: BIND requests from its client towards its server are its data. */
+export function registerControl(clientAddress: string, link: FtpControlLink): () => void {
+  const ip = normalizeAddress(clientAddress);
+  let set = controls.get(ip);
+  if (!set) controls.set(ip, (set = new Set()));
+  set.add(link);
+  return () => {
+    const s = controls.get(ip);
+    s?.delete(link);
+    if (s && s.size === 0) controls.delete(ip);
+    forgetPassiveData(link);
+  };
+}
+
+/** Counts of what the registry holds (tests, metrics). */
+export function correlationStats(): { expectations: number; controls: number } {
+  sweep(Date.now());
+  let n = 0;
+  for (const s of controls.values()) n += s.size;
+  return { expectations: expectations.size, controls: n };
+}
+
+/**
+ * The pipeline's question for every CONNECT and BIND tunnel: is this an FTP data connection a
+ * tapped control session expects? A passive announcement is used once.
+ */
+export function claimFtpDataTunnel(q: { clientAddress: string; dst: HostPort; command: string }): FtpDataClaim | null {
+  if (expectations.size === 0 && controls.size === 0) return null;
+  let link: FtpControlLink | null = null;
+  let mode: 'passive' | 'active';
+  if (q.command === 'connect') {
+    const key = expectKey(q.clientAddress, q.dst.port);
+    const e = expectations.get(key);
+    if (!e) return null;
+    if (e.expires <= Date.now() || !e.hosts.has(hostName(q.dst.host))) return null;
+    expectations.delete(key);
+    link = e.link;
+    mode = 'passive';
+  } else if (q.command === 'bind') {
+    // RFC 1928 §4: BIND names the host expected to connect in, the FTP server; pick the most
+    // recent live control session of this client to that server.
+    const set = controls.get(normalizeAddress(q.clientAddress));
+    if (!set) return null;
+    const host = hostName(q.dst.host);
+    for (const l of set) if (l.hosts.has(host) || host === '0.0.0.0' || host === '::') link = l;
+    if (!link) return null;
+    mode = 'active';
+  } else {
+    return null;
+  }
+  const conn = new FtpDataConnection(mode, link.sessionId);
+  link.attach(conn);
+  return {
+    controlSessionId: link.sessionId,
+    run: (client, server, session, idleMs) => relayData(client, server, conn, session, idleMs),
+    finished: (r) => conn.end(r),
+  };
+}
+
+/**
+ * The data relay: both directions piped with back-pressure and half-close, bytes counted, the
+ * server's bytes shown to the control session (which may store a RETR in the cache). FTP data
+ * connections end with a close (RFC 959 §3.3, stream mode), so both ends are torn down together.
+ */
+function relayData(client: Socket, server: Socket, conn: FtpDataConnection, session: Session, idleMs: number): Promise<RelayResult> {
+  session.proto = 'ftp-data';
+  session.sections['ftp-data'] = { control: conn.sessionId, mode: conn.mode };
+  return new Promise((resolve) => {
+    let up = 0;
+    let down = 0;
+    let result = 'ok';
+    let open = 2;
+    let last = Date.now();
+    let settled = false;
+    const timer = setInterval(() => {
+      if (idleMs > 0 && Date.now() - last >= idleMs) {
+        if (result === 'ok') result = 'idle';
+        client.destroy();
+        server.destroy();
+      }
+    }, Math.max(250, Math.min(idleMs > 0 ? idleMs / 4 : 30_000, 30_000)));
+    timer.unref();
+    const pipe = (src: Socket, dst: Socket, count: (c: Buffer) => void): void => {
+      src.on('data', (chunk: Buffer) => {
+        last = Date.now();
+        count(chunk);
+        if (!dst.write(chunk)) {
+          src.pause();
+          dst.once('drain', () => src.resume());
+        }
+      });
+      src.once('end', () => {
+        if (!dst.destroyed) dst.end();
+      });
+    };
+    pipe(client, server, (c) => (up += c.length));
+    pipe(server, client, (c) => {
+      down += c.length;
+      conn.onServerBytes?.(c);
+    });
+    const onError = (err: NodeJS.ErrnoException): void => {
+      if (result === 'ok') result = err.code ?? 'EUPSTREAM';
+    };
+    const onClose = (): void => {
+      // A reset on one side ends the other; a clean close waits for the other's own FIN.
+      if (!(client.readableEnded && server.readableEnded)) {
+        client.destroy();
+        server.destroy();
+      }
+      if (--open === 0) settle();
+    };
+    const settle = (): void => {
+      if (settled) return;
+      settled = true;
+      clearInterval(timer);
+      const r = { up, down, result };
+      conn.end(r);
+      resolve(r);
+    };
+    for (const s of [client, server]) {
+      s.allowHalfOpen = true;
+      s.on('error', onError);
+      if (s.destroyed) {
+        open--;
+        continue;
+      }
+      s.once('close', onClose);
+    }
+    if (open < 2) {
+      client.destroy();
+      server.destroy();
+      if (result === 'ok') result = 'EUPSTREAM';
+      if (open === 0) settle();
+      return;
+    }
+    client.resume();
+    server.resume();
+  });
+}
