@@ -9,6 +9,8 @@ const NEEDED = [
   { check: 'command -v curl', pkg: 'curl' },
   { check: 'command -v ncat', pkg: 'ncat' },
   { check: 'command -v openssl', pkg: 'openssl' },
+  // the FTP tap's tests run pyftpdlib
+  { check: "/usr/bin/python3 -c 'import pyftpdlib'", pkg: 'python3-pyftpdlib' },
   // SMTP, POP3, IMAP servers and Python clients for the mail taps
   { check: "/usr/bin/python3 -c 'import aiosmtpd'", pkg: 'python3-aiosmtpd' },
   { check: "/usr/bin/python3 -c 'import socks'", pkg: 'python3-socks' },

@@ -201,9 +201,12 @@ function onRequest(req: IncomingMessage, res: ServerResponse): void {
     return;
   }
   const target = req.url ?? '';
-  const isAbsolute = /^http:\/\//i.test(target);
-  const authority = isAbsolute ? /^http:\/\/([^/?#]*)/i.exec(target)![1]! : '';
-  const dst = isAbsolute ? parseAuthority(authority.slice(authority.lastIndexOf('@') + 1), 80) : null;
+  // http:// is forwarded; ftp:// is fetched by sockstap's own FTP client (taps/ftp/url.ts).
+  const scheme = /^(http|ftp):\/\/([^/?#]*)/i.exec(target);
+  const isAbsolute = scheme !== null;
+  const authority = scheme ? scheme[2]! : '';
+  const defaultPort = scheme && scheme[1]!.toLowerCase() === 'ftp' ? 21 : 80;
+  const dst = isAbsolute ? parseAuthority(authority.slice(authority.lastIndexOf('@') + 1), defaultPort) : null;
   beginRequest(req, state, dst);
   res.once('close', () => endRequest(socket, state));
   const { session, ctx } = state;
@@ -218,7 +221,7 @@ function onRequest(req: IncomingMessage, res: ServerResponse): void {
 
   if (!isAbsolute || !dst) {
     const message = /^[a-z][a-z0-9+.-]*:\/\//i.test(target)
-      ? `sockstap forwards http:// URLs only; use CONNECT for ${target.split(':', 1)[0]}.`
+      ? `sockstap forwards http:// and ftp:// URLs only; use CONNECT for ${target.split(':', 1)[0]}.`
       : 'This is sockstap, an HTTP proxy: send the full URL (GET http://host/path) or CONNECT host:port.';
     replyToRequest(state, req, res, 400, message, 'TAG_NONE');
     return;

@@ -143,3 +143,16 @@ describe('AccessLogWriter', () => {
     }
   });
 });
+
+test('a URL with user information is logged without it', () => {
+  const line = formatAccessLine(
+    {
+      time: 1_700_000_000_000, elapsedMs: 5, clientAddress: '127.0.0.1', resultCode: 'TCP_MISS', status: 200, bytes: 10,
+      method: 'GET', url: 'ftp://alice:s3cret@files.example/pub/a.txt', user: 'alice', hierarchy: 'HIER_DIRECT/127.0.0.1',
+      contentType: 'text/plain', sessionId: 'x',
+    },
+    'squid',
+  );
+  assert.ok(!line.includes('s3cret'), line);
+  assert.match(line, / ftp:\/\/files\.example\/pub\/a\.txt /);
+});
