@@ -10,6 +10,7 @@ import { DEFAULT_JOB, loadConfig } from './config/load.js';
 import { ConfigError, type Config } from './config/types.js';
 import { formatHostPort } from './core/session.js';
 import { startSockstap, StartError, type Sockstap } from './sockstap.js';
+import { formatReport, parseSince, readReport, ReportError, type ReportFormat } from './report.js';
 
 const VERSION = '0.1.0';
 
@@ -25,6 +26,10 @@ async function main(argv: string[]): Promise<void> {
   }
   if (argv.includes('--version')) {
     process.stdout.write(`sockstap ${VERSION}\n`);
+    return;
+  }
+  if (argv[0] === 'report') {
+    runReport(argv.slice(1));
     return;
   }
   const args = argv.length === 0 ? DEFAULT_JOB : argv;
@@ -78,6 +83,47 @@ async function main(argv: string[]): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+}
+
+/**
+ * `sockstap report [--since DATE] [--format table|csv|json] [-f FILE.yaml] [STATEDIR=DIR]`: usage
+ * totals from STATEDIR/usage.sqlite (src/report.ts). Status 2 for a bad argument or no database.
+ */
+function runReport(argv: string[]): void {
+  let since = 0;
+  let format: ReportFormat = 'table';
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const m = /^--(since|format)(?:=(.*))?$/.exec(arg);
+    if (!m) {
+      rest.push(arg);
+      continue;
+    }
+    const value = m[2] ?? argv[++i];
+    if (value === undefined) fail(2, `report: --${m[1]} needs a value`);
+    try {
+      if (m[1] === 'since') since = parseSince(value);
+      else if (value === 'table' || value === 'csv' || value === 'json') format = value;
+      else fail(2, `report: --format: expected table, csv or json, got ${JSON.stringify(value)}`);
+    } catch (err) {
+      if (err instanceof ReportError) fail(2, `report: ${err.message}`);
+      throw err;
+    }
+  }
+  let config: Config;
+  try {
+    config = loadConfig(rest, { cwd: process.cwd() });
+  } catch (err) {
+    if (err instanceof ConfigError) fail(2, `configuration error: ${err.message}`);
+    throw err;
+  }
+  try {
+    process.stdout.write(formatReport(readReport(config.stateDir, since), format));
+  } catch (err) {
+    if (err instanceof ReportError) fail(2, `report: ${err.message}`);
+    throw err;
+  }
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {

@@ -8,7 +8,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
-import type { Accounts, DnsConfig, RouteRule } from './types.js';
+import type { Accounts, DnsConfig, RouteRule, TimeWindow } from './types.js';
 import { isIP } from 'node:net';
 import { parseChain } from '../upstream/hop.js';
 import { DEFAULT_DNS } from '../net/dns.js';
@@ -26,6 +26,7 @@ import {
   parsePath,
   parseServer,
   parseTapRule,
+  parseTimeZone,
   type ListenEntry,
   parseHttpHeaderRules,
   type ParameterName,
@@ -213,6 +214,14 @@ function settingsFromFile(f: ConfigFile, base: string): Settings {
   if (f.routes) s.routes = f.routes.map((r, i) => routeFromFile(r, `routes[${i}]`));
   if (f.portmap) s.portmap = f.portmap.flatMap((m, i) => portmapFromFile(m, `portmap[${i}]`));
   if (f.dns) s.dns = dnsFromFile(f.dns);
+  if (f.timezone !== undefined) s.timeZone = parseTimeZone(f.timezone, 'timezone');
+  if (f.users) {
+    const windows: Record<string, TimeWindow> = {};
+    for (const [user, u] of Object.entries(f.users)) {
+      if (u.when !== undefined) windows[user] = parseTimeWindow(u.when, `users.${user}.when`);
+    }
+    s.userWindows = windows;
+  }
   if (f.admin !== undefined) s.admin = parseHostPort(f.admin, 'admin');
   if (f.ident !== undefined) s.ident = f.ident;
   if (f.spoof !== undefined) s.spoof = f.spoof === 'client' || f.spoof === true;

@@ -38,7 +38,7 @@ With no argument it runs: -P127.0.0.1:1080/auto SOCKSTAP=all CACHE=do STATEDIR=.
   MOUNT="vURL rURL [opts]" rewrite an HTTP URL prefix (repeatable)
   TIMEOUT=NAME:DURATION,...
                            connect:2m handshake:10s idle:15m sniff:300ms drain:10s (defaults)
-  MAXIMA=conn:N,peruser:N,persrc:N
+  MAXIMA=conn:N,peruser:N,persrc:N,perdoor:N
                            connection limits (default 0 = unlimited)
   IDENT=do|no              check SOCKS4 user ids with the client's identd, RFC 1413 (default no)
   SPOOF=client|no          transparent doors: dial from the client's address (default no)
@@ -46,6 +46,7 @@ With no argument it runs: -P127.0.0.1:1080/auto SOCKSTAP=all CACHE=do STATEDIR=.
                            rate limit (repeatable); SCOPE conn|all|user:NAME[,NAME]|src:hostList|door:PORT
   QUOTA=SIZE/PERIOD[/up|/down]:SCOPE
                            volume limit per hour|day|week|month (repeatable)
+  TIMEZONE=ZONE            IANA zone of time windows that name none (default: the machine's)
   ADMIN=HOST:PORT          dashboard, JSON API and /metrics (default off)
   ADMINAUTH=-list{USER:PASS}
                            accounts for ADMIN (default none)

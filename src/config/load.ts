@@ -9,7 +9,7 @@
  * used instead of the file's; TIMEOUT and MAXIMA replace only the names they mention.
  */
 import { join, resolve } from 'node:path';
-import type { Config, ListenSpec, Maxima, Timeouts } from './types.js';
+import type { Config, ListenSpec, Maxima, TimeWindow, Timeouts } from './types.js';
 import { ConfigError } from './types.js';
 import { parseHostList } from './hostlist.js';
 import { readConfigFile } from './file.js';
@@ -136,5 +136,18 @@ function finish(s: Settings, cwd: string): Config {
   if (s.routes && s.routes.length > 0) config.routes = s.routes;
   if (s.dns) config.dns = s.dns;
   if (s.httpHeaders) config.httpHeaders = s.httpHeaders;
+  if (s.userWindows && Object.keys(s.userWindows).length > 0) config.userWindows = s.userWindows;
+  if (s.timeZone) applyTimeZone(config, s.timeZone);
   return config;
+}
+
+/** TIMEZONE=: every time window that names no zone of its own is read in `zone`. */
+function applyTimeZone(config: Config, zone: string): void {
+  config.timeZone = zone;
+  const inZone = <T extends { when?: TimeWindow }>(r: T): T => (r.when?.inZone ? { ...r, when: r.when.inZone(zone) } : r);
+  config.rules = config.rules.map(inZone);
+  if (config.routes) config.routes = config.routes.map(inZone);
+  if (config.userWindows) {
+    config.userWindows = Object.fromEntries(Object.entries(config.userWindows).map(([u, w]) => [u, w.inZone ? w.inZone(zone) : w]));
+  }
 }

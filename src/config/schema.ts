@@ -108,6 +108,7 @@ export const configFileSchema = z
         conn: z.number().int().nonnegative().optional(),
         peruser: z.number().int().nonnegative().optional(),
         persrc: z.number().int().nonnegative().optional(),
+        perdoor: z.number().int().nonnegative().optional(),
       })
       .optional()
       .describe('connection limits; 0 = unlimited'),
@@ -142,6 +143,11 @@ export const configFileSchema = z
       .describe('HTTP header rules of the HTTP door and the HTTP tap'),
     bandwidth: textOrList.optional().describe('RATE[/up|/down]:SCOPE, as BANDWIDTH='),
     quota: textOrList.optional().describe('SIZE/PERIOD[/up|/down]:SCOPE, as QUOTA='),
+    timezone: text.optional().describe('IANA time zone of time windows that name none, as TIMEZONE=; default the machine\'s'),
+    users: z
+      .record(text, z.strictObject({ when: text.optional().describe('time window such as mon-fri/0900-1800[@Zone]') }))
+      .optional()
+      .describe('per-user settings: when the user may use the proxy'),
     admin: text.optional().describe('HOST:PORT of the dashboard'),
     adminauth: accounts.optional(),
     ident: z.boolean().optional(),

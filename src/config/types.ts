@@ -48,6 +48,11 @@ export interface HostList {
 export interface TimeWindow {
   readonly source: string;
   contains(date: Date): boolean;
+  /**
+   * The same window in `timeZone` (TIMEZONE= / YAML `timezone:`), unless the window names its own
+   * zone (`mon-fri/0900-1800@Europe/Paris`), which wins.
+   */
+  inZone?(timeZone: string): TimeWindow;
 }
 
 export interface AccessRule {
@@ -91,6 +96,8 @@ export interface Maxima {
   conn: number;
   peruser: number;
   persrc: number;
+  /** Connections per listener (door); absent or 0 = unlimited. */
+  perdoor?: number;
 }
 
 export interface Upstream {
@@ -208,6 +215,10 @@ export interface Config {
   /** BANDWIDTH= and QUOTA= values, validated for syntax; enforced by the policy services. */
   bandwidth: readonly string[];
   quota: readonly string[];
+  /** YAML `users: {NAME: {when: ...}}`: a user may use the proxy only inside their window. */
+  userWindows?: Readonly<Record<string, TimeWindow>>;
+  /** TIMEZONE= / YAML `timezone:`: the zone of time windows that name none; absent = the machine's. */
+  timeZone?: string;
   admin?: HostPort;
   adminAuth: Accounts | null;
   spoof: boolean;

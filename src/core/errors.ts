@@ -9,6 +9,7 @@ export type ProxyErrorCode =
   | 'EDENIED' // policy refused the source, destination, user or time (RELIABLE, PERMIT/REJECT)
   | 'EAUTH' // missing or wrong credentials
   | 'ELIMIT' // a MAXIMA connection limit was reached
+  | 'EQUOTA' // a QUOTA= is used up for this period (new connections refused, a live one cut)
   | 'ECONNREFUSED' // the server refused the connection
   | 'EHOSTUNREACH' // no route to the host
   | 'ENETUNREACH' // no route to the network
@@ -21,6 +22,7 @@ export type ProxyErrorCode =
   | 'EIDENTMISMATCH' // RFC 1413: identd names another user (SOCKS4 93)
   | 'EBINDPEER' // BIND: the incoming connection is not from the expected host
   | 'EUPSTREAM' // the server connection failed after it was established, or any other failure
+  | 'EUPSTREAMAUTH' // an upstream proxy refused sockstap's own credentials (SOCKS5 auth, HTTP 407)
   | 'ESHUTDOWN'; // the proxy is stopping
 
 export class ProxyError extends Error {
@@ -45,6 +47,7 @@ export const REPLY_TABLE: Readonly<Record<ProxyErrorCode, Reply>> = {
   EDENIED: { socks4: 91, socks5: 0x02, http: 403 },
   EAUTH: { socks4: 91, socks5: 0x02, http: 407 },
   ELIMIT: { socks4: 91, socks5: 0x01, http: 503 },
+  EQUOTA: { socks4: 91, socks5: 0x02, http: 403 },
   ECONNREFUSED: { socks4: 91, socks5: 0x05, http: 502 },
   EHOSTUNREACH: { socks4: 91, socks5: 0x04, http: 502 },
   ENETUNREACH: { socks4: 91, socks5: 0x03, http: 502 },
@@ -57,6 +60,7 @@ export const REPLY_TABLE: Readonly<Record<ProxyErrorCode, Reply>> = {
   EIDENTMISMATCH: { socks4: 93, socks5: 0x02, http: 403 },
   EBINDPEER: { socks4: 91, socks5: 0x02, http: 403 },
   EUPSTREAM: { socks4: 91, socks5: 0x01, http: 502 },
+  EUPSTREAMAUTH: { socks4: 91, socks5: 0x01, http: 502 },
   ESHUTDOWN: { socks4: 91, socks5: 0x01, http: 503 },
 };
 

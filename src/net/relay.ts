@@ -23,6 +23,25 @@
  * version, a TLS socket, a non-TCP handle), the relay falls back to pipe() per direction.
  */
 import type { Socket } from 'node:net';
+import type { TokenBucket } from './throttle.js';
+
+/**
+ * Shaping and metering of one direction (BANDWIDTH=, QUOTA=): only a direction that has one goes
+ * through the metered path (data events, pause/resume); the other keeps the fast path.
+ */
+export interface DirectionShape {
+  /** Every bucket that covers this direction (connection, user, source, door, all). */
+  buckets: readonly TokenBucket[];
+  /** Called with each chunk's size after it was written; false ends the tunnel (quota used up). */
+  count?: (bytes: number) => boolean;
+}
+
+export interface RelayShape {
+  up?: DirectionShape | null;
+  down?: DirectionShape | null;
+  /** The result recorded when a `count` ends the tunnel; default 'EQUOTA'. */
+  cutResult?: string;
+}
 
 export interface RelayOptions {
   /** Close both sides after this long with no byte in either direction; 0 = never. */
@@ -32,6 +51,8 @@ export interface RelayOptions {
    * 'pipe': always pipe(), for comparison in tests and the benchmark.
    */
   mode?: 'auto' | 'pipe';
+  /** Shaping/metering per direction; absent (the usual case) = nothing but the fast relay. */
+  shape?: RelayShape;
 }
 
 export interface RelayResult {
@@ -64,7 +85,7 @@ function returnBuffer(buf: Buffer): void {
 }
 
 /** How many directions took each path since start (tests, metrics): a silent fallback shows. */
-export const relayCounters = { fast: 0, pipe: 0 };
+export const relayCounters = { fast: 0, pipe: 0, metered: 0 };
 
 /** Free busy buffers in the pool now (tests, metrics). */
 export function relayPoolFree(): number {
@@ -132,6 +153,10 @@ class Direction {
   /** Reading is stopped until the pending write completes. */
   waiting = false;
   handle: StreamHandle | null = null;
+  /** Metered path only (BANDWIDTH=/QUOTA=): the shape, and what reading waits for. */
+  shape: DirectionShape | null = null;
+  private blocked = 0;
+  private meterTimer: NodeJS.Timeout | null = null;
 
   constructor(
     readonly src: Socket,
@@ -225,6 +250,62 @@ class Direction {
     this.src.pipe(this.dst, { end: false });
   }
 
+  /** The metered path: data events, write, count, then pause while a bucket is in debt or dst is full. */
+  startMetered(shape: DirectionShape): void {
+    relayCounters.metered++;
+    this.shape = shape;
+    let chunk: Buffer | null;
+    while (this.src.readableLength > 0 && (chunk = this.src.read() as Buffer | null) !== null) this.metered(chunk);
+    this.src.on('data', onMeteredData);
+    this.src.resume();
+  }
+
+  metered(chunk: Buffer): void {
+    const n = chunk.length;
+    this.bytes += n;
+    const writable = this.dst.write(chunk);
+    const shape = this.shape!;
+    if (shape.count && !shape.count(n)) {
+      this.tunnel.cut();
+      return;
+    }
+    let wait = 0;
+    for (const b of shape.buckets) {
+      const w = b.take(n);
+      if (w > wait) wait = w;
+    }
+    if (writable && wait === 0) return;
+    this.src.pause();
+    if (!writable) {
+      this.blocked++;
+      this.dst.once('drain', this.unblock);
+    }
+    if (wait > 0) {
+      this.blocked++;
+      this.meterTimer = setTimeout(this.onMeterTimer, wait);
+    }
+  }
+
+  /**
+   * The debt this direction saw when it took has been paid: read again, even if connections that
+   * share a bucket took since (their wait covers their own take). Each taker thus waits behind
+   * everything taken before it, which is a fair queue, and the rate holds because every take
+   * waits out the whole debt it found.
+   */
+  private readonly onMeterTimer = (): void => {
+    this.meterTimer = null;
+    this.unblock();
+  };
+
+  private readonly unblock = (): void => {
+    if (--this.blocked === 0 && !this.src.destroyed) this.src.resume();
+  };
+
+  stopMeter(): void {
+    if (this.meterTimer) clearTimeout(this.meterTimer);
+    this.meterTimer = null;
+  }
+
   private drainBuffered(): void {
     let chunk: Buffer | null;
     while (this.src.readableLength > 0 && (chunk = this.src.read() as Buffer | null) !== null) {
@@ -239,6 +320,10 @@ class Direction {
 
 function onUserBufferRead(this: RelaySocket, nread: number, buf: Buffer): boolean {
   return this[kReadDirection]!.read(nread, buf);
+}
+
+function onMeteredData(this: RelaySocket, chunk: Buffer): void {
+  this[kReadDirection]!.metered(chunk);
 }
 
 function countPiped(this: RelaySocket, chunk: Buffer): void {
@@ -285,7 +370,16 @@ class RelayTunnel {
     this.down = new Direction(server, client, this);
   }
 
-  start(mode: RelayOptions['mode']): void {
+  /** Set when a shape was given: what a count() that ends the tunnel records. */
+  cutResult = 'EQUOTA';
+
+  /** A metered direction's count() said stop (quota used up): end both sides now. */
+  cut(): void {
+    if (this.result === 'ok') this.result = this.cutResult;
+    this.teardown();
+  }
+
+  start(mode: RelayOptions['mode'], shape?: RelayShape): void {
     for (const socket of [this.client, this.server]) {
       socket.on('error', onRelayError);
       // Half-close needs the socket to stay writable after its peer's FIN (a socket made
@@ -302,8 +396,11 @@ class RelayTunnel {
     }
     this.client.once('end', forwardEnd);
     this.server.once('end', forwardEnd);
+    if (shape?.cutResult) this.cutResult = shape.cutResult;
     for (const dir of [this.up, this.down]) {
-      if (mode === 'pipe' || !dir.startFast()) dir.startPipe();
+      const metered = shape ? (dir === this.up ? shape.up : shape.down) : null;
+      if (metered) dir.startMetered(metered);
+      else if (mode === 'pipe' || !dir.startFast()) dir.startPipe();
     }
     // A side that ended before the relay started has no 'end' event left to forward.
     if (this.client.readableEnded) forwardEnd.call(this.client);
@@ -350,6 +447,8 @@ class RelayTunnel {
   private stopTimer(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    this.up.stopMeter();
+    this.down.stopMeter();
   }
 
   private settle(): void {
@@ -364,6 +463,6 @@ class RelayTunnel {
 export function relay(client: Socket, server: Socket, options: RelayOptions): Promise<RelayResult> {
   return new Promise((resolve) => {
     const idleMs = options.idleMs > 0 ? options.idleMs : 0;
-    new RelayTunnel(client, server, idleMs, resolve).start(options.mode);
+    new RelayTunnel(client, server, idleMs, resolve).start(options.mode, options.shape);
   });
 }

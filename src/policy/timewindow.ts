@@ -21,7 +21,14 @@ interface Span {
 
 const ALL_DAYS = 0b1111111;
 
-export function parseTimeWindow(text: string, param: string, timeZone?: string): TimeWindow {
+export function parseTimeWindow(fullText: string, param: string, timeZone?: string): TimeWindow {
+  // `WINDOW@Zone/Name` names the window's own time zone, which TIMEZONE= does not change.
+  const at = fullText.indexOf('@');
+  const text = at < 0 ? fullText : fullText.slice(0, at);
+  const ownZone = at < 0 ? undefined : fullText.slice(at + 1).trim();
+  if (ownZone !== undefined && ownZone === '') {
+    throw new ConfigError(param, `bad time window ${JSON.stringify(fullText)}: empty time zone after @`);
+  }
   const fail = (why: string): never => {
     throw new ConfigError(param, `bad time window ${JSON.stringify(text)}: ${why}; expected e.g. mon-fri/0900-1800,sat/1000-1300`);
   };
@@ -48,7 +55,8 @@ export function parseTimeWindow(text: string, param: string, timeZone?: string):
   // Days with no time: the whole of those days.
   if (pendingDays) spans.push({ days: pendingDays, start: 0, end: MINUTES_PER_DAY });
   if (spans.length === 0) fail('empty');
-  return new ParsedTimeWindow(text, spans, clockFor(timeZone, param));
+  const zone = ownZone ?? timeZone;
+  return new ParsedTimeWindow(fullText, spans, clockFor(zone, param), ownZone !== undefined, param);
 }
 
 function parseDays(text: string, fail: (why: string) => never): number {
@@ -121,7 +129,14 @@ class ParsedTimeWindow implements TimeWindow {
     readonly source: string,
     private readonly spans: readonly Span[],
     private readonly clock: Clock,
+    private readonly ownZone: boolean,
+    private readonly param: string,
   ) {}
+
+  inZone(timeZone: string): TimeWindow {
+    if (this.ownZone) return this;
+    return new ParsedTimeWindow(this.source, this.spans, clockFor(timeZone, this.param), false, this.param);
+  }
 
   contains(date: Date): boolean {
     const { weekday, minute } = this.clock(date);

@@ -161,7 +161,7 @@ test('errors name the parameter and what was expected', () => {
   rejects(['TIMEOUT=conect:1s'], 'TIMEOUT', /unknown timeout "conect"; expected connect, handshake, idle, sniff or drain/);
   rejects(['TIMEOUT=connect:soon'], 'TIMEOUT connect', /duration/);
   rejects(['MAXIMA=conn:-1'], 'MAXIMA conn');
-  rejects(['MAXIMA=connections:1'], 'MAXIMA', /expected conn, peruser or persrc/);
+  rejects(['MAXIMA=connections:1'], 'MAXIMA', /expected conn, peruser, persrc or perdoor/);
   rejects(['-P'], '-P');
   rejects(['-Pabc'], '-Pabc', /port/);
   rejects(['-P70000'], '-P70000', /port/);

@@ -267,6 +267,7 @@ function refusalResultCode(code: ProxyErrorCode): string {
     case 'EIDENTUNREACH':
     case 'EIDENTMISMATCH':
     case 'EBINDPEER':
+    case 'EQUOTA':
       return 'TCP_DENIED';
     case 'EPROTO':
     case 'ECMDNOTSUP':

@@ -1,0 +1,105 @@
+/**
+ * BANDWIDTH=RATE[/up|/down]:SCOPE — which token buckets cover a connection. A connection obeys
+ * every limit whose scope covers it; connections covered by the same limit share one bucket:
+ *
+ *   conn          a bucket of its own for each connection
+ *   user:A,B      one bucket per named user, shared by all of that user's connections
+ *   src:hostList  one bucket for every source the list matches together (a network's rate)
+ *   door:PORT     one bucket for the listener on PORT
+ *   all           one bucket for everything
+ *
+ * A limit without /up or /down limits each direction to RATE separately. Buckets live as long as
+ * the policy; a reload keeps the buckets of limits whose text did not change.
+ */
+import { parseBandwidth, type BandwidthLimit, type LimitScope } from '../config/limits.js';
+import type { Config } from '../config/types.js';
+import type { DirectionShape, RelayShape } from '../net/relay.js';
+import { TokenBucket } from '../net/throttle.js';
+
+/** Who a connection is, for the scopes of BANDWIDTH= and QUOTA=. */
+export interface LimitSubject {
+  user: string | null;
+  clientAddress: string;
+  /** The port of the listener that accepted the connection. */
+  doorPort: number;
+}
+
+/** The port of a listener label "host:port" / "[v6]:port". */
+export function portOfListen(listen: string): number {
+  return Number(listen.slice(listen.lastIndexOf(':') + 1)) || 0;
+}
+
+/** The key of the shared counter (bucket or quota) of `scope` for `who`, or null if it does not cover it. */
+export function scopeKey(scope: LimitScope, who: LimitSubject): string | null {
+  switch (scope.kind) {
+    case 'all':
+      return 'all';
+    case 'conn':
+      return 'conn';
+    case 'user':
+      return who.user !== null && scope.users.includes(who.user) ? `user:${who.user}` : null;
+    case 'src':
+      return scope.hosts.matches({ host: who.clientAddress, addresses: [who.clientAddress], user: who.user ?? undefined })
+        ? `src:${scope.hosts.source}`
+        : null;
+    case 'door':
+      return scope.port === who.doorPort ? `door:${scope.port}` : null;
+  }
+}
+
+const parsedLimits = new WeakMap<Config, readonly BandwidthLimit[]>();
+
+function limitsOf(config: Config): readonly BandwidthLimit[] {
+  let limits = parsedLimits.get(config);
+  if (!limits) {
+    limits = config.bandwidth.map((text, i) => parseBandwidth(text, `BANDWIDTH[${i}]`));
+    parsedLimits.set(config, limits);
+  }
+  return limits;
+}
+
+export class BandwidthShaper {
+  private readonly buckets = new Map<string, TokenBucket>();
+
+  /** The buckets covering a connection per direction; null when no limit covers it (the fast path). */
+  shapeFor(config: Config, who: LimitSubject): { up: TokenBucket[]; down: TokenBucket[] } | null {
+    if (config.bandwidth.length === 0) return null;
+    const up: TokenBucket[] = [];
+    const down: TokenBucket[] = [];
+    for (const limit of limitsOf(config)) {
+      const key = scopeKey(limit.scope, who);
+      if (key === null) continue;
+      for (const dir of ['up', 'down'] as const) {
+        if (limit.direction !== 'both' && limit.direction !== dir) continue;
+        (dir === 'up' ? up : down).push(this.bucket(limit, key, dir));
+      }
+    }
+    return up.length > 0 || down.length > 0 ? { up, down } : null;
+  }
+
+  private bucket(limit: BandwidthLimit, key: string, dir: 'up' | 'down'): TokenBucket {
+    if (key === 'conn') return new TokenBucket(limit.rate);
+    const id = `${limit.source}\u0000${key}\u0000${dir}`;
+    let b = this.buckets.get(id);
+    if (!b || b.rate !== limit.rate) {
+      b = new TokenBucket(limit.rate);
+      this.buckets.set(id, b);
+    }
+    return b;
+  }
+}
+
+/** Join buckets and quota counts into the relay's shape; null when neither applies. */
+export function relayShape(
+  buckets: { up: TokenBucket[]; down: TokenBucket[] } | null,
+  count: { up?: (n: number) => boolean; down?: (n: number) => boolean } | null,
+): RelayShape | null {
+  if (!buckets && !count) return null;
+  const side = (b: TokenBucket[] | undefined, c: ((n: number) => boolean) | undefined): DirectionShape | null => {
+    if ((!b || b.length === 0) && !c) return null;
+    const shape: DirectionShape = { buckets: b ?? [] };
+    if (c) shape.count = c;
+    return shape;
+  };
+  return { up: side(buckets?.up, count?.up), down: side(buckets?.down, count?.down), cutResult: 'EQUOTA' };
+}
