@@ -16,6 +16,9 @@ const NEEDED = [
   { check: "/usr/bin/python3 -c 'import socks'", pkg: 'python3-socks' },
   { check: 'test -x /usr/lib/dovecot/imap', pkg: 'dovecot-imapd' },
   { check: 'test -x /usr/lib/dovecot/pop3', pkg: 'dovecot-pop3d' },
+  // transparent interception tests build network namespaces with veth pairs and iptables
+  { check: 'command -v ip', pkg: 'iproute2' },
+  { check: 'command -v iptables', pkg: 'iptables' },
   // the dashboard test runs in real headless Chromium
   { check: 'command -v chromium', pkg: 'chromium' },
 ];

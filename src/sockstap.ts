@@ -9,10 +9,12 @@ import { loadConfig } from './config/load.js';
 import type { Config, DoorKind, ListenSpec } from './config/types.js';
 import { Pipeline } from './core/pipeline.js';
 import { formatHostPort, Session } from './core/session.js';
+import type { Tunnel } from './core/tunnel.js';
 import { autoDoor, socksDoor } from './frontdoors/auto.js';
-import type { DoorContext, DoorHandler } from './frontdoors/door.js';
+import type { DoorContext, DoorHandler, TunnelSink } from './frontdoors/door.js';
 import { httpProxyDoor } from './frontdoors/http-proxy.js';
 import { tcprelayDoor } from './frontdoors/portmap.js';
+import { prepareTransparentListener, transparentDoor } from './frontdoors/transparent.js';
 import { closeForwardPool } from './taps/http/forward.js';
 import { ruleCaches } from './taps/rules.js';
 import { HttpCache } from './cache/http-cache.js';
@@ -22,12 +24,17 @@ import { FileLogger, type Logger } from './observe/log.js';
 import { SessionsLogWriter } from './observe/sessions-log.js';
 import { checkSource } from './policy/acl.js';
 import { ConnectionLimits } from './policy/limits.js';
+import { QuotaService, type QuotaStatus } from './policy/quota.js';
+import { BandwidthShaper } from './policy/shaping.js';
+import { UsageStore } from './policy/usage.js';
+import { limitSubject } from './core/pipeline.js';
 
 const DOORS: Partial<Record<DoorKind, DoorHandler>> = {
   auto: autoDoor,
   socks: socksDoor,
   http: httpProxyDoor,
   tcprelay: tcprelayDoor,
+  transparent: transparentDoor,
 };
 
 /** A failure at start (a port in use): exit status 1, the message names the address. */
@@ -65,12 +72,19 @@ export class Sockstap {
   readonly events = new ProxyEvents();
   readonly log: FileLogger;
   readonly limits = new ConnectionLimits();
+  /** BANDWIDTH= token buckets, shared by the connections a limit covers. */
+  readonly shaper = new BandwidthShaper();
+  /** QUOTA= counters over the usage database (opened by start()). */
+  private quotaService: QuotaService | null = null;
+  private usage: UsageStore | null = null;
   /** Live sessions by id (the admin API lists and closes them). */
   readonly sessions = new Map<string, Session>();
   readonly startedAt = Date.now();
   private current: Config;
   private listeners: Listener[] = [];
   private readonly pipeline: Pipeline;
+  /** What the doors hand their tunnels to: the pipeline, with the 'established' event on success replies. */
+  private readonly sink: TunnelSink;
   private readonly shutdown = new AbortController();
   private accessLog: AccessLogWriter;
   private sessionsLog: SessionsLogWriter;
@@ -87,18 +101,58 @@ export class Sockstap {
     this.sessionsLog = new SessionsLogWriter(join(config.logDir, 'sessions.jsonl'));
     this.events.on('access', (r) => this.accessLog.write(r));
     this.events.on('session-end', (s) => this.sessionsLog.write(s));
+    this.events.on('session-end', (s) => this.countUsage(s));
+    const quotas = this.quotas;
     this.pipeline = new Pipeline({
       config: () => this.current,
       cache: () => this.cache,
       log: this.log,
       events: this.events,
       limits: this.limits,
+      shaper: this.shaper,
+      quotas,
       shutdown: this.shutdown.signal,
     });
+    this.sink = observedSink(this.pipeline, this.events);
   }
 
   config(): Config {
     return this.current;
+  }
+
+  /**
+   * The quota service, made on first use: the usage database is opened here (STATEDIR/usage.sqlite);
+   * when it cannot open, quotas count in this process only and the reason is logged.
+   */
+  get quotas(): QuotaService {
+    if (!this.quotaService) {
+      try {
+        this.usage = new UsageStore(this.current.stateDir);
+      } catch (err) {
+        this.log.error('usage database unavailable; quotas count in memory only', {
+          dir: this.current.stateDir,
+          error: err instanceof Error ? err.message : String(err),
+        });
+      }
+      this.quotaService = new QuotaService(this.usage, (err) =>
+        this.log.error('usage commit failed; retrying', { error: err instanceof Error ? err.message : String(err) }),
+      );
+    }
+    return this.quotaService;
+  }
+
+  /** Every QUOTA= with its scope, limit and use this period (the admin's `GET /api/quotas`). */
+  quotaStatus(): QuotaStatus[] {
+    return this.quotas.status(this.current);
+  }
+
+  /** A finished session: its totals for `sockstap report`, and what no relay meter counted for the quotas. */
+  private countUsage(s: Session): void {
+    const quotas = this.quotas;
+    const dst = s.dst ? formatHostPort(s.dst.host, s.dst.port) : null;
+    quotas.recordSession(s.user, dst, s.bytesUp, s.bytesDown, s.endMs || Date.now());
+    const metered = quotas.metered(s);
+    quotas.addUnmetered(this.current, limitSubject(s), s.bytesUp - metered.up, s.bytesDown - metered.down);
   }
 
   get logger(): Logger {
@@ -169,6 +223,9 @@ export class Sockstap {
           sessions: this.sessions,
           totals: this.totals,
           startedAt: this.startedAt,
+          events: this.events,
+          cache: () => this.cache,
+          quotas: () => this.quotas.status(this.current),
           listeners: () => this.addresses(),
           reload: () => this.reloadFromOrigin(),
         });
@@ -200,7 +257,7 @@ export class Sockstap {
     const ctx: DoorContext = {
       listen: spec,
       config: () => this.current,
-      sink: this.pipeline,
+      sink: this.sink,
       log: this.log,
       events: this.events,
     };
@@ -216,6 +273,8 @@ export class Sockstap {
         server.on('error', (err) => this.log.error('listener error', { listen: listenLabel, error: err.message }));
         const a = server.address();
         const bound = a && typeof a === 'object' ? formatHostPort(a.address, a.port) : listenLabel;
+        // TPROXY needs IP_TRANSPARENT on the listener; also says at start what interception works here.
+        if (spec.door === 'transparent') prepareTransparentListener(server, this.log, bound);
         server.on('connection', (socket: Socket) => this.accept(socket, door, ctx, bound));
         this.log.info('listening', { door: spec.door, addr: bound });
         resolve({ spec, key: specKey(spec), server, ctx });
@@ -238,13 +297,15 @@ export class Sockstap {
     const decision = checkSource(config, source);
     if (!decision.allowed) {
       this.totals.refused++;
+      this.events.emit('refused', { time: session.startMs, door: ctx.listen.door, client: session.clientLabel, code: 'EDENIED', by: decision.by });
       this.log.info('source refused', { client: session.clientLabel, listen, by: decision.by });
       socket.destroy();
       return;
     }
-    const broken = this.limits.acquireSource(config.maxima, source);
+    const broken = this.limits.acquireSource(config.maxima, source, listen);
     if (broken) {
       this.totals.refused++;
+      this.events.emit('refused', { time: session.startMs, door: ctx.listen.door, client: session.clientLabel, code: 'ELIMIT', by: `MAXIMA=${broken}` });
       this.log.info('connection limit', { client: session.clientLabel, listen, limit: `MAXIMA=${broken}` });
       socket.destroy();
       return;
@@ -253,7 +314,7 @@ export class Sockstap {
     this.sessions.set(session.id, session);
     this.totals.sessions++;
     socket.once('close', () => {
-      this.limits.releaseSource(source);
+      this.limits.releaseSource(source, listen);
       session.endMs = Date.now();
       // Close the session's other sockets too (an upstream still dialing, a BIND listener).
       session.close();
@@ -354,6 +415,8 @@ export class Sockstap {
       await this.cache?.close();
       // Let the destroyed sessions write their records before the files close (bounded wait).
       for (let i = 0; i < 200 && this.sessions.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
+      this.quotaService?.close();
+      this.usage?.close();
       this.log.info('stopped', { sessions: this.totals.sessions });
       await Promise.all([this.accessLog.close(), this.sessionsLog.close(), this.log.close()]);
     })();
@@ -362,6 +425,31 @@ export class Sockstap {
 }
 
 function noop(): void {}
+
+/**
+ * The pipeline as the doors see it, with one addition: the first success reply of each tunnel
+ * emits 'established', from which the metrics take the relay latency (accept → reply). Once per
+ * tunnel, at handshake time; nothing on the data path.
+ */
+function observedSink(pipeline: Pipeline, events: ProxyEvents): TunnelSink {
+  const observe = (tunnel: Tunnel): Tunnel => {
+    const reply = tunnel.replySuccess;
+    let sent = false;
+    tunnel.replySuccess = (bound) => {
+      if (!sent) {
+        sent = true;
+        events.emit('established', tunnel.session);
+      }
+      reply.call(tunnel, bound);
+    };
+    return tunnel;
+  };
+  return {
+    handle: (tunnel) => pipeline.handle(observe(tunnel)),
+    associateUdp: (tunnel) => pipeline.associateUdp(observe(tunnel)),
+    forwardHttp: (req, res, session) => pipeline.forwardHttp(req, res, session),
+  };
+}
 
 export async function startSockstap(config: Config, options: StartOptions = {}): Promise<Sockstap> {
   const proxy = new Sockstap(config, options);

@@ -1,0 +1,12 @@
+{
+  "targets": [
+    {
+      "target_name": "sockstap_native",
+      "sources": ["native/sockstap_native.c"],
+      "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
+      "conditions": [
+        ["OS!='linux'", { "type": "none", "sources!": ["native/sockstap_native.c"] }]
+      ]
+    }
+  ]
+}

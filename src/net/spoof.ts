@@ -1,0 +1,125 @@
+/**
+ * SPOOF=client: an outgoing TCP connection whose source address is the client's own, so the
+ * server sees the real client (full transparency, as Squid's TPROXY "spoof" mode). Linux only;
+ * needs the native addon and CAP_NET_ADMIN, and the server's replies must be routed back through
+ * this host and delivered to the transparent socket (docs/transparent.md: `-m socket` mark,
+ * `ip rule fwmark`, `ip route local ... table`).
+ *
+ * Node cannot set a socket option between socket() and bind(), and IP_TRANSPARENT has to be set
+ * before bind() for the kernel to accept a non-local address. So the addon makes the socket
+ * (socket + IP_TRANSPARENT + bind(client, port 0)) and Node takes it over: `new net.Socket({ fd })`
+ * opens a libuv TCP handle on it, and `connect()` reuses that handle (libuv connects an fd it was
+ * given instead of making a new one), so the connect is Node's own, with its 'connect'/'error'
+ * events. `manualStart` keeps Node from reading the not-yet-connected socket (a read there would
+ * see a hang-up and end the stream).
+ */
+import { lookup } from 'node:dns/promises';
+import { closeSync } from 'node:fs';
+import net, { type Socket } from 'node:net';
+import type { HostPort } from '../config/types.js';
+import { ProxyError, toProxyError } from '../core/errors.js';
+import { bindTransparent, NativeSocketError } from './original-dst.js';
+
+export interface SpoofOptions {
+  signal?: AbortSignal;
+}
+
+/** An IPv4-mapped IPv6 spelling ("::ffff:10.0.0.2") becomes the IPv4 address. */
+function plainAddress(address: string): string {
+  return address.startsWith('::ffff:') && net.isIPv4(address.slice(7)) ? address.slice(7) : address;
+}
+
+/** The destination's address in the client's family (a spoofed source cannot change family). */
+async function destinationAddress(dst: HostPort, family: 4 | 6): Promise<string> {
+  const host = plainAddress(dst.host.replace(/^\[(.*)\]$/, '$1'));
+  const literal = net.isIP(host);
+  if (literal !== 0) {
+    if (literal !== family) {
+      throw new ProxyError('EATYPNOTSUP', `SPOOF=client: client address is IPv${family} but ${host} is IPv${literal}`);
+    }
+    return host;
+  }
+  try {
+    return (await lookup(host, { family })).address;
+  } catch (err) {
+    const e = toProxyError(err);
+    throw new ProxyError(e.code === 'EUPSTREAM' ? 'ENOTFOUND' : e.code, `SPOOF=client: ${host} has no IPv${family} address`, { cause: err });
+  }
+}
+
+/**
+ * Connect to `dst` with `clientAddress` as the source address (port chosen by the kernel).
+ * Resolves with the connected socket (allowHalfOpen, noDelay, like the direct dialer); rejects
+ * with a ProxyError (EDENIED with the reason when the addon or the privilege is missing).
+ */
+export async function dialSpoofed(dst: HostPort, clientAddress: string, timeoutMs: number, options: SpoofOptions = {}): Promise<Socket> {
+  const source = plainAddress(clientAddress);
+  const family = net.isIP(source);
+  if (family === 0) throw new ProxyError('EATYPNOTSUP', `SPOOF=client: client address ${clientAddress} is not an IP address`);
+  const address = await destinationAddress(dst, family === 6 ? 6 : 4);
+  let fd: number;
+  try {
+    fd = bindTransparent(source);
+  } catch (err) {
+    const e = err instanceof NativeSocketError ? err : new NativeSocketError('ENATIVE', String(err));
+    const why = e.code === 'EPERM' ? 'IP_TRANSPARENT needs CAP_NET_ADMIN' : e.message;
+    throw new ProxyError('EUPSTREAM', `SPOOF=client: cannot bind ${source} as the source: ${why}`, { cause: err });
+  }
+  // `manualStart` is an internal net.Socket option (used by child_process); not in the typings.
+  const socketOptions = { fd, allowHalfOpen: true, manualStart: true } as net.SocketConstructorOpts;
+  let socket: Socket;
+  try {
+    socket = new net.Socket(socketOptions);
+  } catch (err) {
+    closeFd(fd);
+    throw new ProxyError('EUPSTREAM', `SPOOF=client: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+  return new Promise<Socket>((resolve, reject) => {
+    let timer: NodeJS.Timeout | null = null;
+    const cleanup = (): void => {
+      if (timer) clearTimeout(timer);
+      timer = null;
+      socket.off('connect', onConnect);
+      socket.off('error', onError);
+      options.signal?.removeEventListener('abort', onAbort);
+    };
+    const fail = (err: ProxyError): void => {
+      cleanup();
+      socket.on('error', () => {});
+      socket.destroy();
+      reject(err);
+    };
+    const onConnect = (): void => {
+      cleanup();
+      socket.setNoDelay(true);
+      resolve(socket);
+    };
+    const onError = (err: Error): void => {
+      const e = toProxyError(err);
+      fail(new ProxyError(e.code, `connect to ${address}:${dst.port} from ${source} failed: ${err.message}`, { cause: err }));
+    };
+    const onAbort = (): void => fail(new ProxyError('ESHUTDOWN', `dial to ${address}:${dst.port} aborted`));
+    socket.once('connect', onConnect);
+    socket.once('error', onError);
+    if (options.signal) {
+      if (options.signal.aborted) return onAbort();
+      options.signal.addEventListener('abort', onAbort, { once: true });
+    }
+    if (timeoutMs > 0) {
+      timer = setTimeout(
+        () => fail(new ProxyError('ETIMEDOUT', `connect to ${address}:${dst.port} from ${source} timed out after ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+    }
+    socket.connect({ host: address, port: dst.port });
+  });
+}
+
+/** Close a descriptor Node never took over (close(2) through fs works on a socket fd too). */
+function closeFd(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // already closed
+  }
+}
