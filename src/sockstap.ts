@@ -22,6 +22,7 @@ import { AccessLogWriter } from './observe/access-log.js';
 import { ProxyEvents } from './observe/events.js';
 import { FileLogger, type Logger } from './observe/log.js';
 import { SessionsLogWriter } from './observe/sessions-log.js';
+import { XferlogWriter } from './observe/xferlog.js';
 import { checkSource } from './policy/acl.js';
 import { ConnectionLimits } from './policy/limits.js';
 import { QuotaService, type QuotaStatus } from './policy/quota.js';
@@ -88,6 +89,7 @@ export class Sockstap {
   private readonly shutdown = new AbortController();
   private accessLog: AccessLogWriter;
   private sessionsLog: SessionsLogWriter;
+  private xferlog: XferlogWriter;
   private stopping: Promise<void> | null = null;
   private admin: AdminServer | null = null;
   /** The HTTP cache, open when CACHE=do (globally or in a SOCKSTAP rule's params). */
@@ -101,6 +103,8 @@ export class Sockstap {
     this.sessionsLog = new SessionsLogWriter(join(config.logDir, 'sessions.jsonl'));
     this.events.on('access', (r) => this.accessLog.write(r));
     this.events.on('session-end', (s) => this.sessionsLog.write(s));
+    this.xferlog = new XferlogWriter(join(config.logDir, 'xferlog'));
+    this.events.on('xfer', (r) => this.xferlog.write(r));
     this.events.on('session-end', (s) => this.countUsage(s));
     const quotas = this.quotas;
     this.pipeline = new Pipeline({
@@ -369,8 +373,11 @@ export class Sockstap {
     if (next.logDir !== previous.logDir || next.logFormat !== previous.logFormat) {
       const oldAccess = this.accessLog;
       const oldSessions = this.sessionsLog;
+      const oldXferlog = this.xferlog;
       this.accessLog = new AccessLogWriter(join(next.logDir, 'access.log'), next.logFormat);
       this.sessionsLog = new SessionsLogWriter(join(next.logDir, 'sessions.jsonl'));
+      this.xferlog = new XferlogWriter(join(next.logDir, 'xferlog'));
+      void oldXferlog.close();
       void oldAccess.close();
       void oldSessions.close();
       this.log.reopen(join(next.logDir, 'sockstap.log'));
@@ -418,7 +425,7 @@ export class Sockstap {
       this.quotaService?.close();
       this.usage?.close();
       this.log.info('stopped', { sessions: this.totals.sessions });
-      await Promise.all([this.accessLog.close(), this.sessionsLog.close(), this.log.close()]);
+      await Promise.all([this.accessLog.close(), this.sessionsLog.close(), this.xferlog.close(), this.log.close()]);
     })();
     return this.stopping;
   }

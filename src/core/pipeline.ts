@@ -16,12 +16,17 @@ import type { ProxyEvents } from '../observe/events.js';
 import type { Logger } from '../observe/log.js';
 import { checkDestination, destinationAddresses, rulesNeedAddresses } from '../policy/acl.js';
 import type { ConnectionLimits } from '../policy/limits.js';
+import type { QuotaService } from '../policy/quota.js';
+import { portOfListen, relayShape, type BandwidthShaper, type LimitSubject } from '../policy/shaping.js';
+import { claimFtpDataTunnel } from '../taps/ftp/correlate.js';
+import { serveFtpUrl } from '../taps/ftp/url.js';
 import { TAPS } from '../taps/registry.js';
 import { pickTapRule, ruleCaches, SERVER_FIRST_PORTS } from '../taps/rules.js';
 import type { TapContext } from '../taps/tap.js';
 import { absoluteTarget, denyHttp } from '../taps/http/forward.js';
 import { serveHttp } from '../taps/http/cached.js';
 import { PROXY_VIA } from '../taps/http/headers.js';
+import { dialSpoofed } from '../net/spoof.js';
 import { dialRoute } from '../upstream/router.js';
 import { ProxyError, toProxyError } from './errors.js';
 import type { Session } from './session.js';
@@ -37,6 +42,10 @@ export interface PipelineDeps {
   log: Logger;
   events: ProxyEvents;
   limits: ConnectionLimits;
+  /** BANDWIDTH= buckets; absent = no shaping. */
+  shaper?: BandwidthShaper;
+  /** QUOTA= counters and the usage database; absent = no quotas. */
+  quotas?: QuotaService;
   /** Aborted when the proxy stops: pending dials give up. */
   shutdown: AbortSignal;
 }
@@ -54,6 +63,11 @@ export class Pipeline implements TunnelSink {
    */
   dial(dst: HostPort, session: Session): Promise<Socket> {
     const config = this.deps.config();
+    if (session.door === 'transparent' && config.spoof) {
+      // SPOOF=client: the server sees the client's own address (full transparency, TPROXY routing).
+      session.route = 'direct (spoofed)';
+      return dialSpoofed(dst, session.clientAddress, config.timeouts.connect, { signal: this.deps.shutdown });
+    }
     const tapRule = pickTapRule(config, { clientAddress: session.clientAddress, user: session.user, dst });
     return dialRoute(config, dst, session, {
       timeoutMs: config.timeouts.connect,
@@ -78,6 +92,11 @@ export class Pipeline implements TunnelSink {
     if (!decision.allowed) {
       throw new ProxyError('EDENIED', `destination ${dst.host}:${dst.port} refused by ${decision.by}`);
     }
+    const window = session.user !== null ? config.userWindows?.[session.user] : undefined;
+    if (window && !window.contains(new Date())) {
+      throw new ProxyError('EDENIED', `user ${session.user} is outside their time window ${window.source}`);
+    }
+    this.deps.quotas?.check(config, limitSubject(session));
   }
 
   /** MAXIMA=peruser, counted once per session for its lifetime. */
@@ -123,12 +142,17 @@ export class Pipeline implements TunnelSink {
       return;
     }
 
+    // An FTP data connection that a tapped control session announced (PASV/EPSV) or asked for
+    // (PORT/EPRT through BIND): counted and logged as that session's transfer.
+    const ftpData = claimFtpDataTunnel({ clientAddress: session.clientAddress, dst: tunnel.dst, command: tunnel.command });
+
     if (tunnel.command === 'bind') {
       const r = await runBind(tunnel, {
         timeoutMs: config.timeouts.connect,
         idleMs: config.timeouts.idle,
         resolve: destinationAddresses,
       });
+      ftpData?.finished(r);
       session.bytesUp = r.up;
       session.bytesDown = r.down;
       if (session.result === 'ok') session.result = r.result;
@@ -136,6 +160,19 @@ export class Pipeline implements TunnelSink {
     }
     if (tunnel.command === 'udp') {
       await this.runUdp(tunnel);
+      return;
+    }
+    if (ftpData) {
+      session.proto = 'ftp-data';
+      const server = await this.dialForTunnel(tunnel);
+      if (!server) {
+        ftpData.finished({ up: 0, down: 0, result: session.result });
+        return;
+      }
+      tunnel.replySuccess({ address: server.localAddress ?? '0.0.0.0', port: server.localPort ?? 0 });
+      const r = await ftpData.run(tunnel.socket, server, session, config.timeouts.idle);
+      session.bytesUp += r.up;
+      session.bytesDown += r.down;
       return;
     }
 
@@ -183,7 +220,25 @@ export class Pipeline implements TunnelSink {
   }
 
   private async relayCounted(session: Session, client: Socket, server: Socket, config: Config): Promise<void> {
-    const r = await relay(client, server, { idleMs: config.timeouts.idle });
+    // BANDWIDTH=/QUOTA=: a shape only for a connection a limit covers; otherwise the fast relay.
+    let shape = null;
+    let meter = null;
+    if (config.bandwidth.length > 0 || config.quota.length > 0) {
+      const who = limitSubject(session);
+      try {
+        meter = this.deps.quotas?.admit(config, who, session) ?? null;
+      } catch (err) {
+        // Used up between authorize() and here (another connection): the door has replied, so cut.
+        this.refused(session, toProxyError(err), 'relay');
+        client.destroy();
+        server.destroy();
+        return;
+      }
+      shape = relayShape(this.deps.shaper?.shapeFor(config, who) ?? null, meter);
+    }
+    const r = await relay(client, server, shape ? { idleMs: config.timeouts.idle, shape } : { idleMs: config.timeouts.idle });
+    meter?.release();
+    if (r.result === 'EQUOTA') this.deps.log.info('quota used up, connection cut', { session: session.id, user: session.user ?? undefined, up: r.up, down: r.down });
     session.bytesUp += r.up;
     session.bytesDown += r.down;
     if (session.result === 'ok') session.result = r.result;
@@ -297,7 +352,47 @@ export class Pipeline implements TunnelSink {
     if (session.result === 'ok') session.result = r.result;
   }
 
+  /** `GET ftp://host/path` through the HTTP door: sockstap's own FTP client, cached like HTTP. */
+  private fetchFtpUrl(req: IncomingMessage, res: ServerResponse, session: Session): void {
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '');
+    } catch {
+      denyHttp(req, res, session, this.deps.events, 'EPROTO', 'the ftp:// URL is malformed');
+      return;
+    }
+    const dst: HostPort = { host: url.hostname.replace(/^\[|\]$/g, ''), port: url.port ? Number(url.port) : 21 };
+    session.command = 'http';
+    session.dst ??= dst;
+    const config = this.deps.config();
+    Promise.resolve()
+      .then(() => {
+        this.acquireUser(session);
+        return this.authorize(session, ['http', 'ftp'], dst);
+      })
+      .then(
+        () =>
+          serveFtpUrl(req, res, {
+            session,
+            cache: config.cache.enabled ? this.deps.cache() : null,
+            dial: (d) => this.dial(d, session),
+            events: this.deps.events,
+            log: this.deps.log,
+            timeouts: config.timeouts,
+          }),
+        (err: unknown) => {
+          const e = toProxyError(err);
+          this.refused(session, e, 'ftp url');
+          denyHttp(req, res, session, this.deps.events, e.code, e.message);
+        },
+      );
+  }
+
   forwardHttp(req: IncomingMessage, res: ServerResponse, session: Session): void {
+    if (/^ftp:\/\//i.test(req.url ?? '')) {
+      this.fetchFtpUrl(req, res, session);
+      return;
+    }
     // absoluteTarget keeps the path byte for byte (new URL() would normalise it).
     const target = absoluteTarget(req.url ?? '');
     if (!target) {
@@ -340,3 +435,8 @@ export class Pipeline implements TunnelSink {
 }
 
 const userCounted = new WeakSet<Session>();
+
+/** Who a session is for BANDWIDTH=/QUOTA= scopes. */
+export function limitSubject(session: Session): LimitSubject {
+  return { user: session.user, clientAddress: session.clientAddress, doorPort: portOfListen(session.listen) };
+}

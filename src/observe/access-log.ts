@@ -108,7 +108,7 @@ export function formatAccessLine(record: AccessRecord, format: LogFormat): strin
   const client = token(record.clientAddress);
   const code = token(record.resultCode);
   const method = token(record.method);
-  const url = token(withoutUserinfo(record.url));
+  const url = token(withoutPassword(record.url));
   if (format === 'squid') {
     const seconds = Math.floor(record.time / 1000);
     const millis = String(Math.trunc(record.time) % 1000).padStart(3, '0');
@@ -146,7 +146,7 @@ export class AccessLogWriter {
   }
 }
 
-/** `ftp://user:pass@host/` → `ftp://host/`: a URL's user information never reaches a log line. */
-export function withoutUserinfo(url: string): string {
-  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#@]*@/i, '$1');
+/** `ftp://user:pass@host/` → `ftp://user@host/`: a password in a URL never reaches a log line (as Squid logs it). */
+export function withoutPassword(url: string): string {
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/?#@:]*):[^/?#@]*@/i, '$1@');
 }

@@ -144,7 +144,7 @@ describe('AccessLogWriter', () => {
   });
 });
 
-test('a URL with user information is logged without it', () => {
+test('a URL with a password is logged without it', () => {
   const line = formatAccessLine(
     {
       time: 1_700_000_000_000, elapsedMs: 5, clientAddress: '127.0.0.1', resultCode: 'TCP_MISS', status: 200, bytes: 10,
@@ -154,5 +154,5 @@ test('a URL with user information is logged without it', () => {
     'squid',
   );
   assert.ok(!line.includes('s3cret'), line);
-  assert.match(line, / ftp:\/\/files\.example\/pub\/a\.txt /);
+  assert.match(line, / ftp:\/\/alice@files\.example\/pub\/a\.txt /);
 });

@@ -190,7 +190,7 @@ async function serveFile(
           res.end();
           return;
         }
-        await stream(body, res, null, report);
+        await stream(body, res, null, report, size);
         return;
       }
     }
@@ -231,7 +231,12 @@ function httpHead(head: { headers: Record<string, unknown> }): Record<string, st
 }
 
 /** Pipes `src` to the response (and the cache), with back-pressure; resolves with the byte count. */
-function stream(src: Readable, res: ServerResponse, writer: CacheWriter | null, report: Report): Promise<number> {
+/**
+ * Stream `src` to the client (and the cache writer). `expected`, when known, is the body length the
+ * client was promised: a client that closes once it has it (curl does, before our stream has seen
+ * its own end) has not "gone away".
+ */
+function stream(src: Readable, res: ServerResponse, writer: CacheWriter | null, report: Report, expected: number | null = null): Promise<number> {
   return new Promise((resolve, reject) => {
     let n = 0;
     src.on('data', (chunk: Buffer) => {
@@ -252,7 +257,10 @@ function stream(src: Readable, res: ServerResponse, writer: CacheWriter | null, 
       reject(err);
     });
     res.once('close', () => {
-      if (!res.writableFinished) {
+      if (expected !== null && n >= expected) {
+        src.destroy();
+        resolve(n);
+      } else if (!res.writableFinished) {
         writer?.abort();
         src.destroy();
         reject(new Error('client went away'));
