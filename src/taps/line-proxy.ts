@@ -182,8 +182,16 @@ export class LineProxy {
       if (this.mode !== 'lines') return;
       if (side === 'client') this.clientEnded = true;
       else this.serverEnded = true;
-      // Half-close: the other side still gets everything already said, then an end.
-      if (!to.socket.destroyed) to.socket.end();
+      // Half-close: the other side still gets everything already said, then an end. That
+      // includes a last line without its LF, which the reader is still holding.
+      if (!to.socket.destroyed) {
+        const rest = from.reader.buffered > 0 ? from.reader.drain() : null;
+        if (rest) {
+          if (side === 'server') this.toClientRaw(rest);
+          else to.socket.write(rest);
+        }
+        to.socket.end();
+      }
       this.maybeDone();
     };
     const onClose = (): void => {
@@ -275,9 +283,9 @@ export class LineProxy {
     // These bytes were counted as read from the client when they arrived (bytesUp).
     for (const b of fromClient) this.s.socket.write(b);
     for (const b of fromServer) this.toClientRaw(b);
-    const clientGone = this.c.socket.destroyed || this.clientEnded;
-    const serverGone = this.s.socket.destroyed || this.serverEnded;
-    if (clientGone || serverGone) {
+    // A side that only half-closed still has bytes to deliver the other way: the relay forwards
+    // its FIN and keeps the other direction going. Destroying here would drop the writes above.
+    if (this.c.socket.destroyed || this.s.socket.destroyed) {
       this.destroyBoth();
       return;
     }
