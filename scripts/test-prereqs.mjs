@@ -19,6 +19,9 @@ const NEEDED = [
   // transparent interception tests build network namespaces with veth pairs and iptables
   { check: 'command -v ip', pkg: 'iproute2' },
   { check: 'command -v iptables', pkg: 'iptables' },
+  // real upstream proxies for the routing tests
+  { check: 'command -v danted', pkg: 'dante-server' },
+  { check: 'command -v squid', pkg: 'squid' },
   // the dashboard test runs in real headless Chromium
   { check: 'command -v chromium', pkg: 'chromium' },
 ];

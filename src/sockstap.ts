@@ -2,7 +2,7 @@
  * The wiring: listeners, the accept path (checkpoint 1: RELIABLE and MAXIMA), the pipeline and the
  * services (operational log, access.log, sessions.jsonl, admin). start / reload / stop.
  */
-import net, { type Server, type Socket } from 'node:net';
+import net, { type Socket } from 'node:net';
 import { join } from 'node:path';
 import { startAdmin, type AdminServer } from './admin/server.js';
 import { loadConfig } from './config/load.js';
@@ -22,6 +22,7 @@ import { AccessLogWriter } from './observe/access-log.js';
 import { ProxyEvents } from './observe/events.js';
 import { FileLogger, type Logger } from './observe/log.js';
 import { SessionsLogWriter } from './observe/sessions-log.js';
+import { UdpPortmap } from './net/udp-portmap.js';
 import { XferlogWriter } from './observe/xferlog.js';
 import { checkSource } from './policy/acl.js';
 import { ConnectionLimits } from './policy/limits.js';
@@ -53,11 +54,14 @@ export interface ListenerInfo {
   port: number;
 }
 
+/** An open port: a TCP listener with its door, or a UDP port map. */
 interface Listener {
   spec: ListenSpec;
   key: string;
-  server: Server;
-  ctx: DoorContext;
+  /** The address really bound (port 0 resolved). */
+  bound: { host: string; port: number };
+  /** Stop accepting (TCP: live connections stay until they end). */
+  close(): Promise<void>;
 }
 
 export interface StartOptions {
@@ -164,12 +168,7 @@ export class Sockstap {
   }
 
   addresses(): ListenerInfo[] {
-    return this.listeners.map((l) => {
-      const a = l.server.address();
-      const port = a && typeof a === 'object' ? a.port : l.spec.port;
-      const host = a && typeof a === 'object' ? a.address : l.spec.host;
-      return { door: l.spec.door, host, port };
-    });
+    return this.listeners.map((l) => ({ door: l.spec.door, host: l.bound.host, port: l.bound.port }));
   }
 
   /** Open (or keep, or close) the HTTP cache the configuration asks for. */
@@ -209,13 +208,8 @@ export class Sockstap {
   async start(): Promise<void> {
     await this.syncCache(this.current);
     for (const spec of this.current.listen) {
-      const door = DOORS[spec.door];
-      if (!door) {
-        await this.closeListeners();
-        throw new StartError(`-P${formatHostPort(spec.host || '*', spec.port)}/${spec.door}: the ${spec.door} door is not available in this version`);
-      }
       try {
-        this.listeners.push(await this.openListener(spec, door));
+        this.listeners.push(await this.openPort(spec));
       } catch (err) {
         await this.closeListeners();
         throw err;
@@ -256,6 +250,41 @@ export class Sockstap {
     await this.reload(loadConfig([...origin.argv], { cwd: origin.cwd }));
   }
 
+  /** Open one -P port: a door on TCP, or a UDP port map for udprelay. */
+  private openPort(spec: ListenSpec): Promise<Listener> {
+    if (spec.door === 'udprelay') return this.openUdpPortmap(spec);
+    const door = DOORS[spec.door];
+    if (!door) {
+      return Promise.reject(
+        new StartError(`-P${formatHostPort(spec.host || '*', spec.port)}/${spec.door}: the ${spec.door} door is not available in this version`),
+      );
+    }
+    return this.openListener(spec, door);
+  }
+
+  /** udprelay: datagrams to the port go to one fixed destination, one session per client address. */
+  private async openUdpPortmap(spec: ListenSpec): Promise<Listener> {
+    const label = formatHostPort(spec.host || '*', spec.port);
+    if (!spec.target) throw new StartError(`-P${label}/udprelay: no destination (udprelay://HOST:PORT)`);
+    const map = new UdpPortmap({
+      listen: spec,
+      target: spec.target,
+      idleMs: this.current.timeouts.idle,
+      allow: (address) => checkSource(this.current, address).allowed,
+      onSessionEnd: (r) => this.log.info('udp session', { client: r.client, dst: r.dst, up: r.bytesUp, down: r.bytesDown, result: r.result }),
+    });
+    let bound: { address: string; port: number };
+    try {
+      bound = await map.start();
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      const why = e.code === 'EADDRINUSE' ? 'address already in use' : e.message;
+      throw new StartError(`cannot listen on ${label} (udprelay): ${why}`, { cause: err });
+    }
+    this.log.info('listening', { door: 'udprelay', addr: formatHostPort(bound.address, bound.port), to: formatHostPort(spec.target.host, spec.target.port) });
+    return { spec, key: specKey(spec), bound: { host: bound.address, port: bound.port }, close: () => map.close() };
+  }
+
   private openListener(spec: ListenSpec, door: DoorHandler): Promise<Listener> {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
     const ctx: DoorContext = {
@@ -281,7 +310,12 @@ export class Sockstap {
         if (spec.door === 'transparent') prepareTransparentListener(server, this.log, bound);
         server.on('connection', (socket: Socket) => this.accept(socket, door, ctx, bound));
         this.log.info('listening', { door: spec.door, addr: bound });
-        resolve({ spec, key: specKey(spec), server, ctx });
+        resolve({
+          spec,
+          key: specKey(spec),
+          bound: a && typeof a === 'object' ? { host: a.address, port: a.port } : { host: spec.host, port: spec.port },
+          close: () => new Promise<void>((r) => server.close(() => r())),
+        });
       });
     });
   }
@@ -351,19 +385,17 @@ export class Sockstap {
     try {
       for (const [key, spec] of wanted) {
         if (this.listeners.some((l) => l.key === key)) continue;
-        const door = DOORS[spec.door];
-        if (!door) throw new StartError(`the ${spec.door} door is not available in this version`);
-        opened.push(await this.openListener(spec, door));
+        opened.push(await this.openPort(spec));
       }
     } catch (err) {
-      for (const l of opened) l.server.close();
+      for (const l of opened) void l.close();
       throw err;
     }
     const keep: Listener[] = [];
     for (const l of this.listeners) {
       if (wanted.has(l.key)) keep.push(l);
       else {
-        l.server.close();
+        void l.close();
         this.log.info('listener closed', { door: l.spec.door, addr: formatHostPort(l.spec.host || '*', l.spec.port) });
       }
     }
@@ -388,7 +420,7 @@ export class Sockstap {
   private async closeListeners(): Promise<void> {
     const all = this.listeners;
     this.listeners = [];
-    await Promise.all(all.map((l) => new Promise<void>((r) => l.server.close(() => r()))));
+    await Promise.all(all.map((l) => l.close()));
   }
 
   /**

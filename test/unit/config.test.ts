@@ -400,7 +400,8 @@ test('the examples of docs/configuration.md load', () => {
   writeFileSync(join(sub, 'users.htpasswd'), `alice:{SHA}${'qUqP5cyxm6YcTAhz05Hph5gvu9M='}\n`);
   writeFileSync(join(sub, 'sample.yaml'), sample);
   const c = load(['-f', join(sub, 'sample.yaml')]);
-  assert.equal(c.listen.length, 3);
+  // three listen entries, and the portmap's 11 TCP ports (9000-9010) and one UDP port
+  assert.equal(c.listen.length, 3 + 11 + 1);
   assert.equal(c.rules.length, 2);
   assert.ok(c.accounts?.verify('alice', 'test'));
   const block = /```\n(PERMIT=[\s\S]*?)```/.exec(doc)![1]!;

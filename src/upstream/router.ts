@@ -1,0 +1,180 @@
+/**
+ * The router: which chains a connection may take, in the order to try them, and the dial that
+ * walks that list until one connects (DeleGate's CONNECT= order). Candidates, first source that
+ * has any wins:
+ *
+ *   1. the SOCKSTAP rule that picked the tunnel, when its params name PROXY=/SOCKS=;
+ *   2. the first YAML `routes:` rule whose conditions (dst, src, user, sniffed protocol, front
+ *      protocol, time of day) all hold: its `via` list;
+ *   3. PROXY=/SOCKS= parameters whose dstHostList matches, in the order given;
+ *   4. direct.
+ *
+ * `session.route` records the chain taken (`direct`, `socks5://up:1080`,
+ * `http://sq:3128,socks5://b:1080`), never credentials. docs/routing.md is the user's view.
+ */
+import type { Socket } from 'node:net';
+import type { Config, HostPort, RouteRule, TapRule, Upstream } from '../config/types.js';
+import { parseUpstream } from '../config/params.js';
+import { ProxyError, toProxyError } from '../core/errors.js';
+import type { Session } from '../core/session.js';
+import { nameCache } from '../net/dns.js';
+import { dialChain } from './chain.js';
+import { chainLabel, hopFromUpstream, type Chain } from './hop.js';
+import { basicCredentials } from './http-connect.js';
+
+export interface RouteQuery {
+  dst: HostPort;
+  clientAddress: string;
+  user: string | null;
+  /** What the sniffer found, when known (null before sniffing or when nothing matched). */
+  proto: string | null;
+  /** The front protocol: socks5, connect, http, tcprelay, ... */
+  door: string;
+  /** The SOCKSTAP rule that picked the tunnel, if any. */
+  tapRule?: TapRule | null;
+  now?: Date;
+}
+
+export interface RoutePlan {
+  /** Tried in order; an empty chain is direct. */
+  chains: readonly Chain[];
+  /** What chose them: `SOCKSTAP=...`, `routes[1]`, `PROXY=...`, `default`. */
+  by: string;
+}
+
+const DIRECT: RoutePlan = { chains: [[]], by: 'default' };
+
+/** PROXY=/SOCKS= of a SOCKSTAP rule's params, parsed once per rule (validated at load). */
+const ruleUpstreams = new WeakMap<TapRule, readonly Upstream[]>();
+
+function upstreamsOfRule(rule: TapRule): readonly Upstream[] {
+  let list = ruleUpstreams.get(rule);
+  if (!list) {
+    const out: Upstream[] = [];
+    const proxy = rule.params.PROXY;
+    const socks = rule.params.SOCKS;
+    if (proxy) out.push(parseUpstream('http', proxy, `${rule.source} PROXY`));
+    if (socks) out.push(parseUpstream('socks', socks, `${rule.source} SOCKS`));
+    list = out;
+    ruleUpstreams.set(rule, list);
+  }
+  return list;
+}
+
+function matchingUpstreams(list: readonly Upstream[], dst: HostPort): Chain[] {
+  return list.filter((u) => u.dst.matches({ host: dst.host, port: dst.port })).map((u) => [hopFromUpstream(u)]);
+}
+
+/** Whether every condition of a routing rule holds for the query. */
+export function routeMatches(rule: RouteRule, q: RouteQuery): boolean {
+  const user = q.user ?? undefined;
+  if (rule.dst && !rule.dst.matches({ host: q.dst.host, port: q.dst.port, user })) return false;
+  if (rule.src && !rule.src.matches({ host: q.clientAddress, addresses: [q.clientAddress], user })) return false;
+  if (rule.users) {
+    const ok = rule.users.some((u) => (u === '*' ? q.user !== null : u === '-' ? q.user === null : u === q.user));
+    if (!ok) return false;
+  }
+  if (rule.protocols && (q.proto === null || !rule.protocols.includes(q.proto))) return false;
+  if (rule.doors && !rule.doors.includes(q.door)) return false;
+  if (rule.when && !rule.when.contains(q.now ?? new Date())) return false;
+  return true;
+}
+
+/** The candidate chains for a connection, in the order to try them. */
+export function planRoute(config: Config, q: RouteQuery): RoutePlan {
+  if (q.tapRule) {
+    const own = upstreamsOfRule(q.tapRule);
+    if (own.length > 0) {
+      const chains = matchingUpstreams(own, q.dst);
+      if (chains.length > 0) return { chains, by: q.tapRule.source };
+    }
+  }
+  for (const rule of config.routes ?? []) {
+    if (routeMatches(rule, q)) return { chains: rule.via, by: rule.source };
+  }
+  if (config.upstreams.length > 0) {
+    const chains = matchingUpstreams(config.upstreams, q.dst);
+    if (chains.length > 0) return { chains, by: chains.length === 1 ? config.upstreams.find((u) => u.dst.matches(q.dst))!.source : 'PROXY/SOCKS' };
+  }
+  return DIRECT;
+}
+
+/** The query for a session at dial time. */
+export function queryFor(session: Session, dst: HostPort, tapRule?: TapRule | null): RouteQuery {
+  return {
+    dst,
+    clientAddress: session.clientAddress,
+    user: session.user,
+    proto: session.command === 'http' ? 'http' : session.proto !== 'raw' ? session.proto : null,
+    door: session.frontProtocol || session.door,
+    tapRule: tapRule ?? null,
+  };
+}
+
+export interface RouteDialOptions {
+  /** For each chain tried, ms (TIMEOUT=connect). */
+  timeoutMs: number;
+  signal?: AbortSignal;
+  tapRule?: TapRule | null;
+  /** Told about each chain that failed before the next is tried. */
+  onFallback?: (failed: string, err: ProxyError, next: string) => void;
+}
+
+/**
+ * Dial `dst` for `session` along its route, trying each candidate chain in turn. Sets
+ * `session.route` to the chain that connected (or, when all failed, to the last one tried) and
+ * rejects with the last chain's error.
+ */
+export async function dialRoute(config: Config, dst: HostPort, session: Session, options: RouteDialOptions): Promise<Socket> {
+  const plan = planRoute(config, queryFor(session, dst, options.tapRule));
+  const names = nameCache(config.dns);
+  // Built only on failure: an Error captures a stack trace, too dear for every dial.
+  let last: ProxyError | null = null;
+  for (let i = 0; i < plan.chains.length; i++) {
+    const chain = plan.chains[i]!;
+    session.route = chainLabel(chain);
+    try {
+      return await dialChain(chain, dst, { timeoutMs: options.timeoutMs, signal: options.signal, names });
+    } catch (err) {
+      last = toProxyError(err);
+      if (last.code === 'ESHUTDOWN' || options.signal?.aborted) throw last;
+      const next = plan.chains[i + 1];
+      if (next) options.onFallback?.(session.route, last, chainLabel(next));
+    }
+  }
+  throw last ?? new ProxyError('EUPSTREAM', `no route to ${dst.host}:${dst.port}`);
+}
+
+/**
+ * For the HTTP forwarding engine (taps/http/forward.ts): when the first candidate chain of a
+ * request ends in an HTTP proxy, the request should go to that proxy in absolute-form (so an
+ * upstream cache such as Squid can cache it) instead of through a CONNECT tunnel. Returns how:
+ * `dial()` reaches the proxy itself (through the chain's earlier hops), `authorization` is the
+ * Proxy-Authorization value to add, `key` separates pooled connections per proxy and
+ * credentials, `route` is what `session.route` should say. Null: dial the origin as usual.
+ */
+export interface HttpUpstream {
+  route: string;
+  key: string;
+  authorization?: string;
+  dial(): Promise<Socket>;
+}
+
+export function httpUpstreamFor(config: Config, dst: HostPort, session: Session, options: RouteDialOptions): HttpUpstream | null {
+  const plan = planRoute(config, queryFor(session, dst, options.tapRule));
+  const chain = plan.chains[0];
+  const proxy = chain?.[chain.length - 1];
+  if (!chain || !proxy || proxy.kind !== 'http') return null;
+  const before = chain.slice(0, -1);
+  const route = chainLabel(chain);
+  const authorization = basicCredentials(proxy);
+  const out: HttpUpstream = {
+    route,
+    // The user name separates pools of different credentials without putting the password in a key.
+    key: `${route}|${proxy.user ?? ''}`,
+    dial: () =>
+      dialChain(before, { host: proxy.host, port: proxy.port }, { timeoutMs: options.timeoutMs, signal: options.signal, names: nameCache(config.dns) }),
+  };
+  if (authorization) out.authorization = authorization;
+  return out;
+}
