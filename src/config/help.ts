@@ -14,7 +14,8 @@ With no argument it runs: -P127.0.0.1:1080/auto SOCKSTAP=all CACHE=do STATEDIR=.
                            door of -P ports without /DOOR (default auto)
   SOCKSTAP=ProtoList[:[dstHostList][:[srcHostList][:NAME=VALUE ...]]]
                            tunnels to interpret (repeatable); http,tls,ftp,smtp,pop,imap,nntp,
-                           ssh,telnet or all
+                           ssh,telnet or all; params: CACHE EXPIRE PROXY SOCKS MOUNT TIMEOUT
+                           BANDWIDTH QUOTA PERMIT REJECT, and MAXSIZE=SIZE (SMTP message limit, 552)
   CACHE=do|no              HTTP cache (default no)
   CACHEDIR=DIR             cache store (default STATEDIR/cache)
   CACHESIZE=SIZE           bound of the disk cache (default 1g)

@@ -19,7 +19,7 @@ import { ProxyError, toProxyError } from '../core/errors.js';
 import type { Session } from '../core/session.js';
 import { nameCache } from '../net/dns.js';
 import { dialChain } from './chain.js';
-import { chainLabel, hopFromUpstream, type Chain } from './hop.js';
+import { chainLabel, hopFromUpstream, type Chain, type Hop } from './hop.js';
 import { basicCredentials } from './http-connect.js';
 
 export interface RouteQuery {
@@ -165,11 +165,17 @@ export function httpUpstreamFor(config: Config, dst: HostPort, session: Session,
   const chain = plan.chains[0];
   const proxy = chain?.[chain.length - 1];
   if (!chain || !proxy || proxy.kind !== 'http') return null;
+  return absoluteFormRoute(config, chain, proxy, options);
+}
+
+function absoluteFormRoute(config: Config, chain: Chain, proxy: Hop, options: RouteDialOptions): HttpUpstream & HttpRoute {
   const before = chain.slice(0, -1);
   const route = chainLabel(chain);
   const authorization = basicCredentials(proxy);
-  const out: HttpUpstream = {
+  const out: HttpUpstream & HttpRoute = {
     route,
+    form: 'absolute',
+    proxy: { host: proxy.host, port: proxy.port },
     // The user name separates pools of different credentials without putting the password in a key.
     key: `${route}|${proxy.user ?? ''}`,
     dial: () =>
@@ -177,4 +183,71 @@ export function httpUpstreamFor(config: Config, dst: HostPort, session: Session,
   };
   if (authorization) out.authorization = authorization;
   return out;
+}
+
+/**
+ * One route of a plain HTTP request, for the forwarding engine (taps/http/forward.ts):
+ * `absolute` — the chain ends in an HTTP proxy, the request goes to it in absolute-form over a
+ * connection `dial()` makes to the proxy (`proxy` names it, `authorization` is the
+ * Proxy-Authorization to add); `origin` — the chain (direct, SOCKS, or CONNECT through a proxy
+ * that is not its last hop) reaches the origin itself, the request goes in origin-form.
+ */
+export interface HttpRoute {
+  route: string;
+  form: 'absolute' | 'origin';
+  /** Pool key: connections are reused only between requests of the same key (and, origin-form, origin). */
+  key: string;
+  proxy?: HostPort;
+  authorization?: string;
+  dial(): Promise<Socket>;
+}
+
+export interface HttpRouteOptions extends RouteDialOptions {
+  /** The protocol to route for when the session does not know it yet (a tunnel before sniffing). */
+  proto?: string;
+}
+
+/**
+ * The routes of a plain HTTP request to `dst`, in the order to try them, when the first of them
+ * ends in an HTTP proxy; null otherwise (the request takes `dialRoute()` like any connection).
+ * Later routes of the list are what `dialRoute()` would fall back to: each HTTP-proxy route in
+ * absolute-form, every other in origin-form through its chain.
+ */
+export function httpRoutesFor(config: Config, dst: HostPort, session: Session, options: HttpRouteOptions): HttpRoute[] | null {
+  const q = queryFor(session, dst, options.tapRule);
+  if (options.proto !== undefined && q.proto === null) q.proto = options.proto;
+  const plan = planRoute(config, q);
+  const first = plan.chains[0];
+  if (!first || first[first.length - 1]?.kind !== 'http') return null;
+  const names = nameCache(config.dns);
+  return plan.chains.map((chain): HttpRoute => {
+    const last = chain[chain.length - 1];
+    if (last?.kind === 'http') return absoluteFormRoute(config, chain, last, options);
+    const route = chainLabel(chain);
+    return {
+      route,
+      form: 'origin',
+      key: `${route}|${chain.map((h) => h.user ?? '').join(',')}`,
+      dial: () => dialChain(chain, dst, { timeoutMs: options.timeoutMs, signal: options.signal, names }),
+    };
+  });
+}
+
+/** Whether any HTTP proxy is configured at all (PROXY=, a route's hop, a SOCKSTAP rule's PROXY=). */
+const httpProxyConfigured = new WeakMap<Config, boolean>();
+
+/**
+ * A cheap first test for the HTTP request path: false means no request can go to an HTTP upstream
+ * in absolute-form under this configuration, so `httpRoutesFor()` need not be asked.
+ */
+export function mayRouteHttpToProxy(config: Config): boolean {
+  let known = httpProxyConfigured.get(config);
+  if (known === undefined) {
+    known =
+      config.upstreams.some((u) => u.kind === 'http') ||
+      (config.routes ?? []).some((r) => r.via.some((chain) => chain[chain.length - 1]?.kind === 'http')) ||
+      config.taps.some((t) => t.params.PROXY !== undefined);
+    httpProxyConfigured.set(config, known);
+  }
+  return known;
 }
