@@ -18,6 +18,7 @@ import { closeSync } from 'node:fs';
 import net, { type Socket } from 'node:net';
 import type { HostPort } from '../config/types.js';
 import { ProxyError, toProxyError } from '../core/errors.js';
+import { awaitConnect } from './connect.js';
 import { bindTransparent, NativeSocketError } from './original-dst.js';
 
 export interface SpoofOptions {
@@ -74,45 +75,11 @@ export async function dialSpoofed(dst: HostPort, clientAddress: string, timeoutM
     closeFd(fd);
     throw new ProxyError('EUPSTREAM', `SPOOF=client: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
-  return new Promise<Socket>((resolve, reject) => {
-    let timer: NodeJS.Timeout | null = null;
-    const cleanup = (): void => {
-      if (timer) clearTimeout(timer);
-      timer = null;
-      socket.off('connect', onConnect);
-      socket.off('error', onError);
-      options.signal?.removeEventListener('abort', onAbort);
-    };
-    const fail = (err: ProxyError): void => {
-      cleanup();
-      socket.on('error', () => {});
-      socket.destroy();
-      reject(err);
-    };
-    const onConnect = (): void => {
-      cleanup();
-      socket.setNoDelay(true);
-      resolve(socket);
-    };
-    const onError = (err: Error): void => {
-      const e = toProxyError(err);
-      fail(new ProxyError(e.code, `connect to ${address}:${dst.port} from ${source} failed: ${err.message}`, { cause: err }));
-    };
-    const onAbort = (): void => fail(new ProxyError('ESHUTDOWN', `dial to ${address}:${dst.port} aborted`));
-    socket.once('connect', onConnect);
-    socket.once('error', onError);
-    if (options.signal) {
-      if (options.signal.aborted) return onAbort();
-      options.signal.addEventListener('abort', onAbort, { once: true });
-    }
-    if (timeoutMs > 0) {
-      timer = setTimeout(
-        () => fail(new ProxyError('ETIMEDOUT', `connect to ${address}:${dst.port} from ${source} timed out after ${timeoutMs} ms`)),
-        timeoutMs,
-      );
-    }
-    socket.connect({ host: address, port: dst.port });
-  });
+  const connected = await awaitConnect(socket, `connect to ${address}:${dst.port} from ${source}`, { timeoutMs, signal: options.signal }, () =>
+    socket.connect({ host: address, port: dst.port }),
+  );
+  connected.setNoDelay(true);
+  return connected;
 }
 
 /** Close a descriptor Node never took over (close(2) through fs works on a socket fd too). */
