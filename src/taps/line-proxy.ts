@@ -411,3 +411,9 @@ export async function serverFor(ctx: TapContext): Promise<Socket | null> {
     return null;
   }
 }
+
+/** A command line's verb (upper-cased) and the rest after the first space. */
+export function splitCommand(text: string): { verb: string; args: string } {
+  const sp = text.indexOf(' ');
+  return sp < 0 ? { verb: text.toUpperCase(), args: '' } : { verb: text.slice(0, sp).toUpperCase(), args: text.slice(sp + 1) };
+}

@@ -31,6 +31,8 @@ import {
   forwardHttpRequest,
   targetAuthority,
   type BodySink,
+  type ForwardOptions,
+  type ForwardRoute,
   type ForwardTarget,
   type ResponsePlan,
 } from './forward.js';
@@ -57,6 +59,12 @@ export interface ServeOptions {
   via: string;
   timeouts: Timeouts;
   poolKey?: string;
+  /**
+   * The router's routes for a request to `dst` when they start with an HTTP upstream (absolute-form),
+   * else null (the request goes through `dial`). Absent when no HTTP upstream is configured at
+   * all; asked only when a request leaves for the network, so a cache hit costs nothing.
+   */
+  routesFor?(dst: HostPort): readonly ForwardRoute[] | null;
 }
 
 /** RFC 9110 §9.2.1. */
@@ -211,7 +219,7 @@ function serveAllowed(
     onResponseHead?: (response: IncomingMessage) => ResponsePlan | Promise<ResponsePlan>;
     onFinished?: () => void;
   }): void => {
-    forwardHttpRequest(req, res, {
+    const options: ForwardOptions = {
       session: o.session,
       target,
       dial: o.dial,
@@ -226,7 +234,12 @@ function serveAllowed(
       ...(responseEdits ? { responseEdits } : {}),
       ...(extra.onResponseHead ? { onResponseHead: extra.onResponseHead } : {}),
       ...(extra.onFinished ? { onFinished: extra.onFinished } : {}),
-    });
+    };
+    if (o.routesFor) {
+      const routes = o.routesFor({ host: target.host, port: target.port });
+      if (routes) options.routes = routes;
+    }
+    forwardHttpRequest(req, res, options);
   };
 
   const cache = o.cache;

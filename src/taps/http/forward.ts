@@ -8,6 +8,10 @@
  * through a bounded keep-alive pool whose sockets come from the pipeline's dialer, and emits one
  * access record per request. A failure before the response head becomes a readable 502/504 page;
  * after it, the client connection is cut so the client sees the truncation.
+ *
+ * When the router sends a request to an HTTP upstream (`routes`), it goes there in absolute-form
+ * (RFC 9112 §3.2.2) over connections pooled per upstream, with the upstream's
+ * Proxy-Authorization, and a route that cannot be reached gives way to the next (docs/routing.md).
  */
 import http, { type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
@@ -26,6 +30,22 @@ export interface ForwardTarget {
   port: number;
   /** origin-form request target: path and query, "/" at least. */
   path: string;
+}
+
+/**
+ * One route of a request through the router (upstream/router.ts `HttpRoute`): `absolute` — to the
+ * HTTP proxy `proxy` in absolute-form over a connection `dial()` makes to that proxy; `origin` —
+ * `dial()` reaches the origin through another chain and the request goes in origin-form.
+ */
+export interface ForwardRoute {
+  /** What `session.route` says while this route is used. */
+  route: string;
+  form: 'absolute' | 'origin';
+  key: string;
+  proxy?: HostPort;
+  /** Proxy-Authorization for the proxy (never logged). */
+  authorization?: string;
+  dial(): Promise<Socket>;
 }
 
 export interface ForwardOptions {
@@ -58,6 +78,11 @@ export interface ForwardOptions {
   rawHeaders?: readonly string[];
   /** Edits of the response head sent to the client (header rules). */
   responseEdits?: HeaderEdits;
+  /**
+   * Routes to try in order instead of `dial` (the router found an HTTP upstream for this request);
+   * a route whose connection cannot be made gives way to the next, as `dialRoute()` does.
+   */
+  routes?: readonly ForwardRoute[];
   /** How the origin's response is used (the cache decides); default: relayed as TCP_MISS. */
   onResponseHead?(response: IncomingMessage): ResponsePlan | Promise<ResponsePlan>;
   /** Called once when the exchange is over, whatever the outcome (after the access record, if any). */
@@ -100,6 +125,9 @@ interface PoolRoute {
 
 const ROUTE = Symbol('sockstap.forward.route');
 
+/** Errors of making a pool connection (nothing of the request was sent): a next route may be tried. */
+const dialFailures = new WeakSet<Error>();
+
 type RoutedArgs = http.ClientRequestArgs & { [ROUTE]?: PoolRoute };
 
 /**
@@ -121,8 +149,12 @@ class DialingAgent extends http.Agent {
     }
     route.dial({ host, port }).then(
       (socket) => callback(null, socket),
-      // Node's oncreate() only reads the socket argument when err is null.
-      (err: unknown) => callback(err instanceof Error ? err : new Error(String(err)), undefined as never),
+      (err: unknown) => {
+        const e = err instanceof Error ? err : new Error(String(err));
+        dialFailures.add(e);
+        // Node's oncreate() only reads the socket argument when err is null.
+        callback(e, undefined as never);
+      },
     );
     return undefined;
   }
@@ -309,6 +341,22 @@ export function denyHttp(
   });
 }
 
+/**
+ * Request options for one route of the router: absolute-form to an HTTP proxy (RFC 9112 §3.2.2)
+ * over connections pooled per proxy and credentials, whatever the origin; or origin-form through
+ * another chain, pooled per origin, route and `poolKey`.
+ */
+function upstreamArgs(upstream: ForwardRoute, target: ForwardTarget, authority: string, headers: string[], poolKey: string): RoutedArgs {
+  const dial = (): Promise<Socket> => upstream.dial();
+  if (upstream.form === 'origin' || !upstream.proxy) {
+    return { host: target.host, port: target.port, path: target.path, headers, [ROUTE]: { dial, key: `${poolKey}|${upstream.key}` } };
+  }
+  // RFC 9112 §3.2.4: an OPTIONS * travels to a proxy as the bare authority.
+  const path = target.path === '*' ? `http://${authority}` : `http://${authority}${target.path}`;
+  const withAuth = upstream.authorization ? [...headers, 'Proxy-Authorization', upstream.authorization] : headers;
+  return { host: upstream.proxy.host, port: upstream.proxy.port, path, headers: withAuth, [ROUTE]: { dial, key: upstream.key } };
+}
+
 /** Reset errors of a reused keep-alive connection that the origin closed just before our request. */
 const STALE_CONNECTION_ERRORS = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
 
@@ -343,7 +391,9 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
     dial: opts.dial,
     key: opts.poolKey ?? `${session.user ?? ''}@${session.clientAddress}`,
   };
-  const hierarchyCode = opts.hierarchyCode ?? (session.route === 'direct' ? 'HIER_DIRECT' : 'FIRSTUP_PARENT');
+  let hierarchyCode = opts.hierarchyCode ?? (session.route === 'direct' ? 'HIER_DIRECT' : 'FIRSTUP_PARENT');
+  const routes = opts.routes && opts.routes.length > 0 ? opts.routes : null;
+  let attempt = 0;
 
   let recorded = false;
   let finished = false;
@@ -416,18 +466,27 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
   req.once('error', () => proxyReq?.destroy());
 
   const send = (): void => {
+    const upstream = routes?.[attempt];
+    if (upstream) {
+      session.route = upstream.route;
+      hierarchyCode = opts.hierarchyCode ?? (upstream.route === 'direct' ? 'HIER_DIRECT' : 'FIRSTUP_PARENT');
+    }
     let request: ClientRequest;
     try {
-      request = http.request({
-        agent: pool,
-        host: target.host,
-        port: target.port,
-        method,
-        path: target.path,
-        headers,
-        setHost: false,
-        [ROUTE]: route,
-      } as RoutedArgs);
+      request = http.request(
+        upstream
+          ? ({ ...upstreamArgs(upstream, target, authority, headers, route.key), agent: pool, method, setHost: false } as RoutedArgs)
+          : ({
+              agent: pool,
+              host: target.host,
+              port: target.port,
+              method,
+              path: target.path,
+              headers,
+              setHost: false,
+              [ROUTE]: route,
+            } as RoutedArgs),
+      );
     } catch (err) {
       // Node validates method, path and fields before sending anything.
       fail(new ProxyError('EPROTO', `cannot forward this request: ${err instanceof Error ? err.message : String(err)}`));
@@ -443,7 +502,8 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
       // has installed its reader by the time 'socket' is emitted, so nothing is lost by resuming.
       if (s.isPaused()) s.resume();
       const remember = (): void => {
-        peer = s.remoteAddress ?? target.host;
+        // Squid's hierarchy names the parent a request went to (FIRSTUP_PARENT/host).
+        peer = upstream?.proxy?.host ?? s.remoteAddress ?? target.host;
       };
       if (s.remoteAddress) remember();
       else s.once('connect', remember);
@@ -454,6 +514,9 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
     });
     request.once('error', (err: NodeJS.ErrnoException) => {
       if (recorded) return;
+      // The route's connection could not be made, so nothing of the request left: the next
+      // route gets it (dialRoute's fallback, request by request).
+      if (upstream && !proxyRes && dialFailures.has(err) && err.code !== 'ESHUTDOWN' && tryNextRoute(upstream, codeFromSystemError(err), err.message)) return;
       if (
         request.reusedSocket &&
         !retried &&
@@ -470,15 +533,40 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
       }
       fail(err);
     });
-    request.once('response', (response) => onResponse(request, response));
+    request.once('response', (response) => onResponse(request, response, upstream));
     if (bodyKind === 'none') request.end();
+    // Through routes the body waits for a connection, so it is still unread if the next route must take it.
+    else if (upstream) request.once('socket', () => req.pipe(request));
     else req.pipe(request);
   };
 
-  const onResponse = (request: ClientRequest, response: IncomingMessage): void => {
+  /** Sends the request along the next route, if there is one; false when none is left. */
+  const tryNextRoute = (failed: ForwardRoute, code: ProxyErrorCode, reason: string): boolean => {
+    const next = routes?.[attempt + 1];
+    if (!next) return false;
+    log.info('route failed, trying the next', { session: session.id, route: failed.route, code, reason, next: next.route });
+    attempt++;
+    proxyRes = null;
+    peer = '';
+    send();
+    return true;
+  };
+
+  const onResponse = (request: ClientRequest, response: IncomingMessage, upstream: ForwardRoute | undefined): void => {
     proxyRes = response;
     if (res.destroyed) {
       response.destroy();
+      return;
+    }
+    if (upstream?.form === 'absolute' && response.statusCode === 407) {
+      // The upstream refused sockstap's own credentials (or wants some). The client cannot answer
+      // that (its Proxy-Authorization was for sockstap), so, as for CONNECT, this is EUPSTREAMAUTH
+      // and the next route is tried — unless the request body already went to this one.
+      response.resume();
+      const reason = `${upstream.route} refused sockstap's proxy credentials (407)`;
+      if (bodyKind === 'none' && tryNextRoute(upstream, 'EUPSTREAMAUTH', reason)) return;
+      request.destroy();
+      fail(new ProxyError('EUPSTREAMAUTH', reason));
       return;
     }
     if (!opts.onResponseHead) {

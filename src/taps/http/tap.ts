@@ -17,7 +17,7 @@ import type { HostPort } from '../../config/types.js';
 import { toProxyError, replyFor } from '../../core/errors.js';
 import { checkHttpRequest } from '../../policy/http-rules.js';
 import type { Tap, TapContext } from '../tap.js';
-import { absoluteTarget, targetAuthority } from './forward.js';
+import { absoluteTarget, targetAuthority, type ForwardRoute } from './forward.js';
 import { PROXY_VIA } from './headers.js';
 import { serveHttp } from './cached.js';
 
@@ -27,6 +27,14 @@ const MAX_HEADER_BYTES = 64 * 1024;
 const MAX_UPGRADE_HEAD_BYTES = 64 * 1024;
 /** Idle keep-alive time between requests of a tapped connection (bounded by TIMEOUT=idle). */
 const KEEP_ALIVE_MAX_MS = 120_000;
+
+/**
+ * The tap context the pipeline builds for the HTTP tap: with `httpRoutes` when an HTTP upstream
+ * may take the tunnel's requests in absolute-form (ServeOptions.routesFor in cached.ts).
+ */
+export interface HttpTapContext extends TapContext {
+  httpRoutes?: (dst: HostPort) => readonly ForwardRoute[] | null;
+}
 
 interface TapState {
   ctx: TapContext;
@@ -98,6 +106,7 @@ function onRequest(req: IncomingMessage, res: ServerResponse): void {
     return;
   }
   const { ctx } = state;
+  const routesFor = (ctx as HttpTapContext).httpRoutes;
   disarmHeadTimer(state);
   state.inFlight++;
   state.served++;
@@ -120,6 +129,8 @@ function onRequest(req: IncomingMessage, res: ServerResponse): void {
     timeouts: ctx.config.timeouts,
     // Origin connections of a tunnel belong to it (its route, its pre-dialed socket): not shared.
     poolKey: `tap:${ctx.session.id}`,
+    // Through an HTTP upstream, requests go in absolute-form on connections pooled per upstream.
+    ...(routesFor ? { routesFor } : {}),
   });
 }
 

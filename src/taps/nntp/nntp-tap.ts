@@ -10,7 +10,7 @@
  */
 import { join } from 'node:path';
 import { lineText, type LineItem } from '../../net/lines.js';
-import { CommandQueue, LineProxy, pushBounded, serverFor } from '../line-proxy.js';
+import { CommandQueue, LineProxy, pushBounded, serverFor, splitCommand } from '../line-proxy.js';
 import type { Tap } from '../tap.js';
 import { articleStore, isMessageId, MAX_ARTICLE_BYTES } from './article-store.js';
 
@@ -134,9 +134,8 @@ export const nntpTap: Tap = async (ctx) => {
       return;
     }
     const text = lineText(item.bytes);
-    const sp = text.indexOf(' ');
-    const verb = (sp < 0 ? text : text.slice(0, sp)).toUpperCase();
-    const args = sp < 0 ? '' : text.slice(sp + 1).trim();
+    const { verb, args: rest } = splitCommand(text);
+    const args = rest.trim();
     pushBounded(section.commands, nntpRecorded(verb, args));
     if (verb === 'AUTHINFO' && /^USER\s/i.test(args)) section.user = args.slice(5).trim();
     if (verb === 'ARTICLE' && isMessageId(args)) {

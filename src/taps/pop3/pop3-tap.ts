@@ -8,7 +8,7 @@
  * in order through the shared command queue, and the proxy's own -ERR waits its turn there.
  */
 import { lineText, type LineItem } from '../../net/lines.js';
-import { CommandQueue, LineProxy, pushBounded, requestAllowed, serverFor } from '../line-proxy.js';
+import { CommandQueue, LineProxy, pushBounded, requestAllowed, serverFor, splitCommand } from '../line-proxy.js';
 import type { Tap } from '../tap.js';
 
 export interface Pop3Section {
@@ -85,9 +85,7 @@ export const pop3Tap: Tap = async (ctx) => {
       return;
     }
     const text = lineText(item.bytes);
-    const sp = text.indexOf(' ');
-    const verb = (sp < 0 ? text : text.slice(0, sp)).toUpperCase();
-    const args = sp < 0 ? '' : text.slice(sp + 1);
+    const { verb, args } = splitCommand(text);
     pushBounded(section.commands, pop3Recorded(verb, args));
     if (verb === 'USER' || verb === 'APOP') section.user = args.trim().split(/\s+/)[0] ?? null;
     if (verb === 'DELE') {

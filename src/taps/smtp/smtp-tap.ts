@@ -11,7 +11,7 @@
  */
 import { parseSize } from '../../config/units.js';
 import { lineText, type LineItem } from '../../net/lines.js';
-import { CommandQueue, LineProxy, mailboxTarget, pushBounded, requestAllowed, serverFor } from '../line-proxy.js';
+import { CommandQueue, LineProxy, mailboxTarget, pushBounded, requestAllowed, serverFor, splitCommand } from '../line-proxy.js';
 import type { Tap, TapContext } from '../tap.js';
 
 export interface SmtpRecipient {
@@ -143,9 +143,7 @@ export const smtpTap: Tap = async (ctx) => {
 
   const onClientCommand = (item: LineItem): void => {
     const text = lineText(item.bytes);
-    const sp = text.indexOf(' ');
-    const verb = (sp < 0 ? text : text.slice(0, sp)).toUpperCase();
-    const args = sp < 0 ? '' : text.slice(sp + 1);
+    const { verb, args } = splitCommand(text);
     switch (verb) {
       case 'EHLO':
       case 'HELO':
