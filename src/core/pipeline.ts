@@ -22,12 +22,12 @@ import { claimFtpDataTunnel } from '../taps/ftp/correlate.js';
 import { serveFtpUrl } from '../taps/ftp/url.js';
 import { TAPS } from '../taps/registry.js';
 import { pickTapRule, ruleCaches, SERVER_FIRST_PORTS } from '../taps/rules.js';
-import type { TapContext } from '../taps/tap.js';
+import type { HttpTapContext } from '../taps/http/tap.js';
 import { absoluteTarget, denyHttp } from '../taps/http/forward.js';
 import { serveHttp } from '../taps/http/cached.js';
 import { PROXY_VIA } from '../taps/http/headers.js';
 import { dialSpoofed } from '../net/spoof.js';
-import { dialRoute } from '../upstream/router.js';
+import { dialRoute, httpRoutesFor, mayRouteHttpToProxy, type HttpRoute } from '../upstream/router.js';
 import { ProxyError, toProxyError } from './errors.js';
 import type { Session } from './session.js';
 import type { Tunnel } from './tunnel.js';
@@ -76,6 +76,26 @@ export class Pipeline implements TunnelSink {
       onFallback: (failed, err, next) =>
         this.deps.log.info('route failed, trying the next', { session: session.id, route: failed, code: err.code, reason: err.message, next }),
     });
+  }
+
+  /**
+   * For the HTTP request path (serveHttp): the router's routes of a request when they start with an
+   * HTTP upstream, which then gets the request in absolute-form (router.ts httpRoutesFor).
+   * Undefined when no HTTP upstream is configured at all, so a direct request does no routing work.
+   * `proto` routes a tunnel not sniffed yet as the HTTP it may turn out to be.
+   */
+  private httpRoutes(config: Config, session: Session, proto?: string): ((dst: HostPort) => HttpRoute[] | null) | undefined {
+    if (!mayRouteHttpToProxy(config)) return undefined;
+    // SPOOF=client connections leave directly with the client's address (see dial()).
+    if (session.door === 'transparent' && config.spoof) return undefined;
+    return (dst) =>
+      httpRoutesFor(config, dst, session, {
+        timeoutMs: config.timeouts.connect,
+        signal: this.deps.shutdown,
+        // As in dial(): the SOCKSTAP rule for this destination may name its own PROXY=.
+        tapRule: pickTapRule(config, { clientAddress: session.clientAddress, user: session.user, dst }),
+        ...(proto !== undefined ? { proto } : {}),
+      });
   }
 
   /** Checkpoint 2 for a tunnel or request; throws EDENIED/ELIMIT when refused. */
@@ -248,13 +268,19 @@ export class Pipeline implements TunnelSink {
    * A tunnel a SOCKSTAP rule picked. Connect strategy (DESIGN.md): dial first, reply with the real
    * outcome, then sniff both directions; but cache-first for HTTP when the cache is on and the
    * port is not a server-first one: reply at once and sniff the client, so a fresh cached
-   * response is served with no connection to the server at all.
+   * response is served with no connection to the server at all. The same when an HTTP upstream
+   * would take this tunnel's HTTP in absolute-form: a CONNECT through it, dialed first, would go
+   * unused (and Squid refuses CONNECT to port 80 by default).
    */
   private async runTapped(tunnel: Tunnel, rule: TapRule, config: Config): Promise<void> {
     const { session } = tunnel;
     const want = new Set<string>(rule.protocols);
     const cache = ruleCaches(config, rule) ? this.deps.cache() : null;
-    const cacheFirst = want.has('http') && cache !== null && !SERVER_FIRST_PORTS.has(tunnel.dst.port);
+    const httpRoutes = want.has('http') ? this.httpRoutes(config, session, 'http') : undefined;
+    const cacheFirst =
+      want.has('http') &&
+      !SERVER_FIRST_PORTS.has(tunnel.dst.port) &&
+      (cache !== null || (httpRoutes !== undefined && httpRoutes(tunnel.dst) !== null));
     let server: Socket | null = null;
     if (cacheFirst) {
       tunnel.replySuccess({ address: '0.0.0.0', port: 0 });
@@ -285,7 +311,7 @@ export class Pipeline implements TunnelSink {
       }
     }
 
-    const ctx: TapContext = {
+    const ctx: HttpTapContext = {
       session,
       client: tunnel.socket,
       server,
@@ -308,6 +334,7 @@ export class Pipeline implements TunnelSink {
       },
       authorize: (dst) => this.authorize(session, [peek.proto, ...tunnel.tags], dst),
       relay: (c, s) => this.relayCounted(session, c, s, config),
+      ...(httpRoutes ? { httpRoutes } : {}),
     };
     const tap = want.has(peek.proto) ? TAPS[peek.proto] : undefined;
     if (tap) {
@@ -403,6 +430,7 @@ export class Pipeline implements TunnelSink {
     session.command = 'http';
     session.dst ??= dst;
     const config = this.deps.config();
+    const routesFor = this.httpRoutes(config, session);
     Promise.resolve()
       .then(() => {
         this.acquireUser(session);
@@ -424,6 +452,7 @@ export class Pipeline implements TunnelSink {
             log: this.deps.log,
             via: VIA,
             timeouts: config.timeouts,
+            ...(routesFor ? { routesFor } : {}),
           }),
         (err: unknown) => {
           const e = toProxyError(err);
