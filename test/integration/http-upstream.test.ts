@@ -103,6 +103,8 @@ describe('HTTP through Squid in absolute-form', { skip: noSquid ?? false }, () =
     assert.equal(r.code, 0, r.stderr);
     assert.ok(r.stdout.equals(PAGE), 'page differs');
     await waitUntil(() => squid.accessLog().includes(`GET ${url} `), `squid logged no GET ${url}:\n${squid.accessLog()}`);
+    // access.log is written by a buffered writer: wait for the line rather than race it.
+    await waitUntil(() => accessLine(proxy, url).length > 0, `no access.log line for ${url}`);
     const lines = accessLine(proxy, url);
     assert.equal(lines.length, 1, proxy.readLog('access.log'));
     assert.match(lines[0]!, / TCP_MISS\/200 /);
@@ -116,6 +118,8 @@ describe('HTTP through Squid in absolute-form', { skip: noSquid ?? false }, () =
     assert.ok(r.stdout.equals(PAGE), 'page differs');
     await waitUntil(() => squid.accessLog().includes(`GET ${url} `), `squid logged no GET ${url}:\n${squid.accessLog()}`);
     assert.ok(!squid.accessLog().includes('CONNECT'), `squid saw a CONNECT:\n${squid.accessLog()}`);
+    // access.log is written by a buffered writer: wait for the line rather than race it.
+    await waitUntil(() => accessLine(proxy, url).length > 0, `no access.log line for ${url}`);
     const lines = accessLine(proxy, url);
     assert.equal(lines.length, 1, proxy.readLog('access.log'));
     assert.match(lines[0]!, / FIRSTUP_PARENT\/127\.0\.0\.1 /);
@@ -139,6 +143,7 @@ describe('HTTP through Squid in absolute-form', { skip: noSquid ?? false }, () =
       assert.equal((await curl([...args, marker])).code, 0);
       await waitUntil(() => squid.accessLog().includes(`GET ${marker} `), `squid logged no GET ${marker}`);
       assert.equal(count(squid.accessLog(), `GET ${url} `), 1, `the hit reached squid:\n${squid.accessLog()}`);
+      await waitUntil(() => accessLine(cached, url).length >= 2, `fewer than two access.log lines for ${url}`);
       const lines = accessLine(cached, url);
       assert.equal(lines.length, 2, cached.readLog('access.log'));
       assert.match(lines[0]!, / TCP_MISS\/200 .* FIRSTUP_PARENT\/127\.0\.0\.1 /);
@@ -247,6 +252,7 @@ describe('which requests take the HTTP upstream', { skip: noSquid ?? false }, ()
     }
     await waitUntil(() => count(squid.accessLog(), `GET ${through} `) === 2, `squid logged no GET ${through}:\n${squid.accessLog()}`);
     assert.ok(!squid.accessLog().includes('/listed/direct'), `a direct request reached squid:\n${squid.accessLog()}`);
+    await waitUntil(() => accessLine(listed, direct).length > 0 && accessLine(listed, through).length > 0, 'access.log lines');
     for (const line of accessLine(listed, direct)) assert.match(line, / HIER_DIRECT\/127\.0\.0\.1 /);
     for (const line of accessLine(listed, through)) assert.match(line, / FIRSTUP_PARENT\/127\.0\.0\.1 /);
     await listed.stop(2000);
