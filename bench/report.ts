@@ -92,7 +92,7 @@ out.push(
   `|---|${columns.map(() => '---:').join('|')}|`,
 );
 for (const p of proxies) out.push(`| ${p} | ${columns.map((c) => fmt(c.get(p), c.digits)).join(' | ')} |`);
-for (const p of proxies.filter((q) => q === 'sockstap' || q.startsWith('relay'))) {
+for (const p of proxies.filter((q) => q.startsWith('sockstap') || q.startsWith('relay'))) {
   out.push(`| **${p} ÷ best peer** | ${columns.map((c) => ratio(p, c)).join(' | ')} |`);
 }
 const errors = results.filter((r) => typeof r.errors === 'number' && r.errors > 0);

@@ -9,6 +9,7 @@ import { HELP_TEXT } from './config/help.js';
 import { DEFAULT_JOB, loadConfig } from './config/load.js';
 import { ConfigError, type Config } from './config/types.js';
 import { formatHostPort } from './core/session.js';
+import { reportReady, runPrimary, workerIndex } from './cluster.js';
 import { startSockstap, StartError, type Sockstap } from './sockstap.js';
 import { formatReport, parseSince, readReport, ReportError, type ReportFormat } from './report.js';
 
@@ -41,18 +42,28 @@ async function main(argv: string[]): Promise<void> {
     throw err;
   }
 
+  const worker = workerIndex();
+  if (config.workers > 1 && worker === 0) {
+    // The primary of WORKERS=N: the configuration was checked above, before anything listens.
+    process.exit(await runPrimary(config.workers, args));
+  }
+
   let proxy: Sockstap;
   try {
-    proxy = await startSockstap(config, { echo: true });
+    // Only the first worker echoes the operational log; every worker writes the files.
+    proxy = await startSockstap(config, { echo: worker <= 1 });
   } catch (err) {
     if (err instanceof StartError) fail(1, err.message);
     throw err;
   }
-  for (const l of proxy.addresses()) {
-    process.stdout.write(`sockstap: ${l.door} door on ${formatHostPort(l.host, l.port)}\n`);
+  if (worker <= 1) {
+    for (const l of proxy.addresses()) {
+      process.stdout.write(`sockstap: ${l.door} door on ${formatHostPort(l.host, l.port)}\n`);
+    }
+    if (proxy.adminUrl) process.stdout.write(`sockstap: dashboard at ${proxy.adminUrl}\n`);
+    process.stdout.write(`sockstap: logs in ${config.logDir}\n`);
   }
-  if (proxy.adminUrl) process.stdout.write(`sockstap: dashboard at ${proxy.adminUrl}\n`);
-  process.stdout.write(`sockstap: logs in ${config.logDir}\n`);
+  reportReady();
 
   let reloading = false;
   process.on('SIGHUP', () => {

@@ -2,6 +2,7 @@
  * The wiring: listeners, the accept path (checkpoint 1: RELIABLE and MAXIMA), the pipeline and the
  * services (operational log, access.log, sessions.jsonl, admin). start / reload / stop.
  */
+import { setMaxListeners } from 'node:events';
 import net, { type Socket } from 'node:net';
 import { join } from 'node:path';
 import { startAdmin, type AdminServer } from './admin/server.js';
@@ -90,7 +91,7 @@ export class Sockstap {
   private readonly pipeline: Pipeline;
   /** What the doors hand their tunnels to: the pipeline, with the 'established' event on success replies. */
   private readonly sink: TunnelSink;
-  private readonly shutdown = new AbortController();
+  private readonly shutdown = shutdownController();
   private accessLog: AccessLogWriter;
   private sessionsLog: SessionsLogWriter;
   private xferlog: XferlogWriter;
@@ -464,6 +465,13 @@ export class Sockstap {
 }
 
 function noop(): void {}
+
+/** Every pending dial listens on this signal: there may be thousands at once, which is not a leak. */
+function shutdownController(): AbortController {
+  const c = new AbortController();
+  setMaxListeners(0, c.signal);
+  return c;
+}
 
 /**
  * The pipeline as the doors see it, with one addition: the first success reply of each tunnel

@@ -27,13 +27,14 @@ import {
   parseServer,
   parseTapRule,
   parseTimeZone,
+  parseWorkers,
   type ListenEntry,
   parseHttpHeaderRules,
   type ParameterName,
   type Settings,
+  TAP_PROTOCOLS,
 } from './params.js';
 import { parseDuration, parsePort, parseSize } from './units.js';
-import { TAP_PROTOCOLS } from './params.js';
 import { accountsFromMap, loadHtpasswd, parseAuthorizer } from '../policy/accounts.js';
 
 const MAX_FILE_BYTES = 1024 * 1024;
@@ -225,6 +226,7 @@ function settingsFromFile(f: ConfigFile, base: string): Settings {
   if (f.admin !== undefined) s.admin = parseHostPort(f.admin, 'admin');
   if (f.ident !== undefined) s.ident = f.ident;
   if (f.spoof !== undefined) s.spoof = f.spoof === 'client' || f.spoof === true;
+  if (f.workers !== undefined) s.workers = parseWorkers(String(f.workers), 'workers');
   return s;
 }
 

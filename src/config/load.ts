@@ -128,6 +128,7 @@ function finish(s: Settings, cwd: string): Config {
     quota: s.quota ?? [],
     adminAuth: s.adminAuth ?? null,
     spoof: s.spoof ?? false,
+    workers: s.workers ?? 1,
     origin: { argv: [], cwd },
   };
   if (server.target) config.serverTarget = server.target;
@@ -138,7 +139,25 @@ function finish(s: Settings, cwd: string): Config {
   if (s.httpHeaders) config.httpHeaders = s.httpHeaders;
   if (s.userWindows && Object.keys(s.userWindows).length > 0) config.userWindows = s.userWindows;
   if (s.timeZone) applyTimeZone(config, s.timeZone);
+  if (config.workers > 1) checkWorkers(config);
   return config;
+}
+
+/**
+ * Several processes share the listeners, but some state still belongs to one process: the HTTP
+ * cache index and the admin endpoint's live view. Refuse the combination rather than serve a
+ * half-true dashboard or let two processes tidy one cache directory.
+ */
+function checkWorkers(config: Config): void {
+  if (config.cache.enabled || config.taps.some((t) => /^do$/i.test(t.params.CACHE ?? ''))) {
+    throw new ConfigError('WORKERS', 'several workers cannot share the HTTP cache yet; use CACHE=no with WORKERS>1');
+  }
+  if (config.admin) {
+    throw new ConfigError('WORKERS', 'the admin endpoint shows one process; leave ADMIN out with WORKERS>1');
+  }
+  if (config.listen.some((l) => l.port === 0)) {
+    throw new ConfigError('WORKERS', 'workers share fixed ports; port 0 cannot be shared');
+  }
 }
 
 /** TIMEZONE=: every time window that names no zone of its own is read in `zone`. */

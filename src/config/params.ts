@@ -5,6 +5,7 @@
  * The command line and the YAML file both produce `Settings`; load.ts merges them and fills the
  * defaults.
  */
+import { availableParallelism } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import type {
   HeaderEdits,
@@ -76,8 +77,20 @@ export interface Settings {
   admin?: HostPort;
   adminAuth?: Accounts | null;
   spoof?: boolean;
+  workers?: number;
   userWindows?: Record<string, TimeWindow>;
   timeZone?: string;
+}
+
+/** WORKERS=N or auto (one per core): processes sharing the listeners. */
+export function parseWorkers(value: string, label: string): number {
+  const t = value.trim().toLowerCase();
+  if (t === 'auto') return Math.max(1, availableParallelism());
+  if (/^[0-9]+$/.test(t)) {
+    const n = Number(t);
+    if (n >= 1 && n <= 64) return n;
+  }
+  throw new ConfigError(label, `expected a number of processes from 1 to 64, or auto, got ${JSON.stringify(value)}`);
 }
 
 /** TIMEZONE=Europe/Paris: an IANA zone name that this Node knows (`local` = the machine's). */
@@ -143,6 +156,7 @@ export const PARAMETERS = {
   BANDWIDTH: true,
   QUOTA: true,
   TIMEZONE: false,
+  WORKERS: false,
   ADMIN: false,
   ADMINAUTH: false,
 } as const satisfies Record<string, boolean>;
@@ -246,6 +260,9 @@ export function applyParameter(settings: Settings, name: ParameterName, value: s
       return;
     case 'TIMEZONE':
       settings.timeZone = parseTimeZone(value, label);
+      return;
+    case 'WORKERS':
+      settings.workers = parseWorkers(value, label);
       return;
     case 'ADMIN':
       settings.admin = parseHostPort(value, label);

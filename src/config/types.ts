@@ -222,6 +222,8 @@ export interface Config {
   admin?: HostPort;
   adminAuth: Accounts | null;
   spoof: boolean;
+  /** WORKERS=N: processes that share the listeners (Node cluster); 1 = this process alone. */
+  workers: number;
   /** Where this configuration came from, so SIGHUP can build it again. */
   origin: { argv: readonly string[]; file?: string; cwd: string };
 }

@@ -1,0 +1,88 @@
+/**
+ * WORKERS=N: several processes behind the same listeners. The primary checks the configuration
+ * (exit 2 before anything listens), forks the workers, forwards SIGHUP and SIGTERM, and exits 1
+ * when a worker cannot start (a port in use).
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { curl, PAGE, startOrigin, type Origin } from '../helpers/origin.js';
+import { runCli } from '../helpers/process.js';
+
+let dir: string;
+let origin: Origin;
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'sockstap-workers-'));
+  origin = await startOrigin();
+});
+after(async () => {
+  await origin.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** A free fixed port below the ephemeral range (workers share a fixed port; port 0 cannot be shared). */
+async function freeFixedPort(): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const port = 20000 + Math.floor(Math.random() * 10000);
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+    });
+    if (ok) return port;
+  }
+  throw new Error('no free port found');
+}
+
+describe('WORKERS', () => {
+  test('two workers serve, reload on SIGHUP and stop on SIGTERM with status 0', async () => {
+    const port = await freeFixedPort();
+    const p = runCli([`-P127.0.0.1:${port}/socks`, 'WORKERS=2', `STATEDIR=${dir}/two`]);
+    try {
+      const m = await p.waitFor(/2 workers ready \(pids (\d+), (\d+)\)/);
+      assert.notEqual(m[1], m[2]);
+      for (let i = 0; i < 10; i++) {
+        const r = await curl(['--socks5', `127.0.0.1:${port}`, origin.url(`/w${i}`)]);
+        assert.equal(r.code, 0, r.stderr);
+        assert.ok(r.stdout.equals(PAGE));
+      }
+      p.kill('SIGHUP');
+      // Both workers reload (each writes its own line to the shared log).
+      const log = join(dir, 'two', 'log', 'sockstap.log');
+      for (let i = 0; i < 100 && (readFileSync(log, 'utf8').match(/ reloaded /g) ?? []).length < 2; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.equal((readFileSync(log, 'utf8').match(/ reloaded /g) ?? []).length, 2);
+    } finally {
+      p.kill('SIGTERM');
+      assert.equal(await p.exited, 0);
+    }
+    const records = readFileSync(join(dir, 'two', 'log', 'sessions.jsonl'), 'utf8').trim().split('\n');
+    assert.equal(records.length, 10);
+  });
+
+  test('a port in use makes the whole service exit 1', async () => {
+    const blocker = net.createServer();
+    const port = await freeFixedPort();
+    await new Promise<void>((r) => blocker.listen(port, '127.0.0.1', r));
+    try {
+      const p = runCli([`-P127.0.0.1:${port}/socks`, 'WORKERS=2', `STATEDIR=${dir}/busy`]);
+      assert.equal(await p.exited, 1);
+      assert.match(p.output(), /in use/);
+    } finally {
+      blocker.close();
+    }
+  });
+
+  test('state one process must own is refused with exit 2', async () => {
+    const p = runCli(['-P127.0.0.1:1/socks', 'WORKERS=2', 'CACHE=do', `STATEDIR=${dir}/cache`]);
+    assert.equal(await p.exited, 2);
+    assert.match(p.output(), /WORKERS: .*CACHE=no/);
+    const q = runCli(['-P127.0.0.1:1/socks', 'WORKERS=two']);
+    assert.equal(await q.exited, 2);
+    assert.match(q.output(), /WORKERS: expected a number/);
+  });
+});
