@@ -46,7 +46,11 @@ export class LineFile {
   private batch: string[] = [];
   private batchBytes = 0;
   private scheduled = false;
-  constructor(readonly path: string) {}
+  /** `flushMs`: how long a line may wait for others (0 = until the end of this event-loop turn). */
+  constructor(
+    readonly path: string,
+    private readonly flushMs = FLUSH_MS,
+  ) {}
 
   write(line: string): void {
     this.batch.push(line);
@@ -55,7 +59,8 @@ export class LineFile {
     else if (!this.scheduled) {
       this.scheduled = true;
       // unref: a pending flush never keeps the process alive; close() flushes.
-      setTimeout(this.flushSoon, FLUSH_MS).unref();
+      if (this.flushMs > 0) setTimeout(this.flushSoon, this.flushMs).unref();
+      else setImmediate(this.flushSoon);
     }
   }
 
@@ -103,7 +108,8 @@ export class FileLogger implements Logger {
     path: string | null,
     private readonly options: { echo: boolean; level: LogLevel } = { echo: true, level: 'info' },
   ) {
-    this.file = path ? new LineFile(path) : null;
+    // Operational lines are few and people tail them: written at the end of the turn.
+    this.file = path ? new LineFile(path, 0) : null;
   }
 
   private write(level: LogLevel, msg: string, fields?: LogFields): void {
@@ -130,7 +136,7 @@ export class FileLogger implements Logger {
   reopen(path: string): void {
     if (this.file?.path === path) return;
     void this.file?.close();
-    this.file = new LineFile(path);
+    this.file = new LineFile(path, 0);
   }
 
   close(): Promise<void> {

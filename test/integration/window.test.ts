@@ -97,6 +97,10 @@ describe('time windows', () => {
     assert.equal(await connects(port, echoPort, { userId: 'alice', password: 'a' }), false);
     assert.equal(await connects(port, echoPort, { userId: 'bob', password: 'b' }), true);
     assert.equal(await connects(port, echoPort, { userId: 'carol', password: 'c' }), true);
+    // The log is written by a buffered writer: wait for the line (bounded) rather than race it.
+    for (let i = 0; i < 100 && !/outside their time window/.test(proxies.at(-1)!.readLog('sockstap.log')); i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
     assert.match(proxies.at(-1)!.readLog('sockstap.log'), /outside their time window/);
   });
 });
