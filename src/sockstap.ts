@@ -193,8 +193,6 @@ export class Sockstap {
       }
       this.cache = cache;
       this.cacheDir = config.cache.dir;
-      const st = cache.stats();
-      this.log.info('cache', { dir: config.cache.dir, entries: st.entries, bytes: st.bytes, maxBytes: st.maxBytes });
     }
   }
 
