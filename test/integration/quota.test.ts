@@ -94,7 +94,8 @@ function drain(socket: net.Socket): Promise<number> {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function dbTotal(stateDir: string): number {
-  const db = new Database(join(stateDir, 'usage.sqlite'), { readonly: true });
+  // Several processes may open the WAL database at once; this one only reads.
+  const db = new Database(join(stateDir, 'usage.sqlite'), { fileMustExist: true });
   try {
     const r = db.prepare("SELECT SUM(up + down) AS n FROM quota_usage WHERE scope = 'user:alice'").get() as { n: number | null };
     return r.n ?? 0;
