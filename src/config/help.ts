@@ -44,7 +44,7 @@ With no argument it runs: -P127.0.0.1:1080/auto SOCKSTAP=all CACHE=do STATEDIR=.
   IDENT=do|no              check SOCKS4 user ids with the client's identd, RFC 1413 (default no)
   SPOOF=client|no          transparent doors: dial from the client's address (default no)
   WORKERS=N|auto           processes sharing the listeners, for connection rate (default 1;
-                           needs CACHE=no, no ADMIN and fixed ports)
+                           needs CACHE=no, no ADMIN/BANDWIDTH/MAXIMA, fixed ports)
   BANDWIDTH=RATE[/up|/down]:SCOPE
                            rate limit (repeatable); SCOPE conn|all|user:NAME[,NAME]|src:hostList|door:PORT
   QUOTA=SIZE/PERIOD[/up|/down]:SCOPE

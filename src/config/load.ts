@@ -155,6 +155,13 @@ function checkWorkers(config: Config): void {
   if (config.admin) {
     throw new ConfigError('WORKERS', 'the admin endpoint shows one process; leave ADMIN out with WORKERS>1');
   }
+  // Buckets and connection counters live in each process: N workers would allow N times the limit.
+  if (config.bandwidth.length > 0 || config.taps.some((t) => t.params.BANDWIDTH !== undefined)) {
+    throw new ConfigError('WORKERS', 'BANDWIDTH limits are kept per process; use WORKERS=1 with BANDWIDTH');
+  }
+  if (config.maxima.conn > 0 || config.maxima.peruser > 0 || config.maxima.persrc > 0 || (config.maxima.perdoor ?? 0) > 0) {
+    throw new ConfigError('WORKERS', 'MAXIMA counts are kept per process; use WORKERS=1 with MAXIMA');
+  }
   if (config.listen.some((l) => l.port === 0)) {
     throw new ConfigError('WORKERS', 'workers share fixed ports; port 0 cannot be shared');
   }
