@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { CLI, runCli, type CliProcess } from '../helpers/process.js';
+import { socks5UserPass } from '../helpers/socks5-by-hand.js';
 
 const MiB = 1024 * 1024;
 const QUOTA = 5 * MiB;
@@ -39,45 +40,7 @@ function startSized(size: number): Promise<net.Server> {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }
 
-/** RFC 1928 + RFC 1929 by hand, so the test sees the exact reply; resolves with the socket and REP. */
-async function socks5(port: number, user: string, pass: string, dstPort: number): Promise<{ socket: net.Socket; rep: number }> {
-  const socket = net.connect(port, '127.0.0.1');
-  socket.on('error', () => {});
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('error', reject);
-  });
-  let buffered = Buffer.alloc(0);
-  const read = (n: number): Promise<Buffer> =>
-    new Promise((resolve, reject) => {
-      const check = (): void => {
-        if (buffered.length >= n) {
-          socket.off('data', onData);
-          socket.off('close', onClose);
-          const out = buffered.subarray(0, n);
-          buffered = buffered.subarray(n);
-          resolve(out);
-        }
-      };
-      const onData = (d: Buffer): void => {
-        buffered = Buffer.concat([buffered, d]);
-        check();
-      };
-      const onClose = (): void => reject(new Error('closed during the SOCKS5 handshake'));
-      socket.on('data', onData);
-      socket.once('close', onClose);
-      check();
-    });
-  socket.write(Buffer.from([5, 1, 2]));
-  assert.deepEqual([...(await read(2))], [5, 2]);
-  socket.write(Buffer.concat([Buffer.from([1, user.length]), Buffer.from(user), Buffer.from([pass.length]), Buffer.from(pass)]));
-  assert.deepEqual([...(await read(2))], [1, 0]);
-  socket.write(Buffer.from([5, 1, 0, 1, 127, 0, 0, 1, dstPort >> 8, dstPort & 0xff]));
-  const reply = await read(10);
-  socket.pause();
-  if (buffered.length > 0) socket.unshift(buffered);
-  return { socket, rep: reply[1]! };
-}
+const socks5 = socks5UserPass;
 
 /** Read a socket to its end; resolves with the byte count. */
 function drain(socket: net.Socket): Promise<number> {

@@ -10,6 +10,7 @@ import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { relayCounters } from '../../src/net/relay.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
+import { socks5UserPass } from '../helpers/socks5-by-hand.js';
 
 const MiB = 1024 * 1024;
 const WINDOW_MS = 10_000;
@@ -28,45 +29,7 @@ function startEndless(): Promise<net.Server> {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }
 
-/** RFC 1928 + RFC 1929 by hand, so the test sees the exact reply; resolves with the socket and REP. */
-async function socks5(port: number, user: string, pass: string, dstPort: number): Promise<{ socket: net.Socket; rep: number }> {
-  const socket = net.connect(port, '127.0.0.1');
-  socket.on('error', () => {});
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('error', reject);
-  });
-  let buffered = Buffer.alloc(0);
-  const read = (n: number): Promise<Buffer> =>
-    new Promise((resolve, reject) => {
-      const check = (): void => {
-        if (buffered.length >= n) {
-          socket.off('data', onData);
-          socket.off('close', onClose);
-          const out = buffered.subarray(0, n);
-          buffered = buffered.subarray(n);
-          resolve(out);
-        }
-      };
-      const onData = (d: Buffer): void => {
-        buffered = Buffer.concat([buffered, d]);
-        check();
-      };
-      const onClose = (): void => reject(new Error('closed during the SOCKS5 handshake'));
-      socket.on('data', onData);
-      socket.once('close', onClose);
-      check();
-    });
-  socket.write(Buffer.from([5, 1, 2]));
-  assert.deepEqual([...(await read(2))], [5, 2]);
-  socket.write(Buffer.concat([Buffer.from([1, user.length]), Buffer.from(user), Buffer.from([pass.length]), Buffer.from(pass)]));
-  assert.deepEqual([...(await read(2))], [1, 0]);
-  socket.write(Buffer.from([5, 1, 0, 1, 127, 0, 0, 1, dstPort >> 8, dstPort & 0xff]));
-  const reply = await read(10);
-  socket.pause();
-  if (buffered.length > 0) socket.unshift(buffered);
-  return { socket, rep: reply[1]! };
-}
+const socks5 = socks5UserPass;
 
 /** Counts what a socket receives. */
 function counter(socket: net.Socket): { bytes: () => number } {

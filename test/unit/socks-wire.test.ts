@@ -15,6 +15,7 @@ import {
   type Parser,
   type ParseResult,
 } from '../../src/frontdoors/socks-wire.js';
+import { rng as prng } from '../helpers/random.js';
 
 /** Feed `bytes` one at a time: every proper prefix must need more, the whole must parse. */
 function feedByteByByte<T>(parse: Parser<T>, bytes: Buffer): ParseResult<T> {
@@ -37,17 +38,6 @@ function errorCode<T>(r: ParseResult<T>): string {
   return r.status === 'error' ? r.code : '';
 }
 
-/** mulberry32: a small seeded PRNG so the fuzz cases are the same on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const socks4 = (cd: number, port: number, ip: number[], user: string, host?: string): Buffer =>
   Buffer.concat([
