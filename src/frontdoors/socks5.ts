@@ -121,17 +121,18 @@ async function serveSocks5(socket: Socket, session: Session, ctx: DoorContext, r
     return;
   }
 
+  // RFC 1928 §3: the one method we take is user/password when AUTHORIZER is set, else none.
   const accounts = config.accounts;
+  if (!(accounts ? greeting.value.offersUserPass : greeting.value.offersNoAuth)) {
+    reader.release(false);
+    refuseHandshake(socket, session, ctx, SELECT_NONE, {
+      msg: 'socks5 no acceptable method',
+      code: 'EAUTH',
+      reason: accounts ? 'the client does not offer username/password authentication' : 'the client does not offer "no authentication"',
+    });
+    return;
+  }
   if (accounts) {
-    if (!greeting.value.offersUserPass) {
-      reader.release(false);
-      refuseHandshake(socket, session, ctx, SELECT_NONE, {
-        msg: 'socks5 no acceptable method',
-        code: 'EAUTH',
-        reason: 'the client does not offer username/password authentication',
-      });
-      return;
-    }
     socket.write(SELECT_USERPASS);
     const auth = await reader.next(parseUserPassRequest);
     if (auth.status === 'closed') return;
@@ -150,15 +151,6 @@ async function serveSocks5(socket: Socket, session: Session, ctx: DoorContext, r
     session.user = user;
     socket.write(AUTH_OK);
   } else {
-    if (!greeting.value.offersNoAuth) {
-      reader.release(false);
-      refuseHandshake(socket, session, ctx, SELECT_NONE, {
-        msg: 'socks5 no acceptable method',
-        code: 'EAUTH',
-        reason: 'the client does not offer "no authentication"',
-      });
-      return;
-    }
     socket.write(SELECT_NO_AUTH);
   }
 
