@@ -2,10 +2,10 @@
   "targets": [
     {
       "target_name": "sockstap_native",
-      "sources": ["native/sockstap_native.c"],
+      "sources": ["native/sockstap_native.c", "native/splice_relay.c"],
       "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
       "conditions": [
-        ["OS!='linux'", { "type": "none", "sources!": ["native/sockstap_native.c"] }]
+        ["OS!='linux'", { "type": "none", "sources!": ["native/sockstap_native.c", "native/splice_relay.c"] }]
       ]
     }
   ]

@@ -9,6 +9,8 @@
  *                                                          non-blocking, not connected (Node connects it)
  *
  * Errors are thrown as Error objects whose `code` is the errno name ("EPERM", "ENOENT", ...).
+ *
+ * The splice relay (spliceInit, spliceStart, spliceAbort, spliceStats) is in splice_relay.c.
  */
 #define _GNU_SOURCE
 #include <node_api.h>
@@ -204,6 +206,8 @@ static napi_value bind_transparent(napi_env env, napi_callback_info info) {
   return result;
 }
 
+void splice_register(napi_env env, napi_value exports);
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "originalDst", NULL, original_dst, NULL, NULL, NULL, napi_enumerable, NULL },
@@ -211,6 +215,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "bindTransparent", NULL, bind_transparent, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  splice_register(env, exports);
   return exports;
 }
 

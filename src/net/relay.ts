@@ -24,6 +24,7 @@
  */
 import type { Socket } from 'node:net';
 import type { TokenBucket } from './throttle.js';
+import { spliceEnabled, spliceRelay } from './splice.js';
 
 /**
  * Shaping and metering of one direction (BANDWIDTH=, QUOTA=): only a direction that has one goes
@@ -47,10 +48,12 @@ export interface RelayOptions {
   /** Close both sides after this long with no byte in either direction; 0 = never. */
   idleMs: number;
   /**
-   * 'auto' (default): the user-buffer fast path where the socket allows it, pipe() otherwise.
-   * 'pipe': always pipe(), for comparison in tests and the benchmark.
+   * 'auto' (default): the splice thread (net/splice.ts) when it is on and both sockets qualify,
+   * else the user-buffer fast path where the socket allows it, else pipe().
+   * 'splice': the splice thread whether RELAY= turned it off or not (tests), else as 'fast'.
+   * 'fast': the user-buffer fast path, else pipe(). 'pipe': always pipe(), for comparison.
    */
-  mode?: 'auto' | 'pipe';
+  mode?: 'auto' | 'splice' | 'fast' | 'pipe';
   /** Shaping/metering per direction; absent (the usual case) = nothing but the fast relay. */
   shape?: RelayShape;
 }
@@ -85,7 +88,7 @@ function returnBuffer(buf: Buffer): void {
 }
 
 /** How many directions took each path since start (tests, metrics): a silent fallback shows. */
-export const relayCounters = { fast: 0, pipe: 0, metered: 0 };
+export const relayCounters = { splice: 0, fast: 0, pipe: 0, metered: 0 };
 
 /** Free busy buffers in the pool now (tests, metrics). */
 export function relayPoolFree(): number {
@@ -461,6 +464,14 @@ class RelayTunnel {
 }
 
 export function relay(client: Socket, server: Socket, options: RelayOptions): Promise<RelayResult> {
+  const mode = options.mode ?? 'auto';
+  if (!options.shape && (mode === 'splice' || (mode === 'auto' && spliceEnabled()))) {
+    const spliced = spliceRelay(client, server, options.idleMs);
+    if (spliced) {
+      relayCounters.splice++;
+      return spliced;
+    }
+  }
   return new Promise((resolve) => {
     const idleMs = options.idleMs > 0 ? options.idleMs : 0;
     new RelayTunnel(client, server, idleMs, resolve).start(options.mode, options.shape);

@@ -1,0 +1,152 @@
+/**
+ * The splice relay's JavaScript side: hands an untapped, unshaped tunnel's two sockets to the
+ * addon's relay thread (native/splice_relay.c), which moves the bytes with splice(2) so they never
+ * enter JavaScript. relay() (net/relay.ts) tries it first and falls back to its own fast path.
+ *
+ * The hand-over keeps every JavaScript socket object: its reading is stopped and its timers are
+ * cleared, the thread works on duplicates of the descriptors, and when the thread reports the
+ * tunnel's end both sockets are destroyed here, which emits their 'close' as for any relay. A
+ * socket destroyed from outside while the thread holds it (admin close, shutdown, MAXIMA) aborts
+ * the native tunnel.
+ *
+ * A socket qualifies when it is a plain TCP socket (no TLS), connected, with nothing buffered in
+ * JavaScript either way and not ended by us: bytes a door unshifted after a handshake, or a
+ * server's banner already read, send the tunnel to the JavaScript relay, which writes them first.
+ * Private API: `_handle` (the libuv TCP handle: `fd`, `readStop()`, `reading`), as in
+ * net/original-dst.ts and the fast path of net/relay.ts.
+ */
+import type { Socket } from 'node:net';
+import { native } from './original-dst.js';
+
+export interface SpliceResult {
+  up: number;
+  down: number;
+  result: string;
+}
+
+interface SpliceAddon {
+  spliceInit(onDone: (id: number, up: number, down: number, result: string) => void): void;
+  spliceStart(clientFd: number, serverFd: number, idleMs: number): number;
+  spliceAbort(id: number): void;
+  spliceStats(): { tunnels: number; pipes: number; started: number; ended: number };
+}
+
+interface TcpHandle {
+  fd?: number;
+  reading?: boolean;
+  readStop?: () => number;
+  writeQueueSize?: number;
+}
+
+interface Running {
+  client: Socket;
+  server: Socket;
+  resolve: (r: SpliceResult) => void;
+  abort: () => void;
+}
+
+const addon: SpliceAddon | null =
+  native && typeof (native as unknown as Partial<SpliceAddon>).spliceStart === 'function'
+    ? (native as unknown as SpliceAddon)
+    : null;
+
+let enabled = addon !== null;
+let initialised = false;
+const running = new Map<number, Running>();
+
+/** Whether the addon has the splice relay (Linux, built). */
+export function spliceAvailable(): boolean {
+  return addon !== null;
+}
+
+/** RELAY=splice|js: whether relay() may hand tunnels to the splice thread (when available). */
+export function setSpliceEnabled(on: boolean): void {
+  enabled = on && addon !== null;
+}
+
+export function spliceEnabled(): boolean {
+  return enabled;
+}
+
+/** The thread's figures: tunnels it holds, pipes open (pooled or in use), tunnels started/ended. */
+export function spliceStats(): { tunnels: number; pipes: number; started: number; ended: number } {
+  return addon ? addon.spliceStats() : { tunnels: 0, pipes: 0, started: 0, ended: 0 };
+}
+
+function handleOf(s: Socket): TcpHandle | null {
+  return ((s as unknown as { _handle?: TcpHandle | null })._handle ?? null) as TcpHandle | null;
+}
+
+function qualifies(s: Socket): boolean {
+  if (s.destroyed || s.connecting || s.writableEnded) return false;
+  if ((s as { encrypted?: boolean }).encrypted) return false;
+  if (s.readableLength > 0 || s.writableLength > 0) return false;
+  const h = handleOf(s);
+  return (
+    h !== null &&
+    typeof h.fd === 'number' &&
+    h.fd >= 0 &&
+    typeof h.readStop === 'function' &&
+    (h.writeQueueSize ?? 0) === 0
+  );
+}
+
+function noRead(): void {}
+
+/** JavaScript stops reading this socket for good: the thread reads its duplicate. */
+function release(s: Socket): void {
+  const h = handleOf(s)!;
+  s.setTimeout(0);
+  s.pause();
+  // Nothing may start reading again through the stream machinery (a late resume() or read()).
+  (s as unknown as { _read: () => void })._read = noRead;
+  if (h.reading !== false) {
+    h.reading = false;
+    h.readStop!();
+  }
+}
+
+function onDone(id: number, up: number, down: number, result: string): void {
+  const r = running.get(id);
+  if (!r) return;
+  running.delete(id);
+  r.client.off('close', r.abort);
+  r.server.off('close', r.abort);
+  // The thread closed its duplicates; these close the sockets for good. After an error the other
+  // side is reset rather than ended, so a client can tell a cut-off reply from a complete one.
+  if (result === 'ok' || result === 'idle' || result === 'aborted') {
+    r.client.destroy();
+    r.server.destroy();
+  } else {
+    r.client.resetAndDestroy();
+    r.server.resetAndDestroy();
+  }
+  // Like the JavaScript relay, a tunnel ended from outside is not an error of its own.
+  r.resolve({ up, down, result: result === 'aborted' ? 'ok' : result });
+}
+
+/**
+ * Hand the tunnel to the splice thread; null when it does not qualify (the caller relays it in
+ * JavaScript) or the descriptors cannot be duplicated (EMFILE).
+ */
+export function spliceRelay(client: Socket, server: Socket, idleMs: number): Promise<SpliceResult> | null {
+  if (!addon || !qualifies(client) || !qualifies(server)) return null;
+  if (!initialised) {
+    addon.spliceInit(onDone);
+    initialised = true;
+  }
+  let id: number;
+  try {
+    id = addon.spliceStart(handleOf(client)!.fd!, handleOf(server)!.fd!, idleMs > 0 ? idleMs : 0);
+  } catch {
+    return null;
+  }
+  release(client);
+  release(server);
+  return new Promise((resolve) => {
+    const abort = (): void => addon.spliceAbort(id);
+    running.set(id, { client, server, resolve, abort });
+    client.once('close', abort);
+    server.once('close', abort);
+  });
+}
