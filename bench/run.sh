@@ -12,16 +12,18 @@ usage: bench/run.sh [--quick] [--tests LIST] [--proxies LIST] [--bytes N] [--sec
 
   --quick          small sizes: 256 MiB transfers, 3 s rate, 1,000 idle tunnels (about 1 minute)
   --tests LIST     comma-separated: bulk,lat,connlat,rate,idle (default: all)
-  --proxies LIST   comma-separated: direct,sockstap,sockstap-w2,relay,relay-pipe,microsocks,dante
-                   (default: direct,sockstap,sockstap-w2,microsocks,dante; sockstap-w2 is
-                   sockstap with WORKERS=2 (two processes on the same port); "relay"/"relay-pipe" are
-                   bench/socks-relay.ts with the fast relay or with pipe(), for comparison)
+  --proxies LIST   comma-separated: direct,sockstap,sockstap-js,sockstap-w2,relay,relay-pipe,
+                   microsocks,dante (default: direct,sockstap,sockstap-js,sockstap-w2,microsocks,dante;
+                   sockstap relays untapped tunnels with splice(2) on its native thread, sockstap-js
+                   is the same with RELAY=js (the JavaScript relay), sockstap-w2 is sockstap with
+                   WORKERS=2 (two processes on the same port); "relay"/"relay-pipe" are
+                   bench/socks-relay.ts with the splice thread or with pipe(), for comparison)
   --bytes N        bytes per bulk transfer (default 1 GiB = 1073741824)
   --secs S         connection-rate duration (default 10)
   --idle N         idle tunnels (default 10000, capped by RLIMIT_NOFILE: (limit-50)/2)
 
 Ports (below the ephemeral range): BENCH_PORT_BASE (default 22000)+1..+4 target server,
-+80 microsocks, +81 Dante, +90 sockstap, +91 relay, +92 relay-pipe, +93 sockstap-w2.
++80 microsocks, +81 Dante, +90 sockstap, +91 relay, +92 relay-pipe, +93 sockstap-w2, +94 sockstap-js.
 Raw results: bench/results/raw/run-DATE.jsonl; the table is printed and saved next to it.
 EOF
 }
@@ -30,7 +32,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 BASE=${BENCH_PORT_BASE:-22000}
 TESTS=bulk,lat,connlat,rate,idle
-PROXIES=direct,sockstap,sockstap-w2,microsocks,dante
+PROXIES=direct,sockstap,sockstap-js,sockstap-w2,microsocks,dante
 BYTES=1073741824
 SECS=10
 IDLE=10000
@@ -91,7 +93,7 @@ want "$PROXIES" dante && ! has danted && PROXIES=${PROXIES//dante/}
 LOADGEN=$WORK/loadgen
 gcc -O2 -Wall -o "$LOADGEN" "$ROOT/bench/loadgen.c"
 
-if want "$PROXIES" sockstap || want "$PROXIES" sockstap-w2; then
+if want "$PROXIES" sockstap || want "$PROXIES" sockstap-js || want "$PROXIES" sockstap-w2; then
   newest_src=$(find "$ROOT/src" -name '*.ts' -newer "$ROOT/dist/cli.js" 2>/dev/null | head -1 || true)
   if [ ! -f "$ROOT/dist/cli.js" ] || [ -n "$newest_src" ]; then
     echo "bench: building sockstap (npm run build)" >&2
@@ -130,7 +132,7 @@ stop() {
 
 port_of() {
   case $1 in
-    microsocks) echo $((BASE + 80)) ;; dante) echo $((BASE + 81)) ;; sockstap) echo $((BASE + 90)) ;; sockstap-w2) echo $((BASE + 93)) ;;
+    microsocks) echo $((BASE + 80)) ;; dante) echo $((BASE + 81)) ;; sockstap) echo $((BASE + 90)) ;; sockstap-w2) echo $((BASE + 93)) ;; sockstap-js) echo $((BASE + 94)) ;;
     relay) echo $((BASE + 91)) ;; relay-pipe) echo $((BASE + 92)) ;;
   esac
 }
@@ -163,10 +165,13 @@ EOF
     sockstap)
       mkdir -p "$WORK/sockstap"
       start sockstap "$port" node "$ROOT/dist/cli.js" "-P127.0.0.1:$port/socks" "STATEDIR=$WORK/sockstap" ;;
+    sockstap-js)
+      mkdir -p "$WORK/sockstap-js"
+      start sockstap-js "$port" node "$ROOT/dist/cli.js" "-P127.0.0.1:$port/socks" RELAY=js "STATEDIR=$WORK/sockstap-js" ;;
     sockstap-w2)
       mkdir -p "$WORK/sockstap-w2"
       start sockstap-w2 "$port" node "$ROOT/dist/cli.js" "-P127.0.0.1:$port/socks" WORKERS=2 "STATEDIR=$WORK/sockstap-w2" ;;
-    relay) start relay "$port" node --import tsx "$ROOT/bench/socks-relay.ts" "$port" auto ;;
+    relay) start relay "$port" node --import tsx "$ROOT/bench/socks-relay.ts" "$port" splice ;;
     relay-pipe) start relay-pipe "$port" node --import tsx "$ROOT/bench/socks-relay.ts" "$port" pipe ;;
   esac
 }

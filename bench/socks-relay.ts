@@ -1,16 +1,17 @@
 /**
  * A minimal SOCKS5 server (no auth, CONNECT only) around src/net/relay.ts, so the relay can be
- * measured on its own, with the fast path or with pipe(), next to the real proxy.
+ * measured on its own, with the splice thread, the JavaScript fast path or pipe(), next to the
+ * real proxy.
  *
- *   npx tsx bench/socks-relay.ts PORT [auto|pipe]
+ *   npx tsx bench/socks-relay.ts PORT [splice|fast|pipe]
  *
  * Loopback only; prints "ready PORT" on stdout once listening.
  */
 import net, { type Socket } from 'node:net';
-import { relay } from '../src/net/relay.js';
+import { relay, type RelayMode } from '../src/net/relay.js';
 
 const port = Number(process.argv[2] ?? 22091);
-const mode = process.argv[3] === 'pipe' ? 'pipe' : 'auto';
+const mode: RelayMode = process.argv[3] === 'pipe' ? 'pipe' : process.argv[3] === 'fast' ? 'fast' : 'splice';
 /** A handshake that does not finish in this time is closed. */
 const HANDSHAKE_MS = 10_000;
 /** Longest valid greeting + request: 2+255 and 4+1+255+2. */

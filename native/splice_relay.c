@@ -4,7 +4,9 @@
  * JavaScript side; docs/performance.md explains the design).
  *
  *   spliceInit(onDone)                       -> undefined   once; onDone(id, up, down, result)
- *   spliceStart(clientFd, serverFd, idleMs)  -> id          dup()s both fds, the thread relays
+ *   spliceStart(clientFd, serverFd, idleMs, counts)
+ *                                            -> id          dup()s both fds, the thread relays;
+ *                                                           counts (Float64Array(2)) shows up/down live
  *   spliceAbort(id)                          -> undefined   end a tunnel now (result "aborted")
  *   spliceStats()                            -> { tunnels, pipes, started, ended }
  *
@@ -64,6 +66,7 @@ struct tunnel {
   direction dir[2]; /* 0 = up (client -> server), 1 = down */
   int64_t idle_ms;
   int64_t last_ms;
+  double *live; /* JavaScript's Float64Array [up, down], kept alive there until onDone */
   int queued;   /* on the run queue (budget used up) */
   int done;
   tunnel *dnext;  /* graveyard: freed at the end of the loop iteration */
@@ -209,6 +212,7 @@ static int pump(tunnel *t, direction *d) {
       }
       d->inpipe -= (size_t)n;
       d->bytes += (uint64_t)n;
+      if (t->live) t->live[d == &t->dir[0] ? 0 : 1] = (double)d->bytes;
       t->last_ms = now_ms();
       continue;
     }
@@ -431,15 +435,20 @@ static void push_command(command *c) {
 }
 
 static napi_value splice_start(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   int32_t cfd, sfd;
   int64_t idle;
+  napi_typedarray_type ta_type;
+  size_t ta_len = 0;
+  void *ta_data = NULL;
   if (!started_thread) return throw_code(env, "ENATIVE", "spliceStart: spliceInit was not called");
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 ||
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 ||
       napi_get_value_int32(env, argv[0], &cfd) != napi_ok || napi_get_value_int32(env, argv[1], &sfd) != napi_ok ||
-      napi_get_value_int64(env, argv[2], &idle) != napi_ok || cfd < 0 || sfd < 0)
-    return throw_code(env, "EINVAL", "spliceStart: expected (clientFd, serverFd, idleMs)");
+      napi_get_value_int64(env, argv[2], &idle) != napi_ok || cfd < 0 || sfd < 0 ||
+      napi_get_typedarray_info(env, argv[3], &ta_type, &ta_len, &ta_data, NULL, NULL) != napi_ok ||
+      ta_type != napi_float64_array || ta_len < 2)
+    return throw_code(env, "EINVAL", "spliceStart: expected (clientFd, serverFd, idleMs, Float64Array(2))");
   tunnel *t = calloc(1, sizeof *t);
   command *c = malloc(sizeof *c);
   if (!t || !c) {
@@ -458,6 +467,7 @@ static napi_value splice_start(napi_env env, napi_callback_info info) {
   }
   t->id = ++next_id;
   t->idle_ms = idle > 0 ? idle : 0;
+  t->live = ta_data;
   for (int i = 0; i < 2; i++) {
     t->ep[i].t = t;
     t->ep[i].side = i;

@@ -128,6 +128,7 @@ function finish(s: Settings, cwd: string): Config {
     quota: s.quota ?? [],
     adminAuth: s.adminAuth ?? null,
     spoof: s.spoof ?? false,
+    relay: s.relay ?? 'splice',
     workers: s.workers ?? 1,
     origin: { argv: [], cwd },
   };

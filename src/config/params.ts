@@ -25,7 +25,7 @@ import type {
   DnsConfig,
   TimeWindow,
 } from './types.js';
-import { ConfigError } from './types.js';
+import { ConfigError, type RelayKind } from './types.js';
 import { parseHostPort } from './address.js';
 import { parseHostList } from './hostlist.js';
 import { parseBandwidth, parseQuota } from './limits.js';
@@ -77,6 +77,7 @@ export interface Settings {
   admin?: HostPort;
   adminAuth?: Accounts | null;
   spoof?: boolean;
+  relay?: RelayKind;
   workers?: number;
   userWindows?: Record<string, TimeWindow>;
   timeZone?: string;
@@ -153,6 +154,7 @@ export const PARAMETERS = {
   MAXIMA: false,
   IDENT: false,
   SPOOF: false,
+  RELAY: false,
   BANDWIDTH: true,
   QUOTA: true,
   TIMEZONE: false,
@@ -249,6 +251,9 @@ export function applyParameter(settings: Settings, name: ParameterName, value: s
       return;
     case 'SPOOF':
       settings.spoof = parseSpoof(value, label);
+      return;
+    case 'RELAY':
+      settings.relay = parseRelay(value, label);
       return;
     case 'BANDWIDTH':
       parseBandwidth(value, label);
@@ -535,6 +540,13 @@ function parseSpoof(text: string, label: string): boolean {
   if (v === 'client') return true;
   if (v === 'no' || v === 'none') return false;
   throw new ConfigError(label, `expected client or no, got ${JSON.stringify(text)}`);
+}
+
+/** RELAY=splice|js: who moves the bytes of untapped tunnels (net/splice.ts, net/relay.ts). */
+export function parseRelay(text: string, label: string): RelayKind {
+  const v = text.trim().toLowerCase();
+  if (v === 'splice' || v === 'js') return v;
+  throw new ConfigError(label, `expected splice or js, got ${JSON.stringify(text)}`);
 }
 
 /** `AUTHORIZER=-list{...}` / `-htpasswd{FILE}`; `none` turns authentication off (to override a file). */

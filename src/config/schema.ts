@@ -152,6 +152,7 @@ export const configFileSchema = z
     adminauth: accounts.optional(),
     ident: z.boolean().optional(),
     spoof: z.union([z.literal('client'), z.boolean()]).optional(),
+    relay: z.enum(['splice', 'js']).optional().describe('who moves untapped tunnels\' bytes (RELAY=): splice or js'),
     workers: z.union([z.number().int().min(1).max(64), z.literal('auto')]).optional().describe('processes sharing the listeners (WORKERS=)'),
   })
   .describe('sockstap configuration (the structured form of its DeleGate-style parameters)');

@@ -222,11 +222,18 @@ export interface Config {
   admin?: HostPort;
   adminAuth: Accounts | null;
   spoof: boolean;
+  /**
+   * RELAY=: 'splice' hands untapped, unshaped tunnels to the native splice thread when the addon
+   * has it (the default), 'js' keeps every byte in the JavaScript relay.
+   */
+  relay: RelayKind;
   /** WORKERS=N: processes that share the listeners (Node cluster); 1 = this process alone. */
   workers: number;
   /** Where this configuration came from, so SIGHUP can build it again. */
   origin: { argv: readonly string[]; file?: string; cwd: string };
 }
+
+export type RelayKind = 'splice' | 'js';
 
 /** A configuration error: exit status 2, the message names the parameter or YAML path. */
 export class ConfigError extends Error {

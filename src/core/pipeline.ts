@@ -10,7 +10,7 @@ import type { Config, HostPort, TapRule } from '../config/types.js';
 import type { TunnelSink } from '../frontdoors/door.js';
 import { runBind } from '../net/bind.js';
 import { peekTunnel } from '../net/peek.js';
-import { relay } from '../net/relay.js';
+import { relay, type RelayMode } from '../net/relay.js';
 import { runUdpAssociate } from '../net/udp-relay.js';
 import type { ProxyEvents } from '../observe/events.js';
 import type { Logger } from '../observe/log.js';
@@ -170,6 +170,7 @@ export class Pipeline implements TunnelSink {
       const r = await runBind(tunnel, {
         timeoutMs: config.timeouts.connect,
         idleMs: config.timeouts.idle,
+        mode: relayMode(config),
         resolve: destinationAddresses,
       });
       ftpData?.finished(r);
@@ -256,7 +257,8 @@ export class Pipeline implements TunnelSink {
       }
       shape = relayShape(this.deps.shaper?.shapeFor(config, who) ?? null, meter);
     }
-    const r = await relay(client, server, shape ? { idleMs: config.timeouts.idle, shape } : { idleMs: config.timeouts.idle });
+    const mode = relayMode(config);
+    const r = await relay(client, server, shape ? { idleMs: config.timeouts.idle, mode, shape } : { idleMs: config.timeouts.idle, mode });
     meter?.release();
     if (r.result === 'EQUOTA') this.deps.log.info('quota used up, connection cut', { session: session.id, user: session.user ?? undefined, up: r.up, down: r.down });
     session.bytesUp += r.up;
@@ -468,4 +470,9 @@ const userCounted = new WeakSet<Session>();
 /** Who a session is for BANDWIDTH=/QUOTA= scopes. */
 export function limitSubject(session: Session): LimitSubject {
   return { user: session.user, clientAddress: session.clientAddress, doorPort: portOfListen(session.listen) };
+}
+
+/** RELAY=splice|js as relay()'s mode: splice falls back to the JavaScript fast path by itself. */
+function relayMode(config: Config): RelayMode {
+  return config.relay === 'js' ? 'fast' : 'splice';
 }

@@ -13,6 +13,7 @@ import type { Session } from '../core/session.js';
 import type { Tunnel } from '../core/tunnel.js';
 import type { AccessRecord } from '../observe/events.js';
 import type { DoorContext, DoorHandler } from './door.js';
+import { socketBytes } from '../net/splice.js';
 
 /** Largest request head accepted; a larger one gets 431 (RFC 6585 §5) and the connection closes. */
 export const MAX_HEADER_BYTES = 64 * 1024;
@@ -278,7 +279,7 @@ function onConnect(req: IncomingMessage, socket: Socket, head: Buffer): void {
   const finish = (): void => {
     const hierarchy =
       status === 200 && session.dst ? `${session.route === 'direct' ? 'HIER_DIRECT' : 'FIRSTUP_PARENT'}/${session.dst.host}` : 'HIER_NONE/-';
-    emitAccess(state, req, { resultCode, status, bytes: socket.bytesWritten, url, hierarchy, contentType: '-' }, started);
+    emitAccess(state, req, { resultCode, status, bytes: socketBytes(socket).written, url, hierarchy, contentType: '-' }, started);
     endRequest(socket, state);
   };
 

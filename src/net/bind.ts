@@ -8,7 +8,7 @@ import { createServer, isIP, type Server, type Socket } from 'node:net';
 import { ProxyError, toProxyError } from '../core/errors.js';
 import { normalizeAddress } from '../core/session.js';
 import type { BoundAddress, Tunnel } from '../core/tunnel.js';
-import { relay, type RelayResult } from './relay.js';
+import { relay, type RelayMode, type RelayResult } from './relay.js';
 
 export interface BindListener {
   address: BoundAddress;
@@ -99,6 +99,8 @@ export interface BindOptions {
   timeoutMs: number;
   /** Relay idle timeout. */
   idleMs: number;
+  /** Who moves the bytes once the peer is in (RELAY=); default splice. */
+  mode?: RelayMode;
   /** Addresses of a named expected host (SOCKS4a, SOCKS5 DOMAINNAME). */
   resolve(host: string): Promise<string[]>;
 }
@@ -178,5 +180,5 @@ export async function runBind(tunnel: Tunnel, opts: BindOptions): Promise<RelayR
     return { up: 0, down: 0, result: 'client-gone' };
   }
   tunnel.replyBindPeer?.({ address: normalizeAddress(peer.remoteAddress ?? '0.0.0.0'), port: peer.remotePort ?? 0 });
-  return relay(tunnel.socket, peer, { idleMs: opts.idleMs });
+  return relay(tunnel.socket, peer, { idleMs: opts.idleMs, ...(opts.mode ? { mode: opts.mode } : {}) });
 }

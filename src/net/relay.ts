@@ -24,7 +24,7 @@
  */
 import type { Socket } from 'node:net';
 import type { TokenBucket } from './throttle.js';
-import { spliceEnabled, spliceRelay } from './splice.js';
+import { spliceRelay } from './splice.js';
 
 /**
  * Shaping and metering of one direction (BANDWIDTH=, QUOTA=): only a direction that has one goes
@@ -48,15 +48,16 @@ export interface RelayOptions {
   /** Close both sides after this long with no byte in either direction; 0 = never. */
   idleMs: number;
   /**
-   * 'auto' (default): the splice thread (net/splice.ts) when it is on and both sockets qualify,
-   * else the user-buffer fast path where the socket allows it, else pipe().
-   * 'splice': the splice thread whether RELAY= turned it off or not (tests), else as 'fast'.
-   * 'fast': the user-buffer fast path, else pipe(). 'pipe': always pipe(), for comparison.
+   * 'splice' (default): the native splice thread (net/splice.ts) when the addon has it and both
+   * sockets qualify, else as 'fast'. 'fast' (RELAY=js): the user-buffer fast path where the
+   * socket allows it, else pipe(). 'pipe': always pipe(), for comparison in tests and the bench.
    */
-  mode?: 'auto' | 'splice' | 'fast' | 'pipe';
+  mode?: RelayMode;
   /** Shaping/metering per direction; absent (the usual case) = nothing but the fast relay. */
   shape?: RelayShape;
 }
+
+export type RelayMode = 'splice' | 'fast' | 'pipe';
 
 export interface RelayResult {
   /** client → server bytes */
@@ -464,8 +465,8 @@ class RelayTunnel {
 }
 
 export function relay(client: Socket, server: Socket, options: RelayOptions): Promise<RelayResult> {
-  const mode = options.mode ?? 'auto';
-  if (!options.shape && (mode === 'splice' || (mode === 'auto' && spliceEnabled()))) {
+  const mode = options.mode ?? 'splice';
+  if (mode === 'splice' && !options.shape) {
     const spliced = spliceRelay(client, server, options.idleMs);
     if (spliced) {
       relayCounters.splice++;

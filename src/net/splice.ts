@@ -26,7 +26,7 @@ export interface SpliceResult {
 
 interface SpliceAddon {
   spliceInit(onDone: (id: number, up: number, down: number, result: string) => void): void;
-  spliceStart(clientFd: number, serverFd: number, idleMs: number): number;
+  spliceStart(clientFd: number, serverFd: number, idleMs: number, counts: Float64Array): number;
   spliceAbort(id: number): void;
   spliceStats(): { tunnels: number; pipes: number; started: number; ended: number };
 }
@@ -43,29 +43,24 @@ interface Running {
   server: Socket;
   resolve: (r: SpliceResult) => void;
   abort: () => void;
+  /** [up, down] as the thread delivers them; the thread writes here until onDone. */
+  counts: Float64Array;
 }
+
+/** Bytes the thread moved for a socket: [read, written] from that socket's point of view. */
+const spliced = new WeakMap<Socket, { counts: Float64Array; client: boolean }>();
 
 const addon: SpliceAddon | null =
   native && typeof (native as unknown as Partial<SpliceAddon>).spliceStart === 'function'
     ? (native as unknown as SpliceAddon)
     : null;
 
-let enabled = addon !== null;
 let initialised = false;
 const running = new Map<number, Running>();
 
 /** Whether the addon has the splice relay (Linux, built). */
 export function spliceAvailable(): boolean {
   return addon !== null;
-}
-
-/** RELAY=splice|js: whether relay() may hand tunnels to the splice thread (when available). */
-export function setSpliceEnabled(on: boolean): void {
-  enabled = on && addon !== null;
-}
-
-export function spliceEnabled(): boolean {
-  return enabled;
 }
 
 /** The thread's figures: tunnels it holds, pipes open (pooled or in use), tunnels started/ended. */
@@ -110,6 +105,8 @@ function onDone(id: number, up: number, down: number, result: string): void {
   const r = running.get(id);
   if (!r) return;
   running.delete(id);
+  r.counts[0] = up;
+  r.counts[1] = down;
   r.client.off('close', r.abort);
   r.server.off('close', r.abort);
   // The thread closed its duplicates; these close the sockets for good. After an error the other
@@ -136,17 +133,33 @@ export function spliceRelay(client: Socket, server: Socket, idleMs: number): Pro
     initialised = true;
   }
   let id: number;
+  const counts = new Float64Array(2);
   try {
-    id = addon.spliceStart(handleOf(client)!.fd!, handleOf(server)!.fd!, idleMs > 0 ? idleMs : 0);
+    id = addon.spliceStart(handleOf(client)!.fd!, handleOf(server)!.fd!, idleMs > 0 ? idleMs : 0, counts);
   } catch {
     return null;
   }
   release(client);
   release(server);
+  spliced.set(client, { counts, client: true });
+  spliced.set(server, { counts, client: false });
   return new Promise((resolve) => {
     const abort = (): void => addon.spliceAbort(id);
-    running.set(id, { client, server, resolve, abort });
+    running.set(id, { client, server, resolve, abort, counts });
     client.once('close', abort);
     server.once('close', abort);
   });
+}
+
+/**
+ * What crossed a socket, the splice thread's bytes included: Node's own `bytesRead` and
+ * `bytesWritten` stop at the hand-over. Live while the thread relays, final after it.
+ */
+export function socketBytes(s: Socket): { read: number; written: number } {
+  const sp = spliced.get(s);
+  const read = s.bytesRead;
+  const written = s.bytesWritten;
+  if (!sp) return { read, written };
+  const [up, down] = sp.counts as unknown as [number, number];
+  return sp.client ? { read: read + up, written: written + down } : { read: read + down, written: written + up };
 }

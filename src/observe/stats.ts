@@ -11,6 +11,7 @@
 import type { Socket } from 'node:net';
 import { formatHostPort, type Session } from '../core/session.js';
 import type { AccessRecord, ProxyEvents, RefusalRecord } from './events.js';
+import { socketBytes } from '../net/splice.js';
 
 /**
  * Session results that mean "policy said no" rather than "something failed": ACL and
@@ -246,9 +247,10 @@ export class ProxyStats {
   /** What the session has moved so far: its own counts once set, else its client socket's. */
   liveBytes(s: Session): { up: number; down: number } {
     const client = this.tracked.get(s)?.client ?? [...s.sockets][0];
+    const b = client ? socketBytes(client) : { read: 0, written: 0 };
     return {
-      up: Math.max(s.bytesUp, client?.bytesRead ?? 0),
-      down: Math.max(s.bytesDown, client?.bytesWritten ?? 0),
+      up: Math.max(s.bytesUp, b.read),
+      down: Math.max(s.bytesDown, b.written),
     };
   }
 

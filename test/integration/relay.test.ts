@@ -9,7 +9,7 @@ import net, { type AddressInfo, type Server, type Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { nativeUnavailable } from '../../src/net/original-dst.js';
 import { relay, relayCounters, type RelayResult } from '../../src/net/relay.js';
-import { spliceAvailable } from '../../src/net/splice.js';
+import { spliceAvailable, spliceStats } from '../../src/net/splice.js';
 
 type Mode = 'splice' | 'fast' | 'pipe';
 
@@ -337,3 +337,73 @@ for (const mode of ['splice', 'fast', 'pipe'] as const) {
     });
   });
 }
+
+describe('splice thread', { skip: spliceAvailable() ? false : `the native addon has no splice relay (${nativeUnavailable ?? 'old build'})` }, () => {
+  const rigs: Rig[] = [];
+  after(async () => {
+    for (const r of rigs) await r.close();
+  });
+  const rig = async (): Promise<Rig> => {
+    const r = await makeRig('splice');
+    rigs.push(r);
+    return r;
+  };
+
+  test('a socket destroyed from outside (admin close, shutdown) ends the native tunnel', async () => {
+    const r = await rig();
+    const before = spliceStats();
+    const client = await r.connect();
+    const originSock = await r.nextOrigin();
+    const [pClient] = await r.nextProxySockets();
+    const gotUp = drain(originSock);
+    client.write('hello');
+    // The bytes crossed the native tunnel before it is cut.
+    await new Promise<void>((resolve) => originSock.once('data', () => resolve()));
+    pClient.destroy();
+    const result = await r.nextResult();
+    assert.deepEqual(result, { up: 5, down: 0, result: 'ok' });
+    await gotUp;
+    await Promise.all([peerGone(client), peerGone(originSock)]);
+    const after = spliceStats();
+    assert.equal(after.ended - before.ended, 1);
+    assert.equal(after.tunnels, before.tunnels);
+  });
+
+  test('bytes already buffered in JavaScript send the tunnel to the JavaScript relay instead', async () => {
+    const r = await makeRig('splice', 0, (client) => client.unshift(Buffer.from('PRE:')));
+    rigs.push(r);
+    const before = { ...relayCounters };
+    const client = await r.connect();
+    const originSock = await r.nextOrigin();
+    const gotUp = drain(originSock);
+    client.end('x');
+    assert.equal((await gotUp).bytes, 5);
+    originSock.end();
+    assert.deepEqual(await r.nextResult(), { up: 5, down: 0, result: 'ok' });
+    assert.equal(relayCounters.splice - before.splice, 0);
+    assert.equal(relayCounters.fast - before.fast, 2);
+  });
+
+  test('300 short tunnels leave no tunnel behind and at most the pool of pipes', async () => {
+    const r = await rig();
+    const start = spliceStats();
+    for (let i = 0; i < 300; i++) {
+      const client = await r.connect();
+      const originSock = await r.nextOrigin();
+      const payload = randomBytes(1 + ((i * 7919) % 300_000));
+      const gotUp = drain(originSock);
+      const gotDown = drain(client);
+      sendAll(client, payload);
+      const up = await gotUp;
+      assert.equal(up.hash, sha(payload));
+      originSock.end(payload.subarray(0, 100));
+      assert.equal((await gotDown).bytes, Math.min(100, payload.length));
+      assert.deepEqual(await r.nextResult(), { up: payload.length, down: Math.min(100, payload.length), result: 'ok' });
+    }
+    const end = spliceStats();
+    assert.equal(end.started - start.started, 300);
+    assert.equal(end.tunnels, start.tunnels);
+    // Pipes are taken only while bytes are in flight and pooled (64 kept) afterwards.
+    assert.ok(end.pipes <= 64, `${end.pipes} pipes open after the tunnels ended`);
+  });
+});

@@ -20,6 +20,7 @@ import type { Tap, TapContext } from '../tap.js';
 import { absoluteTarget, targetAuthority, type ForwardRoute } from './forward.js';
 import { PROXY_VIA } from './headers.js';
 import { serveHttp } from './cached.js';
+import { socketBytes } from '../../net/splice.js';
 
 /** Largest request head accepted; a larger one gets 431 (RFC 6585 §5), as at the HTTP door. */
 const MAX_HEADER_BYTES = 64 * 1024;
@@ -222,7 +223,7 @@ function onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
     server.resume();
     status = await readStatus(server);
     await ctx.relay(socket, server);
-    record(socket.bytesWritten - writtenBefore);
+    record(socketBytes(socket).written - writtenBefore);
   })();
 }
 
@@ -354,8 +355,10 @@ export const httpTap: Tap = (ctx: TapContext): Promise<void> => {
         // Origin connections of this tunnel end with it (pooled idle ones included).
         state.firstServer?.destroy();
         for (const s of state.dialed) s.destroy();
-        session.bytesUp = client.bytesRead - readBase;
-        session.bytesDown = client.bytesWritten - writtenBase;
+        // socketBytes: an Upgrade/CONNECT relayed by the splice thread is not in Node's counters.
+        const moved = socketBytes(client);
+        session.bytesUp = moved.read - readBase;
+        session.bytesDown = moved.written - writtenBase;
         resolve();
       });
     });
