@@ -10,10 +10,9 @@
  *   spliceAbort(id)                          -> undefined   end a tunnel now (result "aborted")
  *   spliceStats()                            -> { tunnels, pipes, started, ended }
  *
- * Ownership: JavaScript keeps its own descriptors (libuv's handles, reading stopped) and closes
- * them after onDone; the thread owns the duplicates and closes them when the tunnel ends. A
- * socket is only really closed when both are gone, so the hand-over needs no fd juggling inside
- * libuv.
+ * Ownership: spliceStart duplicates both descriptors; JavaScript then closes its own (libuv's
+ * handles), so the thread holds the only ones and closes them when the tunnel ends (after an
+ * error with SO_LINGER 0, so the peers see a reset rather than a clean end).
  *
  * Per direction: read from the source socket into an empty pipe (at most PIPE_SIZE bytes), then
  * splice the pipe to the destination until it is empty; only then read again. So a direction
@@ -173,8 +172,13 @@ static void finish(tunnel *t, const char *result) {
   if (t->done) return;
   t->done = 1;
   if (!t->result) t->result = result;
+  int clean = strcmp(t->result, "ok") == 0 || strcmp(t->result, "idle") == 0 || strcmp(t->result, "aborted") == 0;
   for (int i = 0; i < 2; i++) {
     epoll_ctl(epfd, EPOLL_CTL_DEL, t->fd[i], NULL);
+    if (!clean) {
+      struct linger lg = { 1, 0 };
+      setsockopt(t->fd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
     close(t->fd[i]);
     pipe_put(&t->dir[i]);
   }

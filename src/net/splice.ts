@@ -3,11 +3,13 @@
  * addon's relay thread (native/splice_relay.c), which moves the bytes with splice(2) so they never
  * enter JavaScript. relay() (net/relay.ts) tries it first and falls back to its own fast path.
  *
- * The hand-over keeps every JavaScript socket object: its reading is stopped and its timers are
- * cleared, the thread works on duplicates of the descriptors, and when the thread reports the
- * tunnel's end both sockets are destroyed here, which emits their 'close' as for any relay. A
- * socket destroyed from outside while the thread holds it (admin close, shutdown, MAXIMA) aborts
- * the native tunnel.
+ * The hand-over keeps every JavaScript socket object but closes its libuv handle: the thread works
+ * on duplicates of the descriptors (F_DUPFD_CLOEXEC), so a tunnel holds two descriptors, as in
+ * the JavaScript relay, and libuv never polls a socket the thread owns. The socket objects stay
+ * open to the rest of the proxy (no 'close' yet: the session, MAXIMA and the dashboard go on as
+ * for any tunnel); when the thread reports the tunnel's end both are destroyed here, which emits
+ * their 'close'. A socket destroyed from outside meanwhile (admin close, shutdown) aborts the
+ * native tunnel.
  *
  * A socket qualifies when it is a plain TCP socket (no TLS), connected, with nothing buffered in
  * JavaScript either way and not ended by us: bytes a door unshifted after a handshake, or a
@@ -48,7 +50,7 @@ interface Running {
 }
 
 /** Bytes the thread moved for a socket: [read, written] from that socket's point of view. */
-const spliced = new WeakMap<Socket, { counts: Float64Array; client: boolean }>();
+const spliced = new WeakMap<Socket, { counts: Float64Array; client: boolean; read: number; written: number }>();
 
 const addon: SpliceAddon | null =
   native && typeof (native as unknown as Partial<SpliceAddon>).spliceStart === 'function'
@@ -88,17 +90,20 @@ function qualifies(s: Socket): boolean {
 
 function noRead(): void {}
 
-/** JavaScript stops reading this socket for good: the thread reads its duplicate. */
-function release(s: Socket): void {
-  const h = handleOf(s)!;
+/**
+ * libuv lets go of this socket: its handle is closed (the thread holds a duplicate of the fd) and
+ * detached, so the Socket object stays open without a descriptor until destroy() (Node's destroy
+ * of a handle-less socket just emits 'close').
+ */
+function release(s: Socket, counts: Float64Array, client: boolean): void {
+  spliced.set(s, { counts, client, read: s.bytesRead, written: s.bytesWritten });
   s.setTimeout(0);
   s.pause();
   // Nothing may start reading again through the stream machinery (a late resume() or read()).
   (s as unknown as { _read: () => void })._read = noRead;
-  if (h.reading !== false) {
-    h.reading = false;
-    h.readStop!();
-  }
+  const h = handleOf(s) as (TcpHandle & { close(): void }) | null;
+  (s as unknown as { _handle: unknown })._handle = null;
+  h?.close();
 }
 
 function onDone(id: number, up: number, down: number, result: string): void {
@@ -109,15 +114,10 @@ function onDone(id: number, up: number, down: number, result: string): void {
   r.counts[1] = down;
   r.client.off('close', r.abort);
   r.server.off('close', r.abort);
-  // The thread closed its duplicates; these close the sockets for good. After an error the other
-  // side is reset rather than ended, so a client can tell a cut-off reply from a complete one.
-  if (result === 'ok' || result === 'idle' || result === 'aborted') {
-    r.client.destroy();
-    r.server.destroy();
-  } else {
-    r.client.resetAndDestroy();
-    r.server.resetAndDestroy();
-  }
+  // The thread closed the last descriptors (after an error with SO_LINGER 0: a reset rather than
+  // a FIN, so a client can tell a cut-off reply from a complete one); this emits the sockets' 'close'.
+  r.client.destroy();
+  r.server.destroy();
   // Like the JavaScript relay, a tunnel ended from outside is not an error of its own.
   r.resolve({ up, down, result: result === 'aborted' ? 'ok' : result });
 }
@@ -139,10 +139,8 @@ export function spliceRelay(client: Socket, server: Socket, idleMs: number): Pro
   } catch {
     return null;
   }
-  release(client);
-  release(server);
-  spliced.set(client, { counts, client: true });
-  spliced.set(server, { counts, client: false });
+  release(client, counts, true);
+  release(server, counts, false);
   return new Promise((resolve) => {
     const abort = (): void => addon.spliceAbort(id);
     running.set(id, { client, server, resolve, abort, counts });
@@ -157,9 +155,8 @@ export function spliceRelay(client: Socket, server: Socket, idleMs: number): Pro
  */
 export function socketBytes(s: Socket): { read: number; written: number } {
   const sp = spliced.get(s);
-  const read = s.bytesRead;
-  const written = s.bytesWritten;
-  if (!sp) return { read, written };
+  if (!sp) return { read: s.bytesRead, written: s.bytesWritten };
+  // Node's counters went with the handle: what it had counted before the hand-over, plus the thread's.
   const [up, down] = sp.counts as unknown as [number, number];
-  return sp.client ? { read: read + up, written: written + down } : { read: read + down, written: written + up };
+  return sp.client ? { read: sp.read + up, written: sp.written + down } : { read: sp.read + down, written: sp.written + up };
 }
