@@ -14,7 +14,7 @@
  * A socket qualifies when it is a plain TCP socket (no TLS), connected, with nothing buffered in
  * JavaScript either way and not ended by us: bytes a door unshifted after a handshake, or a
  * server's banner already read, send the tunnel to the JavaScript relay, which writes them first.
- * Private API: `_handle` (the libuv TCP handle: `fd`, `readStop()`, `reading`), as in
+ * Private API: `_handle` (the libuv TCP handle: `fd`, `writeQueueSize`, `close()`), as in
  * net/original-dst.ts and the fast path of net/relay.ts.
  */
 import type { Socket } from 'node:net';
@@ -35,9 +35,8 @@ interface SpliceAddon {
 
 interface TcpHandle {
   fd?: number;
-  reading?: boolean;
-  readStop?: () => number;
   writeQueueSize?: number;
+  close?: () => void;
 }
 
 interface Running {
@@ -83,7 +82,7 @@ function qualifies(s: Socket): boolean {
     h !== null &&
     typeof h.fd === 'number' &&
     h.fd >= 0 &&
-    typeof h.readStop === 'function' &&
+    typeof h.close === 'function' &&
     (h.writeQueueSize ?? 0) === 0
   );
 }
@@ -101,9 +100,9 @@ function release(s: Socket, counts: Float64Array, client: boolean): void {
   s.pause();
   // Nothing may start reading again through the stream machinery (a late resume() or read()).
   (s as unknown as { _read: () => void })._read = noRead;
-  const h = handleOf(s) as (TcpHandle & { close(): void }) | null;
+  const h = handleOf(s);
   (s as unknown as { _handle: unknown })._handle = null;
-  h?.close();
+  h?.close?.();
 }
 
 function onDone(id: number, up: number, down: number, result: string): void {

@@ -140,9 +140,11 @@ const peerGone = (s: Socket): Promise<void> =>
 
 const closed = (s: Socket): Promise<void> => (s.closed ? Promise.resolve() : new Promise((r) => s.once('close', () => r())));
 
+/** The splice thread is in the native addon (Linux, built by npm ci): without it, say why and skip. */
+const noSplice = spliceAvailable() ? false : `the native addon has no splice relay (${nativeUnavailable ?? 'old build'})`;
+
 for (const mode of ['splice', 'fast', 'pipe'] as const) {
-  // The splice thread is in the native addon (Linux, built by npm ci): without it, say so and skip.
-  const skip = mode === 'splice' && !spliceAvailable() ? `the native addon has no splice relay (${nativeUnavailable ?? 'old build'})` : false;
+  const skip = mode === 'splice' ? noSplice : false;
   describe(`relay (${mode})`, { skip }, () => {
     const rigs: Rig[] = [];
     after(async () => {
@@ -340,7 +342,7 @@ for (const mode of ['splice', 'fast', 'pipe'] as const) {
   });
 }
 
-describe('splice thread', { skip: spliceAvailable() ? false : `the native addon has no splice relay (${nativeUnavailable ?? 'old build'})` }, () => {
+describe('splice thread', { skip: noSplice }, () => {
   const rigs: Rig[] = [];
   after(async () => {
     for (const r of rigs) await r.close();
