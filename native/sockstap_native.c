@@ -207,6 +207,7 @@ static napi_value bind_transparent(napi_env env, napi_callback_info info) {
 }
 
 void splice_register(napi_env env, napi_value exports);
+void door_register(napi_env env, napi_value exports);
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
@@ -216,6 +217,7 @@ static napi_value init(napi_env env, napi_value exports) {
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   splice_register(env, exports);
+  door_register(env, exports);
   return exports;
 }
 

@@ -38,6 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "relay_thread.h"
+
 #define PIPE_SIZE (256 * 1024)
 #define POOL_KEEP 64
 /* Rounds one direction may run per wake-up before others get their turn. */
@@ -46,6 +48,7 @@
 typedef struct tunnel tunnel;
 
 typedef struct endpoint {
+  ep_kind kind; /* EP_TUNNEL */
   tunnel *t;
   int side; /* 0 = client, 1 = server */
 } endpoint;
@@ -75,25 +78,39 @@ struct tunnel {
 };
 
 typedef struct done_record {
+  js_record head;
   uint32_t id;
   double up, down;
   const char *result;
 } done_record;
 
-typedef enum { CMD_ADD, CMD_ABORT } cmd_kind;
+typedef enum { CMD_ADD, CMD_ABORT, CMD_RUN } cmd_kind;
 typedef struct command {
   cmd_kind kind;
   tunnel *t;
   uint32_t id;
+  void (*fn)(void *); /* CMD_RUN */
+  void *arg;
   struct command *next;
 } command;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static command *cmd_head, *cmd_tail;
 static int started_thread;
-static int epfd = -1, evfd = -1;
+int relay_epfd = -1;
+#define epfd relay_epfd
+static int evfd = -1;
 static napi_threadsafe_function on_done;
 static uint32_t next_id;
+
+uint32_t relay_new_id(void) {
+  uint32_t id = __sync_add_and_fetch(&next_id, 1);
+  return id ? id : __sync_add_and_fetch(&next_id, 1); /* 0 is never an id */
+}
+
+int relay_running(void) {
+  return started_thread;
+}
 
 /* Thread-owned state. */
 static tunnel *live;
@@ -106,7 +123,9 @@ static int pool_n;
 /* Counters read by spliceStats (relaxed: figures for the dashboard and tests). */
 static volatile long n_tunnels, n_pipes, n_started, n_ended;
 
-static int64_t now_ms(void) {
+int64_t relay_now_ms(void);
+#define now_ms relay_now_ms
+int64_t relay_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -158,14 +177,21 @@ static void pipe_put(direction *d) {
   d->inpipe = 0;
 }
 
+static void deliver_done(napi_env env, napi_value js_cb, js_record *rec);
+
+void relay_post_js(js_record *r) {
+  if (napi_call_threadsafe_function(on_done, r, napi_tsfn_blocking) != napi_ok) r->deliver(NULL, NULL, r);
+}
+
 static void post_done(tunnel *t) {
   done_record *r = malloc(sizeof *r);
   if (!r) return;
+  r->head.deliver = deliver_done;
   r->id = t->id;
   r->up = (double)t->dir[0].bytes;
   r->down = (double)t->dir[1].bytes;
   r->result = t->result;
-  if (napi_call_threadsafe_function(on_done, r, napi_tsfn_blocking) != napi_ok) free(r);
+  relay_post_js(&r->head);
 }
 
 static void finish(tunnel *t, const char *result) {
@@ -314,13 +340,10 @@ static void take_commands(void) {
     command *next = c->next;
     if (c->kind == CMD_ADD) {
       add_tunnel(c->t);
+    } else if (c->kind == CMD_RUN) {
+      c->fn(c->arg);
     } else {
-      for (tunnel *t = live; t; t = t->next) {
-        if (t->id == c->id) {
-          finish(t, "aborted");
-          break;
-        }
-      }
+      relay_abort_tunnel(c->id);
     }
     free(c);
     c = next;
@@ -350,6 +373,10 @@ static void *relay_thread(void *arg) {
         take_commands();
         continue;
       }
+      if (*(ep_kind *)evs[i].data.ptr != EP_TUNNEL) {
+        door_event(evs[i].data.ptr, evs[i].events);
+        continue;
+      }
       endpoint *ep = evs[i].data.ptr;
       tunnel *t = ep->t;
       if (t->done) continue;
@@ -369,16 +396,18 @@ static void *relay_thread(void *arg) {
     if (now - last_sweep >= 250) {
       last_sweep = now;
       sweep_idle(now);
+      door_sweep(now);
     }
     bury();
+    door_bury();
   }
   return NULL;
 }
 
 /* ---- JavaScript side ---- */
 
-static void call_done(napi_env env, napi_value js_cb, void *context, void *data) {
-  done_record *r = data;
+static void deliver_done(napi_env env, napi_value js_cb, js_record *rec) {
+  done_record *r = (done_record *)rec;
   if (env && js_cb) {
     napi_value argv[4], undef;
     napi_create_uint32(env, r->id, &argv[0]);
@@ -389,6 +418,12 @@ static void call_done(napi_env env, napi_value js_cb, void *context, void *data)
     napi_call_function(env, undef, js_cb, 4, argv, NULL);
   }
   free(r);
+}
+
+/* One queue for every record the thread sends to JavaScript, so they arrive in the order sent. */
+static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
+  js_record *r = data;
+  r->deliver(env, js_cb, r);
 }
 
 static napi_value throw_code(napi_env env, const char *code, const char *msg) {
@@ -403,7 +438,7 @@ static napi_value splice_init(napi_env env, napi_callback_info info) {
     return throw_code(env, "EINVAL", "spliceInit: expected a callback");
   if (started_thread) return throw_code(env, "EEXIST", "spliceInit: already initialised");
   napi_create_string_utf8(env, "sockstap splice relay", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_threadsafe_function(env, argv[0], NULL, name, 0, 1, NULL, NULL, NULL, call_done, &on_done) != napi_ok)
+  if (napi_create_threadsafe_function(env, argv[0], NULL, name, 0, 1, NULL, NULL, NULL, call_js, &on_done) != napi_ok)
     return throw_code(env, "ENATIVE", "spliceInit: cannot create the completion callback");
   /* Open JavaScript sockets keep the process alive while tunnels run; this callback must not. */
   napi_unref_threadsafe_function(env, on_done);
@@ -438,6 +473,59 @@ static void push_command(command *c) {
   (void)!write(evfd, &one, sizeof one);
 }
 
+/* A new tunnel's fields; the caller has set t->fd[]. */
+static void tunnel_init(tunnel *t, uint32_t id, int64_t idle, double *live) {
+  t->id = id;
+  t->idle_ms = idle > 0 ? idle : 0;
+  t->live = live;
+  for (int i = 0; i < 2; i++) {
+    t->ep[i].kind = EP_TUNNEL;
+    t->ep[i].t = t;
+    t->ep[i].side = i;
+    t->dir[i].pr = t->dir[i].pw = -1;
+  }
+  t->dir[0].src = 0;
+  t->dir[0].dst = 1;
+  t->dir[1].src = 1;
+  t->dir[1].dst = 0;
+}
+
+void relay_adopt(uint32_t id, int cfd, int sfd, int64_t idle_ms, double *live) {
+  tunnel *t = calloc(1, sizeof *t);
+  if (!t) {
+    close(cfd);
+    close(sfd);
+    return;
+  }
+  t->fd[0] = cfd;
+  t->fd[1] = sfd;
+  tunnel_init(t, id, idle_ms, live);
+  __sync_fetch_and_add(&n_tunnels, 1);
+  __sync_fetch_and_add(&n_started, 1);
+  add_tunnel(t);
+}
+
+int relay_abort_tunnel(uint32_t id) {
+  for (tunnel *t = live; t; t = t->next) {
+    if (t->id == id) {
+      finish(t, "aborted");
+      return 1;
+    }
+  }
+  return 0;
+}
+
+int relay_run(void (*fn)(void *), void *arg) {
+  command *c = malloc(sizeof *c);
+  if (!c) return -1;
+  c->kind = CMD_RUN;
+  c->fn = fn;
+  c->arg = arg;
+  c->t = NULL;
+  push_command(c);
+  return 0;
+}
+
 static napi_value splice_start(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -469,18 +557,7 @@ static napi_value splice_start(napi_env env, napi_callback_info info) {
     free(c);
     return throw_code(env, e == EMFILE ? "EMFILE" : e == ENFILE ? "ENFILE" : "EBADF", "spliceStart: cannot duplicate the descriptors");
   }
-  t->id = ++next_id;
-  t->idle_ms = idle > 0 ? idle : 0;
-  t->live = ta_data;
-  for (int i = 0; i < 2; i++) {
-    t->ep[i].t = t;
-    t->ep[i].side = i;
-    t->dir[i].pr = t->dir[i].pw = -1;
-  }
-  t->dir[0].src = 0;
-  t->dir[0].dst = 1;
-  t->dir[1].src = 1;
-  t->dir[1].dst = 0;
+  tunnel_init(t, relay_new_id(), idle, ta_data);
   __sync_fetch_and_add(&n_tunnels, 1);
   __sync_fetch_and_add(&n_started, 1);
   c->kind = CMD_ADD;

@@ -2,6 +2,7 @@
  * The wiring: listeners, the accept path (checkpoint 1: RELIABLE and MAXIMA), the pipeline and the
  * services (operational log, access.log, sessions.jsonl, admin). start / reload / stop.
  */
+import cluster from 'node:cluster';
 import { setMaxListeners } from 'node:events';
 import net, { type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -14,6 +15,8 @@ import type { Tunnel } from './core/tunnel.js';
 import { autoDoor, socksDoor } from './frontdoors/auto.js';
 import type { DoorContext, DoorHandler, TunnelSink } from './frontdoors/door.js';
 import { httpProxyDoor } from './frontdoors/http-proxy.js';
+import { NativeSocksDoor } from './frontdoors/native-socks.js';
+import { nativeDoorAvailable } from './net/native-door.js';
 import { tcprelayDoor } from './frontdoors/portmap.js';
 import { prepareTransparentListener, transparentDoor } from './frontdoors/transparent.js';
 import { closeForwardPool } from './taps/http/forward.js';
@@ -63,6 +66,8 @@ interface Listener {
   bound: { host: string; port: number };
   /** Stop accepting (TCP: live connections stay until they end). */
   close(): Promise<void>;
+  /** The native accept path serving this listener, if it does. */
+  native?: NativeSocksDoor | null;
 }
 
 export interface StartOptions {
@@ -307,69 +312,122 @@ export class Sockstap {
         const bound = a && typeof a === 'object' ? formatHostPort(a.address, a.port) : listenLabel;
         // TPROXY needs IP_TRANSPARENT on the listener; also says at start what interception works here.
         if (spec.door === 'transparent') prepareTransparentListener(server, this.log, bound);
-        server.on('connection', (socket: Socket) => this.accept(socket, door, ctx, bound));
-        this.log.info('listening', { door: spec.door, addr: bound });
+        server.on('connection', (socket: Socket) => void this.accept(socket, door, ctx, bound));
+        const native = this.nativeDoor(spec, server, door, ctx, bound);
+        // The thread accepts from now on; a connection libuv accepted before this still gets served.
+        if (native) server.close();
+        this.log.info('listening', { door: spec.door, addr: bound, ...(native ? { accept: 'native' } : {}) });
         resolve({
           spec,
           key: specKey(spec),
           bound: a && typeof a === 'object' ? { host: a.address, port: a.port } : { host: spec.host, port: spec.port },
-          close: () => new Promise<void>((r) => server.close(() => r())),
+          native,
+          close: native
+            ? () => {
+                native.close();
+                return Promise.resolve();
+              }
+            : () => new Promise<void>((r) => server.close(() => r())),
         });
       });
     });
   }
 
-  /** Checkpoint 1: the source. Then a session, and the door's handshake. */
-  private accept(socket: Socket, door: DoorHandler, ctx: DoorContext, listen: string): void {
-    // An error listener from the first moment: a reset before the handshake must not crash us.
+  /** Checkpoint 1: the source. Then a session, and the door's handshake. Returns the session, or null when refused. */
+  private accept(socket: Socket, door: DoorHandler, ctx: DoorContext, listen: string): Session | null {
+    // Errors after this point are handled by whoever owns the socket; never crash on one.
     socket.on('error', noop);
     const config = this.current;
     const remote = socket.remoteAddress;
     if (!remote) {
       socket.destroy();
-      return;
+      return null;
     }
     const session = new Session({ clientAddress: remote, clientPort: socket.remotePort ?? 0, door: ctx.listen.door, listen });
-    const source = session.clientAddress;
-    const decision = checkSource(config, source);
+    const decision = checkSource(config, session.clientAddress);
     if (!decision.allowed) {
       this.totals.refused++;
       this.events.emit('refused', { time: session.startMs, door: ctx.listen.door, client: session.clientLabel, code: 'EDENIED', by: decision.by });
       this.log.info('source refused', { client: session.clientLabel, listen, by: decision.by });
       socket.destroy();
-      return;
+      return null;
     }
-    const broken = this.limits.acquireSource(config.maxima, source, listen);
+    if (!this.admit(session)) {
+      socket.destroy();
+      return null;
+    }
+    this.attach(session, socket);
+    door(socket, session, ctx);
+    return session;
+  }
+
+  /** MAXIMA for the session's source; then it is live (the admin API lists it). False when refused (logged). */
+  private admit(session: Session): boolean {
+    const broken = this.limits.acquireSource(this.current.maxima, session.clientAddress, session.listen);
     if (broken) {
       this.totals.refused++;
-      this.events.emit('refused', { time: session.startMs, door: ctx.listen.door, client: session.clientLabel, code: 'ELIMIT', by: `MAXIMA=${broken}` });
-      this.log.info('connection limit', { client: session.clientLabel, listen, limit: `MAXIMA=${broken}` });
-      socket.destroy();
-      return;
+      this.events.emit('refused', { time: session.startMs, door: session.door, client: session.clientLabel, code: 'ELIMIT', by: `MAXIMA=${broken}` });
+      this.log.info('connection limit', { client: session.clientLabel, listen: session.listen, limit: `MAXIMA=${broken}` });
+      return false;
     }
-    session.adopt(socket);
     this.sessions.set(session.id, session);
     this.totals.sessions++;
-    socket.once('close', () => {
-      this.limits.releaseSource(source, listen);
-      session.endMs = Date.now();
-      // Close the session's other sockets too (an upstream still dialing, a BIND listener).
-      session.close();
-      // The record is written once the pipeline has finished its counts.
-      void session.settled().then(() => {
-        if (session.command === 'http' || session.command === null) {
-          // Not a relayed tunnel: count what crossed the client connection.
-          session.bytesUp = socket.bytesRead;
-          session.bytesDown = socket.bytesWritten;
-        }
-        this.totals.bytesUp += session.bytesUp;
-        this.totals.bytesDown += session.bytesDown;
-        this.sessions.delete(session.id);
-        this.events.emit('session-end', session);
-      });
-    });
     this.events.emit('session-start', session);
-    door(socket, session, ctx);
+    return true;
+  }
+
+  /** The session's client socket: when it closes, the session ends. */
+  private attach(session: Session, socket: Socket): void {
+    socket.on('error', noop);
+    session.adopt(socket);
+    socket.once('close', () => this.endSession(session, socket));
+  }
+
+  /** A session is over: its limits released, its other sockets closed, its record written once the relay's counts are in. */
+  private endSession(session: Session, client: Socket | null): void {
+    this.limits.releaseSource(session.clientAddress, session.listen);
+    session.endMs = Date.now();
+    // Close the session's other sockets too (an upstream still dialing, a BIND listener).
+    session.close();
+    // The relay sets the byte counts when it finishes; wait for it so the record has them.
+    void session.settled().then(() => {
+      if (client && (session.command === 'http' || session.command === null)) {
+        // HTTP door sessions (and ones that never got past the handshake): count the client socket.
+        session.bytesUp = client.bytesRead;
+        session.bytesDown = client.bytesWritten;
+      }
+      this.totals.bytesUp += session.bytesUp;
+      this.totals.bytesDown += session.bytesDown;
+      this.sessions.delete(session.id);
+      this.events.emit('session-end', session);
+    });
+  }
+
+  /**
+   * The native accept path for a socks or auto listener (frontdoors/native-socks.ts), when the
+   * addon has it and RELAY is not js. The thread accepts on a duplicate of the listening socket,
+   * and the JavaScript server is closed. Not in a WORKERS=N worker: the primary shares one
+   * listening socket among them and opens it again for a worker that listens after another
+   * closed its server, which the thread's duplicate would then hold.
+   */
+  private nativeDoor(spec: ListenSpec, server: net.Server, door: DoorHandler, ctx: DoorContext, listen: string): NativeSocksDoor | null {
+    if ((spec.door !== 'socks' && spec.door !== 'auto') || this.current.relay === 'js' || cluster.isWorker || !nativeDoorAvailable()) return null;
+    const fd = (server as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
+    if (typeof fd !== 'number' || fd < 0) return null;
+    try {
+      return new NativeSocksDoor(fd, door, ctx, {
+        accept: (socket, handler) => this.accept(socket, handler, ctx, listen),
+        admit: (peer, peerPort) => {
+          const session = new Session({ clientAddress: peer, clientPort: peerPort, door: spec.door, listen });
+          return this.admit(session) ? session : null;
+        },
+        attach: (session, socket) => this.attach(session, socket),
+        end: (session) => this.endSession(session, null),
+      });
+    } catch (err) {
+      this.log.error('native accept path unavailable; accepting in JavaScript', { listen, error: err instanceof Error ? err.message : String(err) });
+      return null;
+    }
   }
 
   /**
@@ -401,6 +459,7 @@ export class Sockstap {
     this.listeners = [...keep, ...opened];
     const previous = this.current;
     this.current = next;
+    for (const l of this.listeners) l.native?.reconfigure(next);
     if (next.logDir !== previous.logDir || next.logFormat !== previous.logFormat) {
       const oldAccess = this.accessLog;
       const oldSessions = this.sessionsLog;
@@ -493,6 +552,7 @@ function observedSink(pipeline: Pipeline, events: ProxyEvents): TunnelSink {
     handle: (tunnel) => pipeline.handle(observe(tunnel)),
     associateUdp: (tunnel) => pipeline.associateUdp(observe(tunnel)),
     forwardHttp: (req, res, session) => pipeline.forwardHttp(req, res, session),
+    planDirect: (session, tags, dst) => pipeline.planDirect(session, tags, dst),
   };
 }
 

@@ -7,7 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { HttpCache } from '../cache/http-cache.js';
 import type { Config, HostPort, TapRule } from '../config/types.js';
-import type { TunnelSink } from '../frontdoors/door.js';
+import type { DirectPlan, TunnelSink } from '../frontdoors/door.js';
 import { runBind } from '../net/bind.js';
 import { peekTunnel } from '../net/peek.js';
 import { relay, type RelayMode } from '../net/relay.js';
@@ -18,7 +18,7 @@ import { checkDestination, destinationAddresses, rulesNeedAddresses } from '../p
 import type { ConnectionLimits } from '../policy/limits.js';
 import type { QuotaService } from '../policy/quota.js';
 import { portOfListen, relayShape, type BandwidthShaper, type LimitSubject } from '../policy/shaping.js';
-import { claimFtpDataTunnel } from '../taps/ftp/correlate.js';
+import { claimFtpDataTunnel, ftpDataExpected } from '../taps/ftp/correlate.js';
 import { serveFtpUrl } from '../taps/ftp/url.js';
 import { TAPS } from '../taps/registry.js';
 import { pickTapRule, ruleCaches, SERVER_FIRST_PORTS } from '../taps/rules.js';
@@ -27,7 +27,8 @@ import { absoluteTarget, denyHttp } from '../taps/http/forward.js';
 import { serveHttp } from '../taps/http/cached.js';
 import { PROXY_VIA } from '../taps/http/headers.js';
 import { dialSpoofed } from '../net/spoof.js';
-import { dialRoute, httpRoutesFor, mayRouteHttpToProxy, type HttpRoute } from '../upstream/router.js';
+import { dialRoute, httpRoutesFor, mayRouteHttpToProxy, queryFor, routesDirect, type HttpRoute } from '../upstream/router.js';
+import { nameCache } from '../net/dns.js';
 import { ProxyError, toProxyError } from './errors.js';
 import type { Session } from './session.js';
 import type { Tunnel } from './tunnel.js';
@@ -145,6 +146,46 @@ export class Pipeline implements TunnelSink {
 
   handle(tunnel: Tunnel): Promise<void> {
     return tunnel.session.hold(this.run(tunnel));
+  }
+
+  /**
+   * The native accept path's question (TunnelSink.planDirect): what run() would do with this
+   * CONNECT, up to the dial. Everything that needs the JavaScript pipeline is checked first, so a
+   * tunnel it takes over is authorized once, in run().
+   */
+  async planDirect(session: Session, tags: readonly string[], dst: HostPort): Promise<DirectPlan> {
+    const config = this.deps.config();
+    if (
+      config.relay === 'js' ||
+      config.bandwidth.length > 0 ||
+      config.quota.length > 0 ||
+      session.user !== null ||
+      ftpDataExpected() ||
+      pickTapRule(config, { clientAddress: session.clientAddress, user: null, dst }) !== null ||
+      !routesDirect(config, queryFor(session, dst, null))
+    ) {
+      return JAVASCRIPT;
+    }
+    try {
+      await this.authorize(session, tags, dst);
+    } catch (err) {
+      const e = toProxyError(err);
+      this.refused(session, e, 'connect');
+      return { kind: 'refuse', error: e };
+    }
+    let found;
+    try {
+      found = await nameCache(config.dns).resolve(dst.host);
+    } catch (err) {
+      const e = toProxyError(err);
+      session.result = e.code;
+      this.deps.log.info('connect failed', { session: session.id, client: session.clientLabel, dst: `${dst.host}:${dst.port}`, code: e.code, reason: e.message });
+      return { kind: 'refuse', error: e };
+    }
+    // Two families: Node's Happy Eyeballs races them (upstream/direct.ts); the thread would not.
+    const family = found[0]?.family;
+    if (family === undefined || found.some((a) => a.family !== family)) return JAVASCRIPT;
+    return { kind: 'direct', addresses: found.map((a) => a.address), timeoutMs: config.timeouts.connect, idleMs: config.timeouts.idle };
   }
 
   private async run(tunnel: Tunnel): Promise<void> {
@@ -466,6 +507,7 @@ export class Pipeline implements TunnelSink {
 }
 
 const userCounted = new WeakSet<Session>();
+const JAVASCRIPT: DirectPlan = { kind: 'javascript' };
 
 /** Who a session is for BANDWIDTH=/QUOTA= scopes. */
 export function limitSubject(session: Session): LimitSubject {

@@ -56,6 +56,10 @@ export class Session {
   readonly sections: Record<string, unknown> = {};
   /** Sockets owned by this session, destroyed together by `close()`. */
   readonly sockets = new Set<Socket>();
+  /** [up, down] as the relay thread moves them, for a tunnel with no JavaScript socket (native accept path). */
+  live: Float64Array | null = null;
+  /** What else `close()` must end: a connection that has no JavaScript socket. */
+  private readonly closers: (() => void)[] = [];
   private closed = false;
   /** Work still running for this session (a relay finishing its counts); see `hold()`. */
   private readonly holds = new Set<Promise<unknown>>();
@@ -79,6 +83,11 @@ export class Session {
     socket.once('close', () => this.sockets.delete(socket));
   }
 
+  /** Call `end` when the session is closed from outside (admin close, shutdown, limits). */
+  onClose(end: () => void): void {
+    this.closers.push(end);
+  }
+
   /** Keep the session's record open until `work` settles (the relay writes the byte counts last). */
   hold<T>(work: Promise<T>): Promise<T> {
     this.holds.add(work);
@@ -100,6 +109,7 @@ export class Session {
     if (this.closed) return;
     this.closed = true;
     for (const s of this.sockets) s.destroy();
+    for (const end of this.closers) end();
   }
 
   toRecord(): SessionRecord {

@@ -5,7 +5,8 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Config, ListenSpec } from '../config/types.js';
+import type { Config, HostPort, ListenSpec } from '../config/types.js';
+import type { ProxyError } from '../core/errors.js';
 import type { Session } from '../core/session.js';
 import type { Tunnel } from '../core/tunnel.js';
 import type { ProxyEvents } from '../observe/events.js';
@@ -19,7 +20,23 @@ export interface TunnelSink {
   forwardHttp(req: IncomingMessage, res: ServerResponse, session: Session): void;
   /** UDP ASSOCIATE (SOCKS5): set up the relay and keep it while `tunnel.socket` stays open. */
   associateUdp(tunnel: Tunnel): Promise<void>;
+  /**
+   * For the native accept path (frontdoors/native-socks.ts): checkpoint 2 for a CONNECT, and
+   * whether the relay thread may dial and splice it by itself. Refusals are logged here. A sink
+   * without it has the native path hand every CONNECT to `handle()`.
+   */
+  planDirect?(session: Session, tags: readonly string[], dst: HostPort): Promise<DirectPlan>;
 }
+
+/**
+ * What may happen to a CONNECT the relay thread read: refused (the door replies), handled by the
+ * JavaScript pipeline as usual (a tap, an upstream, shaping or quotas, an FTP data connection,
+ * a dual-stack name), or dialed to these addresses of one family in turn and spliced.
+ */
+export type DirectPlan =
+  | { kind: 'refuse'; error: ProxyError }
+  | { kind: 'javascript' }
+  | { kind: 'direct'; addresses: string[]; timeoutMs: number; idleMs: number };
 
 /** One per listener. */
 export interface DoorContext {

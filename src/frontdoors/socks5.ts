@@ -4,6 +4,7 @@
  * handed to the pipeline as a Tunnel whose reply functions speak RFC 1928 §6.
  */
 import type { Socket } from 'node:net';
+import type { Config } from '../config/types.js';
 import { replyFor, type ProxyErrorCode } from '../core/errors.js';
 import type { Session } from '../core/session.js';
 import type { BoundAddress, Tunnel } from '../core/tunnel.js';
@@ -108,51 +109,15 @@ class Socks5Tunnel implements Tunnel {
   }
 }
 
-async function serveSocks5(socket: Socket, session: Session, ctx: DoorContext, reader: HandshakeReader): Promise<void> {
+/** A CONNECT, BIND or UDP ASSOCIATE of a SOCKS5 client, replied to as RFC 1928 §6 says. */
+export function socks5Tunnel(session: Session, socket: Socket, command: Socks5Command, dst: { host: string; port: number }, ctx: DoorContext): Tunnel {
+  return new Socks5Tunnel(session, socket, command, dst, ctx.config().timeouts.handshake);
+}
+
+async function serveSocks5(socket: Socket, session: Session, ctx: DoorContext, reader: HandshakeReader, greeted: boolean): Promise<void> {
   const config = ctx.config();
   session.frontProtocol = 'socks5';
-
-  const greeting = await reader.next(parseSocks5Greeting);
-  if (greeting.status === 'closed') return;
-  if (greeting.status === 'error') {
-    reader.release(false);
-    // No reply exists for a greeting we cannot read (RFC 1928 §3): close cleanly.
-    refuseHandshake(socket, session, ctx, null, { msg: 'socks5 malformed greeting', code: greeting.code, reason: greeting.reason });
-    return;
-  }
-
-  // RFC 1928 §3: the one method we take is user/password when AUTHORIZER is set, else none.
-  const accounts = config.accounts;
-  if (!(accounts ? greeting.value.offersUserPass : greeting.value.offersNoAuth)) {
-    reader.release(false);
-    refuseHandshake(socket, session, ctx, SELECT_NONE, {
-      msg: 'socks5 no acceptable method',
-      code: 'EAUTH',
-      reason: accounts ? 'the client does not offer username/password authentication' : 'the client does not offer "no authentication"',
-    });
-    return;
-  }
-  if (accounts) {
-    socket.write(SELECT_USERPASS);
-    const auth = await reader.next(parseUserPassRequest);
-    if (auth.status === 'closed') return;
-    if (auth.status === 'error') {
-      reader.release(false);
-      refuseHandshake(socket, session, ctx, AUTH_FAILED, { msg: 'socks5 malformed authentication', code: auth.code, reason: auth.reason });
-      return;
-    }
-    const { user, password } = auth.value;
-    if (!accounts.verify(user, password)) {
-      reader.release(false);
-      // RFC 1929 §2: a non-zero STATUS and the server must close the connection.
-      refuseHandshake(socket, session, ctx, AUTH_FAILED, { msg: 'socks5 authentication failed', code: 'EAUTH', reason: 'wrong user or password', user });
-      return;
-    }
-    session.user = user;
-    socket.write(AUTH_OK);
-  } else {
-    socket.write(SELECT_NO_AUTH);
-  }
+  if (!greeted && !(await negotiate(socket, session, ctx, reader, config))) return;
 
   const request = await reader.next(parseSocks5Request);
   if (request.status === 'closed') return;
@@ -172,9 +137,55 @@ async function serveSocks5(socket: Socket, session: Session, ctx: DoorContext, r
   handOver(tunnel, ctx);
 }
 
+/** RFC 1928 §3 method negotiation and RFC 1929 authentication; false when the client was refused or went away. */
+async function negotiate(socket: Socket, session: Session, ctx: DoorContext, reader: HandshakeReader, config: Config): Promise<boolean> {
+  const greeting = await reader.next(parseSocks5Greeting);
+  if (greeting.status === 'closed') return false;
+  if (greeting.status === 'error') {
+    reader.release(false);
+    // No reply exists for a greeting we cannot read (RFC 1928 §3): close cleanly.
+    refuseHandshake(socket, session, ctx, null, { msg: 'socks5 malformed greeting', code: greeting.code, reason: greeting.reason });
+    return false;
+  }
+
+  // RFC 1928 §3: the one method we take is user/password when AUTHORIZER is set, else none.
+  const accounts = config.accounts;
+  if (!(accounts ? greeting.value.offersUserPass : greeting.value.offersNoAuth)) {
+    reader.release(false);
+    refuseHandshake(socket, session, ctx, SELECT_NONE, {
+      msg: 'socks5 no acceptable method',
+      code: 'EAUTH',
+      reason: accounts ? 'the client does not offer username/password authentication' : 'the client does not offer "no authentication"',
+    });
+    return false;
+  }
+  if (accounts) {
+    socket.write(SELECT_USERPASS);
+    const auth = await reader.next(parseUserPassRequest);
+    if (auth.status === 'closed') return false;
+    if (auth.status === 'error') {
+      reader.release(false);
+      refuseHandshake(socket, session, ctx, AUTH_FAILED, { msg: 'socks5 malformed authentication', code: auth.code, reason: auth.reason });
+      return false;
+    }
+    const { user, password } = auth.value;
+    if (!accounts.verify(user, password)) {
+      reader.release(false);
+      // RFC 1929 §2: a non-zero STATUS and the server must close the connection.
+      refuseHandshake(socket, session, ctx, AUTH_FAILED, { msg: 'socks5 authentication failed', code: 'EAUTH', reason: 'wrong user or password', user });
+      return false;
+    }
+    session.user = user;
+    socket.write(AUTH_OK);
+  } else {
+    socket.write(SELECT_NO_AUTH);
+  }
+  return true;
+}
+
 /** Serve a client whose first byte is 0x05 with a started reader. */
-function serveSocks5WithReader(socket: Socket, session: Session, ctx: DoorContext, reader: HandshakeReader): void {
-  serveSocks5(socket, session, ctx, reader).catch((err: unknown) => {
+function serveSocks5WithReader(socket: Socket, session: Session, ctx: DoorContext, reader: HandshakeReader, greeted = false): void {
+  serveSocks5(socket, session, ctx, reader, greeted).catch((err: unknown) => {
     reader.release(false);
     ctx.log.error('socks5 door failed', { session: session.id, reason: err instanceof Error ? err.message : String(err) });
     socket.destroy();
@@ -183,4 +194,9 @@ function serveSocks5WithReader(socket: Socket, session: Session, ctx: DoorContex
 
 export const socks5Door: DoorHandler = (socket, session, ctx) => {
   serveSocks5WithReader(socket, session, ctx, newSocksReader(socket, session, ctx));
+};
+
+/** A SOCKS5 client whose greeting the native accept path answered with "no authentication". */
+export const socks5AfterGreeting: DoorHandler = (socket, session, ctx) => {
+  serveSocks5WithReader(socket, session, ctx, newSocksReader(socket, session, ctx), true);
 };

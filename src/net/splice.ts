@@ -58,6 +58,8 @@ const addon: SpliceAddon | null =
 
 let initialised = false;
 const running = new Map<number, Running>();
+/** Tunnels the native accept path (net/native-door.ts) made, by id: told of their end. */
+const adopted = new Map<number, (r: SpliceResult) => void>();
 
 /** Whether the addon has the splice relay (Linux, built). */
 export function spliceAvailable(): boolean {
@@ -107,7 +109,14 @@ function release(s: Socket, counts: Float64Array, client: boolean): void {
 
 function onDone(id: number, up: number, down: number, result: string): void {
   const r = running.get(id);
-  if (!r) return;
+  if (!r) {
+    const end = adopted.get(id);
+    if (end) {
+      adopted.delete(id);
+      end({ up, down, result: result === 'aborted' ? 'ok' : result });
+    }
+    return;
+  }
   running.delete(id);
   r.counts[0] = up;
   r.counts[1] = down;
@@ -121,16 +130,28 @@ function onDone(id: number, up: number, down: number, result: string): void {
   r.resolve({ up, down, result: result === 'aborted' ? 'ok' : result });
 }
 
+/** Start the relay thread once (the first spliced tunnel or the native accept path does). */
+export function initSplice(): boolean {
+  if (!addon) return false;
+  if (!initialised) {
+    addon.spliceInit(onDone);
+    initialised = true;
+  }
+  return true;
+}
+
+/** The end of a tunnel the thread made by itself (native/socks_door.c), reported like any other. */
+export function watchSplicedTunnel(id: number, end: (r: SpliceResult) => void): void {
+  adopted.set(id, end);
+}
+
 /**
  * Hand the tunnel to the splice thread; null when it does not qualify (the caller relays it in
  * JavaScript) or the descriptors cannot be duplicated (EMFILE).
  */
 export function spliceRelay(client: Socket, server: Socket, idleMs: number): Promise<SpliceResult> | null {
   if (!addon || !qualifies(client) || !qualifies(server)) return null;
-  if (!initialised) {
-    addon.spliceInit(onDone);
-    initialised = true;
-  }
+  initSplice();
   let id: number;
   const counts = new Float64Array(2);
   try {

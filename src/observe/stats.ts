@@ -247,7 +247,7 @@ export class ProxyStats {
   /** What the session has moved so far: its own counts once set, else its client socket's. */
   liveBytes(s: Session): { up: number; down: number } {
     const client = this.tracked.get(s)?.client ?? [...s.sockets][0];
-    const b = client ? socketBytes(client) : { read: 0, written: 0 };
+    const b = client ? socketBytes(client) : s.live ? { read: s.live[0]!, written: s.live[1]! } : { read: 0, written: 0 };
     return {
       up: Math.max(s.bytesUp, b.read),
       down: Math.max(s.bytesDown, b.written),

@@ -99,6 +99,11 @@ export function planRoute(config: Config, q: RouteQuery): RoutePlan {
   return DIRECT;
 }
 
+/** Whether this connection goes direct (no upstream proxy on its route). */
+export function routesDirect(config: Config, q: RouteQuery): boolean {
+  return planRoute(config, q) === DIRECT;
+}
+
 /** The query for a session at dial time. */
 export function queryFor(session: Session, dst: HostPort, tapRule?: TapRule | null): RouteQuery {
   return {

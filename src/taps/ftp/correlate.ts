@@ -137,6 +137,11 @@ export function correlationStats(): { expectations: number; controls: number } {
   return { expectations: expectations.size, controls: n };
 }
 
+/** Whether any FTP data connection is expected now (then every CONNECT must ask claimFtpDataTunnel). */
+export function ftpDataExpected(): boolean {
+  return expectations.size > 0;
+}
+
 /**
  * The pipeline's question for every CONNECT and BIND tunnel: is this an FTP data connection a
  * tapped control session expects? A passive announcement is used once.

@@ -1,0 +1,217 @@
+/**
+ * The socks and auto doors on the native accept path (net/native-door.ts): the relay thread
+ * accepts and reads the SOCKS5 handshake, and this door decides each CONNECT with the pipeline's
+ * own checks (TunnelSink.planDirect). A CONNECT that goes direct, untapped and unshaped is dialed
+ * and spliced by the thread: its session has no JavaScript socket, only its record. Everything
+ * else becomes a JavaScript socket at the stage the thread reached and is served by the usual
+ * doors: the whole handshake (SOCKS4, HTTP, authentication, a source not approved yet), the
+ * request (BIND, UDP ASSOCIATE, anything malformed), or the pipeline (a CONNECT it takes over).
+ */
+import type { Socket } from 'node:net';
+import type { Config, HostPort } from '../config/types.js';
+import { ProxyError, replyFor, toProxyError, type ProxyErrorCode } from '../core/errors.js';
+import type { Session } from '../core/session.js';
+import { codeFromSystemError } from '../core/errors.js';
+import { DOOR_NOAUTH, door, NativeListener, type DoorEvents, type HandoffStage } from '../net/native-door.js';
+import type { SpliceResult } from '../net/splice.js';
+import type { DirectPlan, DoorContext, DoorHandler } from './door.js';
+import { handOver, socks5AfterGreeting, socks5Tunnel } from './socks5.js';
+
+/** What the door needs of the proxy: checkpoint 1 and the session registry (sockstap.ts). */
+export interface NativeHost {
+  /** The JavaScript accept path for a socket handed over before its request; the session, or null when refused. */
+  accept(socket: Socket, door: DoorHandler): Session | null;
+  /** Checkpoint 1 (MAXIMA) for a request the thread read: a registered session, or null when refused (logged). */
+  admit(peer: string, peerPort: number): Session | null;
+  /** The session's client socket from now on (a CONNECT the pipeline takes over). */
+  attach(session: Session, socket: Socket): void;
+  /** A session that never had a socket is over (its counts and result are set). */
+  end(session: Session): void;
+}
+
+const TAGS = ['socks', 'socks5'] as const;
+const JAVASCRIPT: DirectPlan = { kind: 'javascript' };
+
+interface Pending {
+  session: Session;
+  dst: HostPort;
+  state: 'deciding' | 'dialing' | 'taking' | 'spliced' | 'ended';
+  addresses: string[];
+  next: number;
+  timeoutMs: number;
+  idleMs: number;
+}
+
+/** A handshake the thread gave up on at its deadline: logged and closed as the JavaScript doors do. */
+const timedOut: DoorHandler = (socket, session, ctx) => {
+  ctx.log.info('handshake timeout', { session: session.id, client: session.clientLabel, door: session.door });
+  session.result = 'handshake-timeout';
+  socket.destroy();
+};
+
+function flagsFor(config: Config): number {
+  return config.accounts ? 0 : DOOR_NOAUTH;
+}
+
+/**
+ * MAXIMA counts connections from their accept (conn, persrc, perdoor): then every connection is
+ * handed over at once, so the JavaScript accept path counts and refuses it before any reply.
+ */
+function countsAtAccept(config: Config): boolean {
+  const m = config.maxima;
+  return m.conn > 0 || m.persrc > 0 || (m.perdoor ?? 0) > 0;
+}
+
+export class NativeSocksDoor implements DoorEvents {
+  private readonly listener: NativeListener;
+  private readonly pending = new Map<number, Pending>();
+
+  /** `fd`: the listening socket (the thread accepts on a duplicate). `door`: the JavaScript door for hand-overs. */
+  constructor(
+    fd: number,
+    private readonly door: DoorHandler,
+    private readonly ctx: DoorContext,
+    private readonly host: NativeHost,
+  ) {
+    const config = ctx.config();
+    this.listener = new NativeListener(fd, flagsFor(config), config.timeouts.handshake, this);
+  }
+
+  /** A reload: new settings, and every source is checked against RELIABLE again. */
+  reconfigure(config: Config): void {
+    this.listener.configure(flagsFor(config), config.timeouts.handshake);
+  }
+
+  close(): void {
+    this.listener.close();
+  }
+
+  request(id: number, host: string, port: number, peer: string, peerPort: number): void {
+    const session = this.host.admit(peer, peerPort);
+    if (!session) {
+      door.reply(id, -1); // as at accept: no reply, the connection is closed
+      return;
+    }
+    const dst = { host, port };
+    session.frontProtocol = 'socks5';
+    session.command = 'connect';
+    session.dst = dst;
+    const p: Pending = { session, dst, state: 'deciding', addresses: [], next: 0, timeoutMs: 0, idleMs: 0 };
+    this.pending.set(id, p);
+    session.onClose(() => this.abort(id));
+    const plan = this.ctx.sink.planDirect ? this.ctx.sink.planDirect(session, TAGS, dst) : Promise.resolve(JAVASCRIPT);
+    plan.then(
+      (r) => this.decided(id, p, r),
+      (err: unknown) => {
+        this.ctx.log.error('native door decision failed', { session: session.id, reason: err instanceof Error ? err.message : String(err) });
+        this.decided(id, p, { kind: 'refuse', error: toProxyError(err) });
+      },
+    );
+  }
+
+  private decided(id: number, p: Pending, plan: DirectPlan): void {
+    if (p.state !== 'deciding') return; // closed meanwhile
+    if (plan.kind === 'refuse') {
+      this.refuse(id, p, plan.error.code);
+    } else if (plan.kind === 'javascript') {
+      p.state = 'taking';
+      door.take(id);
+    } else {
+      p.state = 'dialing';
+      p.addresses = plan.addresses;
+      p.timeoutMs = plan.timeoutMs;
+      p.idleMs = plan.idleMs;
+      p.session.live = new Float64Array(2);
+      this.dial(id, p);
+    }
+  }
+
+  private dial(id: number, p: Pending): void {
+    door.connect(id, p.addresses[p.next++]!, p.dst.port, p.timeoutMs, p.idleMs, p.session.live!);
+  }
+
+  private refuse(id: number, p: Pending, code: ProxyErrorCode): void {
+    if (p.session.result === 'ok') p.session.result = code;
+    door.reply(id, replyFor(code).socks5);
+    this.finish(id, p);
+  }
+
+  failed(id: number, errno: string): void {
+    const p = this.pending.get(id);
+    if (!p || p.state !== 'dialing') return;
+    if (p.next < p.addresses.length) {
+      this.dial(id, p);
+      return;
+    }
+    const e = new ProxyError(codeFromSystemError({ code: errno }), `connect to ${p.dst.host}:${p.dst.port}: ${errno}`);
+    this.ctx.log.info('connect failed', {
+      session: p.session.id,
+      client: p.session.clientLabel,
+      dst: `${p.dst.host}:${p.dst.port}`,
+      code: e.code,
+      reason: e.message,
+    });
+    this.refuse(id, p, e.code);
+  }
+
+  established(id: number): void {
+    const p = this.pending.get(id);
+    if (!p || p.state !== 'dialing') return;
+    p.state = 'spliced';
+    this.ctx.events.emit('established', p.session);
+  }
+
+  done(id: number, r: SpliceResult): void {
+    const p = this.pending.get(id);
+    if (!p) return;
+    p.session.bytesUp = r.up;
+    p.session.bytesDown = r.down;
+    if (p.session.result === 'ok') p.session.result = r.result;
+    this.finish(id, p);
+  }
+
+  gone(id: number): void {
+    const p = this.pending.get(id);
+    if (!p) return;
+    if (p.session.result === 'ok') p.session.result = 'client-gone';
+    this.finish(id, p);
+  }
+
+  acceptError(reason: string): void {
+    this.ctx.log.error('accept failed', { listen: this.ctx.listen.door, error: reason });
+  }
+
+  handoff(socket: Socket, stage: HandoffStage, id: number, expired: boolean): void {
+    if (stage === 2) {
+      const p = this.pending.get(id);
+      if (!p || p.state !== 'taking') {
+        socket.destroy(); // closed while the thread let go of it
+        return;
+      }
+      p.state = 'ended';
+      this.pending.delete(id);
+      this.host.attach(p.session, socket);
+      handOver(socks5Tunnel(p.session, socket, 'connect', p.dst, this.ctx), this.ctx);
+      return;
+    }
+    const session = this.host.accept(socket, expired ? timedOut : stage === 1 ? socks5AfterGreeting : this.door);
+    // RELIABLE let this source in: its next connections may take the native path.
+    if (session && !countsAtAccept(this.ctx.config())) this.listener.approve(session.clientAddress);
+  }
+
+  /** The session is closed from outside (admin, shutdown). */
+  private abort(id: number): void {
+    const p = this.pending.get(id);
+    if (!p || p.state === 'ended') return;
+    door.abort(id);
+    // A spliced tunnel reports its end (done); anything earlier has nothing more to report.
+    if (p.state !== 'spliced') this.finish(id, p);
+  }
+
+  private finish(id: number, p: Pending): void {
+    if (p.state === 'ended') return;
+    p.state = 'ended';
+    this.pending.delete(id);
+    this.host.end(p.session);
+  }
+}

@@ -1,0 +1,205 @@
+/**
+ * The native accept path's JavaScript side: a SOCKS listener's descriptor is given to the splice
+ * relay thread (native/socks_door.c), which accepts, reads the SOCKS5 greeting and request itself
+ * and asks here what to do with each CONNECT: dial it and splice it (nothing of the connection
+ * then runs in JavaScript but the decision and the record), refuse it, or take it over as a
+ * JavaScript socket. Everything else arrives here as a socket too, with the bytes the thread read,
+ * at the stage it reached (see `HandoffStage`). frontdoors/native-socks.ts decides; this module
+ * only speaks to the addon.
+ */
+import { closeSync } from 'node:fs';
+import net, { type Socket } from 'node:net';
+import { native } from './original-dst.js';
+import { initSplice, watchSplicedTunnel, type SpliceResult } from './splice.js';
+
+/** May answer "no authentication" itself (no AUTHORIZER on this listener). */
+export const DOOR_NOAUTH = 1;
+
+/**
+ * Where the thread let go of a connection handed over: 0 nothing answered (the bytes are the
+ * client's first), 1 the greeting answered with "no authentication" (the bytes start at the
+ * request), 2 a CONNECT request read and announced through `request` (no bytes).
+ */
+export type HandoffStage = 0 | 1 | 2;
+
+export interface DoorEvents {
+  /** A SOCKS5 CONNECT: answer with connect(), reply() or take(). */
+  request(id: number, host: string, port: number, peer: string, peerPort: number): void;
+  /** The connection is a JavaScript socket from now on (paused; the bytes read are unshifted). */
+  handoff(socket: Socket, stage: HandoffStage, id: number, expired: boolean, peer: string, peerPort: number): void;
+  /** connect()'s dial failed with this errno name; answer again. */
+  failed(id: number, code: string): void;
+  /** Replied to and spliced; `address:port` is the outgoing side. done() follows. */
+  established(id: number, address: string, port: number): void;
+  /** The tunnel's end, as the splice relay reports every tunnel's. */
+  done(id: number, r: SpliceResult): void;
+  /** The client went away before its reply. */
+  gone(id: number, reason: string): void;
+  /** accept() failed (EMFILE...): the thread waits 250 ms before it accepts again. */
+  acceptError(reason: string): void;
+}
+
+interface DoorAddon {
+  doorInit(onEvent: (...args: EventArgs) => void): void;
+  doorListen(fd: number, flags: number, handshakeMs: number): number;
+  doorConfigure(id: number, flags: number, handshakeMs: number): void;
+  doorApprove(id: number, address: string): void;
+  doorClose(id: number): void;
+  doorConnect(id: number, address: string, port: number, timeoutMs: number, idleMs: number, counts: Float64Array): void;
+  doorReply(id: number, rep: number): void;
+  doorTake(id: number): void;
+  doorAbort(id: number): void;
+  doorStats(): { listeners: number; handshakes: number; accepted: number; handedOff: number };
+}
+
+type EventArgs = [
+  kind: number,
+  id: number,
+  door: number,
+  host: string | null,
+  port: number,
+  peer: string,
+  peerPort: number,
+  fd: number,
+  stage: number,
+  bytes: Buffer | null,
+  reason: string | null,
+];
+
+const addon: DoorAddon | null =
+  native && typeof (native as unknown as Partial<DoorAddon>).doorListen === 'function' ? (native as unknown as DoorAddon) : null;
+
+let initialised = false;
+const listeners = new Map<number, DoorEvents>();
+/**
+ * Keeps the process alive while the thread listens, as an open server does (the thread's
+ * callback queue must not: it is unref'd so finished tunnels never hold the process).
+ */
+let keepAlive: NodeJS.Timeout | null = null;
+
+function holdProcess(): void {
+  if (listeners.size > 0) keepAlive ??= setInterval(() => {}, 1 << 30);
+  else if (keepAlive) {
+    clearInterval(keepAlive);
+    keepAlive = null;
+  }
+}
+/** Connection id → its listener's events, from the request until the end. */
+const owners = new Map<number, DoorEvents>();
+
+export function nativeDoorAvailable(): boolean {
+  return addon !== null;
+}
+
+export function nativeDoorStats(): { listeners: number; handshakes: number; accepted: number; handedOff: number } {
+  return addon ? addon.doorStats() : { listeners: 0, handshakes: 0, accepted: 0, handedOff: 0 };
+}
+
+/** A connection's descriptor as a paused JavaScript socket, with the bytes already read put back. */
+function adoptFd(fd: number, bytes: Buffer | null): Socket {
+  const socket = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true, pauseOnCreate: true } as net.SocketConstructorOpts);
+  socket.setNoDelay(true);
+  if (bytes && bytes.length > 0) socket.unshift(bytes);
+  return socket;
+}
+
+function onEvent(...[kind, id, door, host, port, peer, peerPort, fd, stage, bytes, reason]: EventArgs): void {
+  if (kind === 2) {
+    const events = listeners.get(door);
+    if (!events) {
+      closeSync(fd); // the listener closed meanwhile: nobody serves this connection
+      return;
+    }
+    if (stage === 2) owners.delete(id);
+    events.handoff(adoptFd(fd, bytes), stage as HandoffStage, id, reason === 'handshake-timeout', peer, peerPort);
+    return;
+  }
+  if (kind === 6) {
+    listeners.get(door)?.acceptError(reason ?? 'accept failed');
+    return;
+  }
+  const events = kind === 1 ? listeners.get(door) : owners.get(id);
+  if (!events) return;
+  switch (kind) {
+    case 1:
+      owners.set(id, events);
+      events.request(id, host ?? '', port, peer, peerPort);
+      break;
+    case 3:
+      events.failed(id, reason ?? 'EUPSTREAM');
+      break;
+    case 4:
+      watchSplicedTunnel(id, (r) => {
+        owners.delete(id);
+        events.done(id, r);
+      });
+      events.established(id, host ?? '0.0.0.0', port);
+      break;
+    case 5:
+      owners.delete(id);
+      events.gone(id, reason ?? 'client-gone');
+      break;
+  }
+}
+
+/** One listener served by the thread. */
+export class NativeListener {
+  private readonly id: number;
+  private readonly approved = new Set<string>();
+  private closed = false;
+
+  /** `fd` is the listening socket's; the thread works on a duplicate, so the caller may close its own. */
+  constructor(fd: number, flags: number, handshakeMs: number, events: DoorEvents) {
+    if (!addon || !initSplice()) throw new Error('the native accept path is not available');
+    if (!initialised) {
+      addon.doorInit(onEvent);
+      initialised = true;
+    }
+    this.id = addon.doorListen(fd, flags, handshakeMs);
+    listeners.set(this.id, events);
+    holdProcess();
+  }
+
+  /** New settings (a reload): every source must be approved again. */
+  configure(flags: number, handshakeMs: number): void {
+    if (this.closed) return;
+    this.approved.clear();
+    addon!.doorConfigure(this.id, flags, handshakeMs);
+  }
+
+  /** Connections from this address take the native path (its RELIABLE check passed). */
+  approve(address: string): void {
+    if (this.closed || this.approved.has(address) || net.isIP(address) === 0) return;
+    this.approved.add(address);
+    addon!.doorApprove(this.id, address);
+  }
+
+  /** Stop accepting; connections already accepted go on. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    listeners.delete(this.id);
+    holdProcess();
+    addon!.doorClose(this.id);
+  }
+}
+
+/** The answers to `request` (and to `failed`). */
+export const door = {
+  connect(id: number, address: string, port: number, timeoutMs: number, idleMs: number, counts: Float64Array): void {
+    addon!.doorConnect(id, address, port, timeoutMs, idleMs, counts);
+  },
+  /** The SOCKS5 failure reply `rep`, or none when negative, then close. */
+  reply(id: number, rep: number): void {
+    owners.delete(id);
+    addon!.doorReply(id, rep);
+  },
+  take(id: number): void {
+    addon!.doorTake(id);
+  },
+  /** End a connection (before or after its reply) now. */
+  abort(id: number): void {
+    owners.delete(id);
+    addon!.doorAbort(id);
+  },
+};
