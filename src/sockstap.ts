@@ -378,7 +378,7 @@ export class Sockstap {
 
   /** The session's client socket: when it closes, the session ends. */
   private attach(session: Session, socket: Socket): void {
-    socket.on('error', noop);
+    if (socket.listenerCount('error') === 0) socket.on('error', noop);
     session.adopt(socket);
     socket.once('close', () => this.endSession(session, socket));
   }

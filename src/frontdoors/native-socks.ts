@@ -9,9 +9,8 @@
  */
 import type { Socket } from 'node:net';
 import type { Config, HostPort } from '../config/types.js';
-import { ProxyError, replyFor, toProxyError, type ProxyErrorCode } from '../core/errors.js';
+import { codeFromSystemError, ProxyError, replyFor, toProxyError, type ProxyErrorCode } from '../core/errors.js';
 import type { Session } from '../core/session.js';
-import { codeFromSystemError } from '../core/errors.js';
 import { DOOR_NOAUTH, door, NativeListener, type DoorEvents, type HandoffStage } from '../net/native-door.js';
 import type { SpliceResult } from '../net/splice.js';
 import type { DirectPlan, DoorContext, DoorHandler } from './door.js';

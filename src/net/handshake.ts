@@ -90,7 +90,15 @@ export class HandshakeReader {
         }
       }
       if (this.ended) {
+        // The client ended (or reset) mid-handshake: nothing can be answered; close our side too,
+        // or a half-open socket would wait forever (the deadline stops with release()).
+        if (this.buffered) {
+          const { session, log } = this.options;
+          log.info('handshake incomplete', { session: session.id, client: session.clientLabel, door: session.door, bytes: this.buffered.length });
+          if (session.result === 'ok') session.result = 'EPROTO';
+        }
         this.release(false);
+        this.socket.destroy();
         return CLOSED;
       }
       await new Promise<void>((resolve) => {

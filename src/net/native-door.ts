@@ -55,7 +55,7 @@ interface DoorAddon {
 type EventArgs = [
   kind: number,
   id: number,
-  door: number,
+  doorId: number,
   host: string | null,
   port: number,
   peer: string,
@@ -103,9 +103,9 @@ function adoptFd(fd: number, bytes: Buffer | null): Socket {
   return socket;
 }
 
-function onEvent(...[kind, id, door, host, port, peer, peerPort, fd, stage, bytes, reason]: EventArgs): void {
+function onEvent(...[kind, id, doorId, host, port, peer, peerPort, fd, stage, bytes, reason]: EventArgs): void {
   if (kind === 2) {
-    const events = listeners.get(door);
+    const events = listeners.get(doorId);
     if (!events) {
       closeSync(fd); // the listener closed meanwhile: nobody serves this connection
       return;
@@ -115,10 +115,10 @@ function onEvent(...[kind, id, door, host, port, peer, peerPort, fd, stage, byte
     return;
   }
   if (kind === 6) {
-    listeners.get(door)?.acceptError(reason ?? 'accept failed');
+    listeners.get(doorId)?.acceptError(reason ?? 'accept failed');
     return;
   }
-  const events = kind === 1 ? listeners.get(door) : owners.get(id);
+  const events = kind === 1 ? listeners.get(doorId) : owners.get(id);
   if (!events) return;
   switch (kind) {
     case 1:

@@ -14,6 +14,7 @@ import { nativeDoorAvailable, nativeDoorStats } from '../../src/net/native-door.
 import { nativeUnavailable } from '../../src/net/original-dst.js';
 import { curl, startEcho, startOrigin, PAGE, type EchoServer, type Origin } from '../helpers/origin.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
+import { rng } from '../helpers/random.js';
 
 const noNative = nativeDoorAvailable() ? false : `the addon has no native accept path (${nativeUnavailable ?? 'an older build'})`;
 
@@ -167,6 +168,49 @@ describe('native accept path', { skip: noNative }, () => {
     assert.deepEqual([...head.subarray(0, 4)], [5, 0, 5, 0]);
     const back = await readBytes(socket, payload.length);
     assert.ok(back.equals(payload));
+    socket.destroy();
+  });
+
+  test('a handshake fed one byte at a time is read by the thread all the same', async () => {
+    const socket = net.connect(proxy.port(), '127.0.0.1');
+    socket.on('error', () => {});
+    await new Promise((r) => socket.once('connect', r));
+    const before = nativeDoorStats();
+    const bytes = Buffer.concat([greeting(), connectRequest('127.0.0.1', echo.port)]);
+    const replies = readBytes(socket, 12);
+    for (const b of bytes) {
+      socket.write(Buffer.from([b]));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const head = await replies;
+    assert.deepEqual([...head.subarray(0, 4)], [5, 0, 5, 0]);
+    await roundTrip(socket, 500);
+    socket.destroy();
+    assert.equal(nativeDoorStats().handedOff, before.handedOff, 'not handed over');
+  });
+
+  test('random handshakes get a reply or a clean close, and a good client is served after them', async () => {
+    const rnd = rng(0x5eed);
+    const clients: Promise<void>[] = [];
+    for (let i = 0; i < 40; i++) {
+      const len = 1 + Math.floor(rnd() * 40);
+      const junk = Buffer.from(Array.from({ length: len }, () => Math.floor(rnd() * 256)));
+      junk[0] = 5; // a SOCKS5 first byte, so the thread parses the rest
+      clients.push(
+        (async () => {
+          const s = net.connect(proxy.port(), '127.0.0.1');
+          s.on('error', () => {});
+          s.on('data', () => {});
+          await new Promise((r) => s.once('connect', r));
+          s.end(junk);
+          await closed(s);
+        })(),
+      );
+    }
+    await Promise.all(clients);
+    const { socket, rep } = await socks5(proxy.port(), '127.0.0.1', echo.port);
+    assert.equal(rep, 0);
+    await roundTrip(socket, 2000);
     socket.destroy();
   });
 
