@@ -39,6 +39,9 @@ void relay_adopt(uint32_t id, int cfd, int sfd, int64_t idle_ms, double *live);
 /* On the relay thread: end the tunnel with this id ("aborted"); 0 when there is none. */
 int relay_abort_tunnel(uint32_t id);
 
+/* A JavaScript object of named figures ({ name: value, ... }) for the *Stats() functions. */
+napi_value relay_figures(napi_env env, const char *const names[], const double values[], int n);
+
 /* Implemented by socks_door.c, called on the relay thread. */
 void door_event(void *ptr, uint32_t events);
 void door_sweep(int64_t now);

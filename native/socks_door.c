@@ -864,17 +864,9 @@ static napi_value door_connect(napi_env env, napi_callback_info info) {
 }
 
 static napi_value door_stats(napi_env env, napi_callback_info info) {
-  napi_value obj, v;
-  napi_create_object(env, &obj);
-  napi_create_double(env, (double)n_listeners, &v);
-  napi_set_named_property(env, obj, "listeners", v);
-  napi_create_double(env, (double)n_handshakes, &v);
-  napi_set_named_property(env, obj, "handshakes", v);
-  napi_create_double(env, (double)n_accepted, &v);
-  napi_set_named_property(env, obj, "accepted", v);
-  napi_create_double(env, (double)n_handed_off, &v);
-  napi_set_named_property(env, obj, "handedOff", v);
-  return obj;
+  static const char *const names[] = { "listeners", "handshakes", "accepted", "handedOff" };
+  const double values[] = { (double)n_listeners, (double)n_handshakes, (double)n_accepted, (double)n_handed_off };
+  return relay_figures(env, names, values, 4);
 }
 
 void door_register(napi_env env, napi_value exports) {

@@ -585,18 +585,20 @@ static napi_value splice_abort(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static napi_value splice_stats(napi_env env, napi_callback_info info) {
+napi_value relay_figures(napi_env env, const char *const names[], const double values[], int n) {
   napi_value obj, v;
   napi_create_object(env, &obj);
-  napi_create_double(env, (double)n_tunnels, &v);
-  napi_set_named_property(env, obj, "tunnels", v);
-  napi_create_double(env, (double)n_pipes, &v);
-  napi_set_named_property(env, obj, "pipes", v);
-  napi_create_double(env, (double)n_started, &v);
-  napi_set_named_property(env, obj, "started", v);
-  napi_create_double(env, (double)n_ended, &v);
-  napi_set_named_property(env, obj, "ended", v);
+  for (int i = 0; i < n; i++) {
+    napi_create_double(env, values[i], &v);
+    napi_set_named_property(env, obj, names[i], v);
+  }
   return obj;
+}
+
+static napi_value splice_stats(napi_env env, napi_callback_info info) {
+  static const char *const names[] = { "tunnels", "pipes", "started", "ended" };
+  const double values[] = { (double)n_tunnels, (double)n_pipes, (double)n_started, (double)n_ended };
+  return relay_figures(env, names, values, 4);
 }
 
 void splice_register(napi_env env, napi_value exports) {
