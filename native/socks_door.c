@@ -521,8 +521,11 @@ static void dial_ready(conn *c) {
 
 /* ---- the thread's side of the JavaScript calls ---- */
 
+/* What a JavaScript call asks the thread to do. */
+typedef enum { V_CONNECT, V_REPLY, V_TAKE, V_ABORT, V_LISTEN, V_CONFIGURE, V_APPROVE, V_CLOSE } verdict_kind;
+
 typedef struct verdict {
-  int what; /* 0 connect, 1 reply, 2 take, 3 abort, 4 listen, 5 configure, 6 approve, 7 close */
+  verdict_kind what;
   uint32_t id;
   int rep;
   struct sockaddr_storage to;
@@ -568,7 +571,7 @@ static void run_verdict(void *arg) {
   listener *l;
   conn *c;
   switch (v->what) {
-    case 4: /* listen */
+    case V_LISTEN:
       l = calloc(1, sizeof *l);
       if (!l) {
         close(v->fd);
@@ -589,7 +592,7 @@ static void run_verdict(void *arg) {
         epoll_ctl(relay_epfd, EPOLL_CTL_ADD, l->fd, &ev);
       }
       break;
-    case 5: /* configure */
+    case V_CONFIGURE:
       if ((l = listener_find(v->id))) {
         l->flags = v->flags;
         l->handshake_ms = v->timeout_ms;
@@ -598,21 +601,21 @@ static void run_verdict(void *arg) {
         l->n_approved = 0;
       }
       break;
-    case 6: /* approve */
+    case V_APPROVE:
       if ((l = listener_find(v->id))) approve(l, v->key);
       break;
-    case 7: /* close */
+    case V_CLOSE:
       if ((l = listener_find(v->id))) listener_close(l);
       break;
-    case 3: /* abort */
+    case V_ABORT:
       if ((c = conn_find(v->id))) conn_close(c);
       else relay_abort_tunnel(v->id);
       break;
     default:
       c = conn_find(v->id);
       if (!c || c->state != ST_DECIDING) break; /* aborted meanwhile */
-      if (v->what == 0) start_dial(c, v);
-      else if (v->what == 2) handoff(c, 2, NULL);
+      if (v->what == V_CONNECT) start_dial(c, v);
+      else if (v->what == V_TAKE) handoff(c, 2, NULL);
       else {
         if (v->rep >= 0) {
           uint8_t reply[10] = { 5, (uint8_t)v->rep, 0, 1 };
@@ -693,7 +696,7 @@ static napi_value post(napi_env env, verdict *v) {
   return NULL;
 }
 
-static verdict *new_verdict(napi_env env, int what) {
+static verdict *new_verdict(napi_env env, verdict_kind what) {
   if (!door_ready) {
     fail(env, "ENATIVE", "door: doorInit was not called");
     return NULL;
@@ -730,7 +733,7 @@ static napi_value door_listen(napi_env env, napi_callback_info info) {
   if (!args(env, info, 3, argv) || napi_get_value_int32(env, argv[0], &fd) != napi_ok ||
       napi_get_value_int32(env, argv[1], &flags) != napi_ok || napi_get_value_int64(env, argv[2], &hs) != napi_ok || fd < 0)
     return fail(env, "EINVAL", "doorListen: expected (fd, flags, handshakeMs)");
-  verdict *v = new_verdict(env, 4);
+  verdict *v = new_verdict(env, V_LISTEN);
   if (!v) return NULL;
   v->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (v->fd < 0) {
@@ -755,7 +758,7 @@ static napi_value door_configure(napi_env env, napi_callback_info info) {
   if (!args(env, info, 3, argv) || napi_get_value_uint32(env, argv[0], &id) != napi_ok ||
       napi_get_value_int32(env, argv[1], &flags) != napi_ok || napi_get_value_int64(env, argv[2], &hs) != napi_ok)
     return fail(env, "EINVAL", "doorConfigure: expected (id, flags, handshakeMs)");
-  verdict *v = new_verdict(env, 5);
+  verdict *v = new_verdict(env, V_CONFIGURE);
   if (!v) return NULL;
   v->id = id;
   v->flags = flags;
@@ -791,7 +794,7 @@ static napi_value door_approve(napi_env env, napi_callback_info info) {
   uint32_t id;
   if (!args(env, info, 2, argv) || napi_get_value_uint32(env, argv[0], &id) != napi_ok)
     return fail(env, "EINVAL", "doorApprove: expected (id, address)");
-  verdict *v = new_verdict(env, 6);
+  verdict *v = new_verdict(env, V_APPROVE);
   if (!v) return NULL;
   v->id = id;
   if (!parse_address(env, argv[1], 0, &v->to, &v->tolen, v->key)) {
@@ -801,7 +804,7 @@ static napi_value door_approve(napi_env env, napi_callback_info info) {
   return post(env, v);
 }
 
-static napi_value door_id_call(napi_env env, napi_callback_info info, int what, const char *usage) {
+static napi_value door_id_call(napi_env env, napi_callback_info info, verdict_kind what, const char *usage) {
   napi_value argv[1];
   uint32_t id;
   if (!args(env, info, 1, argv) || napi_get_value_uint32(env, argv[0], &id) != napi_ok) return fail(env, "EINVAL", usage);
@@ -812,15 +815,15 @@ static napi_value door_id_call(napi_env env, napi_callback_info info, int what, 
 }
 
 static napi_value door_close(napi_env env, napi_callback_info info) {
-  return door_id_call(env, info, 7, "doorClose: expected a listener id");
+  return door_id_call(env, info, V_CLOSE, "doorClose: expected a listener id");
 }
 
 static napi_value door_take(napi_env env, napi_callback_info info) {
-  return door_id_call(env, info, 2, "doorTake: expected a connection id");
+  return door_id_call(env, info, V_TAKE, "doorTake: expected a connection id");
 }
 
 static napi_value door_abort(napi_env env, napi_callback_info info) {
-  return door_id_call(env, info, 3, "doorAbort: expected an id");
+  return door_id_call(env, info, V_ABORT, "doorAbort: expected an id");
 }
 
 static napi_value door_reply(napi_env env, napi_callback_info info) {
@@ -830,7 +833,7 @@ static napi_value door_reply(napi_env env, napi_callback_info info) {
   if (!args(env, info, 2, argv) || napi_get_value_uint32(env, argv[0], &id) != napi_ok || napi_get_value_int32(env, argv[1], &rep) != napi_ok ||
       rep > 255)
     return fail(env, "EINVAL", "doorReply: expected (connId, rep)");
-  verdict *v = new_verdict(env, 1);
+  verdict *v = new_verdict(env, V_REPLY);
   if (!v) return NULL;
   v->id = id;
   v->rep = rep;
@@ -850,7 +853,7 @@ static napi_value door_connect(napi_env env, napi_callback_info info) {
       napi_get_typedarray_info(env, argv[5], &ta_type, &ta_len, &ta_data, NULL, NULL) != napi_ok || ta_type != napi_float64_array ||
       ta_len < 2 || port < 0 || port > 65535)
     return fail(env, "EINVAL", "doorConnect: expected (connId, address, port, timeoutMs, idleMs, Float64Array(2))");
-  verdict *v = new_verdict(env, 0);
+  verdict *v = new_verdict(env, V_CONNECT);
   if (!v) return NULL;
   v->id = id;
   if (!parse_address(env, argv[1], port, &v->to, &v->tolen, NULL)) {

@@ -26,11 +26,11 @@ export interface DoorEvents {
   /** A SOCKS5 CONNECT: answer with connect(), reply() or take(). */
   request(id: number, host: string, port: number, peer: string, peerPort: number): void;
   /** The connection is a JavaScript socket from now on (paused; the bytes read are unshifted). */
-  handoff(socket: Socket, stage: HandoffStage, id: number, expired: boolean, peer: string, peerPort: number): void;
+  handoff(socket: Socket, stage: HandoffStage, id: number, expired: boolean): void;
   /** connect()'s dial failed with this errno name; answer again. */
   failed(id: number, code: string): void;
-  /** Replied to and spliced; `address:port` is the outgoing side. done() follows. */
-  established(id: number, address: string, port: number): void;
+  /** Replied to and spliced; done() follows. */
+  established(id: number): void;
   /** The tunnel's end, as the splice relay reports every tunnel's. */
   done(id: number, r: SpliceResult): void;
   /** The client went away before its reply. */
@@ -111,7 +111,7 @@ function onEvent(...[kind, id, doorId, host, port, peer, peerPort, fd, stage, by
       return;
     }
     if (stage === 2) owners.delete(id);
-    events.handoff(adoptFd(fd, bytes), stage as HandoffStage, id, reason === 'handshake-timeout', peer, peerPort);
+    events.handoff(adoptFd(fd, bytes), stage as HandoffStage, id, reason === 'handshake-timeout');
     return;
   }
   if (kind === 6) {
@@ -133,7 +133,7 @@ function onEvent(...[kind, id, doorId, host, port, peer, peerPort, fd, stage, by
         owners.delete(id);
         events.done(id, r);
       });
-      events.established(id, host ?? '0.0.0.0', port);
+      events.established(id);
       break;
     case 5:
       owners.delete(id);
