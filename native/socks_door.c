@@ -18,17 +18,25 @@
  *   doorInit(onEvent)                       once, after spliceInit; events come through the
  *                                           splice callback's queue (in the order sent)
  *   doorListen(fd, flags, handshakeMs) -> id  duplicates a listening socket and accepts on it
- *   doorConfigure(id, flags, handshakeMs)   new settings; forgets the approved sources
+ *   doorConfigure(id, flags, handshakeMs)   new settings; forgets the approved sources and
+ *                                           the remembered decisions
  *   doorApprove(id, address)                connections from this address take the native path
  *   doorClose(id)                           stop accepting (handshakes under way go on)
- *   doorConnect(connId, address, port, timeoutMs, idleMs, counts)  dial; on success reply and splice
+ *   doorConnect(connId, address, port, timeoutMs, idleMs, counts, rememberMs)
+ *                                           dial; on success reply and splice, and remember
+ *                                           the decision for rememberMs (0: not at all)
+ *   doorForget(id)                          forget the listener's remembered decisions
  *   doorReply(connId, rep)                  SOCKS5 failure reply (rep < 0: none) and close
  *   doorTake(connId)                        hand the connection to JavaScript (stage 2)
  *   doorAbort(id)                           end a handshake or a tunnel now
- *   doorStats()                             { listeners, handshakes, accepted, handedOff }
+ *   doorStats()                             { listeners, handshakes, accepted, handedOff,
+ *                                             remembered }
  *
- * onEvent(kind, id, door, host, port, peer, peerPort, fd, stage, bytes, reason):
- *   1 request      a CONNECT to host:port (a name or an address literal) from peer:peerPort
+ * onEvent(kind, id, door, host, port, peer, peerPort, fd, stage, bytes, reason, counts):
+ *   1 request      a CONNECT to host:port (a name or an address literal) from peer:peerPort;
+ *                  stage 1 when the thread already dials it on a remembered decision: then
+ *                  counts is the tunnel's live [up, down] Float64Array and no answer is wanted
+ *                  unless the dial fails
  *   2 handoff      fd is JavaScript's now; bytes were read from it; stage as above; reason is
  *                  "handshake-timeout" when the deadline passed, else null
  *   3 failed       the dial of doorConnect failed; reason is the errno name
@@ -36,6 +44,13 @@
  *   5 gone         the client went away before the reply (reason)
  *   6 accept-error accepting failed (reason: EMFILE...); the listener pauses for 250 ms
  * The tunnel's end comes as the splice relay's onDone(id, ...) with the same id.
+ *
+ * Remembered decisions: when JavaScript dials a CONNECT with rememberMs > 0, the thread keeps,
+ * once the dial succeeded, the address that answered under (source address, host, port) on that
+ * listener. The same request from the same source within rememberMs is dialed at once, without
+ * waiting for JavaScript; JavaScript learns of it through the request event and keeps its
+ * records as before. A failed dial forgets the entry and asks JavaScript (event 3). The table is
+ * direct-mapped (a newer decision replaces an older one in its slot), so it is bounded.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -59,9 +74,21 @@
 #define CONN_HASH 1024
 #define APPROVED_MAX 4096 /* approved sources per listener (open addressing, power of two) */
 #define ACCEPT_BATCH 64
+#define REMEMBER_SLOTS 1024 /* remembered decisions per listener (direct-mapped, power of two) */
 
 enum { ST_GREETING, ST_REQUEST, ST_DECIDING, ST_CONNECTING };
 enum { EV_REQUEST = 1, EV_HANDOFF, EV_FAILED, EV_ESTABLISHED, EV_GONE, EV_ACCEPT_ERROR };
+
+/* A CONNECT decision JavaScript let the thread repeat (see "Remembered decisions" above). */
+typedef struct remembered {
+  int64_t expires; /* 0: free */
+  uint8_t src[16];
+  int port;
+  char *host;
+  struct sockaddr_storage to;
+  socklen_t tolen;
+  int64_t timeout_ms, idle_ms;
+} remembered;
 
 typedef struct listener {
   ep_kind kind; /* EP_LISTENER */
@@ -74,6 +101,7 @@ typedef struct listener {
   struct listener *next;
   uint8_t (*approved)[17]; /* [0] = 1 when used, [1..16] = the address as IPv6 (IPv4 mapped) */
   int n_approved;
+  remembered *memory; /* REMEMBER_SLOTS entries, allocated at the first one */
 } listener;
 
 typedef struct conn conn;
@@ -93,8 +121,16 @@ struct conn {
   int64_t deadline;
   int64_t idle_ms;
   double *live;
+  int64_t remember_ms; /* from doorConnect: keep this decision once the dial succeeds */
+  int remembered;      /* dialed on a remembered decision */
+  struct sockaddr_storage to; /* the address being dialed */
+  socklen_t tolen;
+  int64_t timeout_ms;
   char peer[INET6_ADDRSTRLEN];
   int peer_port;
+  uint8_t src[16]; /* the peer as the key of approved sources and remembered decisions */
+  int dport;
+  char host[256]; /* the request's destination */
   conn *hnext, *prev, *next, *dnext;
   uint8_t buf[CONN_BUF];
 };
@@ -105,6 +141,7 @@ typedef struct door_record {
   uint32_t id, door;
   int port, peer_port, fd, stage;
   const char *reason;
+  double *counts; /* a remembered request's live counts, handed to JavaScript */
   char host[256];
   char peer[INET6_ADDRSTRLEN];
   size_t nbytes;
@@ -122,9 +159,15 @@ static conn *conn_graveyard;
 static conn *by_id[CONN_HASH];
 
 /* Figures for doorStats (relaxed). */
-static volatile long n_listeners, n_handshakes, n_accepted, n_handed_off;
+static volatile long n_listeners, n_handshakes, n_accepted, n_handed_off, n_remembered;
 
 /* ---- records for JavaScript ---- */
+
+static void free_counts(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  free(data);
+}
 
 static void deliver_door(napi_env env, napi_value done_cb, js_record *rec) {
   door_record *r = (door_record *)rec;
@@ -134,7 +177,7 @@ static void deliver_door(napi_env env, napi_value done_cb, js_record *rec) {
     free(r);
     return;
   }
-  napi_value argv[11], undef;
+  napi_value argv[12], undef;
   napi_get_null(env, &undef);
   napi_create_int32(env, r->kind, &argv[0]);
   napi_create_uint32(env, r->id, &argv[1]);
@@ -150,9 +193,18 @@ static void deliver_door(napi_env env, napi_value done_cb, js_record *rec) {
   else argv[9] = undef;
   if (r->reason) napi_create_string_utf8(env, r->reason, NAPI_AUTO_LENGTH, &argv[10]);
   else argv[10] = undef;
+  argv[11] = undef;
+  if (r->counts) {
+    /* The tunnel writes these until its onDone; JavaScript keeps the array that long, and its
+     * collection frees them. */
+    napi_value ab;
+    if (napi_create_external_arraybuffer(env, r->counts, 2 * sizeof(double), free_counts, NULL, &ab) != napi_ok ||
+        napi_create_typedarray(env, napi_float64_array, 2, ab, 0, &argv[11]) != napi_ok)
+      argv[11] = undef; /* the counts stay with the tunnel (a small leak), the record goes on */
+  }
   napi_value global;
   napi_get_undefined(env, &global);
-  napi_call_function(env, global, cb, 11, argv, NULL);
+  napi_call_function(env, global, cb, 12, argv, NULL);
   free(r);
 }
 
@@ -241,7 +293,15 @@ static int domain_ok(const uint8_t *p, size_t n) {
   return 1;
 }
 
-/* The request is complete: ask JavaScript. The client is out of the epoll set until the verdict. */
+static listener *listener_find(uint32_t id);
+static remembered *recall(listener *l, conn *c);
+static void dial_to(conn *c, const struct sockaddr_storage *to, socklen_t tolen, int64_t timeout_ms, int64_t idle_ms, double *live,
+                    int64_t remember_ms);
+
+/*
+ * The request is complete: ask JavaScript, or dial at once on a remembered decision (and tell
+ * JavaScript). The client is out of the epoll set until the verdict.
+ */
 static void ask(conn *c, const char *host, int port) {
   door_record *r = record(EV_REQUEST, c);
   if (!r) {
@@ -250,9 +310,22 @@ static void ask(conn *c, const char *host, int port) {
   }
   epoll_ctl(relay_epfd, EPOLL_CTL_DEL, c->fd, NULL);
   c->state = ST_DECIDING;
+  snprintf(c->host, sizeof c->host, "%s", host);
+  c->dport = port;
   snprintf(r->host, sizeof r->host, "%s", host);
   r->port = port;
-  relay_post_js(&r->head);
+  remembered *m = recall(listener_find(c->door), c);
+  double *counts = m ? calloc(2, sizeof(double)) : NULL;
+  if (!counts) {
+    relay_post_js(&r->head);
+    return;
+  }
+  r->stage = 1;
+  r->counts = counts;
+  c->remembered = 1;
+  __sync_fetch_and_add(&n_remembered, 1);
+  relay_post_js(&r->head); /* first: the dial's own events follow it */
+  dial_to(c, &m->to, m->tolen, m->timeout_ms, m->idle_ms, counts, 0);
 }
 
 /* Parse what has arrived; returns when more bytes are needed or the connection moved on. */
@@ -300,6 +373,7 @@ static void parse(conn *c, listener *l) {
 }
 
 static listener *listener_find(uint32_t id) {
+  if (!id) return NULL;
   for (listener *l = listeners; l; l = l->next)
     if (l->id == id) return l;
   return NULL;
@@ -359,6 +433,66 @@ static void approve(listener *l, const uint8_t key[16]) {
   }
 }
 
+/* ---- remembered decisions ---- */
+
+static remembered *memory_slot(listener *l, conn *c) {
+  uint32_t h = key_hash(c->src);
+  for (const char *p = c->host; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
+  h = (h ^ (uint32_t)c->dport) * 16777619u;
+  return &l->memory[h & (REMEMBER_SLOTS - 1)];
+}
+
+static int memory_matches(const remembered *m, const conn *c) {
+  return m->expires && m->port == c->dport && memcmp(m->src, c->src, 16) == 0 && strcmp(m->host, c->host) == 0;
+}
+
+static void memory_clear_slot(remembered *m) {
+  free(m->host);
+  memset(m, 0, sizeof *m);
+}
+
+/* The decision for this connection's source, host and port, while it holds; else NULL. */
+static remembered *recall(listener *l, conn *c) {
+  if (!l || !l->memory) return NULL;
+  remembered *m = memory_slot(l, c);
+  if (!memory_matches(m, c)) return NULL;
+  if (relay_now_ms() >= m->expires) {
+    memory_clear_slot(m);
+    return NULL;
+  }
+  return m;
+}
+
+/* Keep the decision of a dial that succeeded (c->to answered), replacing its slot's. */
+static void remember(listener *l, conn *c) {
+  if (!l->memory && !(l->memory = calloc(REMEMBER_SLOTS, sizeof *l->memory))) return;
+  char *host = strdup(c->host);
+  if (!host) return;
+  remembered *m = memory_slot(l, c);
+  memory_clear_slot(m);
+  m->expires = relay_now_ms() + c->remember_ms;
+  memcpy(m->src, c->src, 16);
+  m->port = c->dport;
+  m->host = host;
+  m->to = c->to;
+  m->tolen = c->tolen;
+  m->timeout_ms = c->timeout_ms;
+  m->idle_ms = c->idle_ms;
+}
+
+static void forget(listener *l, conn *c) {
+  if (!l || !l->memory) return;
+  remembered *m = memory_slot(l, c);
+  if (memory_matches(m, c)) memory_clear_slot(m);
+}
+
+static void forget_all(listener *l) {
+  if (!l->memory) return;
+  for (int i = 0; i < REMEMBER_SLOTS; i++) free(l->memory[i].host);
+  free(l->memory);
+  l->memory = NULL;
+}
+
 /* ---- accepting ---- */
 
 static void accept_some(listener *l) {
@@ -415,9 +549,8 @@ static void accept_some(listener *l) {
     conns = c;
     __sync_fetch_and_add(&n_handshakes, 1);
     __sync_fetch_and_add(&n_accepted, 1);
-    uint8_t key[16];
-    address_key(&ss, key);
-    if (!approved(l, key)) {
+    address_key(&ss, c->src);
+    if (!approved(l, c->src)) {
       handoff(c, 0, NULL); /* JavaScript checks the source (RELIABLE) and may approve it */
       continue;
     }
@@ -449,6 +582,10 @@ static const char *errno_name(int e) {
 
 static void dial_failed(conn *c, int e) {
   drop_server(c);
+  if (c->remembered) {
+    forget(listener_find(c->door), c); /* stale: JavaScript decides again */
+    c->remembered = 0;
+  }
   c->state = ST_DECIDING;
   door_record *r = record(EV_FAILED, c);
   if (!r) {
@@ -500,6 +637,10 @@ static void connected(conn *c) {
     free(r);
     { gone(c, "client-gone"); return; }
   }
+  if (c->remember_ms > 0) {
+    listener *l = listener_find(c->door);
+    if (l && !l->closed) remember(l, c);
+  }
   int cfd = c->fd, sfd = c->sfd;
   c->fd = c->sfd = -1;
   uint32_t id = c->id;
@@ -522,7 +663,7 @@ static void dial_ready(conn *c) {
 /* ---- the thread's side of the JavaScript calls ---- */
 
 /* What a JavaScript call asks the thread to do. */
-typedef enum { V_CONNECT, V_REPLY, V_TAKE, V_ABORT, V_LISTEN, V_CONFIGURE, V_APPROVE, V_CLOSE } verdict_kind;
+typedef enum { V_CONNECT, V_REPLY, V_TAKE, V_ABORT, V_LISTEN, V_CONFIGURE, V_APPROVE, V_CLOSE, V_FORGET } verdict_kind;
 
 typedef struct verdict {
   verdict_kind what;
@@ -530,23 +671,28 @@ typedef struct verdict {
   int rep;
   struct sockaddr_storage to;
   socklen_t tolen;
-  int64_t timeout_ms, idle_ms;
+  int64_t timeout_ms, idle_ms, remember_ms;
   double *live;
   int fd, flags;
   uint8_t key[16];
 } verdict;
 
-static void start_dial(conn *c, verdict *v) {
-  c->idle_ms = v->idle_ms;
-  c->live = v->live;
-  c->sfd = socket(v->to.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+static void dial_to(conn *c, const struct sockaddr_storage *to, socklen_t tolen, int64_t timeout_ms, int64_t idle_ms, double *live,
+                    int64_t remember_ms) {
+  c->to = *to;
+  c->tolen = tolen;
+  c->timeout_ms = timeout_ms;
+  c->idle_ms = idle_ms;
+  c->live = live;
+  c->remember_ms = remember_ms;
+  c->sfd = socket(to->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (c->sfd < 0) { dial_failed(c, errno); return; }
   int one = 1;
   setsockopt(c->sfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (connect(c->sfd, (struct sockaddr *)&v->to, v->tolen) == 0) { connected(c); return; }
+  if (connect(c->sfd, (const struct sockaddr *)to, tolen) == 0) { connected(c); return; }
   if (errno != EINPROGRESS) { dial_failed(c, errno); return; }
   c->state = ST_CONNECTING;
-  c->deadline = v->timeout_ms > 0 ? relay_now_ms() + v->timeout_ms : INT64_MAX;
+  c->deadline = timeout_ms > 0 ? relay_now_ms() + timeout_ms : INT64_MAX;
   struct epoll_event ev;
   ev.events = EPOLLOUT;
   ev.data.ptr = &c->dial;
@@ -599,7 +745,11 @@ static void run_verdict(void *arg) {
         free(l->approved);
         l->approved = NULL;
         l->n_approved = 0;
+        forget_all(l);
       }
+      break;
+    case V_FORGET:
+      if ((l = listener_find(v->id))) forget_all(l);
       break;
     case V_APPROVE:
       if ((l = listener_find(v->id))) approve(l, v->key);
@@ -614,7 +764,7 @@ static void run_verdict(void *arg) {
     default:
       c = conn_find(v->id);
       if (!c || c->state != ST_DECIDING) break; /* aborted meanwhile */
-      if (v->what == V_CONNECT) start_dial(c, v);
+      if (v->what == V_CONNECT) dial_to(c, &v->to, v->tolen, v->timeout_ms, v->idle_ms, v->live, v->remember_ms);
       else if (v->what == V_TAKE) handoff(c, 2, NULL);
       else {
         if (v->rep >= 0) {
@@ -677,6 +827,7 @@ void door_bury(void) {
     listener *l = dead_listeners;
     dead_listeners = l->next;
     free(l->approved);
+    forget_all(l);
     free(l);
   }
 }
@@ -841,18 +992,18 @@ static napi_value door_reply(napi_env env, napi_callback_info info) {
 }
 
 static napi_value door_connect(napi_env env, napi_callback_info info) {
-  napi_value argv[6];
+  napi_value argv[7];
   uint32_t id;
   int32_t port;
-  int64_t timeout, idle;
+  int64_t timeout, idle, remember;
   napi_typedarray_type ta_type;
   size_t ta_len = 0;
   void *ta_data = NULL;
-  if (!args(env, info, 6, argv) || napi_get_value_uint32(env, argv[0], &id) != napi_ok || napi_get_value_int32(env, argv[2], &port) != napi_ok ||
+  if (!args(env, info, 7, argv) || napi_get_value_uint32(env, argv[0], &id) != napi_ok || napi_get_value_int32(env, argv[2], &port) != napi_ok ||
       napi_get_value_int64(env, argv[3], &timeout) != napi_ok || napi_get_value_int64(env, argv[4], &idle) != napi_ok ||
       napi_get_typedarray_info(env, argv[5], &ta_type, &ta_len, &ta_data, NULL, NULL) != napi_ok || ta_type != napi_float64_array ||
-      ta_len < 2 || port < 0 || port > 65535)
-    return fail(env, "EINVAL", "doorConnect: expected (connId, address, port, timeoutMs, idleMs, Float64Array(2))");
+      ta_len < 2 || napi_get_value_int64(env, argv[6], &remember) != napi_ok || port < 0 || port > 65535)
+    return fail(env, "EINVAL", "doorConnect: expected (connId, address, port, timeoutMs, idleMs, Float64Array(2), rememberMs)");
   verdict *v = new_verdict(env, V_CONNECT);
   if (!v) return NULL;
   v->id = id;
@@ -863,13 +1014,18 @@ static napi_value door_connect(napi_env env, napi_callback_info info) {
   v->timeout_ms = timeout;
   v->idle_ms = idle > 0 ? idle : 0;
   v->live = ta_data;
+  v->remember_ms = remember > 0 ? remember : 0;
   return post(env, v);
 }
 
+static napi_value door_forget(napi_env env, napi_callback_info info) {
+  return door_id_call(env, info, V_FORGET, "doorForget: expected a listener id");
+}
+
 static napi_value door_stats(napi_env env, napi_callback_info info) {
-  static const char *const names[] = { "listeners", "handshakes", "accepted", "handedOff" };
-  const double values[] = { (double)n_listeners, (double)n_handshakes, (double)n_accepted, (double)n_handed_off };
-  return relay_figures(env, names, values, 4);
+  static const char *const names[] = { "listeners", "handshakes", "accepted", "handedOff", "remembered" };
+  const double values[] = { (double)n_listeners, (double)n_handshakes, (double)n_accepted, (double)n_handed_off, (double)n_remembered };
+  return relay_figures(env, names, values, 5);
 }
 
 void door_register(napi_env env, napi_value exports) {
@@ -883,6 +1039,7 @@ void door_register(napi_env env, napi_value exports) {
     { "doorReply", NULL, door_reply, NULL, NULL, NULL, napi_enumerable, NULL },
     { "doorTake", NULL, door_take, NULL, NULL, NULL, napi_enumerable, NULL },
     { "doorAbort", NULL, door_abort, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "doorForget", NULL, door_forget, NULL, NULL, NULL, napi_enumerable, NULL },
     { "doorStats", NULL, door_stats, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

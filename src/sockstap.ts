@@ -19,6 +19,7 @@ import { NativeSocksDoor } from './frontdoors/native-socks.js';
 import { nativeDoorAvailable } from './net/native-door.js';
 import { tcprelayDoor } from './frontdoors/portmap.js';
 import { prepareTransparentListener, transparentDoor } from './frontdoors/transparent.js';
+import { watchExpectations } from './taps/ftp/correlate.js';
 import { closeForwardPool } from './taps/http/forward.js';
 import { ruleCaches } from './taps/rules.js';
 import { HttpCache } from './cache/http-cache.js';
@@ -553,6 +554,7 @@ function observedSink(pipeline: Pipeline, events: ProxyEvents): TunnelSink {
     associateUdp: (tunnel) => pipeline.associateUdp(observe(tunnel)),
     forwardHttp: (req, res, session) => pipeline.forwardHttp(req, res, session),
     planDirect: (session, tags, dst) => pipeline.planDirect(session, tags, dst),
+    watchPlans: (fn) => watchExpectations(fn),
   };
 }
 

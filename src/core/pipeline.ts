@@ -53,6 +53,17 @@ export interface PipelineDeps {
 
 export const VIA = PROXY_VIA;
 
+/**
+ * Whether a direct plan stays true until the configuration changes (or its name's addresses do):
+ * not when a rule or route depends on the time of day, nor when MAXIMA counts connections.
+ * An FTP data connection expected later makes the native door forget them (TunnelSink.watchPlans).
+ */
+function decisionsKeep(config: Config): boolean {
+  const m = config.maxima;
+  if (m.conn > 0 || m.peruser > 0 || m.persrc > 0 || (m.perdoor ?? 0) > 0) return false;
+  return !config.rules.some((r) => r.when) && !(config.routes ?? []).some((r) => r.when);
+}
+
 export class Pipeline implements TunnelSink {
   constructor(private readonly deps: PipelineDeps) {}
 
@@ -185,7 +196,13 @@ export class Pipeline implements TunnelSink {
     // Two families: Node's Happy Eyeballs races them (upstream/direct.ts); the thread would not.
     const family = found[0]?.family;
     if (family === undefined || found.some((a) => a.family !== family)) return JAVASCRIPT;
-    return { kind: 'direct', addresses: found.map((a) => a.address), timeoutMs: config.timeouts.connect, idleMs: config.timeouts.idle };
+    return {
+      kind: 'direct',
+      addresses: found.map((a) => a.address),
+      timeoutMs: config.timeouts.connect,
+      idleMs: config.timeouts.idle,
+      rememberMs: decisionsKeep(config) ? nameCache(config.dns).remainingMs(dst.host) : 0,
+    };
   }
 
   private async run(tunnel: Tunnel): Promise<void> {

@@ -26,17 +26,21 @@ export interface TunnelSink {
    * without it has the native path hand every CONNECT to `handle()`.
    */
   planDirect?(session: Session, tags: readonly string[], dst: HostPort): Promise<DirectPlan>;
+  /** `fn` runs whenever direct plans made before may no longer hold (an FTP data connection is expected now). Returns the undo. */
+  watchPlans?(fn: () => void): () => void;
 }
 
 /**
  * What may happen to a CONNECT the relay thread read: refused (the door replies), handled by the
  * JavaScript pipeline as usual (a tap, an upstream, shaping or quotas, an FTP data connection,
- * a dual-stack name), or dialed to these addresses of one family in turn and spliced.
+ * a dual-stack name), or dialed to these addresses of one family in turn and spliced. A direct
+ * plan holds for the same source, destination and port for `rememberMs` (0: decide each time):
+ * the thread then dials them without asking.
  */
 export type DirectPlan =
   | { kind: 'refuse'; error: ProxyError }
   | { kind: 'javascript' }
-  | { kind: 'direct'; addresses: string[]; timeoutMs: number; idleMs: number };
+  | { kind: 'direct'; addresses: string[]; timeoutMs: number; idleMs: number; rememberMs: number };
 
 /** One per listener. */
 export interface DoorContext {

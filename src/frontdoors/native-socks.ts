@@ -6,6 +6,9 @@
  * else becomes a JavaScript socket at the stage the thread reached and is served by the usual
  * doors: the whole handshake (SOCKS4, HTTP, authentication, a source not approved yet), the
  * request (BIND, UDP ASSOCIATE, anything malformed), or the pipeline (a CONNECT it takes over).
+ * A direct plan may be remembered by the thread for a while (DirectPlan.rememberMs): the same
+ * CONNECT from the same source is then dialed before this door hears of it, and it only opens
+ * the session; a remembered dial that fails is decided again here.
  */
 import type { Socket } from 'node:net';
 import type { Config, HostPort } from '../config/types.js';
@@ -39,6 +42,7 @@ interface Pending {
   next: number;
   timeoutMs: number;
   idleMs: number;
+  rememberMs: number;
 }
 
 /** A handshake the thread gave up on at its deadline: logged and closed as the JavaScript doors do. */
@@ -64,6 +68,7 @@ function countsAtAccept(config: Config): boolean {
 export class NativeSocksDoor implements DoorEvents {
   private readonly listener: NativeListener;
   private readonly pending = new Map<number, Pending>();
+  private readonly unwatch: () => void;
 
   /** `fd`: the listening socket (the thread accepts on a duplicate). `door`: the JavaScript door for hand-overs. */
   constructor(
@@ -74,6 +79,7 @@ export class NativeSocksDoor implements DoorEvents {
   ) {
     const config = ctx.config();
     this.listener = new NativeListener(fd, flagsFor(config), config.timeouts.handshake, this);
+    this.unwatch = ctx.sink.watchPlans?.(() => this.listener.forget()) ?? (() => {});
   }
 
   /** A reload: new settings, and every source is checked against RELIABLE again. */
@@ -82,22 +88,35 @@ export class NativeSocksDoor implements DoorEvents {
   }
 
   close(): void {
+    this.unwatch();
     this.listener.close();
   }
 
-  request(id: number, host: string, port: number, peer: string, peerPort: number): void {
+  request(id: number, host: string, port: number, peer: string, peerPort: number, remembered: Float64Array | null): void {
     const session = this.host.admit(peer, peerPort);
     if (!session) {
-      door.reply(id, -1); // as at accept: no reply, the connection is closed
+      if (remembered) door.abort(id);
+      else door.reply(id, -1); // as at accept: no reply, the connection is closed
       return;
     }
     const dst = { host, port };
     session.frontProtocol = 'socks5';
     session.command = 'connect';
     session.dst = dst;
-    const p: Pending = { session, dst, state: 'deciding', addresses: [], next: 0, timeoutMs: 0, idleMs: 0 };
+    const p: Pending = { session, dst, state: 'deciding', addresses: [], next: 0, timeoutMs: 0, idleMs: 0, rememberMs: 0 };
     this.pending.set(id, p);
     session.onClose(() => this.abort(id));
+    if (remembered) {
+      // The thread is dialing it already; a failure comes back to failed() and is decided then.
+      p.state = 'dialing';
+      session.live = remembered;
+      return;
+    }
+    this.decide(id, p);
+  }
+
+  private decide(id: number, p: Pending): void {
+    const { session, dst } = p;
     const plan = this.ctx.sink.planDirect ? this.ctx.sink.planDirect(session, TAGS, dst) : Promise.resolve(JAVASCRIPT);
     plan.then(
       (r) => this.decided(id, p, r),
@@ -120,13 +139,14 @@ export class NativeSocksDoor implements DoorEvents {
       p.addresses = plan.addresses;
       p.timeoutMs = plan.timeoutMs;
       p.idleMs = plan.idleMs;
+      p.rememberMs = plan.rememberMs;
       p.session.live = new Float64Array(2);
       this.dial(id, p);
     }
   }
 
   private dial(id: number, p: Pending): void {
-    door.connect(id, p.addresses[p.next++]!, p.dst.port, p.timeoutMs, p.idleMs, p.session.live!);
+    door.connect(id, p.addresses[p.next++]!, p.dst.port, p.timeoutMs, p.idleMs, p.session.live!, p.rememberMs);
   }
 
   private refuse(id: number, p: Pending, code: ProxyErrorCode): void {
@@ -138,6 +158,12 @@ export class NativeSocksDoor implements DoorEvents {
   failed(id: number, errno: string): void {
     const p = this.pending.get(id);
     if (!p || p.state !== 'dialing') return;
+    if (p.addresses.length === 0) {
+      // A remembered decision that no longer holds (the thread forgot it): decide afresh.
+      p.state = 'deciding';
+      this.decide(id, p);
+      return;
+    }
     if (p.next < p.addresses.length) {
       this.dial(id, p);
       return;

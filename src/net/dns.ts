@@ -78,6 +78,18 @@ export class NameCache {
     return p;
   }
 
+  /**
+   * How long what resolve() gives for `host` stays as it is, in ms: the rest of a cached entry's
+   * time, the whole TTL for an address literal or a HOSTS entry, 0 when nothing is cached.
+   */
+  remainingMs(host: string): number {
+    if (isIP(host) !== 0) return this.settings.ttlMs;
+    const name = host.toLowerCase().replace(/\.$/, '');
+    if (this.settings.hosts[name]) return this.settings.ttlMs;
+    const hit = this.entries.get(name);
+    return hit && !hit.error ? Math.max(0, hit.expires - Date.now()) : 0;
+  }
+
   private async query(name: string): Promise<LookupAddress[]> {
     try {
       const found = await osLookup(name, { all: true, order: 'verbatim' });

@@ -6,6 +6,10 @@
  * JavaScript socket. Everything else arrives here as a socket too, with the bytes the thread read,
  * at the stage it reached (see `HandoffStage`). frontdoors/native-socks.ts decides; this module
  * only speaks to the addon.
+ *
+ * A decision to dial may be remembered for a while (`door.connect`'s rememberMs): the thread then
+ * dials the same source's same CONNECT at once and only tells JavaScript, through `request` with
+ * the tunnel's live counts. A listener forgets them at a reload and on `forget()`.
  */
 import { closeSync } from 'node:fs';
 import net, { type Socket } from 'node:net';
@@ -23,11 +27,15 @@ export const DOOR_NOAUTH = 1;
 export type HandoffStage = 0 | 1 | 2;
 
 export interface DoorEvents {
-  /** A SOCKS5 CONNECT: answer with connect(), reply() or take(). */
-  request(id: number, host: string, port: number, peer: string, peerPort: number): void;
+  /**
+   * A SOCKS5 CONNECT: answer with connect(), reply() or take(). With `remembered` (the tunnel's
+   * live [up, down] counts) the thread is already dialing it on a remembered decision: no answer
+   * is wanted, and established() or failed() follows.
+   */
+  request(id: number, host: string, port: number, peer: string, peerPort: number, remembered: Float64Array | null): void;
   /** The connection is a JavaScript socket from now on (paused; the bytes read are unshifted). */
   handoff(socket: Socket, stage: HandoffStage, id: number, expired: boolean): void;
-  /** connect()'s dial failed with this errno name; answer again. */
+  /** connect()'s dial (or a remembered decision's) failed with this errno name; answer again. */
   failed(id: number, code: string): void;
   /** Replied to and spliced; done() follows. */
   established(id: number): void;
@@ -45,11 +53,21 @@ interface DoorAddon {
   doorConfigure(id: number, flags: number, handshakeMs: number): void;
   doorApprove(id: number, address: string): void;
   doorClose(id: number): void;
-  doorConnect(id: number, address: string, port: number, timeoutMs: number, idleMs: number, counts: Float64Array): void;
+  doorConnect(id: number, address: string, port: number, timeoutMs: number, idleMs: number, counts: Float64Array, rememberMs: number): void;
+  doorForget(id: number): void;
   doorReply(id: number, rep: number): void;
   doorTake(id: number): void;
   doorAbort(id: number): void;
-  doorStats(): { listeners: number; handshakes: number; accepted: number; handedOff: number };
+  doorStats(): NativeDoorStats;
+}
+
+/** The thread's figures: listeners, handshakes under way, connections accepted, handed to JavaScript, dialed on a remembered decision. */
+export interface NativeDoorStats {
+  listeners: number;
+  handshakes: number;
+  accepted: number;
+  handedOff: number;
+  remembered: number;
 }
 
 type EventArgs = [
@@ -64,6 +82,7 @@ type EventArgs = [
   stage: number,
   bytes: Buffer | null,
   reason: string | null,
+  counts: Float64Array | null,
 ];
 
 const addon: DoorAddon | null =
@@ -91,9 +110,10 @@ export function nativeDoorAvailable(): boolean {
   return addon !== null;
 }
 
-export function nativeDoorStats(): { listeners: number; handshakes: number; accepted: number; handedOff: number } {
-  return addon ? addon.doorStats() : { listeners: 0, handshakes: 0, accepted: 0, handedOff: 0 };
+export function nativeDoorStats(): NativeDoorStats {
+  return addon ? addon.doorStats() : { listeners: 0, handshakes: 0, accepted: 0, handedOff: 0, remembered: 0 };
 }
+
 
 /** A connection's descriptor as a paused JavaScript socket, with the bytes already read put back. */
 function adoptFd(fd: number, bytes: Buffer | null): Socket {
@@ -103,7 +123,7 @@ function adoptFd(fd: number, bytes: Buffer | null): Socket {
   return socket;
 }
 
-function onEvent(...[kind, id, doorId, host, port, peer, peerPort, fd, stage, bytes, reason]: EventArgs): void {
+function onEvent(...[kind, id, doorId, host, port, peer, peerPort, fd, stage, bytes, reason, counts]: EventArgs): void {
   if (kind === 2) {
     const events = listeners.get(doorId);
     if (!events) {
@@ -123,7 +143,7 @@ function onEvent(...[kind, id, doorId, host, port, peer, peerPort, fd, stage, by
   switch (kind) {
     case 1:
       owners.set(id, events);
-      events.request(id, host ?? '', port, peer, peerPort);
+      events.request(id, host ?? '', port, peer, peerPort, stage === 1 ? counts : null);
       break;
     case 3:
       events.failed(id, reason ?? 'EUPSTREAM');
@@ -160,11 +180,16 @@ export class NativeListener {
     holdProcess();
   }
 
-  /** New settings (a reload): every source must be approved again. */
+  /** New settings (a reload): every source must be approved again, every decision made again. */
   configure(flags: number, handshakeMs: number): void {
     if (this.closed) return;
     this.approved.clear();
     addon!.doorConfigure(this.id, flags, handshakeMs);
+  }
+
+  /** Drop the remembered decisions: the next CONNECTs are decided again. */
+  forget(): void {
+    if (!this.closed) addon!.doorForget(this.id);
   }
 
   /** Connections from this address take the native path (its RELIABLE check passed). */
@@ -186,8 +211,9 @@ export class NativeListener {
 
 /** The answers to `request` (and to `failed`). */
 export const door = {
-  connect(id: number, address: string, port: number, timeoutMs: number, idleMs: number, counts: Float64Array): void {
-    addon!.doorConnect(id, address, port, timeoutMs, idleMs, counts);
+  /** Dial `address`; once it answers, the thread may dial this CONNECT again on its own for `rememberMs`. */
+  connect(id: number, address: string, port: number, timeoutMs: number, idleMs: number, counts: Float64Array, rememberMs: number): void {
+    addon!.doorConnect(id, address, port, timeoutMs, idleMs, counts, rememberMs);
   },
   /** The SOCKS5 failure reply `rep`, or none when negative, then close. */
   reply(id: number, rep: number): void {

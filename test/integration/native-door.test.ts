@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { loadConfig } from '../../src/config/load.js';
 import type { SessionRecord } from '../../src/core/session.js';
 import { nativeDoorAvailable, nativeDoorStats } from '../../src/net/native-door.js';
+import { expectPassiveData, forgetPassiveData, type FtpControlLink } from '../../src/taps/ftp/correlate.js';
 import { nativeUnavailable } from '../../src/net/original-dst.js';
 import { curl, startEcho, startOrigin, PAGE, type EchoServer, type Origin } from '../helpers/origin.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
@@ -53,8 +54,8 @@ function readBytes(s: net.Socket, n: number, timeoutMs = 5000): Promise<Buffer> 
 }
 
 /** A SOCKS5 CONNECT written by hand: the reply code, and the socket (open when REP is 0). */
-async function socks5(port: number, host: string, dstPort: number): Promise<{ socket: net.Socket; rep: number }> {
-  const socket = net.connect(port, '127.0.0.1');
+async function socks5(port: number, host: string, dstPort: number, from?: string): Promise<{ socket: net.Socket; rep: number }> {
+  const socket = net.connect({ port, host: '127.0.0.1', ...(from ? { localAddress: from } : {}) });
   socket.on('error', () => {});
   await new Promise((r) => socket.once('connect', r));
   socket.write(greeting());
@@ -272,6 +273,102 @@ describe('native accept path', { skip: noNative }, () => {
     await closed(socket);
     await eventually(() => ended.some((s) => s.client === client));
     assert.equal(ended.find((s) => s.client === client)?.result, 'closed-by-admin');
+  });
+
+  /** One CONNECT through the proxy with 100 bytes echoed; its reply code. */
+  async function once(port: number, dstPort: number, from?: string): Promise<number> {
+    const { socket, rep } = await socks5(port, '127.0.0.1', dstPort, from);
+    if (rep === 0) await roundTrip(socket, 100);
+    socket.destroy();
+    await closed(socket);
+    return rep;
+  }
+
+  test('a CONNECT decided once is remembered for its source: the next one is dialed at once, and recorded', async () => {
+    const memo = await startEcho();
+    try {
+      assert.equal(await once(proxy.port(), memo.port), 0);
+      const r1 = nativeDoorStats().remembered;
+      assert.equal(await once(proxy.port(), memo.port), 0);
+      assert.equal(nativeDoorStats().remembered, r1 + 1, 'the second CONNECT was dialed on the remembered decision');
+      // Another source is decided for itself: its first CONNECT on the thread is not remembered.
+      assert.equal(await once(proxy.port(), memo.port, '127.0.0.2'), 0); // handed over: RELIABLE, approval
+      assert.equal(await once(proxy.port(), memo.port, '127.0.0.2'), 0);
+      assert.equal(nativeDoorStats().remembered, r1 + 1, 'not on the decision made for 127.0.0.1');
+      assert.equal(await once(proxy.port(), memo.port, '127.0.0.2'), 0);
+      assert.equal(nativeDoorStats().remembered, r1 + 2);
+      const dst = `127.0.0.1:${memo.port}`;
+      await eventually(() => ended.filter((r) => r.dst === dst).length >= 5);
+      for (const r of ended.filter((x) => x.dst === dst)) {
+        assert.equal(r.result, 'ok');
+        assert.equal(r.bytesUp, 100);
+        assert.equal(r.bytesDown, 100);
+      }
+    } finally {
+      await memo.close();
+    }
+  });
+
+  test('a remembered destination that stops answering is decided again: REP 5, then forgotten', async () => {
+    const flaky = await startEcho();
+    const port = flaky.port;
+    assert.equal(await once(proxy.port(), port), 0);
+    assert.equal(await once(proxy.port(), port), 0);
+    await flaky.close();
+    const r1 = nativeDoorStats().remembered;
+    assert.equal(await once(proxy.port(), port), 5, 'the remembered dial failed, and so did the fresh decision');
+    assert.equal(nativeDoorStats().remembered, r1 + 1);
+    assert.equal(await once(proxy.port(), port), 5);
+    assert.equal(nativeDoorStats().remembered, r1 + 1, 'the failed decision was forgotten');
+    await eventually(() => ended.filter((r) => r.dst === `127.0.0.1:${port}` && r.result === 'ECONNREFUSED').length >= 2);
+  });
+
+  test('an FTP data connection announced by a tapped session makes the door forget its decisions', async () => {
+    const memo = await startEcho();
+    const link: FtpControlLink = { sessionId: 'test', hosts: new Set(['127.0.0.1']), attach: () => {} };
+    try {
+      assert.equal(await once(proxy.port(), memo.port), 0);
+      assert.equal(await once(proxy.port(), memo.port), 0);
+      const r1 = nativeDoorStats().remembered;
+      expectPassiveData('127.0.0.9', ['127.0.0.1'], 9, link);
+      forgetPassiveData(link);
+      assert.equal(await once(proxy.port(), memo.port), 0);
+      assert.equal(nativeDoorStats().remembered, r1, 'decided again after the announcement');
+      assert.equal(await once(proxy.port(), memo.port), 0);
+      assert.equal(nativeDoorStats().remembered, r1 + 1);
+    } finally {
+      forgetPassiveData(link);
+      await memo.close();
+    }
+  });
+
+  test('rules with a time window are decided for every CONNECT', async () => {
+    const timed = await startProxy(['-P127.0.0.1:0/socks', 'PERMIT=*:*:*:0000-2400']);
+    try {
+      const r1 = nativeDoorStats().remembered;
+      for (let i = 0; i < 3; i++) assert.equal(await once(timed.port(), echo.port), 0);
+      assert.equal(nativeDoorStats().remembered, r1);
+    } finally {
+      await timed.stop();
+      timed.cleanup();
+    }
+  });
+
+  test('a reload forgets remembered decisions: a destination REJECTed since is refused', async () => {
+    const later = await startEcho();
+    try {
+      assert.equal(await once(proxy.port(), later.port), 0);
+      const r1 = nativeDoorStats().remembered;
+      assert.equal(await once(proxy.port(), later.port), 0);
+      assert.equal(nativeDoorStats().remembered, r1 + 1);
+      const origin = proxy.proxy.config().origin;
+      await proxy.proxy.reload(loadConfig([...origin.argv, `REJECT=*:{127.0.0.1:${later.port}}:*`], { cwd: origin.cwd }));
+      assert.equal(await once(proxy.port(), later.port), 2, 'handed over (the source is checked again) and refused');
+      assert.equal(await once(proxy.port(), later.port), 2, 'on the thread, decided again and refused');
+      assert.equal(nativeDoorStats().remembered, r1 + 1);
+    } finally {
+      await later.close();
+    }
   });
 
   test('a reload forgets the approved sources: RELIABLE is checked again', async () => {

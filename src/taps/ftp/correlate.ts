@@ -97,6 +97,17 @@ function sweep(now: number): void {
 }
 
 /** A 227/229 reply announced `port` on one of `hosts`: the next CONNECT there from this client is data. */
+const expectationWatchers = new Set<() => void>();
+
+/**
+ * `fn` runs each time a data connection comes to be expected: a decision made for a CONNECT
+ * before then may not hold for it (the native door's remembered decisions). Returns the undo.
+ */
+export function watchExpectations(fn: () => void): () => void {
+  expectationWatchers.add(fn);
+  return () => expectationWatchers.delete(fn);
+}
+
 export function expectPassiveData(clientAddress: string, hosts: Iterable<string>, port: number, link: FtpControlLink): void {
   const now = Date.now();
   if (expectations.size >= MAX_EXPECTATIONS) sweep(now);
@@ -108,6 +119,7 @@ export function expectPassiveData(clientAddress: string, hosts: Iterable<string>
   const key = expectKey(clientAddress, port);
   expectations.delete(key); // re-insert: Map order is age order
   expectations.set(key, { link, hosts: new Set([...hosts].map(hostName)), expires: now + EXPECT_TTL_MS });
+  for (const fn of expectationWatchers) fn();
 }
 
 /** Forget a session's announcements (it ended). */
