@@ -123,6 +123,7 @@ struct conn {
   double *live;
   int64_t remember_ms; /* from doorConnect: keep this decision once the dial succeeds */
   int remembered;      /* dialed on a remembered decision */
+  struct door_record *announce; /* its request record, sent with the dial's outcome */
   struct sockaddr_storage to; /* the address being dialed */
   socklen_t tolen;
   int64_t timeout_ms;
@@ -254,6 +255,11 @@ static void drop_server(conn *c) {
 
 /* Close everything of a connection JavaScript knows about or never will. */
 static void conn_close(conn *c) {
+  if (c->announce) { /* JavaScript never heard of it, and no tunnel counts into these */
+    free(c->announce->counts);
+    free(c->announce);
+    c->announce = NULL;
+  }
   drop_server(c);
   if (c->fd >= 0) {
     epoll_ctl(relay_epfd, EPOLL_CTL_DEL, c->fd, NULL);
@@ -323,8 +329,8 @@ static void ask(conn *c, const char *host, int port) {
   r->stage = 1;
   r->counts = counts;
   c->remembered = 1;
+  c->announce = r; /* sent just before the dial's outcome: one wake-up of JavaScript, not two */
   __sync_fetch_and_add(&n_remembered, 1);
-  relay_post_js(&r->head); /* first: the dial's own events follow it */
   dial_to(c, &m->to, m->tolen, m->timeout_ms, m->idle_ms, counts, 0);
 }
 
@@ -580,7 +586,15 @@ static const char *errno_name(int e) {
   }
 }
 
+/* A remembered dial's request record goes to JavaScript before anything else of the connection. */
+static void announce(conn *c) {
+  if (!c->announce) return;
+  relay_post_js(&c->announce->head);
+  c->announce = NULL;
+}
+
 static void dial_failed(conn *c, int e) {
+  announce(c);
   drop_server(c);
   if (c->remembered) {
     forget(listener_find(c->door), c); /* stale: JavaScript decides again */
@@ -597,6 +611,7 @@ static void dial_failed(conn *c, int e) {
 }
 
 static void gone(conn *c, const char *reason) {
+  announce(c);
   door_record *r = record(EV_GONE, c);
   if (r) r->reason = reason;
   conn_close(c);
@@ -605,6 +620,7 @@ static void gone(conn *c, const char *reason) {
 
 /* The server answered: reply to the client and make it a spliced tunnel. */
 static void connected(conn *c) {
+  announce(c);
   epoll_ctl(relay_epfd, EPOLL_CTL_DEL, c->sfd, NULL);
   struct sockaddr_storage ss;
   socklen_t sl = sizeof ss;
