@@ -32,7 +32,7 @@
  *   doorStats()                             { listeners, handshakes, accepted, handedOff,
  *                                             remembered }
  *
- * onEvent(kind, id, door, host, port, peer, peerPort, fd, stage, bytes, reason, counts):
+ * onEvent(kind, id, door, host, port, peer, peerPort, fd, stage, bytes, reason, counts, acceptedMs):
  *   1 request      a CONNECT to host:port (a name or an address literal) from peer:peerPort;
  *                  stage 1 when the thread already dials it on a remembered decision: then
  *                  counts is the tunnel's live [up, down] Float64Array and no answer is wanted
@@ -43,6 +43,7 @@
  *   4 established  replied and spliced; host:port is the proxy's outgoing address
  *   5 gone         the client went away before the reply (reason)
  *   6 accept-error accepting failed (reason: EMFILE...); the listener pauses for 250 ms
+ * acceptedMs is when the connection was accepted (ms since the epoch).
  * The tunnel's end comes as the splice relay's onDone(id, ...) with the same id.
  *
  * Remembered decisions: when JavaScript dials a CONNECT with rememberMs > 0, the thread keeps,
@@ -64,6 +65,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "relay_thread.h"
@@ -129,6 +131,7 @@ struct conn {
   int64_t timeout_ms;
   char peer[INET6_ADDRSTRLEN];
   int peer_port;
+  double accepted_ms; /* wall clock, for the session's start */
   uint8_t src[16]; /* the peer as the key of approved sources and remembered decisions */
   int dport;
   char host[256]; /* the request's destination */
@@ -143,6 +146,7 @@ typedef struct door_record {
   int port, peer_port, fd, stage;
   const char *reason;
   double *counts; /* a remembered request's live counts, handed to JavaScript */
+  double accepted_ms;
   char host[256];
   char peer[INET6_ADDRSTRLEN];
   size_t nbytes;
@@ -178,7 +182,7 @@ static void deliver_door(napi_env env, napi_value done_cb, js_record *rec) {
     free(r);
     return;
   }
-  napi_value argv[12], undef;
+  napi_value argv[13], undef;
   napi_get_null(env, &undef);
   napi_create_int32(env, r->kind, &argv[0]);
   napi_create_uint32(env, r->id, &argv[1]);
@@ -203,9 +207,10 @@ static void deliver_door(napi_env env, napi_value done_cb, js_record *rec) {
         napi_create_typedarray(env, napi_float64_array, 2, ab, 0, &argv[11]) != napi_ok)
       argv[11] = undef; /* the counts stay with the tunnel (a small leak), the record goes on */
   }
+  napi_create_double(env, r->accepted_ms, &argv[12]);
   napi_value global;
   napi_get_undefined(env, &global);
-  napi_call_function(env, global, cb, 12, argv, NULL);
+  napi_call_function(env, global, cb, 13, argv, NULL);
   free(r);
 }
 
@@ -220,6 +225,7 @@ static door_record *record(int kind, conn *c) {
     r->door = c->door;
     memcpy(r->peer, c->peer, sizeof r->peer);
     r->peer_port = c->peer_port;
+    r->accepted_ms = c->accepted_ms;
   }
   return r;
 }
@@ -539,6 +545,9 @@ static void accept_some(listener *l) {
     c->sfd = -1;
     c->state = ST_GREETING;
     c->deadline = relay_now_ms() + l->handshake_ms;
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    c->accepted_ms = (double)wall.tv_sec * 1e3 + (double)(wall.tv_nsec / 1000000);
     if (ss.ss_family == AF_INET) {
       struct sockaddr_in *a = (struct sockaddr_in *)&ss;
       inet_ntop(AF_INET, &a->sin_addr, c->peer, sizeof c->peer);

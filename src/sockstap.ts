@@ -418,8 +418,8 @@ export class Sockstap {
     try {
       return new NativeSocksDoor(fd, door, ctx, {
         accept: (socket, handler) => this.accept(socket, handler, ctx, listen),
-        admit: (peer, peerPort) => {
-          const session = new Session({ clientAddress: peer, clientPort: peerPort, door: spec.door, listen });
+        admit: (peer, peerPort, startMs) => {
+          const session = new Session({ clientAddress: peer, clientPort: peerPort, door: spec.door, listen, startMs });
           return this.admit(session) ? session : null;
         },
         attach: (session, socket) => this.attach(session, socket),

@@ -44,8 +44,9 @@ With no argument it runs: -P127.0.0.1:1080/auto SOCKSTAP=all CACHE=do STATEDIR=.
   IDENT=do|no              check SOCKS4 user ids with the client's identd, RFC 1413 (default no)
   SPOOF=client|no          transparent doors: dial from the client's address (default no)
   RELAY=splice|js          untapped tunnels: splice(2) on a native thread, which also accepts
-                           SOCKS5 CONNECTs on socks/auto ports; or all in JavaScript
-                           (default splice; js when the addon is missing)
+                           SOCKS5 CONNECTs on socks/auto ports (remembering a direct decision
+                           per source and destination for the DNS TTL, until a reload); or all
+                           in JavaScript (default splice; js when the addon is missing)
   WORKERS=N|auto           processes sharing the listeners, for connection rate (default 1;
                            needs CACHE=no, no ADMIN/BANDWIDTH/MAXIMA, fixed ports)
   BANDWIDTH=RATE[/up|/down]:SCOPE

@@ -64,9 +64,10 @@ export class Session {
   /** Work still running for this session (a relay finishing its counts); see `hold()`. */
   private readonly holds = new Set<Promise<unknown>>();
 
-  constructor(init: { clientAddress: string; clientPort: number; door: DoorKind; listen: string }) {
+  /** `startMs`: when the connection was accepted, if not now (the relay thread accepted it). */
+  constructor(init: { clientAddress: string; clientPort: number; door: DoorKind; listen: string; startMs?: number }) {
     this.id = `${idPrefix}-${(++counter).toString(36)}`;
-    this.startMs = Date.now();
+    this.startMs = init.startMs ?? Date.now();
     this.clientAddress = normalizeAddress(init.clientAddress);
     this.clientPort = init.clientPort;
     this.door = init.door;

@@ -23,8 +23,8 @@ import { handOver, socks5AfterGreeting, socks5Tunnel } from './socks5.js';
 export interface NativeHost {
   /** The JavaScript accept path for a socket handed over before its request; the session, or null when refused. */
   accept(socket: Socket, door: DoorHandler): Session | null;
-  /** Checkpoint 1 (MAXIMA) for a request the thread read: a registered session, or null when refused (logged). */
-  admit(peer: string, peerPort: number): Session | null;
+  /** Checkpoint 1 (MAXIMA) for a request the thread read (accepted at `startMs`): a registered session, or null when refused (logged). */
+  admit(peer: string, peerPort: number, startMs: number): Session | null;
   /** The session's client socket from now on (a CONNECT the pipeline takes over). */
   attach(session: Session, socket: Socket): void;
   /** A session that never had a socket is over (its counts and result are set). */
@@ -92,8 +92,8 @@ export class NativeSocksDoor implements DoorEvents {
     this.listener.close();
   }
 
-  request(id: number, host: string, port: number, peer: string, peerPort: number, remembered: Float64Array | null): void {
-    const session = this.host.admit(peer, peerPort);
+  request(id: number, host: string, port: number, peer: string, peerPort: number, remembered: Float64Array | null, acceptedMs: number): void {
+    const session = this.host.admit(peer, peerPort, acceptedMs);
     if (!session) {
       if (remembered) door.abort(id);
       else door.reply(id, -1); // as at accept: no reply, the connection is closed

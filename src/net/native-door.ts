@@ -32,7 +32,7 @@ export interface DoorEvents {
    * live [up, down] counts) the thread is already dialing it on a remembered decision: no answer
    * is wanted, and established() or failed() follows.
    */
-  request(id: number, host: string, port: number, peer: string, peerPort: number, remembered: Float64Array | null): void;
+  request(id: number, host: string, port: number, peer: string, peerPort: number, remembered: Float64Array | null, acceptedMs: number): void;
   /** The connection is a JavaScript socket from now on (paused; the bytes read are unshifted). */
   handoff(socket: Socket, stage: HandoffStage, id: number, expired: boolean): void;
   /** connect()'s dial (or a remembered decision's) failed with this errno name; answer again. */
@@ -83,6 +83,7 @@ type EventArgs = [
   bytes: Buffer | null,
   reason: string | null,
   counts: Float64Array | null,
+  acceptedMs: number,
 ];
 
 const addon: DoorAddon | null =
@@ -123,7 +124,7 @@ function adoptFd(fd: number, bytes: Buffer | null): Socket {
   return socket;
 }
 
-function onEvent(...[kind, id, doorId, host, port, peer, peerPort, fd, stage, bytes, reason, counts]: EventArgs): void {
+function onEvent(...[kind, id, doorId, host, port, peer, peerPort, fd, stage, bytes, reason, counts, acceptedMs]: EventArgs): void {
   if (kind === 2) {
     const events = listeners.get(doorId);
     if (!events) {
@@ -143,7 +144,7 @@ function onEvent(...[kind, id, doorId, host, port, peer, peerPort, fd, stage, by
   switch (kind) {
     case 1:
       owners.set(id, events);
-      events.request(id, host ?? '', port, peer, peerPort, stage === 1 ? counts : null);
+      events.request(id, host ?? '', port, peer, peerPort, stage === 1 ? counts : null, acceptedMs);
       break;
     case 3:
       events.failed(id, reason ?? 'EUPSTREAM');

@@ -9,6 +9,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { HttpCache } from '../cache/http-cache.js';
 import type { Session } from '../core/session.js';
+import { nativeDoorStats, type NativeDoorStats } from '../net/native-door.js';
 import type { AccessRecord, ProxyEvents } from './events.js';
 import { cacheOutcome, doorOf, type ProxyStats } from './stats.js';
 
@@ -160,6 +161,31 @@ export function createMetrics(source: MetricsSource): ProxyMetrics {
     registers: [registry],
     collect() {
       this.set(source.cache()?.stats().entries ?? 0);
+    },
+  });
+
+  // The native accept path's figures belong to the process (one relay thread serves every proxy in it).
+  const native: [string, string, keyof NativeDoorStats][] = [
+    ['sockstap_native_accepted_total', 'Connections the relay thread accepted on socks and auto listeners (the native accept path).', 'accepted'],
+    ['sockstap_native_handed_off_total', 'Of those, connections handed to the JavaScript doors as sockets (a new source, SOCKS4, HTTP, BIND, UDP, a tapped CONNECT...).', 'handedOff'],
+    ['sockstap_native_remembered_total', 'CONNECTs the relay thread dialed on a remembered decision, without asking JavaScript first.', 'remembered'],
+  ];
+  for (const [name, help, key] of native) {
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        mirror(this, [[{}, nativeDoorStats()[key]]]);
+      },
+    });
+  }
+  new Gauge({
+    name: 'sockstap_native_handshakes',
+    help: 'SOCKS5 handshakes the relay thread is reading or deciding now.',
+    registers: [registry],
+    collect() {
+      this.set(nativeDoorStats().handshakes);
     },
   });
 

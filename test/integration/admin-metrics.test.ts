@@ -10,6 +10,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { SocksClient } from 'socks';
+import { nativeDoorAvailable } from '../../src/net/native-door.js';
 import { startEcho, startOrigin, type EchoServer, type Origin } from '../helpers/origin.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
 
@@ -299,6 +300,16 @@ describe('GET /metrics', () => {
     // No cache open: its gauges read 0.
     assert.equal(familyOf('sockstap_cache_entries', m)?.type, 'gauge');
     assert.equal(value(m, 'sockstap_cache_entries'), 0);
+
+    // The native accept path's figures (the whole process's): the socks listener's connections
+    // were accepted by the relay thread, the first of each source handed over to JavaScript.
+    assert.equal(familyOf('sockstap_native_accepted_total', m)?.type, 'counter');
+    assert.equal(familyOf('sockstap_native_remembered_total', m)?.type, 'counter');
+    assert.equal(familyOf('sockstap_native_handshakes', m)?.type, 'gauge');
+    const accepted = value(m, 'sockstap_native_accepted_total');
+    if (nativeDoorAvailable()) assert.ok(accepted >= 6, `accepted ${accepted}`);
+    assert.ok(value(m, 'sockstap_native_handed_off_total') >= (nativeDoorAvailable() ? 1 : 0));
+    assert.ok(value(m, 'sockstap_native_handed_off_total') <= accepted);
 
     // Process metrics from prom-client, on our registry.
     assert.equal(familyOf('process_cpu_seconds_total', m)?.type, 'counter');
