@@ -158,8 +158,9 @@ export class NativeSocksDoor implements DoorEvents {
   failed(id: number, errno: string): void {
     const p = this.pending.get(id);
     if (!p || p.state !== 'dialing') return;
-    if (p.addresses.length === 0) {
-      // A remembered decision that no longer holds (the thread forgot it): decide afresh.
+    if (p.addresses.length === 0 && errno !== 'ETIMEDOUT') {
+      // A remembered decision that no longer holds (the thread forgot it): decide afresh. Not
+      // after a timeout: the fresh decision would most likely wait on the same address again.
       p.state = 'deciding';
       this.decide(id, p);
       return;
