@@ -284,13 +284,19 @@ describe('native accept path', { skip: noNative }, () => {
     return rep;
   }
 
+  /** Two CONNECTs: the first decided in JavaScript, the second dialed on the remembered decision. The count before the second. */
+  async function decidedThenRemembered(dstPort: number): Promise<number> {
+    assert.equal(await once(proxy.port(), dstPort), 0);
+    const r1 = nativeDoorStats().remembered;
+    assert.equal(await once(proxy.port(), dstPort), 0);
+    assert.equal(nativeDoorStats().remembered, r1 + 1, 'the second CONNECT was dialed on the remembered decision');
+    return r1;
+  }
+
   test('a CONNECT decided once is remembered for its source: the next one is dialed at once, and recorded', async () => {
     const memo = await startEcho();
     try {
-      assert.equal(await once(proxy.port(), memo.port), 0);
-      const r1 = nativeDoorStats().remembered;
-      assert.equal(await once(proxy.port(), memo.port), 0);
-      assert.equal(nativeDoorStats().remembered, r1 + 1, 'the second CONNECT was dialed on the remembered decision');
+      const r1 = await decidedThenRemembered(memo.port);
       // Another source is decided for itself: its first CONNECT on the thread is not remembered.
       assert.equal(await once(proxy.port(), memo.port, '127.0.0.2'), 0); // handed over: RELIABLE, approval
       assert.equal(await once(proxy.port(), memo.port, '127.0.0.2'), 0);
@@ -312,8 +318,7 @@ describe('native accept path', { skip: noNative }, () => {
   test('a remembered destination that stops answering is decided again: REP 5, then forgotten', async () => {
     const flaky = await startEcho();
     const port = flaky.port;
-    assert.equal(await once(proxy.port(), port), 0);
-    assert.equal(await once(proxy.port(), port), 0);
+    await decidedThenRemembered(port);
     await flaky.close();
     const r1 = nativeDoorStats().remembered;
     assert.equal(await once(proxy.port(), port), 5, 'the remembered dial failed, and so did the fresh decision');
@@ -327,9 +332,7 @@ describe('native accept path', { skip: noNative }, () => {
     const memo = await startEcho();
     const link: FtpControlLink = { sessionId: 'test', hosts: new Set(['127.0.0.1']), attach: () => {} };
     try {
-      assert.equal(await once(proxy.port(), memo.port), 0);
-      assert.equal(await once(proxy.port(), memo.port), 0);
-      const r1 = nativeDoorStats().remembered;
+      const r1 = (await decidedThenRemembered(memo.port)) + 1;
       expectPassiveData('127.0.0.9', ['127.0.0.1'], 9, link);
       forgetPassiveData(link);
       assert.equal(await once(proxy.port(), memo.port), 0);
@@ -357,10 +360,7 @@ describe('native accept path', { skip: noNative }, () => {
   test('a reload forgets remembered decisions: a destination REJECTed since is refused', async () => {
     const later = await startEcho();
     try {
-      assert.equal(await once(proxy.port(), later.port), 0);
-      const r1 = nativeDoorStats().remembered;
-      assert.equal(await once(proxy.port(), later.port), 0);
-      assert.equal(nativeDoorStats().remembered, r1 + 1);
+      const r1 = await decidedThenRemembered(later.port);
       const origin = proxy.proxy.config().origin;
       await proxy.proxy.reload(loadConfig([...origin.argv, `REJECT=*:{127.0.0.1:${later.port}}:*`], { cwd: origin.cwd }));
       assert.equal(await once(proxy.port(), later.port), 2, 'handed over (the source is checked again) and refused');
