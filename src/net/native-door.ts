@@ -115,7 +115,6 @@ export function nativeDoorStats(): NativeDoorStats {
   return addon ? addon.doorStats() : { listeners: 0, handshakes: 0, accepted: 0, handedOff: 0, remembered: 0 };
 }
 
-
 /** A connection's descriptor as a paused JavaScript socket, with the bytes already read put back. */
 function adoptFd(fd: number, bytes: Buffer | null): Socket {
   const socket = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true, pauseOnCreate: true } as net.SocketConstructorOpts);
