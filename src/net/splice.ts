@@ -60,6 +60,21 @@ let initialised = false;
 const running = new Map<number, Running>();
 /** Tunnels the native accept path (net/native-door.ts) made, by id: told of their end. */
 const adopted = new Map<number, (r: SpliceResult) => void>();
+/**
+ * Keeps the process alive while the thread relays a tunnel, as the tunnel's sockets did before the
+ * hand-over closed their handles (the thread's callback queue itself never does): without it a
+ * process whose last handles were those sockets would exit before their tunnel's end came.
+ */
+let hold: NodeJS.Timeout | null = null;
+
+function holdWhileRunning(): void {
+  if (running.size + adopted.size > 0) {
+    if (hold) hold.ref();
+    else hold = setInterval(() => {}, 1 << 30);
+  } else {
+    hold?.unref();
+  }
+}
 
 /** Whether the addon has the splice relay (Linux, built). */
 export function spliceAvailable(): boolean {
@@ -113,11 +128,13 @@ function onDone(id: number, up: number, down: number, result: string): void {
     const end = adopted.get(id);
     if (end) {
       adopted.delete(id);
+      holdWhileRunning();
       end({ up, down, result: result === 'aborted' ? 'ok' : result });
     }
     return;
   }
   running.delete(id);
+  holdWhileRunning();
   r.counts[0] = up;
   r.counts[1] = down;
   r.client.off('close', r.abort);
@@ -143,6 +160,7 @@ export function initSplice(): boolean {
 /** The end of a tunnel the thread made by itself (native/socks_door.c), reported like any other. */
 export function watchSplicedTunnel(id: number, end: (r: SpliceResult) => void): void {
   adopted.set(id, end);
+  holdWhileRunning();
 }
 
 /**
@@ -164,6 +182,7 @@ export function spliceRelay(client: Socket, server: Socket, idleMs: number): Pro
   return new Promise((resolve) => {
     const abort = (): void => addon.spliceAbort(id);
     running.set(id, { client, server, resolve, abort, counts });
+    holdWhileRunning();
     client.once('close', abort);
     server.once('close', abort);
   });
