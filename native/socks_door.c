@@ -124,8 +124,7 @@ struct conn {
   int64_t idle_ms;
   double *live;
   int64_t remember_ms; /* from doorConnect: keep this decision once the dial succeeds */
-  int remembered;      /* dialed on a remembered decision */
-  struct door_record *announce; /* its request record, sent with the dial's outcome */
+  struct door_record *announce; /* dialed on a remembered decision: its request record, sent with the dial's outcome */
   struct sockaddr_storage to; /* the address being dialed */
   socklen_t tolen;
   int64_t timeout_ms;
@@ -334,7 +333,6 @@ static void ask(conn *c, const char *host, int port) {
   }
   r->stage = 1;
   r->counts = counts;
-  c->remembered = 1;
   c->announce = r; /* sent just before the dial's outcome: one wake-up of JavaScript, not two */
   __sync_fetch_and_add(&n_remembered, 1);
   dial_to(c, &m->to, m->tolen, m->timeout_ms, m->idle_ms, counts, 0);
@@ -385,7 +383,6 @@ static void parse(conn *c, listener *l) {
 }
 
 static listener *listener_find(uint32_t id) {
-  if (!id) return NULL;
   for (listener *l = listeners; l; l = l->next)
     if (l->id == id) return l;
   return NULL;
@@ -603,12 +600,9 @@ static void announce(conn *c) {
 }
 
 static void dial_failed(conn *c, int e) {
+  if (c->announce) forget(listener_find(c->door), c); /* a remembered decision gone stale: JavaScript decides again */
   announce(c);
   drop_server(c);
-  if (c->remembered) {
-    forget(listener_find(c->door), c); /* stale: JavaScript decides again */
-    c->remembered = 0;
-  }
   c->state = ST_DECIDING;
   door_record *r = record(EV_FAILED, c);
   if (!r) {
