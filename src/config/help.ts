@@ -15,7 +15,9 @@ With no argument it runs: -P127.0.0.1:1080/auto SOCKSTAP=all CACHE=do STATEDIR=.
   SOCKSTAP=ProtoList[:[dstHostList][:[srcHostList][:NAME=VALUE ...]]]
                            tunnels to interpret (repeatable); http,tls,ftp,smtp,pop,imap,nntp,
                            ssh,telnet or all; params: CACHE EXPIRE PROXY SOCKS MOUNT TIMEOUT
-                           BANDWIDTH QUOTA PERMIT REJECT, and MAXSIZE=SIZE (SMTP message limit, 552)
+                           BANDWIDTH QUOTA PERMIT REJECT, and MAXSIZE=SIZE (SMTP message limit, 552),
+                           STRATEGY=auto|dial-first|cache-first (when the server is dialed:
+                           dial-first always gives the client the real connect outcome)
   CACHE=do|no              HTTP cache (default no)
   CACHEDIR=DIR             cache store (default STATEDIR/cache)
   CACHESIZE=SIZE           bound of the disk cache (default 1g)

@@ -178,10 +178,14 @@ export const TAP_PARAMETERS: readonly (ParameterName | TapOnlyParameter)[] = [
   'PERMIT',
   'REJECT',
   'MAXSIZE',
+  'STRATEGY',
 ];
 
-/** Parameters that only a SOCKSTAP rule takes: MAXSIZE=SIZE, the SMTP tap's message size limit (552). */
-export type TapOnlyParameter = 'MAXSIZE';
+/**
+ * Parameters that only a SOCKSTAP rule takes: MAXSIZE=SIZE, the SMTP tap's message size limit
+ * (552); STRATEGY=auto|dial-first|cache-first, the connect strategy of the rule's tunnels.
+ */
+export type TapOnlyParameter = 'MAXSIZE' | 'STRATEGY';
 
 export function isParameterName(name: string): name is ParameterName {
   return Object.hasOwn(PARAMETERS, name);
@@ -367,6 +371,10 @@ function parseTapParams(text: string, label: string): Record<string, string> {
     const value = m[2]!.startsWith('"') ? m[2]!.slice(1, -1) : m[2]!;
     if (name === 'MAXSIZE') {
       parseSize(value, `${label} ${name}`);
+    } else if (name === 'STRATEGY') {
+      if (!['auto', 'dial-first', 'cache-first'].includes(value.toLowerCase())) {
+        throw new ConfigError(`${label} STRATEGY`, `expected auto, dial-first or cache-first, got ${JSON.stringify(value)}`);
+      }
     } else if (!isParameterName(name) || !TAP_PARAMETERS.includes(name)) {
       throw new ConfigError(label, `${JSON.stringify(m[1])} cannot be set per tunnel; expected ${orList(TAP_PARAMETERS)}`);
     } else {

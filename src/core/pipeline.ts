@@ -9,7 +9,7 @@ import type { HttpCache } from '../cache/http-cache.js';
 import type { Config, HostPort, TapRule } from '../config/types.js';
 import type { DirectPlan, TunnelSink } from '../frontdoors/door.js';
 import { runBind } from '../net/bind.js';
-import { peekTunnel } from '../net/peek.js';
+import { peekTunnel, type PeekResult } from '../net/peek.js';
 import { relay, type RelayMode } from '../net/relay.js';
 import { runUdpAssociate } from '../net/udp-relay.js';
 import type { ProxyEvents } from '../observe/events.js';
@@ -21,7 +21,9 @@ import { portOfListen, relayShape, type BandwidthShaper, type LimitSubject } fro
 import { claimFtpDataTunnel, ftpDataExpected } from '../taps/ftp/correlate.js';
 import { serveFtpUrl } from '../taps/ftp/url.js';
 import { TAPS } from '../taps/registry.js';
-import { pickTapRule, ruleCaches, SERVER_FIRST_PORTS } from '../taps/rules.js';
+import { pickTapRule, ruleCaches, ruleStrategy } from '../taps/rules.js';
+import { requestRulesMayApply } from '../policy/http-rules.js';
+import { chooseStrategy, DestinationMemory } from './destinations.js';
 import type { HttpTapContext } from '../taps/http/tap.js';
 import { absoluteTarget, denyHttp } from '../taps/http/forward.js';
 import { serveHttp } from '../taps/http/cached.js';
@@ -29,7 +31,7 @@ import { PROXY_VIA } from '../taps/http/headers.js';
 import { dialSpoofed } from '../net/spoof.js';
 import { dialRoute, httpRoutesFor, mayRouteHttpToProxy, queryFor, routesDirect, type HttpRoute } from '../upstream/router.js';
 import { nameCache } from '../net/dns.js';
-import { ProxyError, toProxyError } from './errors.js';
+import { ProxyError, toProxyError, type ProxyErrorCode } from './errors.js';
 import type { Session } from './session.js';
 import type { Tunnel } from './tunnel.js';
 
@@ -65,6 +67,10 @@ function decisionsKeep(config: Config): boolean {
 }
 
 export class Pipeline implements TunnelSink {
+  /** What tapped destinations spoke (the connect strategy's memory); one per running instance. */
+  private readonly destinations = new DestinationMemory();
+  private memoryConfig: Config | null = null;
+
   constructor(private readonly deps: PipelineDeps) {}
 
   /**
@@ -324,38 +330,76 @@ export class Pipeline implements TunnelSink {
     if (session.result === 'ok') session.result = r.result;
   }
 
+  /** The destination memory of the configuration in force: a reload forgets what was learnt. */
+  private destinationsFor(config: Config): DestinationMemory {
+    if (config !== this.memoryConfig) {
+      this.memoryConfig = config;
+      this.destinations.forget();
+    }
+    return this.destinations;
+  }
+
+  /** What the connect strategy has learnt, for tests and the admin API. */
+  get destinationMemory(): DestinationMemory {
+    return this.destinationsFor(this.deps.config());
+  }
+
   /**
-   * A tunnel a SOCKSTAP rule picked. Connect strategy (DESIGN.md): dial first, reply with the real
-   * outcome, then sniff both directions; but cache-first for HTTP when the cache is on and the
-   * port is not a server-first one: reply at once and sniff the client, so a fresh cached
-   * response is served with no connection to the server at all. The same when an HTTP upstream
-   * would take this tunnel's HTTP in absolute-form: a CONNECT through it, dialed first, would go
-   * unused (and Squid refuses CONNECT to port 80 by default).
+   * A tunnel a SOCKSTAP rule picked. The connect strategy (DESIGN.md, core/destinations.ts):
+   * - dial-first for a destination known (or, never seen, guessed by its port) to speak TLS, a
+   *   server-first protocol or anything but HTTP, and whenever HTTP could not be answered without
+   *   the server: dial, reply with the real outcome, then sniff both directions;
+   * - cache-first for one known (or guessed) to speak HTTP when the cache is on or an HTTP
+   *   upstream would take its requests in absolute-form: reply at once and sniff the client, so a
+   *   fresh cached response is served with no connection to the server at all. A client silent
+   *   for its share of the sniff window is a client waiting for a banner: dial then, and sniff
+   *   the server's first bytes; a failure of that late dial is recorded as what it is.
+   * Once the server is dialed, the peek waits for first bytes as long as the tunnel may idle, so
+   * a client slower than the window is still recognised (per-request policy cannot be outwaited).
    */
   private async runTapped(tunnel: Tunnel, rule: TapRule, config: Config): Promise<void> {
     const { session } = tunnel;
     const want = new Set<string>(rule.protocols);
     const cache = ruleCaches(config, rule) ? this.deps.cache() : null;
     const httpRoutes = want.has('http') ? this.httpRoutes(config, session, 'http') : undefined;
-    const cacheFirst =
-      want.has('http') &&
-      !SERVER_FIRST_PORTS.has(tunnel.dst.port) &&
-      (cache !== null || (httpRoutes !== undefined && httpRoutes(tunnel.dst) !== null));
-    let server: Socket | null = null;
-    if (cacheFirst) {
-      tunnel.replySuccess({ address: '0.0.0.0', port: 0 });
-    } else {
-      server = await this.dialForTunnel(tunnel);
-      if (!server) return;
-      tunnel.replySuccess({ address: server.localAddress ?? '0.0.0.0', port: server.localPort ?? 0 });
-    }
-    const peek = await peekTunnel(tunnel.socket, server, {
-      timeoutMs: config.timeouts.sniff,
+    const memory = this.destinationsFor(config);
+    const seen = memory.get(tunnel.dst.host, tunnel.dst.port);
+    const httpWithoutServer = want.has('http') && (cache !== null || (httpRoutes !== undefined && httpRoutes(tunnel.dst) !== null));
+    const strategy = chooseStrategy(seen, tunnel.dst.port, httpWithoutServer, ruleStrategy(rule));
+    const sniffMs = config.timeouts.sniff;
+    const peekOptions = {
+      timeoutMs: sniffMs,
       maxBytes: SNIFF_MAX_BYTES,
       portHint: tunnel.dst.port,
       want,
-    });
+      // A direction that has started gets the handshake's time to finish its first line or hello.
+      verdictMs: Math.max(sniffMs, config.timeouts.handshake),
+    };
+    let server: Socket | null = null;
+    let peek: PeekResult;
+    if (strategy === 'dial-first') {
+      server = await this.dialForTunnel(tunnel);
+      if (!server) return;
+      tunnel.replySuccess({ address: server.localAddress ?? '0.0.0.0', port: server.localPort ?? 0 });
+      peek = await peekTunnel(tunnel.socket, server, { ...peekOptions, firstBytesMs: config.timeouts.idle });
+    } else {
+      tunnel.replySuccess({ address: '0.0.0.0', port: 0 });
+      // The client's share of the window: all of it for a destination known to speak HTTP; half
+      // for one never seen, whose silence may mean it waits for a server's banner.
+      const share = seen ? sniffMs : Math.ceil(sniffMs / 2);
+      peek = await peekTunnel(tunnel.socket, null, { ...peekOptions, timeoutMs: share });
+      if (peek.firstSpeaker === null) {
+        if (peek.stoppedBy === 'closed' || tunnel.socket.destroyed) {
+          if (session.result === 'ok') session.result = 'client-gone';
+          return;
+        }
+        server = await this.dialLate(tunnel);
+        if (!server) return;
+        peek = await peekTunnel(tunnel.socket, server, { ...peekOptions, firstBytesMs: config.timeouts.idle });
+      }
+    }
     session.proto = peek.proto;
+    learn(memory, tunnel.dst, peek);
     if (peek.proto === 'tls') session.sections.tls = { sni: peek.info.sni ?? null, alpn: peek.info.alpn ?? [] };
 
     // TLS: the SNI names the server really asked for; PERMIT/REJECT may name it (checkpoint 3).
@@ -369,6 +413,25 @@ export class Pipeline implements TunnelSink {
         server?.destroy();
         return;
       }
+    }
+
+    // Fail closed: a client stream the sniffers cannot read, where request rules could decide its
+    // requests, is refused, not relayed past them.
+    if (
+      peek.proto === 'raw' &&
+      peek.firstSpeaker === 'client' &&
+      want.has('http') &&
+      requestRulesMayApply(config, { clientAddress: session.clientAddress, user: session.user, host: tunnel.dst.host, port: tunnel.dst.port })
+    ) {
+      const e = new ProxyError(
+        'EPROTO',
+        `the tunnel to ${tunnel.dst.host}:${tunnel.dst.port} does not carry a request the HTTP tap can read, and request rules apply to it (${peek.stoppedBy})`,
+      );
+      this.refused(session, e, 'uninterpreted tunnel');
+      tunnel.noteFailure?.(e.code, e.message);
+      tunnel.socket.destroy();
+      server?.destroy();
+      return;
     }
 
     const ctx: HttpTapContext = {
@@ -401,9 +464,22 @@ export class Pipeline implements TunnelSink {
       await tap(ctx);
       return;
     }
-    server ??= await this.dialForTunnel(tunnel, true);
+    server ??= await this.dialLate(tunnel);
     if (!server) return;
     await this.relayCounted(session, tunnel.socket, server, config);
+  }
+
+  /**
+   * The dial of a cache-first tunnel that turned out to need its server: the door has said yes
+   * already, so a failure is recorded (session result, log line, the door's own record of the
+   * tunnel) and the client closed.
+   */
+  private async dialLate(tunnel: Tunnel): Promise<Socket | null> {
+    const server = await this.dialForTunnel(tunnel, true);
+    if (!server && tunnel.session.result !== 'client-gone') {
+      tunnel.noteFailure?.(tunnel.session.result as ProxyErrorCode, `the server could not be reached (${tunnel.session.result})`);
+    }
+    return server;
   }
 
   associateUdp(tunnel: Tunnel): Promise<void> {
@@ -524,6 +600,16 @@ export class Pipeline implements TunnelSink {
 }
 
 const userCounted = new WeakSet<Session>();
+
+/**
+ * What a peek taught about its destination: the protocol and which side spoke first. A peek in
+ * which nobody spoke, or that stopped before a verdict, teaches nothing.
+ */
+function learn(memory: DestinationMemory, dst: HostPort, peek: PeekResult): void {
+  if (peek.firstSpeaker === null) return;
+  if (peek.proto === 'raw' && peek.stoppedBy !== 'verdict' && peek.stoppedBy !== 'max-bytes') return;
+  memory.remember(dst.host, dst.port, peek.proto, peek.firstSpeaker === 'server');
+}
 const JAVASCRIPT: DirectPlan = { kind: 'javascript' };
 
 /** Who a session is for BANDWIDTH=/QUOTA= scopes. */

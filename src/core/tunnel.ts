@@ -31,4 +31,10 @@ export interface Tunnel {
   replyBindPeer?(peer: BoundAddress): void;
   /** The door's failure reply for the code; the door then closes the client socket. */
   replyFailure(code: ProxyErrorCode, message: string): void;
+  /**
+   * A failure after replySuccess (a cache-first tunnel whose late dial failed, a stream refused
+   * after the reply): the door cannot answer any more, but its own record of the tunnel (the HTTP
+   * door's access.log line) carries the failure instead of a success. The pipeline closes the socket.
+   */
+  noteFailure?(code: ProxyErrorCode, message: string): void;
 }

@@ -319,6 +319,12 @@ function onConnect(req: IncomingMessage, socket: Socket, head: Buffer): void {
     replyFailure: (code, message) => {
       fail(code, message, code === 'EDENIED' || code === 'EAUTH' || code === 'ELIMIT' || code.startsWith('EIDENT'));
     },
+    noteFailure: (code) => {
+      // 200 went out (a cache-first tunnel); the line says what became of it, as Squid's
+      // _ABORTED tags do, with the status the failure would have had.
+      status = replyFor(code).http;
+      resultCode = 'TCP_TUNNEL_ABORTED';
+    },
   };
   ctx.sink.handle(tunnel).then(
     () => {

@@ -18,19 +18,32 @@
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { firstCommandLine, resolveFtpOrSmtp, sniffClient, sniffServer } from '../sniff/index.js';
-import { SERVER_FIRST, type SniffInfo, type TapProtocol } from '../sniff/types.js';
+import type { SniffInfo, TapProtocol } from '../sniff/types.js';
 
 export interface PeekOptions {
   /** TIMEOUT=sniff: how long to wait for a direction to decide (again for an ambiguous 220's client line). */
   timeoutMs: number;
+  /**
+   * How long to wait while neither direction has said anything (default `timeoutMs`). A tunnel
+   * whose server is dialed already waits as long as it may idle: bytes that come late are still
+   * recognised, so per-request policy cannot be outwaited (the client only has to be slower than
+   * the window to get a raw tunnel otherwise).
+   */
+  firstBytesMs?: number;
+  /**
+   * Once a direction has spoken, how long its first bytes may take to be decided (default
+   * `timeoutMs`): a request line split across the sniff window is still a request line.
+   */
+  verdictMs?: number;
   /** Most bytes read from each direction. */
   maxBytes: number;
   /** The destination port, the last hint for an ambiguous 220. */
   portHint: number;
   /**
-   * The protocols the tap rule selects. The server is read only if one of them is server-first,
-   * and an ambiguous 220 waits for the client's command only if FTP or SMTP is among them. The
-   * result still names any protocol recognised on the way, for the session record.
+   * The protocols the tap rule selects. An ambiguous 220 waits for the client's command only if
+   * FTP or SMTP is among them. The result still names any protocol recognised on the way, for the
+   * session record and the connect strategy's memory. (The server, when there is one, is always
+   * watched: a client that waits for a banner must not wait for the peek's timer.)
    */
   want?: ReadonlySet<string>;
 }
@@ -47,6 +60,8 @@ export interface PeekResult {
   clientEnded: boolean;
   serverEnded: boolean;
   stoppedBy: PeekStop;
+  /** Which direction spoke first, if any did. */
+  firstSpeaker: 'client' | 'server' | null;
 }
 
 /** Node's readable state: whether the FIN has been read, before 'end' is emitted. */
@@ -187,7 +202,8 @@ export function peekTunnel(client: Socket, server: Socket | null, options: PeekO
   const maxBytes = Math.max(1, options.maxBytes);
   let order = 0;
   const nextOrder = (): number => ++order;
-  const readServer = server !== null && [...SERVER_FIRST].some((p) => wants(want, p));
+  const firstBytesMs = options.firstBytesMs ?? options.timeoutMs;
+  const verdictMs = options.verdictMs ?? options.timeoutMs;
 
   return new Promise<PeekResult>((resolve) => {
     let phase: Phase = 'first';
@@ -208,6 +224,7 @@ export function peekTunnel(client: Socket, server: Socket | null, options: PeekO
         clientEnded: up.ended || client.readableEnded,
         serverEnded: down ? down.ended || down.socket.readableEnded : false,
         stoppedBy,
+        firstSpeaker: phase === 'first' ? null : phase === 'client' ? 'client' : 'server',
       };
       // Removing the 'readable' listener makes Node set the stream's flowing state to null on the
       // next tick; pause after that so the sockets stay paused until their next owner resumes them.
@@ -218,12 +235,12 @@ export function peekTunnel(client: Socket, server: Socket | null, options: PeekO
       });
     };
 
-    const armTimer = (): void => {
+    const armTimer = (ms: number): void => {
       if (timer) clearTimeout(timer);
       timer = setTimeout(() => {
         timer = null;
         evaluate(true);
-      }, Math.max(0, options.timeoutMs));
+      }, Math.max(0, ms));
     };
 
     /** Decides if the bytes allow it; `force` (time is up) turns every 'need-more' into a decision. */
@@ -240,6 +257,8 @@ export function peekTunnel(client: Socket, server: Socket | null, options: PeekO
           finish('raw', {}, final ? why() : 'ended');
           return;
         } else return;
+        // Someone spoke: the first bytes now have their own time to be decided.
+        if (!final && verdictMs !== firstBytesMs) armTimer(verdictMs);
       }
       if (phase === 'client') {
         const v = sniffClient(up.bytes(), portHint);
@@ -266,7 +285,7 @@ export function peekTunnel(client: Socket, server: Socket | null, options: PeekO
         // RFC 959 and RFC 5321 greet alike: the client's first command tells them apart.
         phase = 'ftp-or-smtp';
         banner = v.info;
-        if (!final) armTimer();
+        if (!final) armTimer(options.timeoutMs);
       }
       // phase === 'ftp-or-smtp'
       const line = firstCommandLine(up.bytes());
@@ -277,10 +296,10 @@ export function peekTunnel(client: Socket, server: Socket | null, options: PeekO
 
     const onChange = (): void => evaluate(false);
     const up = new PeekedSide(client, maxBytes, onChange, nextOrder);
-    const down = readServer ? new PeekedSide(server!, maxBytes, onChange, nextOrder) : null;
+    const down = server ? new PeekedSide(server, maxBytes, onChange, nextOrder) : null;
     up.start();
     down?.start();
-    armTimer();
+    armTimer(firstBytesMs);
     evaluate(false);
   });
 }

@@ -81,3 +81,51 @@ export function checkHttpRequest(config: Config, q: HttpRequestQuery): Decision 
   }
   return ALLOW_DEFAULT;
 }
+
+export interface DestinationQuery {
+  clientAddress: string;
+  user: string | null;
+  host: string;
+  port: number;
+  now?: Date;
+}
+
+/** `http://AUTHORITY/...` elements of a host list's text, as globs on the authority. */
+function urlAuthorities(source: string): RegExp[] {
+  const out: RegExp[] = [];
+  for (const m of source.matchAll(/[a-z][a-z0-9+.-]*:\/\/([^/,\s{}]*)/gi)) {
+    const body = m[1]!
+      .split('*')
+      .map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+      .join('.*');
+    out.push(new RegExp(`^${body}$`, 'i'));
+  }
+  return out;
+}
+
+/**
+ * Whether some request rule could decide a request on a tunnel to this destination: the tap must
+ * then interpret the stream or refuse it (fail closed), since a stream it cannot read would carry
+ * requests no rule saw. Errs on the side of "yes" (a negated element, a method rule for every site).
+ */
+export function requestRulesMayApply(config: Config, q: DestinationQuery): boolean {
+  const rules = requestRules(config);
+  if (rules.length === 0) return false;
+  const now = q.now ?? new Date();
+  const user = q.user ?? undefined;
+  const host = q.host.toLowerCase().replace(/\.$/, '');
+  const addresses = isIP(host) ? [host] : undefined;
+  for (const rule of rules) {
+    if (rule.when && !rule.when.contains(now)) continue;
+    if (!rule.src.matches({ host: q.clientAddress, addresses: [q.clientAddress], user })) continue;
+    const source = rule.dst.source;
+    if (source.includes('!')) return true;
+    // Elements that are not URLs (a method rule's `*`, names, addresses) match as for a tunnel.
+    if (rule.dst.matches({ host, addresses, port: q.port, user })) return true;
+    const authority = q.host.includes(':') ? `[${host}]` : host;
+    for (const re of urlAuthorities(source)) {
+      if (re.test(authority) || re.test(`${authority}:${q.port}`)) return true;
+    }
+  }
+  return false;
+}

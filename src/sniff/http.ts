@@ -25,24 +25,39 @@ function isDigit(b: number): boolean {
   return b >= 0x30 && b <= 0x39;
 }
 
-/** RFC 5234 VCHAR: the request-target carries no space and no control character. */
+/** RFC 5234 VCHAR or obs-text: the request-target carries no space and no control character. */
 function isVisible(b: number): boolean {
-  return b >= 0x21 && b <= 0x7e;
+  return (b >= 0x21 && b <= 0x7e) || b >= 0x80;
 }
+
+/** Empty lines a client may send before its request line (RFC 9112 §2.2); more is not HTTP. */
+const MAX_LEADING_EMPTY_LINES = 4;
 
 /**
  * request-line = method SP request-target SP HTTP-version CRLF. Decides 'no-match' at the first
  * byte that cannot belong to one, 'match' at its LF, 'need-more' in between; a line longer than
- * MAX_REQUEST_LINE is 'no-match'. Strict (CRLF, visible target): anything looser is relayed raw,
- * which never breaks a connection, where a tap's parser could refuse it.
+ * MAX_REQUEST_LINE is 'no-match'.
+ *
+ * As lenient as the origins a tap must not be bypassed around: a bare LF ends the line (RFC 9112
+ * §2.2 lets a recipient accept it), empty lines before it are skipped (§2.2: "SHOULD ignore at
+ * least one empty line"), and the target may carry obs-text (bytes 0x80-0xFF, which origins take
+ * as UTF-8). What the sniffer calls HTTP goes to the HTTP tap, whose parser then normalises or
+ * answers 400; only bytes no origin would read as a request stay 'no-match'.
  */
 export function sniffRequestLine(bytes: Uint8Array): SniffVerdict {
   const end = Math.min(bytes.length, MAX_REQUEST_LINE);
   let i = 0;
+  for (let empty = 0; i < end && (bytes[i] === CR || bytes[i] === LF); ) {
+    if (bytes[i] === LF && ++empty > MAX_LEADING_EMPTY_LINES) return NO_MATCH;
+    if (bytes[i] === CR && i + 1 < end && bytes[i + 1] !== LF) return NO_MATCH;
+    i++;
+  }
+  if (i === end) return end === MAX_REQUEST_LINE ? NO_MATCH : NEED_MORE;
+  const methodStart = i;
   // method = token
   while (i < end && TCHAR[bytes[i]!]) i++;
   if (i === end) return end === MAX_REQUEST_LINE ? NO_MATCH : NEED_MORE;
-  if (i === 0 || bytes[i] !== SP) return NO_MATCH;
+  if (i === methodStart || bytes[i] !== SP) return NO_MATCH;
   const methodEnd = i++;
   const targetStart = i;
   while (i < end && isVisible(bytes[i]!)) i++;
@@ -53,15 +68,19 @@ export function sniffRequestLine(bytes: Uint8Array): SniffVerdict {
     if (i === end) return end === MAX_REQUEST_LINE ? NO_MATCH : NEED_MORE;
     if (bytes[i] !== VERSION_PREFIX[k]) return NO_MATCH;
   }
-  const tail = [isDigit, (b: number) => b === CR, (b: number) => b === LF];
-  for (const ok of tail) {
-    if (i === end) return end === MAX_REQUEST_LINE ? NO_MATCH : NEED_MORE;
-    if (!ok(bytes[i]!)) return NO_MATCH;
+  if (i === end) return end === MAX_REQUEST_LINE ? NO_MATCH : NEED_MORE;
+  if (!isDigit(bytes[i]!)) return NO_MATCH;
+  i++;
+  // CRLF, or a bare LF.
+  if (i === end) return end === MAX_REQUEST_LINE ? NO_MATCH : NEED_MORE;
+  if (bytes[i] === CR) {
     i++;
+    if (i === end) return end === MAX_REQUEST_LINE ? NO_MATCH : NEED_MORE;
   }
+  if (bytes[i] !== LF) return NO_MATCH;
   const text = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
   return match('http', {
-    method: text.toString('latin1', 0, methodEnd),
+    method: text.toString('latin1', methodStart, methodEnd),
     target: text.toString('latin1', targetStart, targetEnd),
   });
 }

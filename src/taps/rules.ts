@@ -3,6 +3,7 @@
  * PERMIT/REJECT. A tunnel no rule picks stays on the plain relay and pays nothing more.
  */
 import type { Config, HostPort, TapRule } from '../config/types.js';
+import type { StrategyPin } from '../core/destinations.js';
 
 export interface TapQuery {
   clientAddress: string;
@@ -21,8 +22,15 @@ export function pickTapRule(config: Config, q: TapQuery): TapRule | null {
   return null;
 }
 
-/** Ports whose servers speak first (FTP, SMTP, POP3, IMAP, NNTP, SSH and their TLS-less kin). */
-export const SERVER_FIRST_PORTS: ReadonlySet<number> = new Set([21, 22, 25, 110, 119, 143, 587, 2525, 8021]);
+/**
+ * The rule's STRATEGY= param: `dial-first` pins its tunnels to be dialed before the door replies
+ * (the client always gets the real outcome), `cache-first` to be answered at once; `auto` (the
+ * default) lets the connect strategy decide from what the destination spoke before (core/destinations.ts).
+ */
+export function ruleStrategy(rule: TapRule): StrategyPin {
+  const v = (rule.params.STRATEGY ?? 'auto').toLowerCase();
+  return v === 'dial-first' || v === 'cache-first' ? v : 'auto';
+}
 
 /** The rule's CACHE= param wins over the global CACHE. */
 export function ruleCaches(config: Config, rule: TapRule): boolean {

@@ -334,13 +334,15 @@ describe('peekTunnel: what it decides, and the tunnel still works', () => {
     assert.ok(gotUp.equals(big));
   });
 
-  test('want without a server-first protocol leaves the server unread', async () => {
-    const t = await tunnel({ ...options, want: new Set(['http', 'tls']) });
+  test('want without a server-first protocol still watches the server: a banner ends the peek at once', async () => {
+    // A client waiting for a banner must not wait for the peek's timer (here 5 s) either.
+    const t = await tunnel({ ...options, timeoutMs: 5000, want: new Set(['http', 'tls']) });
     const atClient = receiveAll(t.client);
     t.origin.write('220 (vsFTPd 3.0.5)\r\n');
     const peek = await t.peeked;
-    assert.equal(peek.proto, 'raw');
-    assert.equal(peek.stoppedBy, 'timeout');
+    assert.equal(peek.proto, 'ftp');
+    assert.equal(peek.stoppedBy, 'verdict');
+    assert.equal(peek.firstSpeaker, 'server');
     const atOrigin = replyAfterEnd(t.origin, '221 bye\r\n');
     t.client.end('QUIT\r\n');
     const [, gotDown] = await Promise.all([atOrigin, atClient, t.done]);
