@@ -553,6 +553,7 @@ function observedSink(pipeline: Pipeline, events: ProxyEvents): TunnelSink {
     handle: (tunnel) => pipeline.handle(observe(tunnel)),
     associateUdp: (tunnel) => pipeline.associateUdp(observe(tunnel)),
     forwardHttp: (req, res, session) => pipeline.forwardHttp(req, res, session),
+    reverseHttp: (req, res, session, virtual) => pipeline.reverseHttp(req, res, session, virtual),
     planDirect: (session, tags, dst) => pipeline.planDirect(session, tags, dst),
     watchPlans: (fn) => watchExpectations(fn),
   };

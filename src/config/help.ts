@@ -38,7 +38,10 @@ With no argument it runs: -P127.0.0.1:1080/auto SOCKSTAP=all CACHE=do STATEDIR=.
                            upstream HTTP proxy (repeatable, tried in order)
   SOCKS=[USER:PASS@]HOST:PORT[/4|/4a|/5][:dstHostList]
                            upstream SOCKS proxy (repeatable, tried in order; default /5)
-  MOUNT="vURL rURL [opts]" rewrite an HTTP URL prefix (repeatable)
+  MOUNT="vURL rURL [opts]" rewrite an HTTP URL prefix (repeatable); a /... vURL also serves
+                           origin-form requests (reverse proxy: -P8080 SERVER=http
+                           MOUNT="/* http://backend:80/*"), http://site/* those with Host site;
+                           opts: from= dst= method= vhost= nvhost= direction=fb|fo
   TIMEOUT=NAME:DURATION,...
                            connect:2m handshake:10s idle:15m sniff:300ms drain:10s (defaults)
   MAXIMA=conn:N,peruser:N,persrc:N,perdoor:N

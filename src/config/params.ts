@@ -29,6 +29,7 @@ import { ConfigError, type RelayKind } from './types.js';
 import { parseHostPort } from './address.js';
 import { parseHostList } from './hostlist.js';
 import { parseBandwidth, parseQuota } from './limits.js';
+import { parseMountOptions } from './mount-options.js';
 import { splitTopLevel, stripBraces } from './split.js';
 import { parseCount, parseDuration, parseSize } from './units.js';
 import { parseAuthorizer } from '../policy/accounts.js';
@@ -475,7 +476,7 @@ export function parseUpstream(kind: 'http' | 'socks', text: string, label: strin
   return upstream;
 }
 
-/** `MOUNT="vURL rURL [opt,opt]"`, DeleGate style: `MOUNT="/mnt/* http://host:port/static/*"`. */
+/** `MOUNT="vURL rURL [opt,opt]"`, DeleGate style: `MOUNT="/mnt/* http://host:port/static/*"`; options: config/mount-options.ts. */
 export function parseMount(text: string, label: string): Mount {
   const words = text.trim().split(/\s+/).filter(Boolean);
   if (words.length < 2 || words.length > 3) {
@@ -490,10 +491,13 @@ export function parseMount(text: string, label: string): Mount {
   } catch {
     throw new ConfigError(label, `real URL ${JSON.stringify(to)} is not an absolute URL such as http://host:port/path/*`);
   }
+  if (!/^http:\/\//i.test(to)) {
+    throw new ConfigError(label, `real URL ${JSON.stringify(to)}: only http:// real URLs are fetched`);
+  }
   if (from.split('*').length > 2 || to.split('*').length > 2) {
     throw new ConfigError(label, 'at most one * in each URL');
   }
-  return { from, to, options: opts ? opts.split(',').filter(Boolean) : [] };
+  return { from, to, ...(opts ? parseMountOptions(opts, label) : { options: [] }) };
 }
 
 const TIMEOUT_NAMES = ['connect', 'handshake', 'idle', 'sniff', 'drain'] as const;

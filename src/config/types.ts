@@ -159,6 +159,22 @@ export interface Mount {
   from: string;
   to: string;
   options: readonly string[];
+  /** The MountOptions sockstap honours, typed (config/mount-options.ts); absent: none given. */
+  when?: MountConditions;
+  /** `direction=fo`: requests are rewritten, responses' Location is not mapped back. Default both. */
+  forwardOnly?: boolean;
+}
+
+/** DeleGate MountOption conditions: the MOUNT applies only when every one given holds. */
+export interface MountConditions {
+  /** `from={HostList}`: the client's address (and user). */
+  client?: HostList;
+  /** `dst={HostList}`: the host and port the request names, before the rewrite. */
+  dst?: HostList;
+  /** `method={GET,HEAD}`: upper-case request methods. */
+  methods?: readonly string[];
+  /** `vhost={HostList}` / `nvhost={HostList}`: the name in the request's Host field. */
+  vhost?: HostList;
 }
 
 /** Header edits of one direction: fields set (replacing any of that name), then fields removed. */

@@ -27,6 +27,7 @@ import { chooseStrategy, DestinationMemory } from './destinations.js';
 import type { HttpTapContext } from '../taps/http/tap.js';
 import { absoluteTarget, denyHttp } from '../taps/http/forward.js';
 import { serveHttp } from '../taps/http/cached.js';
+import { applyMounts, mountRequestOf } from '../taps/http/mount.js';
 import { PROXY_VIA } from '../taps/http/headers.js';
 import { dialSpoofed } from '../net/spoof.js';
 import { dialRoute, httpRoutesFor, mayRouteHttpToProxy, queryFor, routesDirect, type HttpRoute } from '../upstream/router.js';
@@ -562,15 +563,39 @@ export class Pipeline implements TunnelSink {
       denyHttp(req, res, session, this.deps.events, 'EPROTO', 'the HTTP door forwards absolute http:// URLs only');
       return;
     }
+    this.serveForwarded(req, res, session, target, this.deps.config(), false);
+  }
+
+  /** Origin-form requests a MOUNT maps (reverse proxy): served like forwardHttp's, to the real URL. */
+  reverseHttp(req: IncomingMessage, res: ServerResponse, session: Session, virtual: HostPort & { path: string }): boolean {
+    const config = this.deps.config();
+    const mounted = applyMounts(config.mounts, virtual, mountRequestOf(req, session, true));
+    if (!mounted) return false;
+    session.dst ??= { host: mounted.host, port: mounted.port };
+    this.serveForwarded(req, res, session, virtual, config, true);
+    return true;
+  }
+
+  /**
+   * Checkpoint 2 for an absolute-form target, then serveHttp. An origin-form (`reverse`) target is
+   * virtual: serveHttp maps it and passes the real destination through checkpoint 2 itself.
+   */
+  private serveForwarded(
+    req: IncomingMessage,
+    res: ServerResponse,
+    session: Session,
+    target: HostPort & { path: string },
+    config: Config,
+    reverse: boolean,
+  ): void {
     const dst: HostPort = { host: target.host, port: target.port };
     session.command = 'http';
     session.dst ??= dst;
-    const config = this.deps.config();
     const routesFor = this.httpRoutes(config, session);
     Promise.resolve()
       .then(() => {
         this.acquireUser(session);
-        return this.authorize(session, ['http'], dst);
+        return reverse ? undefined : this.authorize(session, ['http'], dst);
       })
       .then(
         () =>
@@ -589,6 +614,7 @@ export class Pipeline implements TunnelSink {
             via: VIA,
             timeouts: config.timeouts,
             ...(routesFor ? { routesFor } : {}),
+            ...(reverse ? { originForm: true } : {}),
           }),
         (err: unknown) => {
           const e = toProxyError(err);

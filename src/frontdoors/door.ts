@@ -18,6 +18,12 @@ export interface TunnelSink {
   handle(tunnel: Tunnel): Promise<void>;
   /** An absolute-form HTTP request from the HTTP door (policy, forward, access.log). */
   forwardHttp(req: IncomingMessage, res: ServerResponse, session: Session): void;
+  /**
+   * An origin-form request (`GET /mnt/x`) from the HTTP door, as a reverse proxy: when a MOUNT maps
+   * `virtual` (the authority its Host names, and its path), the request is served as `forwardHttp`
+   * serves one and the answer is true; false when none does (nothing was done, the door replies).
+   */
+  reverseHttp?(req: IncomingMessage, res: ServerResponse, session: Session, virtual: HostPort & { path: string }): boolean;
   /** UDP ASSOCIATE (SOCKS5): set up the relay and keep it while `tunnel.socket` stays open. */
   associateUdp(tunnel: Tunnel): Promise<void>;
   /**

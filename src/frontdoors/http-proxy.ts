@@ -194,6 +194,21 @@ function replyToRequest(
   emitAccess(state, req, { resultCode, status, bytes, url: req.url ?? '-', hierarchy: 'HIER_NONE/-', contentType: 'text/plain' }, started);
 }
 
+/**
+ * The virtual target of an origin-form request: the authority its Host field names or, without
+ * one (HTTP/1.0), the address the client reached the door on. Null when Host is malformed.
+ */
+function reverseTarget(req: IncomingMessage, path: string): (HostPort & { path: string }) | null {
+  const host = req.headers.host;
+  if (host !== undefined) {
+    const a = parseAuthority(host.trim(), 80);
+    return a ? { host: a.host, port: a.port, path } : null;
+  }
+  const local = req.socket.localAddress;
+  if (!local) return null;
+  return { host: local.replace(/^::ffff:(?=\d+\.)/, ''), port: req.socket.localPort ?? 80, path };
+}
+
 function onRequest(req: IncomingMessage, res: ServerResponse): void {
   const socket = req.socket;
   const state = connections.get(socket);
@@ -220,6 +235,11 @@ function onRequest(req: IncomingMessage, res: ServerResponse): void {
   }
   if (user !== null) session.user = user;
 
+  if (!isAbsolute && target.startsWith('/')) {
+    // Origin-form (RFC 9112 §3.2.1): a reverse-proxy request, served when a MOUNT maps it.
+    const virtual = reverseTarget(req, target);
+    if (virtual && ctx.sink.reverseHttp?.(req, res, session, virtual)) return;
+  }
   if (!isAbsolute || !dst) {
     const message = /^[a-z][a-z0-9+.-]*:\/\//i.test(target)
       ? `sockstap forwards http:// and ftp:// URLs only; use CONNECT for ${target.split(':', 1)[0]}.`

@@ -105,6 +105,14 @@ function count(n: number): string {
 
 /** One access.log line, newline included. */
 export function formatAccessLine(record: AccessRecord, format: LogFormat): string {
+  const line = formatFields(record, format);
+  // A request MOUNT rewrote: the URL field is the real URL fetched, and the URL the client asked
+  // for follows at the end of the line, so the standard fields keep their places.
+  if (record.mountedFrom === undefined) return `${line}\n`;
+  return `${line} vurl=${token(withoutPassword(record.mountedFrom))}\n`;
+}
+
+function formatFields(record: AccessRecord, format: LogFormat): string {
   const client = token(record.clientAddress);
   const code = token(record.resultCode);
   const method = token(record.method);
@@ -116,14 +124,14 @@ export function formatAccessLine(record: AccessRecord, format: LogFormat): strin
     return (
       `${String(seconds).padStart(9, ' ')}.${millis} ${elapsed} ${client} ${code}/${status3(record.status)} ` +
       `${count(record.bytes)} ${method} ${url} ${user(record.user)} ${hierarchyWithPeer(record.hierarchy)} ` +
-      `${token(record.contentType)}\n`
+      `${token(record.contentType)}`
     );
   }
   const request = `"${method} ${url} HTTP/${token(record.httpVersion ?? '1.1')}"`;
   const head = `${client} - ${user(record.user)} [${clfTime(record.time)}] ${request} ${record.status} ${count(record.bytes)}`;
   const tail = `${code}:${hierarchyCode(record.hierarchy)}`;
-  if (format === 'common') return `${head} ${tail}\n`;
-  return `${head} ${quoted(record.referer)} ${quoted(record.userAgent)} ${tail}\n`;
+  if (format === 'common') return `${head} ${tail}`;
+  return `${head} ${quoted(record.referer)} ${quoted(record.userAgent)} ${tail}`;
 }
 
 /** Appends formatted records to access.log through a buffered stream (no synchronous I/O). */

@@ -17,8 +17,10 @@ export interface AccessRecord {
   /** bytes sent to the client (head and body) */
   bytes: number;
   method: string;
-  /** full URL, or host:port for CONNECT */
+  /** full URL, or host:port for CONNECT; after MOUNT, the real URL fetched */
   url: string;
+  /** The URL as the client asked it, when a MOUNT rewrote it (access.log's trailing `vurl=` field). */
+  mountedFrom?: string;
   user: string | null;
   /** Squid hierarchy code and peer: "HIER_DIRECT/127.0.0.1", "HIER_NONE/-" */
   hierarchy: string;

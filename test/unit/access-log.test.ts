@@ -156,3 +156,15 @@ test('a URL with a password is logged without it', () => {
   assert.ok(!line.includes('s3cret'), line);
   assert.match(line, / ftp:\/\/alice@files\.example\/pub\/a\.txt /);
 });
+
+describe('a request MOUNT rewrote', () => {
+  test('the real URL in the URL field, the asked one as a trailing vurl= field in every format', () => {
+    const r = record({ url: 'http://backend:8080/static/a', mountedFrom: 'http://site.test/mnt/a b' });
+    for (const format of ['squid', 'common', 'combined'] as const) {
+      const line = formatAccessLine(r, format);
+      assert.ok(line.includes(' http://backend:8080/static/a '), line);
+      assert.ok(line.endsWith(' vurl=http://site.test/mnt/a%20b\n'), line);
+      assert.equal(line, `${formatAccessLine(record({ url: r.url }), format).slice(0, -1)} vurl=http://site.test/mnt/a%20b\n`);
+    }
+  });
+});

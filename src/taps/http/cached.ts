@@ -37,7 +37,7 @@ import {
   type ResponsePlan,
 } from './forward.js';
 import { appendVia, applyHeaderEdits, headersFromRaw, mediaType, rawFromHeaders, rawHeaderValue } from './headers.js';
-import { applyMounts } from './mount.js';
+import { applyMounts, mapBackHeaders, mountRequestOf } from './mount.js';
 
 export interface ServeOptions {
   session: Session;
@@ -65,6 +65,11 @@ export interface ServeOptions {
    * all; asked only when a request leaves for the network, so a cache hit costs nothing.
    */
   routesFor?(dst: HostPort): readonly ForwardRoute[] | null;
+  /**
+   * An origin-form request on the HTTP door (reverse proxy): `target` is the virtual one (the
+   * Host the client named, or the door's own address) and only a MOUNT may send it anywhere.
+   */
+  originForm?: boolean;
 }
 
 /** RFC 9110 §9.2.1. */
@@ -81,7 +86,7 @@ function escapeHtml(s: string): string {
 }
 
 /** The 403 page of checkpoint 3: HTML, since a browser shows it where the page would have been. */
-function denyRequest(req: IncomingMessage, res: ServerResponse, o: ServeOptions, url: string, by: string): void {
+function denyRequest(req: IncomingMessage, res: ServerResponse, o: ServeOptions, url: string, by: string, mountedFrom?: string): void {
   const started = Date.now();
   const body =
     `<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>403 Forbidden</title></head><body>\n` +
@@ -110,6 +115,7 @@ function denyRequest(req: IncomingMessage, res: ServerResponse, o: ServeOptions,
     bytes,
     method: req.method ?? '-',
     url,
+    ...(mountedFrom !== undefined ? { mountedFrom } : {}),
     user: o.session.user,
     hierarchy: 'HIER_NONE/-',
     contentType: 'text/html',
@@ -169,13 +175,26 @@ export function serveHttp(req: IncomingMessage, res: ServerResponse, o: ServeOpt
   const method = (req.method ?? 'GET').toUpperCase();
   let target = o.target;
   let hostMode = o.host;
-  const mounted = applyMounts(o.config.mounts, target);
+  const mounted = applyMounts(o.config.mounts, target, mountRequestOf(req, o.session, o.originForm === true));
+  // The URL as the client asked it (for an origin-form request: its Host and path).
+  const asked = `http://${targetAuthority(target)}${target.path}`;
+  if (o.originForm && !mounted) {
+    // The door matched a MOUNT under the configuration it saw; a reload has removed it since.
+    denyHttp(req, res, o.session, o.events, 'EPROTO', 'no MOUNT serves this path (the configuration changed)', asked);
+    return;
+  }
+  let mapResponseHead: ((raw: string[]) => void) | undefined;
   if (mounted) {
     target = { host: mounted.host, port: mounted.port, path: mounted.path };
     // The request now goes to the real URL's server, which is named in its Host (RFC 9112 §3.2).
     hostMode = 'target';
+    if (!mounted.mount.forwardOnly) {
+      const virtual = { host: o.target.host, port: o.target.port };
+      mapResponseHead = (raw) => mapBackHeaders(raw, mounted, virtual);
+    }
   }
   const url = `http://${targetAuthority(target)}${target.path}`;
+  const mountedFrom = mounted ? asked : undefined;
 
   const decision = checkHttpRequest(o.config, {
     clientAddress: o.session.clientAddress,
@@ -186,18 +205,26 @@ export function serveHttp(req: IncomingMessage, res: ServerResponse, o: ServeOpt
     port: target.port,
   });
   if (!decision.allowed) {
-    denyRequest(req, res, o, url, decision.by);
+    denyRequest(req, res, o, url, decision.by, mountedFrom);
     return;
   }
-  const moved = mounted !== null && (target.host !== o.target.host || target.port !== o.target.port);
+  // An origin-form request's virtual target was never a destination: its real one always passes
+  // checkpoint 2 here.
+  const moved = mounted !== null && (o.originForm === true || target.host !== o.target.host || target.port !== o.target.port);
   const ready = moved ? o.authorize({ host: target.host, port: target.port }) : Promise.resolve();
   ready.then(
-    () => serveAllowed(req, res, o, target, hostMode, url, method),
+    () => serveAllowed(req, res, o, target, hostMode, url, method, { mountedFrom, mapResponseHead }),
     (err: unknown) => {
       const e = toProxyError(err);
-      denyHttp(req, res, o.session, o.events, e.code, e.message, url);
+      denyHttp(req, res, o.session, o.events, e.code, e.message, url, mountedFrom);
     },
   );
+}
+
+/** What MOUNT adds to a request's exchange: the asked URL for access.log, Location mapped back. */
+interface MountEffects {
+  mountedFrom: string | undefined;
+  mapResponseHead: ((raw: string[]) => void) | undefined;
 }
 
 function serveAllowed(
@@ -208,6 +235,7 @@ function serveAllowed(
   hostMode: 'keep' | 'target',
   url: string,
   method: string,
+  mount: MountEffects,
 ): void {
   const raw = [...req.rawHeaders];
   const edits = o.config.httpHeaders;
@@ -228,6 +256,8 @@ function serveAllowed(
       via: o.via,
       timeouts: o.timeouts,
       url,
+      ...(mount.mountedFrom !== undefined ? { mountedFrom: mount.mountedFrom } : {}),
+      ...(mount.mapResponseHead ? { mapResponseHead: mount.mapResponseHead } : {}),
       host: hostMode,
       rawHeaders: extra.rawHeaders ?? raw,
       ...(o.poolKey !== undefined ? { poolKey: o.poolKey } : {}),
@@ -268,7 +298,7 @@ function serveAllowed(
     forward(method === 'GET' ? { onResponseHead: (r) => storePlan(cache, cacheReq, r, 'TCP_MISS', null) } : {});
     return;
   }
-  const state: RequestState = { req, res, o, cache, cacheReq, raw, responseEdits, url, forward };
+  const state: RequestState = { req, res, o, cache, cacheReq, raw, responseEdits, url, mount, forward };
   void lookupAndServe(state, true).catch((err: unknown) => {
     o.log.warn('cache lookup failed', { session: o.session.id, url, error: err instanceof Error ? err.message : String(err) });
     forward({});
@@ -284,6 +314,7 @@ interface RequestState {
   raw: string[];
   responseEdits: HeaderEdits | undefined;
   url: string;
+  mount: MountEffects;
   forward(extra: {
     rawHeaders?: string[];
     onResponseHead?: (response: IncomingMessage) => ResponsePlan | Promise<ResponsePlan>;
@@ -413,6 +444,7 @@ async function serveStored(s: RequestState, hit: CacheHit, head: CacheResponseHe
     // The stored body's exact size frames the message (RFC 9112 §6.3), however the origin framed it.
     if (status !== 204 && status !== 304) out.push('content-length', String(hit.size));
   }
+  s.mount.mapResponseHead?.(out);
   if (s.responseEdits) applyHeaderEdits(out, s.responseEdits);
   appendVia(out, '1.1', o.via);
   const code = notModified && resultCode === 'TCP_HIT' ? 'TCP_IMS_HIT' : resultCode;
@@ -432,6 +464,7 @@ async function serveStored(s: RequestState, hit: CacheHit, head: CacheResponseHe
       bytes: headLen + bodyBytes,
       method: req.method ?? '-',
       url: s.url,
+      ...(s.mount.mountedFrom !== undefined ? { mountedFrom: s.mount.mountedFrom } : {}),
       user: o.session.user,
       hierarchy: 'HIER_NONE/-',
       contentType: mediaType(typeof head.headers['content-type'] === 'string' ? head.headers['content-type'] : undefined),

@@ -68,6 +68,10 @@ export interface ForwardOptions {
   hierarchyCode?: string;
   /** The URL access.log names; default `http://authority/path` of the target. */
   url?: string;
+  /** The URL the client asked for, when MOUNT rewrote it (access.log's `vurl=`). */
+  mountedFrom?: string;
+  /** Maps the response head's fields before the header rules edit it (MOUNT's Location back to the vURL). */
+  mapResponseHead?(raw: string[]): void;
   /**
    * Host of the forwarded request: `target` (default) replaces it with the target's authority
    * (RFC 9112 §3.2.2, absolute-form and MOUNT); `keep` forwards the client's own Host (a tapped
@@ -323,6 +327,7 @@ export function denyHttp(
   code: ProxyErrorCode,
   message: string,
   url: string = req.url ?? '-',
+  mountedFrom?: string,
 ): void {
   const started = Date.now();
   const status = replyFor(code).http;
@@ -331,6 +336,7 @@ export function denyHttp(
   const bytes = writeErrorPage(req, res, status, message, extra);
   events.emit('access', {
     ...baseRecord(req, session, url),
+    ...(mountedFrom !== undefined ? { mountedFrom } : {}),
     time: Date.now(),
     elapsedMs: Date.now() - started,
     resultCode: refusalResultCode(code),
@@ -424,6 +430,7 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
     const now = Date.now();
     events.emit('access', {
       ...baseRecord(req, session, url),
+      ...(opts.mountedFrom !== undefined ? { mountedFrom: opts.mountedFrom } : {}),
       time: now,
       elapsedMs: now - started,
       resultCode: code,
@@ -611,6 +618,7 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
     status = response.statusCode ?? 502;
     contentType = mediaType(response.headers['content-type']);
     const out = withoutHopByHop(response.rawHeaders);
+    opts.mapResponseHead?.(out);
     if (opts.responseEdits) applyHeaderEdits(out, opts.responseEdits);
     appendVia(out, response.httpVersion, opts.via);
     try {
