@@ -56,6 +56,7 @@ before(async () => {
   origin = await startOrigin(handler);
   // The origin counts every field itself: lift Node's own limits on it.
   origin.server.maxHeadersCount = 0;
+  (origin.server as unknown as { maxHeaderSize: number }).maxHeaderSize = 256 * 1024;
   dir = mkdtempSync(join(tmpdir(), 'sockstap-hostile-http-'));
   const file = join(dir, 'hostile.yaml');
   writeFileSync(

@@ -22,7 +22,7 @@ import type { Session } from '../../core/session.js';
 import type { AccessRecord, ProxyEvents } from '../../observe/events.js';
 import type { Logger } from '../../observe/log.js';
 import type { HeaderEdits } from '../../config/types.js';
-import { appendVia, applyHeaderEdits, mediaType, requestBodyKind, withoutHopByHop } from './headers.js';
+import { appendVia, applyHeaderEdits, MAX_HEAD_BYTES, MAX_HEAD_FIELDS, mediaType, requestBodyKind, withoutHopByHop } from './headers.js';
 
 export interface ForwardTarget {
   /** Origin host: a DNS name or an IP literal (IPv6 without brackets). */
@@ -475,9 +475,10 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
     try {
       request = http.request(
         upstream
-          ? ({ ...upstreamArgs(upstream, target, authority, headers, route.key), agent: pool, method, setHost: false } as RoutedArgs)
+          ? ({ ...upstreamArgs(upstream, target, authority, headers, route.key), agent: pool, method, setHost: false, maxHeaderSize: MAX_HEAD_BYTES } as RoutedArgs)
           : ({
               agent: pool,
+              maxHeaderSize: MAX_HEAD_BYTES,
               host: target.host,
               port: target.port,
               method,
@@ -493,6 +494,9 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
       return;
     }
     proxyReq = request;
+    // The response's fields, all of them within MAX_HEAD_BYTES (Node's client default keeps about
+    // 1,000 and drops the rest without a word); read when the parser is attached to the socket.
+    request.maxHeadersCount = MAX_HEAD_FIELDS;
     request.setTimeout(opts.timeouts.idle, () => {
       request.destroy(new ProxyError('ETIMEDOUT', `no answer from ${authority} within ${opts.timeouts.idle} ms`));
     });

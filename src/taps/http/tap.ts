@@ -18,12 +18,12 @@ import { toProxyError, replyFor } from '../../core/errors.js';
 import { checkHttpRequest } from '../../policy/http-rules.js';
 import type { Tap, TapContext } from '../tap.js';
 import { absoluteTarget, targetAuthority, type ForwardRoute } from './forward.js';
-import { PROXY_VIA } from './headers.js';
+import { MAX_HEAD_BYTES, MAX_HEAD_FIELDS, PROXY_VIA } from './headers.js';
 import { serveHttp } from './cached.js';
 import { socketBytes } from '../../net/splice.js';
 
 /** Largest request head accepted; a larger one gets 431 (RFC 6585 §5), as at the HTTP door. */
-const MAX_HEADER_BYTES = 64 * 1024;
+const MAX_HEADER_BYTES = MAX_HEAD_BYTES;
 /** Largest upgrade response head read before the relay starts. */
 const MAX_UPGRADE_HEAD_BYTES = 64 * 1024;
 /** Idle keep-alive time between requests of a tapped connection (bounded by TIMEOUT=idle). */
@@ -318,6 +318,8 @@ function tapServer(): http.Server {
     requestTimeout: 0,
   });
   server.keepAliveTimeout = 0;
+  // Every field within the byte limit, not Node's default count.
+  server.maxHeadersCount = MAX_HEAD_FIELDS;
   server.on('request', onRequest);
   // With a listener Node does not answer `Expect: 100-continue` itself: the forwarder relays the
   // origin's 100 or its final answer (RFC 9110 §10.1.1).
