@@ -423,6 +423,9 @@ describe('a pooled origin connection the origin closed is not reused (the hang)'
       assert.equal(b.status, 200);
       assert.match(b.body, /to \/race-b$/);
       assert.equal(racing.requests.filter((l) => l.startsWith('GET /race-b ')).length, 2);
+      // A connection in the pool again (the retry's own is not kept), then a POST reuses it.
+      const c = await fetchText([...door(), `${root}/race-c`]);
+      assert.match(c.body, /to \/race-c$/);
       // Not idempotent: the origin may have acted on it, so the client hears of the failure.
       const p = await fetchText([...door(), '-X', 'POST', `${root}/race-post`]);
       assert.equal(p.status, 502);

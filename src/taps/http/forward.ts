@@ -131,6 +131,13 @@ const dialFailures = new WeakSet<Error>();
 type RoutedArgs = http.ClientRequestArgs & { [ROUTE]?: PoolRoute };
 
 /**
+ * RFC 9110 §9.2.2: the methods a client (and so a proxy) may send again after a failure without
+ * changing the effect; only these are retried, and only without a body (the body has been
+ * streamed away).
+ */
+const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+/**
  * A keep-alive agent whose connections come from the pipeline's dialer instead of
  * `net.connect`, pooled per origin and route.
  */
@@ -163,9 +170,49 @@ class DialingAgent extends http.Agent {
     const route = options ? (options as RoutedArgs)[ROUTE] : undefined;
     return `${super.getName(options)}|${route?.key ?? ''}`;
   }
+
+  /**
+   * A connection goes back to the pool only while both directions are open. Origin connections
+   * are dialed with `allowHalfOpen` (the tunnel relay forwards a FIN), so an origin that closes
+   * an idle keep-alive connection (Apache after 5 s, announcing no `timeout=`) leaves it
+   * half-closed rather than closed: reused, the request would be written into a connection
+   * nobody reads, and neither an answer nor an error would ever come.
+   */
+  override keepSocketAlive(socket: Socket): boolean {
+    if (!reusable(socket)) return false;
+    // Node's own decision (the origin's `Keep-Alive: timeout=` hint); typed void, returns a boolean.
+    if (!(super.keepSocketAlive(socket) as unknown as boolean)) return false;
+    socket.once('end', dropIdle);
+    return true;
+  }
+
+  override reuseSocket(socket: Socket, req: ClientRequest): void {
+    socket.removeListener('end', dropIdle);
+    super.reuseSocket(socket, req);
+  }
+}
+
+function reusable(socket: Socket): boolean {
+  return !socket.destroyed && !socket.readableEnded && socket.readable && socket.writable && !socket.errored;
+}
+
+/**
+ * The origin ended an idle pooled connection: closed and out of the pool at once, the way Node
+ * removes a free connection that errors (`agentRemove`), so no request can pick it in between.
+ */
+function dropIdle(this: Socket): void {
+  this.destroy();
+  this.emit('agentRemove');
 }
 
 let pool = newPool();
+
+/**
+ * The retry of a request that met a closed pooled connection goes through this agent: it keeps
+ * nothing, so the retry always gets a connection of its own, never another pooled one that the
+ * origin may have closed at the same moment.
+ */
+const freshAgent = new DialingAgent({ keepAlive: false, maxTotalSockets: MAX_TOTAL_SOCKETS });
 
 function newPool(): DialingAgent {
   return new DialingAgent({
@@ -406,6 +453,8 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
   let proxyReq: ClientRequest | null = null;
   let proxyRes: IncomingMessage | null = null;
   let retried = false;
+  /** Whether the origin sent any byte of an answer on the connection of the current attempt. */
+  let answered: () => boolean = () => false;
 
   const finish = (): void => {
     if (finished) return;
@@ -475,9 +524,9 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
     try {
       request = http.request(
         upstream
-          ? ({ ...upstreamArgs(upstream, target, authority, headers, route.key), agent: pool, method, setHost: false, maxHeaderSize: MAX_HEAD_BYTES } as RoutedArgs)
+          ? ({ ...upstreamArgs(upstream, target, authority, headers, route.key), agent: retried ? freshAgent : pool, method, setHost: false, maxHeaderSize: MAX_HEAD_BYTES } as RoutedArgs)
           : ({
-              agent: pool,
+              agent: retried ? freshAgent : pool,
               maxHeaderSize: MAX_HEAD_BYTES,
               host: target.host,
               port: target.port,
@@ -502,6 +551,8 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
     });
     request.once('socket', (socket) => {
       const s = socket as Socket;
+      const readBefore = s.bytesRead;
+      answered = () => s.bytesRead > readBefore;
       // A tunnel's pre-dialed server socket arrives paused (the pipeline peeked it); Node's client
       // has installed its reader by the time 'socket' is emitted, so nothing is lost by resuming.
       if (s.isPaused()) s.resume();
@@ -525,12 +576,16 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
         request.reusedSocket &&
         !retried &&
         !proxyRes &&
+        !answered() &&
         bodyKind === 'none' &&
+        IDEMPOTENT_METHODS.has(method.toUpperCase()) &&
         err.code !== undefined &&
         STALE_CONNECTION_ERRORS.has(err.code)
       ) {
-        // The origin closed an idle pooled connection as we reused it; nothing reached it, so
-        // a request without a body is sent again once on a fresh connection.
+        // The origin closed a pooled connection as we reused it, before any byte of an answer:
+        // an idempotent request without a body is sent again, once, on a new connection (never
+        // another pooled one: freshAgent).
+        log.debug('pooled origin connection closed under the request, retrying on a new one', { session: session.id, url, code: err.code });
         retried = true;
         send();
         return;

@@ -79,10 +79,12 @@ function disarmHeadTimer(state: TapState): void {
 function dialFor(state: TapState, dst: HostPort): Promise<Socket> {
   const { ctx } = state;
   const same = dst.host === ctx.dst.host && dst.port === ctx.dst.port;
-  if (same && state.firstServer && !state.firstServer.destroyed) {
+  if (same && state.firstServer) {
     const s = state.firstServer;
     state.firstServer = null;
-    return Promise.resolve(s);
+    // One the server has already ended (a FIN: sockets are half-open) would take the request and never answer.
+    if (!s.destroyed && !s.readableEnded) return Promise.resolve(s);
+    s.destroy();
   }
   const dialing = same ? ctx.dial() : ctx.dialTo(dst);
   return dialing.then((s) => {
