@@ -139,7 +139,7 @@ describe('a forged Host in a tapped tunnel does not poison the cache (finding 1)
     assert.equal(real.status, 200);
     assert.match(real.body, new RegExp(`^vhost=victim\\.test:${origin.port} path=/f1-socks `));
     assert.equal(origin.requests.filter((r) => r.url === '/f1-socks' && r.headers.host?.startsWith('evil.test')).length, 0);
-    assert.deepEqual(codesFor(url), ['NONE/400', 'TCP_MISS/200']);
+    assert.deepEqual(codesFor(url), ['TAG_NONE/400', 'TCP_MISS/200']);
     assert.match(proxy.readLog('sockstap.log'), /Host.*does not name the tunnel/);
   });
 
@@ -149,7 +149,7 @@ describe('a forged Host in a tapped tunnel does not poison the cache (finding 1)
     assert.equal(forged.status, 400);
     const real = await fetchText([...connectDoor(), url]);
     assert.match(real.body, new RegExp(`^vhost=victim\\.test:${origin.port} path=/f1-connect `));
-    assert.deepEqual(codesFor(url), ['NONE/400', 'TCP_MISS/200']);
+    assert.deepEqual(codesFor(url), ['TAG_NONE/400', 'TCP_MISS/200']);
   });
 
   test('a port that is not the tunnel\'s is refused too', async () => {

@@ -17,9 +17,11 @@ import type { HostPort } from '../../config/types.js';
 import { toProxyError, replyFor } from '../../core/errors.js';
 import { checkHttpRequest } from '../../policy/http-rules.js';
 import type { Tap, TapContext } from '../tap.js';
-import { absoluteTarget, targetAuthority, type ForwardRoute } from './forward.js';
+import { absoluteTarget, denyHttp, targetAuthority, type ForwardRoute, type ForwardTarget } from './forward.js';
 import { MAX_HEAD_BYTES, MAX_HEAD_FIELDS, PROXY_VIA } from './headers.js';
 import { serveHttp } from './cached.js';
+import { verifyTunnelHost } from './host-check.js';
+import { nameCache } from '../../net/dns.js';
 import { socketBytes } from '../../net/splice.js';
 
 /** Largest request head accepted; a larger one gets 431 (RFC 6585 §5), as at the HTTP door. */
@@ -109,7 +111,6 @@ function onRequest(req: IncomingMessage, res: ServerResponse): void {
     return;
   }
   const { ctx } = state;
-  const routesFor = (ctx as HttpTapContext).httpRoutes;
   disarmHeadTimer(state);
   state.inFlight++;
   state.served++;
@@ -118,9 +119,37 @@ function onRequest(req: IncomingMessage, res: ServerResponse): void {
     state.inFlight = Math.max(0, state.inFlight - 1);
     if (state.inFlight === 0 && !socket.destroyed) armHeadTimer(socket, state);
   });
+  const target = { host: ctx.dst.host, port: ctx.dst.port, path: requestPath(req.url ?? '/') };
+  // The Host is forwarded as sent, so it must name where the tunnel goes (host-check.ts).
+  void verifyTunnelHost(req.rawHeaders, ctx.dst, nameCache(ctx.config.dns)).then((verdict) => {
+    if (res.destroyed) return;
+    if (!verdict.ok) {
+      refuseHost(req, res, state, `http://${targetAuthority(ctx.dst)}${target.path}`, verdict.reason);
+      return;
+    }
+    serve(req, res, state, target, verdict.keyHost);
+  });
+}
+
+/** A request whose Host does not name the tunnel's destination: 400, access.log and sockstap.log. */
+function refuseHost(req: IncomingMessage, res: ServerResponse, state: TapState, url: string, reason: string): void {
+  const { ctx } = state;
+  ctx.services.log.warn('http Host does not name the tunnel destination, refused', {
+    session: ctx.session.id,
+    client: ctx.session.clientAddress,
+    dst: targetAuthority(ctx.dst),
+    reason,
+  });
+  denyHttp(req, res, ctx.session, ctx.services.events, 'EPROTO', `${reason}. sockstap forwards a request only to the host it names (the cache would store it for the wrong one).`, url);
+}
+
+function serve(req: IncomingMessage, res: ServerResponse, state: TapState, target: ForwardTarget, keyHost: string | null): void {
+  const { ctx } = state;
+  const routesFor = (ctx as HttpTapContext).httpRoutes;
   serveHttp(req, res, {
     session: ctx.session,
-    target: { host: ctx.dst.host, port: ctx.dst.port, path: requestPath(req.url ?? '/') },
+    target,
+    ...(keyHost ? { keyHost } : {}),
     host: 'keep',
     dial: (dst) => dialFor(state, dst),
     authorize: (dst) => ctx.authorize(dst),
@@ -204,6 +233,18 @@ function onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
   }
   const writtenBefore = socket.bytesWritten;
   state.upgraded = (async () => {
+    const verdict = await verifyTunnelHost(req.rawHeaders, ctx.dst, nameCache(ctx.config.dns));
+    if (!verdict.ok) {
+      ctx.services.log.warn('http Host does not name the tunnel destination, refused', {
+        session: ctx.session.id,
+        client: ctx.session.clientAddress,
+        dst: targetAuthority(ctx.dst),
+        reason: verdict.reason,
+      });
+      resultCode = 'TAG_NONE';
+      refuse(400, `${verdict.reason}.`);
+      return;
+    }
     let server: Socket;
     try {
       server = await dialFor(state, ctx.dst);
