@@ -455,6 +455,8 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
   let retried = false;
   /** Whether the origin sent any byte of an answer on the connection of the current attempt. */
   let answered: () => boolean = () => false;
+  /** The connection handed to this attempt was already ended by the origin (closed unused). */
+  let metEnded = false;
 
   const finish = (): void => {
     if (finished) return;
@@ -553,6 +555,13 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
       const s = socket as Socket;
       const readBefore = s.bytesRead;
       answered = () => s.bytesRead > readBefore;
+      // Node hands a freed connection straight to a queued request without asking the pool
+      // (keepSocketAlive): one the origin has ended would take the request and never answer.
+      if (s.readableEnded && !s.destroyed) {
+        metEnded = true;
+        s.destroy();
+        return;
+      }
       // A tunnel's pre-dialed server socket arrives paused (the pipeline peeked it); Node's client
       // has installed its reader by the time 'socket' is emitted, so nothing is lost by resuming.
       if (s.isPaused()) s.resume();
@@ -573,7 +582,7 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
       // route gets it (dialRoute's fallback, request by request).
       if (upstream && !proxyRes && dialFailures.has(err) && err.code !== 'ESHUTDOWN' && tryNextRoute(upstream, codeFromSystemError(err), err.message)) return;
       if (
-        request.reusedSocket &&
+        (request.reusedSocket || metEnded) &&
         !retried &&
         !proxyRes &&
         !answered() &&
