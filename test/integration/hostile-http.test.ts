@@ -67,7 +67,15 @@ before(async () => {
       '',
     ].join('\n'),
   );
-  proxy = await startProxy(['-f', file, '-P127.0.0.1:0/socks', '-P127.0.0.1:0/http', 'CACHE=do', 'SOCKSTAP=http']);
+  proxy = await startProxy([
+    '-f',
+    file,
+    '-P127.0.0.1:0/socks',
+    '-P127.0.0.1:0/http',
+    `-P127.0.0.1:0/tcprelay://victim.test:${origin.port}`,
+    'CACHE=do',
+    'SOCKSTAP=http',
+  ]);
   proxy.proxy.events.on('access', (r) => records.push(r));
 });
 after(async () => {
@@ -186,6 +194,21 @@ describe('a forged Host in a tapped tunnel does not poison the cache (finding 1)
     socket.destroy();
     assert.equal(far.status, 400);
     assert.equal(origin.requests.filter((r) => r.url === '/f1-far').length, 0);
+  });
+});
+
+describe('a port relay (tcprelay): the Host names the relay', () => {
+  test('a Host naming the relay is rewritten to the destination; another host is refused', async () => {
+    const relay = `127.0.0.1:${proxy.port('tcprelay')}`;
+    const viaRelay = await fetchText([`http://${relay}/f1-relay`]);
+    assert.equal(viaRelay.status, 200);
+    assert.match(viaRelay.body, new RegExp(`^vhost=victim\\.test:${origin.port} path=/f1-relay `));
+    // The entry is the destination's: a tunnel by name finds it.
+    const byName = await fetchText([...socks5h(), `http://victim.test:${origin.port}/f1-relay`]);
+    assert.equal(byName.body, viaRelay.body);
+    const forged = await fetchText(['-H', `Host: evil.test:${origin.port}`, `http://${relay}/f1-relay-evil`]);
+    assert.equal(forged.status, 400);
+    assert.equal(origin.requests.filter((r) => r.url === '/f1-relay-evil').length, 0);
   });
 });
 

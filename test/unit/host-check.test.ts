@@ -54,6 +54,14 @@ describe('verifyTunnelHost', () => {
     assert.equal((await verify('far.test:8080', '127.0.0.1')).ok, false);
     assert.equal((await verify('127.0.0.2:8080', '127.0.0.1')).ok, false);
   });
+  test('a port relay: a Host naming the relay is accepted and rewritten', async () => {
+    const relay = { host: '127.0.0.5', port: 9000 };
+    const v = (h: string) => verifyTunnelHost(['Host', h], { host: 'victim.test', port: 8080 }, names, relay);
+    assert.deepEqual(await v('127.0.0.5:9000'), { ok: true, keyHost: null, rewrite: true });
+    assert.deepEqual(await v('victim.test:8080'), { ok: true, keyHost: null });
+    assert.equal((await v('127.0.0.5:9001')).ok, false);
+    assert.equal((await v('evil.test:9000')).ok, false);
+  });
   test('no Host is the destination; two Hosts or a malformed one are refused', async () => {
     assert.deepEqual(await verify(null, 'victim.test'), { ok: true, keyHost: null });
     const two = await verify(['victim.test:8080', 'victim.test:8080'], 'victim.test');

@@ -15,14 +15,23 @@
  *                            addresses with an intercepted connection's. The cache key then names
  *                            that name, so the entry is the one a tunnel by name fills and finds,
  *                            and two names on one address keep apart.
+ *
+ * A port relay (tcprelay, YAML portmap: the administrator fixed the destination, the client
+ * connects to sockstap as if it were the server) also accepts a Host naming the relay's own
+ * address and port — what such a client sends — and that Host is **rewritten** to the
+ * destination's authority, as a reverse proxy does (nginx's default `Host $proxy_host`), so the
+ * origin answers for the host the entry is keyed by.
  */
 import { isIP } from 'node:net';
 import type { HostPort } from '../../config/types.js';
 import type { NameCache } from '../../net/dns.js';
 
 export type HostVerdict =
-  /** `keyHost`: the name the cache key uses instead of the destination address, or null. */
-  | { ok: true; keyHost: string | null }
+  /**
+   * `keyHost`: the name the cache key uses instead of the destination address, or null;
+   * `rewrite`: the Host named the relay itself and is to be replaced by the destination's.
+   */
+  | { ok: true; keyHost: string | null; rewrite?: true }
   | { ok: false; reason: string };
 
 const NAME = /^[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$/;
@@ -72,8 +81,26 @@ export function parseHostField(value: string): { host: string; port: number | nu
   return port >= 1 && port <= 65535 ? { host, port } : null;
 }
 
-/** Whether the request's `Host` names the tunnel's destination `dst` (see the file comment). */
-export async function verifyTunnelHost(rawHeaders: readonly string[], dst: HostPort, names: NameCache): Promise<HostVerdict> {
+/** Whether `host` (a name or an address) is, or resolves to, the address `address`. */
+async function namesAddress(host: string, address: string, names: NameCache): Promise<boolean> {
+  if (isIP(host) !== 0) return canonicalAddress(host) === canonicalAddress(address);
+  try {
+    return (await names.resolve(host)).some((a) => canonicalAddress(a.address) === canonicalAddress(address));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Whether the request's `Host` names the tunnel's destination `dst` (see the file comment).
+ * `relay`: the address and port the client connected to, when that is a port relay.
+ */
+export async function verifyTunnelHost(
+  rawHeaders: readonly string[],
+  dst: HostPort,
+  names: NameCache,
+  relay?: HostPort,
+): Promise<HostVerdict> {
   const values: string[] = [];
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     if (rawHeaders[i]!.toLowerCase() === 'host') values.push(rawHeaders[i + 1]!);
@@ -90,6 +117,7 @@ export async function verifyTunnelHost(rawHeaders: readonly string[], dst: HostP
     ok: false,
     reason: `Host ${JSON.stringify(values[0])} does not name the tunnel's destination ${dstLabel}: ${why}`,
   });
+  if (relay && port === relay.port && (await namesAddress(given.host, relay.host, names))) return { ok: true, keyHost: null, rewrite: true };
   if (port !== dst.port) return refused(`port ${port} is not ${dst.port}`);
   const hostIsAddress = isIP(given.host) !== 0;
   if (isIP(dst.host) === 0) {

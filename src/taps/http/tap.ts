@@ -4,7 +4,8 @@
  * `http.Server` with `emit('connection')`, so llhttp handles keep-alive, pipelining, chunked
  * bodies and refuses request-smuggling shapes (CL+TE, repeated Content-Length, bad
  * Transfer-Encoding → 400 and close; `insecureHTTPParser` stays off). Every request then takes
- * the one path of proxied HTTP (`serveHttp`, cached.ts) towards the tunnel's destination.
+ * the one path of proxied HTTP (`serveHttp`, cached.ts) towards the tunnel's destination, once
+ * its `Host` is verified to name that destination (host-check.ts; else 400).
  *
  * Origin connections: the pre-dialed server socket when the connect strategy dialed first (for
  * the first origin request, then kept in the pool), otherwise dialed only when a request needs
@@ -20,7 +21,7 @@ import type { Tap, TapContext } from '../tap.js';
 import { absoluteTarget, denyHttp, targetAuthority, type ForwardRoute, type ForwardTarget } from './forward.js';
 import { MAX_HEAD_BYTES, MAX_HEAD_FIELDS, PROXY_VIA } from './headers.js';
 import { serveHttp } from './cached.js';
-import { verifyTunnelHost } from './host-check.js';
+import { verifyTunnelHost, type HostVerdict } from './host-check.js';
 import { nameCache } from '../../net/dns.js';
 import { socketBytes } from '../../net/splice.js';
 
@@ -121,14 +122,21 @@ function onRequest(req: IncomingMessage, res: ServerResponse): void {
   });
   const target = { host: ctx.dst.host, port: ctx.dst.port, path: requestPath(req.url ?? '/') };
   // The Host is forwarded as sent, so it must name where the tunnel goes (host-check.ts).
-  void verifyTunnelHost(req.rawHeaders, ctx.dst, nameCache(ctx.config.dns)).then((verdict) => {
+  void verifyHost(req, ctx).then((verdict) => {
     if (res.destroyed) return;
     if (!verdict.ok) {
       refuseHost(req, res, state, `http://${targetAuthority(ctx.dst)}${target.path}`, verdict.reason);
       return;
     }
-    serve(req, res, state, target, verdict.keyHost);
+    serve(req, res, state, target, verdict.keyHost, verdict.rewrite === true);
   });
+}
+
+/** host-check.ts for a request of this tunnel; a port relay's own address counts for its destination. */
+function verifyHost(req: IncomingMessage, ctx: TapContext): Promise<HostVerdict> {
+  const local = ctx.client.localAddress;
+  const relay = ctx.session.door === 'tcprelay' && local && ctx.client.localPort ? { host: local, port: ctx.client.localPort } : undefined;
+  return verifyTunnelHost(req.rawHeaders, ctx.dst, nameCache(ctx.config.dns), relay);
 }
 
 /** A request whose Host does not name the tunnel's destination: 400, access.log and sockstap.log. */
@@ -143,14 +151,15 @@ function refuseHost(req: IncomingMessage, res: ServerResponse, state: TapState, 
   denyHttp(req, res, ctx.session, ctx.services.events, 'EPROTO', `${reason}. sockstap forwards a request only to the host it names (the cache would store it for the wrong one).`, url);
 }
 
-function serve(req: IncomingMessage, res: ServerResponse, state: TapState, target: ForwardTarget, keyHost: string | null): void {
+function serve(req: IncomingMessage, res: ServerResponse, state: TapState, target: ForwardTarget, keyHost: string | null, rewrite: boolean): void {
   const { ctx } = state;
   const routesFor = (ctx as HttpTapContext).httpRoutes;
   serveHttp(req, res, {
     session: ctx.session,
     target,
     ...(keyHost ? { keyHost } : {}),
-    host: 'keep',
+    // A Host naming the relay itself goes to the origin as the destination's.
+    host: rewrite ? 'target' : 'keep',
     dial: (dst) => dialFor(state, dst),
     authorize: (dst) => ctx.authorize(dst),
     cache: ctx.services.cache,
@@ -233,7 +242,7 @@ function onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
   }
   const writtenBefore = socket.bytesWritten;
   state.upgraded = (async () => {
-    const verdict = await verifyTunnelHost(req.rawHeaders, ctx.dst, nameCache(ctx.config.dns));
+    const verdict = await verifyHost(req, ctx);
     if (!verdict.ok) {
       ctx.services.log.warn('http Host does not name the tunnel destination, refused', {
         session: ctx.session.id,
@@ -260,7 +269,12 @@ function onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
     }
     // The request head exactly as received (names' case, order, repeats), then what followed it.
     let text = `${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/${req.httpVersion}\r\n`;
-    for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) text += `${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}\r\n`;
+    for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
+      const name = req.rawHeaders[i]!;
+      // A Host naming a port relay itself goes on as the destination's (host-check.ts).
+      const value = verdict.rewrite && name.toLowerCase() === 'host' ? targetAuthority(ctx.dst) : req.rawHeaders[i + 1]!;
+      text += `${name}: ${value}\r\n`;
+    }
     server.write(`${text}\r\n`);
     if (head.length > 0) server.write(head);
     server.resume();
