@@ -107,7 +107,7 @@ export async function verifyTunnelHost(
   }
   // No Host (HTTP/1.0): the request is for the destination, and is keyed by it.
   if (values.length === 0) return { ok: true, keyHost: null };
-  // RFC 9110 §7.2: more than one Host is a bad request (which one would the origin take?).
+  // RFC 9112 §3.2: more than one Host is a bad request (which one would the origin take?).
   if (values.length > 1) return { ok: false, reason: `the request has ${values.length} Host fields` };
   const given = parseHostField(values[0]!);
   if (!given) return { ok: false, reason: `Host ${JSON.stringify(values[0])} is not a valid authority` };
