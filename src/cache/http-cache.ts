@@ -24,6 +24,7 @@ import {
   policyOptions,
   ProxyCachePolicy,
   varyKey,
+  type CacheKey,
   type CacheRequest,
   type CacheResponseHead,
 } from './policy.js';
@@ -306,7 +307,7 @@ class StoredHit implements CacheHit {
   constructor(
     private readonly cache: HitHost,
     private readonly entry: Entry,
-    private readonly key: URL,
+    private readonly key: CacheKey,
     readonly fresh: boolean,
   ) {
     this.head = { status: entry.meta.policy.st, headers: nodeHeaders(entry.policy.responseHeaders()) };
@@ -648,11 +649,12 @@ export class HttpCache {
       if (typeof v !== 'string') continue;
       let u: URL;
       try {
-        u = new URL(v, target);
+        u = new URL(v, target.href);
       } catch {
         continue;
       }
-      if (u.origin === target.origin) urls.push(u.href);
+      // Reference resolution (RFC 3986 §5.2) does remove dot segments: that is the URL Location names.
+      if (`${u.protocol}//${u.host}` === target.origin) urls.push(u.href);
     }
     await Promise.all(urls.map((u) => this.invalidate(u)));
   }

@@ -98,20 +98,43 @@ export function nodeHeaders(h: CachePolicy.Headers): IncomingHttpHeaders {
   return out;
 }
 
+/** A cache key: the canonical URL (`href`), its authority (`host`) and its origin. */
+export interface CacheKey {
+  href: string;
+  /** host[:port] as in a URL (port omitted when it is the scheme's default). */
+  host: string;
+  /** scheme://host[:port] */
+  origin: string;
+}
+
+const KEY_URL = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#]*)([^#]*)/;
+
 /**
- * The canonical form of a cache key URL (lower-case host, no default port, normalised path), or
- * null when it is not an absolute http(s)/ftp URL.
+ * The canonical form of a cache key URL, or null when it is not an absolute http(s)/ftp URL.
+ * Only the scheme and the authority are canonicalised (lower case, IDNA, IPv6 compressed, no
+ * default port, no user information); the path and query are kept **byte for byte as sent** —
+ * no removal of `.`/`..` segments, no decoding of `%2e`, no re-encoding — because that is what
+ * the origin receives: a key built with `new URL()` stored the answer to
+ * `/a/x/%2e%2e/%2e%2e/a/v1` under `/a/v1` (issue 13, finding 2). The fragment is dropped.
  */
-export function canonicalKey(url: string): URL | null {
-  let u: URL;
+export function canonicalKey(url: string): CacheKey | null {
+  const m = KEY_URL.exec(url);
+  if (!m) return null;
+  const scheme = m[1]!.toLowerCase();
+  if (scheme !== 'http' && scheme !== 'https' && scheme !== 'ftp') return null;
+  let authority: URL;
   try {
-    u = new URL(url);
+    // The authority alone goes through the URL parser; the path never does.
+    authority = new URL(`${scheme}://${m[2]!}/`);
   } catch {
     return null;
   }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:' && u.protocol !== 'ftp:') return null;
-  u.hash = '';
-  return u;
+  if (authority.hostname === '') return null;
+  let path = m[3]!;
+  if (path === '') path = '/';
+  else if (!path.startsWith('/')) path = `/${path}`;
+  const origin = `${scheme}://${authority.host}`;
+  return { href: `${origin}${path}`, host: authority.host, origin };
 }
 
 /**
@@ -120,7 +143,7 @@ export function canonicalKey(url: string): URL | null {
  * really reaches, so a forged Host header can neither select nor create another host's entry.
  * HEAD is evaluated as GET, because a HEAD is answered from the stored GET response (RFC 9110 §9.3.2).
  */
-export function libraryRequest(req: CacheRequest, key: URL): CachePolicy.HttpRequest {
+export function libraryRequest(req: CacheRequest, key: CacheKey): CachePolicy.HttpRequest {
   const headers = libraryHeaders(req.headers);
   headers.host = key.host;
   const method = req.method.toUpperCase();

@@ -17,6 +17,11 @@ import { socketBytes } from '../net/splice.js';
 
 /** Largest request head accepted; a larger one gets 431 (RFC 6585 §5) and the connection closes. */
 export const MAX_HEADER_BYTES = 64 * 1024;
+/**
+ * Node's field-count limit, set so that only the byte limit binds (the shortest field line is 4
+ * bytes): Node's default count cuts a head of about 1,000 fields (issue 13, finding 10).
+ */
+const MAX_HEADER_FIELDS = MAX_HEADER_BYTES / 4;
 /** How long an idle keep-alive client connection is kept between requests. */
 const KEEP_ALIVE_TIMEOUT_MS = 5_000;
 export const PROXY_REALM = 'sockstap';
@@ -431,6 +436,8 @@ function serverFor(ctx: DoorContext): Server {
     requestTimeout: 0,
   });
   server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  // Every field within MAX_HEADER_BYTES (a larger head gets 431), never Node's default count.
+  server.maxHeadersCount = MAX_HEADER_FIELDS;
   server.on('request', onRequest);
   // With a listener, Node does not answer `Expect: 100-continue` itself: the forwarder relays the
   // origin's 100 or its final answer (RFC 9110 §10.1.1).

@@ -183,13 +183,16 @@ describe('HTTP cache through every door', () => {
   test('a forged Host header through a tunnel to A does not poison B', async () => {
     const path = '/shared-path';
     const hostB = `127.0.0.1:${originB.port}`;
-    // Through a tunnel to A, claiming to be B.
-    const forged = await get(socks5(), origin.url(path), ['-H', `Host: ${hostB}`]);
-    assert.match(forged, new RegExp(`host=${hostB}`));
+    // Through a tunnel to A, claiming to be B: refused (the Host does not name the tunnel's
+    // destination), so neither A's nor B's entry can be filled with the other's answer.
+    const forged = await curl([...socks5(), '-s', '-o', '/dev/null', '-w', '%{http_code}', '-H', `Host: ${hostB}`, origin.url(path)]);
+    assert.equal(forged.stdout.toString(), '400');
+    assert.equal(origin.requests.filter((r) => r.url === path).length, 0);
     const real = await get(socks5(), originB.url(path));
-    assert.notEqual(real, forged);
+    assert.match(real, new RegExp(`host=${hostB}`));
     assert.equal(originB.requests.filter((r) => r.url === path).length, 1);
     assert.deepEqual(codesFor(originB.url(path)), ['TCP_MISS/200']);
+    assert.deepEqual(codesFor(origin.url(path)), ['TAG_NONE/400']);
   });
 
   test('REJECT on a URL pattern: 403 page and TCP_DENIED', async () => {

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { after, describe, test } from 'node:test';
 import { HttpCache, type CacheHit, type CacheRequest, type HttpCacheOptions } from '../../src/cache/http-cache.js';
+import { canonicalKey } from '../../src/cache/policy.js';
 import type { Logger } from '../../src/observe/log.js';
 
 const quiet: Logger = { debug() {}, info() {}, warn() {}, error() {} };
@@ -466,5 +467,21 @@ describe('streaming', () => {
     const actual = createHash('sha256');
     for await (const part of hit.body()) actual.update(part as Buffer);
     assert.equal(actual.digest('hex'), expected.digest('hex'));
+  });
+});
+
+describe('canonicalKey', () => {
+  test('authority canonical, path byte for byte as sent (issue 13, finding 2)', () => {
+    const k = (u: string): string | undefined => canonicalKey(u)?.href;
+    assert.equal(k('HTTP://Example.TEST:80/a/b?q=1#frag'), 'http://example.test/a/b?q=1');
+    assert.equal(k('http://example.test:8080'), 'http://example.test:8080/');
+    assert.equal(k('http://[::FFFF:127.0.0.1]:81/x'), 'http://[::ffff:7f00:1]:81/x');
+    assert.equal(k('http://h/lit/attacker/%2e%2e/%2e%2e/lit/v1'), 'http://h/lit/attacker/%2e%2e/%2e%2e/lit/v1');
+    assert.equal(k('http://h/a/../b/./c'), 'http://h/a/../b/./c');
+    assert.equal(k('http://h/%2E%2e/x'), 'http://h/%2E%2e/x');
+    assert.equal(k('http://h/a b"{}'), 'http://h/a b"{}');
+    assert.equal(canonicalKey('http://h:8080/x')?.origin, 'http://h:8080');
+    assert.equal(k('mailto:x@y'), undefined);
+    assert.equal(k('http:///x'), undefined);
   });
 });

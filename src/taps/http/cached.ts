@@ -14,8 +14,9 @@
  *   stale → 5xx, stale-if-error allowed    TCP_REFRESH_FAIL_OLD
  *   not stored                             TCP_MISS (streamed to the client while stored)
  *
- * The cache key is `http://<host really reached>:<port><path>`: for a tapped tunnel the tunnel's
- * destination, never the Host header, so a forged Host cannot create or select another host's entry.
+ * The cache key is `http://<host>:<port><path>`, the path exactly as sent: for a tapped tunnel the
+ * tunnel's destination, whose Host the tap has verified (host-check.ts: a Host naming another host
+ * is refused), or the Host's name when the tunnel goes to an address that name resolves to.
  */
 import http, { type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
@@ -45,6 +46,12 @@ export interface ServeOptions {
   target: ForwardTarget;
   /** `keep` for a tapped tunnel (forward the client's Host), `target` for absolute-form. */
   host: 'keep' | 'target';
+  /**
+   * The host the cache key names instead of `target.host`: the name in the Host of a request in a
+   * tunnel to an address, verified to resolve to that address (host-check.ts). Not used once
+   * MOUNT has moved the request.
+   */
+  keyHost?: string;
   /** Reach an origin (the tunnel's own dialer for its destination, the pipeline's otherwise). */
   dial(dst: HostPort): Promise<Socket>;
   /**
@@ -212,8 +219,10 @@ export function serveHttp(req: IncomingMessage, res: ServerResponse, o: ServeOpt
   // checkpoint 2 here.
   const moved = mounted !== null && (o.originForm === true || target.host !== o.target.host || target.port !== o.target.port);
   const ready = moved ? o.authorize({ host: target.host, port: target.port }) : Promise.resolve();
+  // The verified Host name keys the entry only while the request goes where it came for.
+  const keyHost = mounted ? undefined : o.keyHost;
   ready.then(
-    () => serveAllowed(req, res, o, target, hostMode, url, method, { mountedFrom, mapResponseHead }),
+    () => serveAllowed(req, res, o, target, hostMode, url, method, { mountedFrom, mapResponseHead }, keyHost),
     (err: unknown) => {
       const e = toProxyError(err);
       denyHttp(req, res, o.session, o.events, e.code, e.message, url, mountedFrom);
@@ -236,6 +245,7 @@ function serveAllowed(
   url: string,
   method: string,
   mount: MountEffects,
+  keyHost: string | undefined,
 ): void {
   const raw = [...req.rawHeaders];
   const edits = o.config.httpHeaders;
@@ -278,7 +288,8 @@ function serveAllowed(
     forward({});
     return;
   }
-  const host = target.host.includes(':') ? `[${target.host}]` : target.host;
+  const named = keyHost ?? target.host;
+  const host = named.includes(':') ? `[${named}]` : named;
   const cacheReq: CacheRequest = { method, url: `http://${host}:${target.port}${target.path}`, headers: headersFromRaw(raw) };
 
   if (!SAFE_METHODS.has(method)) {

@@ -22,7 +22,7 @@ import type { Session } from '../../core/session.js';
 import type { AccessRecord, ProxyEvents } from '../../observe/events.js';
 import type { Logger } from '../../observe/log.js';
 import type { HeaderEdits } from '../../config/types.js';
-import { appendVia, applyHeaderEdits, mediaType, requestBodyKind, withoutHopByHop } from './headers.js';
+import { appendVia, applyHeaderEdits, MAX_HEAD_BYTES, MAX_HEAD_FIELDS, mediaType, requestBodyKind, withoutHopByHop } from './headers.js';
 
 export interface ForwardTarget {
   /** Origin host: a DNS name or an IP literal (IPv6 without brackets). */
@@ -135,6 +135,13 @@ const dialFailures = new WeakSet<Error>();
 type RoutedArgs = http.ClientRequestArgs & { [ROUTE]?: PoolRoute };
 
 /**
+ * RFC 9110 §9.2.2: the methods a client (and so a proxy) may send again after a failure without
+ * changing the effect; only these are retried, and only without a body (the body has been
+ * streamed away).
+ */
+const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+/**
  * A keep-alive agent whose connections come from the pipeline's dialer instead of
  * `net.connect`, pooled per origin and route.
  */
@@ -167,9 +174,49 @@ class DialingAgent extends http.Agent {
     const route = options ? (options as RoutedArgs)[ROUTE] : undefined;
     return `${super.getName(options)}|${route?.key ?? ''}`;
   }
+
+  /**
+   * A connection goes back to the pool only while both directions are open. Origin connections
+   * are dialed with `allowHalfOpen` (the tunnel relay forwards a FIN), so an origin that closes
+   * an idle keep-alive connection (Apache after 5 s, announcing no `timeout=`) leaves it
+   * half-closed rather than closed: reused, the request would be written into a connection
+   * nobody reads, and neither an answer nor an error would ever come.
+   */
+  override keepSocketAlive(socket: Socket): boolean {
+    if (!reusable(socket)) return false;
+    // Node's own decision (the origin's `Keep-Alive: timeout=` hint); typed void, returns a boolean.
+    if (!(super.keepSocketAlive(socket) as unknown as boolean)) return false;
+    socket.once('end', dropIdle);
+    return true;
+  }
+
+  override reuseSocket(socket: Socket, req: ClientRequest): void {
+    socket.removeListener('end', dropIdle);
+    super.reuseSocket(socket, req);
+  }
+}
+
+function reusable(socket: Socket): boolean {
+  return !socket.destroyed && !socket.readableEnded && socket.readable && socket.writable && !socket.errored;
+}
+
+/**
+ * The origin ended an idle pooled connection: closed and out of the pool at once, the way Node
+ * removes a free connection that errors (`agentRemove`), so no request can pick it in between.
+ */
+function dropIdle(this: Socket): void {
+  this.destroy();
+  this.emit('agentRemove');
 }
 
 let pool = newPool();
+
+/**
+ * The retry of a request that met a closed pooled connection goes through this agent: it keeps
+ * nothing, so the retry always gets a connection of its own, never another pooled one that the
+ * origin may have closed at the same moment.
+ */
+const freshAgent = new DialingAgent({ keepAlive: false, maxTotalSockets: MAX_TOTAL_SOCKETS });
 
 function newPool(): DialingAgent {
   return new DialingAgent({
@@ -412,6 +459,10 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
   let proxyReq: ClientRequest | null = null;
   let proxyRes: IncomingMessage | null = null;
   let retried = false;
+  /** Whether the origin sent any byte of an answer on the connection of the current attempt. */
+  let answered: () => boolean = () => false;
+  /** The connection handed to this attempt was already ended by the origin (closed unused). */
+  let metEnded = false;
 
   const finish = (): void => {
     if (finished) return;
@@ -482,9 +533,10 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
     try {
       request = http.request(
         upstream
-          ? ({ ...upstreamArgs(upstream, target, authority, headers, route.key), agent: pool, method, setHost: false } as RoutedArgs)
+          ? ({ ...upstreamArgs(upstream, target, authority, headers, route.key), agent: retried ? freshAgent : pool, method, setHost: false, maxHeaderSize: MAX_HEAD_BYTES } as RoutedArgs)
           : ({
-              agent: pool,
+              agent: retried ? freshAgent : pool,
+              maxHeaderSize: MAX_HEAD_BYTES,
               host: target.host,
               port: target.port,
               method,
@@ -500,11 +552,23 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
       return;
     }
     proxyReq = request;
+    // The response's fields, all of them within MAX_HEAD_BYTES (Node's client default keeps about
+    // 1,000 and drops the rest without a word); read when the parser is attached to the socket.
+    request.maxHeadersCount = MAX_HEAD_FIELDS;
     request.setTimeout(opts.timeouts.idle, () => {
       request.destroy(new ProxyError('ETIMEDOUT', `no answer from ${authority} within ${opts.timeouts.idle} ms`));
     });
     request.once('socket', (socket) => {
       const s = socket as Socket;
+      const readBefore = s.bytesRead;
+      answered = () => s.bytesRead > readBefore;
+      // Node hands a freed connection straight to a queued request without asking the pool
+      // (keepSocketAlive): one the origin has ended would take the request and never answer.
+      if (s.readableEnded && !s.destroyed) {
+        metEnded = true;
+        s.destroy();
+        return;
+      }
       // A tunnel's pre-dialed server socket arrives paused (the pipeline peeked it); Node's client
       // has installed its reader by the time 'socket' is emitted, so nothing is lost by resuming.
       if (s.isPaused()) s.resume();
@@ -525,15 +589,19 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
       // route gets it (dialRoute's fallback, request by request).
       if (upstream && !proxyRes && dialFailures.has(err) && err.code !== 'ESHUTDOWN' && tryNextRoute(upstream, codeFromSystemError(err), err.message)) return;
       if (
-        request.reusedSocket &&
+        (request.reusedSocket || metEnded) &&
         !retried &&
         !proxyRes &&
+        !answered() &&
         bodyKind === 'none' &&
+        IDEMPOTENT_METHODS.has(method.toUpperCase()) &&
         err.code !== undefined &&
         STALE_CONNECTION_ERRORS.has(err.code)
       ) {
-        // The origin closed an idle pooled connection as we reused it; nothing reached it, so
-        // a request without a body is sent again once on a fresh connection.
+        // The origin closed a pooled connection as we reused it, before any byte of an answer:
+        // an idempotent request without a body is sent again, once, on a new connection (never
+        // another pooled one: freshAgent).
+        log.debug('pooled origin connection closed under the request, retrying on a new one', { session: session.id, url, code: err.code });
         retried = true;
         send();
         return;

@@ -4,7 +4,8 @@
  * `http.Server` with `emit('connection')`, so llhttp handles keep-alive, pipelining, chunked
  * bodies and refuses request-smuggling shapes (CL+TE, repeated Content-Length, bad
  * Transfer-Encoding → 400 and close; `insecureHTTPParser` stays off). Every request then takes
- * the one path of proxied HTTP (`serveHttp`, cached.ts) towards the tunnel's destination.
+ * the one path of proxied HTTP (`serveHttp`, cached.ts) towards the tunnel's destination, once
+ * its `Host` is verified to name that destination (host-check.ts; else 400).
  *
  * Origin connections: the pre-dialed server socket when the connect strategy dialed first (for
  * the first origin request, then kept in the pool), otherwise dialed only when a request needs
@@ -17,13 +18,15 @@ import type { HostPort } from '../../config/types.js';
 import { toProxyError, replyFor } from '../../core/errors.js';
 import { checkHttpRequest } from '../../policy/http-rules.js';
 import type { Tap, TapContext } from '../tap.js';
-import { absoluteTarget, targetAuthority, type ForwardRoute } from './forward.js';
-import { PROXY_VIA } from './headers.js';
+import { absoluteTarget, denyHttp, targetAuthority, type ForwardRoute, type ForwardTarget } from './forward.js';
+import { MAX_HEAD_BYTES, MAX_HEAD_FIELDS, PROXY_VIA } from './headers.js';
 import { serveHttp } from './cached.js';
+import { verifyTunnelHost, type HostVerdict } from './host-check.js';
+import { nameCache } from '../../net/dns.js';
 import { socketBytes } from '../../net/splice.js';
 
 /** Largest request head accepted; a larger one gets 431 (RFC 6585 §5), as at the HTTP door. */
-const MAX_HEADER_BYTES = 64 * 1024;
+const MAX_HEADER_BYTES = MAX_HEAD_BYTES;
 /** Largest upgrade response head read before the relay starts. */
 const MAX_UPGRADE_HEAD_BYTES = 64 * 1024;
 /** Idle keep-alive time between requests of a tapped connection (bounded by TIMEOUT=idle). */
@@ -79,10 +82,12 @@ function disarmHeadTimer(state: TapState): void {
 function dialFor(state: TapState, dst: HostPort): Promise<Socket> {
   const { ctx } = state;
   const same = dst.host === ctx.dst.host && dst.port === ctx.dst.port;
-  if (same && state.firstServer && !state.firstServer.destroyed) {
+  if (same && state.firstServer) {
     const s = state.firstServer;
     state.firstServer = null;
-    return Promise.resolve(s);
+    // One the server has already ended (a FIN: sockets are half-open) would take the request and never answer.
+    if (!s.destroyed && !s.readableEnded) return Promise.resolve(s);
+    s.destroy();
   }
   const dialing = same ? ctx.dial() : ctx.dialTo(dst);
   return dialing.then((s) => {
@@ -107,7 +112,6 @@ function onRequest(req: IncomingMessage, res: ServerResponse): void {
     return;
   }
   const { ctx } = state;
-  const routesFor = (ctx as HttpTapContext).httpRoutes;
   disarmHeadTimer(state);
   state.inFlight++;
   state.served++;
@@ -116,10 +120,46 @@ function onRequest(req: IncomingMessage, res: ServerResponse): void {
     state.inFlight = Math.max(0, state.inFlight - 1);
     if (state.inFlight === 0 && !socket.destroyed) armHeadTimer(socket, state);
   });
+  const target = { host: ctx.dst.host, port: ctx.dst.port, path: requestPath(req.url ?? '/') };
+  // The Host is forwarded as sent, so it must name where the tunnel goes (host-check.ts).
+  void verifyHost(req, ctx).then((verdict) => {
+    if (res.destroyed) return;
+    if (!verdict.ok) {
+      refuseHost(req, res, state, `http://${targetAuthority(ctx.dst)}${target.path}`, verdict.reason);
+      return;
+    }
+    serve(req, res, state, target, verdict.keyHost, verdict.rewrite === true);
+  });
+}
+
+/** host-check.ts for a request of this tunnel; a port relay's own address counts for its destination. */
+function verifyHost(req: IncomingMessage, ctx: TapContext): Promise<HostVerdict> {
+  const local = ctx.client.localAddress;
+  const relay = ctx.session.door === 'tcprelay' && local && ctx.client.localPort ? { host: local, port: ctx.client.localPort } : undefined;
+  return verifyTunnelHost(req.rawHeaders, ctx.dst, nameCache(ctx.config.dns), relay);
+}
+
+/** A request whose Host does not name the tunnel's destination: 400, access.log and sockstap.log. */
+function refuseHost(req: IncomingMessage, res: ServerResponse, state: TapState, url: string, reason: string): void {
+  const { ctx } = state;
+  ctx.services.log.warn('http Host does not name the tunnel destination, refused', {
+    session: ctx.session.id,
+    client: ctx.session.clientAddress,
+    dst: targetAuthority(ctx.dst),
+    reason,
+  });
+  denyHttp(req, res, ctx.session, ctx.services.events, 'EPROTO', `${reason}. sockstap forwards a request only to the host it names (the cache would store it for the wrong one).`, url);
+}
+
+function serve(req: IncomingMessage, res: ServerResponse, state: TapState, target: ForwardTarget, keyHost: string | null, rewrite: boolean): void {
+  const { ctx } = state;
+  const routesFor = (ctx as HttpTapContext).httpRoutes;
   serveHttp(req, res, {
     session: ctx.session,
-    target: { host: ctx.dst.host, port: ctx.dst.port, path: requestPath(req.url ?? '/') },
-    host: 'keep',
+    target,
+    ...(keyHost ? { keyHost } : {}),
+    // A Host naming the relay itself goes to the origin as the destination's.
+    host: rewrite ? 'target' : 'keep',
     dial: (dst) => dialFor(state, dst),
     authorize: (dst) => ctx.authorize(dst),
     cache: ctx.services.cache,
@@ -202,6 +242,18 @@ function onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
   }
   const writtenBefore = socket.bytesWritten;
   state.upgraded = (async () => {
+    const verdict = await verifyHost(req, ctx);
+    if (!verdict.ok) {
+      ctx.services.log.warn('http Host does not name the tunnel destination, refused', {
+        session: ctx.session.id,
+        client: ctx.session.clientAddress,
+        dst: targetAuthority(ctx.dst),
+        reason: verdict.reason,
+      });
+      resultCode = 'TAG_NONE';
+      refuse(400, `${verdict.reason}.`);
+      return;
+    }
     let server: Socket;
     try {
       server = await dialFor(state, ctx.dst);
@@ -217,7 +269,12 @@ function onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
     }
     // The request head exactly as received (names' case, order, repeats), then what followed it.
     let text = `${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/${req.httpVersion}\r\n`;
-    for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) text += `${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}\r\n`;
+    for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
+      const name = req.rawHeaders[i]!;
+      // A Host naming a port relay itself goes on as the destination's (host-check.ts).
+      const value = verdict.rewrite && name.toLowerCase() === 'host' ? targetAuthority(ctx.dst) : req.rawHeaders[i + 1]!;
+      text += `${name}: ${value}\r\n`;
+    }
     server.write(`${text}\r\n`);
     if (head.length > 0) server.write(head);
     server.resume();
@@ -318,6 +375,8 @@ function tapServer(): http.Server {
     requestTimeout: 0,
   });
   server.keepAliveTimeout = 0;
+  // Every field within the byte limit, not Node's default count.
+  server.maxHeadersCount = MAX_HEAD_FIELDS;
   server.on('request', onRequest);
   // With a listener Node does not answer `Expect: 100-continue` itself: the forwarder relays the
   // origin's 100 or its final answer (RFC 9110 §10.1.1).
