@@ -399,6 +399,13 @@ export class Pipeline implements TunnelSink {
         peek = await peekTunnel(tunnel.socket, server, { ...peekOptions, firstBytesMs: config.timeouts.idle });
       }
     }
+    if (server && peek.firstSpeaker === null && peek.stoppedBy === 'timeout') {
+      // Nobody said anything for as long as a tunnel may idle: it ends as an idle relay would.
+      if (session.result === 'ok') session.result = 'idle';
+      tunnel.socket.destroy();
+      server.destroy();
+      return;
+    }
     session.proto = peek.proto;
     learn(memory, tunnel.dst, peek);
     if (peek.proto === 'tls') session.sections.tls = { sni: peek.info.sni ?? null, alpn: peek.info.alpn ?? [] };
