@@ -434,3 +434,31 @@ describe('no byte lost on the late-dial path (the default job)', () => {
     }
   });
 });
+
+describe('a tapped tunnel in which nobody speaks', () => {
+  test('waits for first bytes as long as it may idle, then ends as idle (TIMEOUT=idle:1s)', async () => {
+    const srv = net.createServer((s) => s.on('error', () => {}));
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const port = (srv.address() as net.AddressInfo).port;
+    const proxy = await startProxy(['-P127.0.0.1:0/socks', 'SOCKSTAP=all', 'TIMEOUT=idle:1s,sniff:50ms']);
+    try {
+      const { socket } = await SocksClient.createConnection({
+        proxy: { host: '127.0.0.1', port: proxy.port(), type: 5 },
+        command: 'connect',
+        destination: { host: '127.0.0.1', port },
+        timeout: 5000,
+      });
+      socket.on('error', () => {});
+      // Well past the sniff window the tunnel is still open and a late request is still sniffed.
+      await sleep(300);
+      assert.equal(socket.destroyed, false);
+      await closed(socket);
+      const rec = await eventually(() => proxy.sessions().find((s: Rec) => s.dst === `127.0.0.1:${port}`) as Rec, 'the record');
+      assert.equal(rec.result, 'idle');
+    } finally {
+      await proxy.stop();
+      proxy.cleanup();
+      await new Promise<void>((r) => srv.close(() => r()));
+    }
+  });
+});
