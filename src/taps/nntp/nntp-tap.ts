@@ -63,8 +63,19 @@ export function nntpMultiline(code: number, verb: string): boolean {
   }
 }
 
-/** The command as recorded: AUTHINFO PASS and SASL data never. */
+/** RFC 3977, RFC 4643 (AUTHINFO), RFC 4642 (STARTTLS), RFC 8054 (COMPRESS), RFC 2980 (common extensions). */
+const NNTP_VERBS: ReadonlySet<string> = new Set([
+  'ARTICLE', 'BODY', 'HEAD', 'STAT', 'GROUP', 'LISTGROUP', 'LAST', 'NEXT', 'POST', 'IHAVE', 'QUIT', 'CAPABILITIES',
+  'MODE', 'DATE', 'HELP', 'LIST', 'NEWGROUPS', 'NEWNEWS', 'OVER', 'HDR', 'AUTHINFO', 'STARTTLS', 'COMPRESS',
+  'XOVER', 'XHDR', 'XPAT', 'XGTITLE', 'XROVER', 'XZVER', 'XFEATURE', 'CHECK', 'TAKETHIS', 'SLAVE',
+]);
+
+/**
+ * The command as recorded: AUTHINFO PASS and SASL data never. A line that is no NNTP command is
+ * recorded as `?`: it may be a SASL response sent out of turn, after a refused AUTHINFO SASL.
+ */
 export function nntpRecorded(verb: string, args: string): string {
+  if (!NNTP_VERBS.has(verb)) return '?';
   if (verb === 'AUTHINFO') {
     const [sub = '', rest = ''] = args.split(/\s+(.*)/);
     const s = sub.toUpperCase();
