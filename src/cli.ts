@@ -3,7 +3,8 @@
  * The command line: `sockstap [-f FILE.yaml] [-P[HOST:]PORT[/DOOR]]... [NAME=VALUE]...`.
  * No argument at all runs the main job (DEFAULT_JOB). Exit status: 0 after a clean shutdown,
  * 2 for a configuration error (before anything listens), 1 for a failure at start.
- * SIGHUP reloads; SIGTERM/SIGINT drain and stop.
+ * SIGHUP reopens the log files and reloads; SIGUSR1 reopens the log files (logrotate's postrotate);
+ * SIGTERM/SIGINT drain and stop.
  */
 import { HELP_TEXT } from './config/help.js';
 import { DEFAULT_JOB, loadConfig } from './config/load.js';
@@ -65,6 +66,8 @@ async function main(argv: string[]): Promise<void> {
   }
   reportReady();
 
+  // Installing a listener also keeps Node from opening its inspector on SIGUSR1.
+  process.on('SIGUSR1', () => proxy.reopenLogs());
   let reloading = false;
   process.on('SIGHUP', () => {
     if (reloading) return;

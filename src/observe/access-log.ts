@@ -13,7 +13,7 @@
  */
 import type { LogFormat } from '../config/types.js';
 import type { AccessRecord } from './events.js';
-import { LineFile } from './log.js';
+import { LineFile, type LineFileHooks } from './log.js';
 
 const HEX = '0123456789abcdef';
 
@@ -132,8 +132,15 @@ export class AccessLogWriter {
   constructor(
     readonly path: string,
     private readonly format: LogFormat,
+    hooks: LineFileHooks = {},
   ) {
     this.file = new LineFile(path);
+    this.file.hooks = hooks;
+  }
+
+  /** Open the file again (SIGHUP, SIGUSR1: logrotate moved it away). */
+  reopen(): void {
+    this.file.reopen();
   }
 
   write(record: AccessRecord): void {
