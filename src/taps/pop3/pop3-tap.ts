@@ -1,7 +1,8 @@
 /**
  * The POP3 tap (RFC 1939, extensions RFC 2449): records the user (USER, APOP, or the SASL PLAIN
  * and LOGIN identity of an AUTH the server accepted), every command (credentials masked),
- * messages retrieved and their bytes; a PERMIT/REJECT rule with `readonly` refuses DELE with an -ERR the proxy writes itself; after STLS (RFC 2595 §4) the connection is relayed raw.
+ * messages retrieved and their bytes; a PERMIT/REJECT rule with `readonly` refuses DELE with an
+ * -ERR the proxy writes itself; after STLS (RFC 2595 §4) the connection is relayed raw.
  *
  * Multi-line responses (RFC 1939 §3) are followed by knowing which command each reply answers:
  * with PIPELINING (RFC 2449 §6.6) several commands may be outstanding, so the replies are matched
