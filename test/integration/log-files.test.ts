@@ -165,6 +165,54 @@ describe('a full log file system', { skip: isRoot ? false : 'mounting a tmpfs ne
   });
 });
 
+describe('a log directory that refuses the new file', () => {
+  test('EACCES after a rotation is counted and said once; the file appears when the directory can be written again', async () => {
+    // Root ignores file modes: the proxy runs as nobody then.
+    const uid = isRoot ? 65534 : undefined;
+    const dir = tempDir();
+    const logDir = join(dir, 'log');
+    const stateDir = join(dir, 'state');
+    execFileSync('mkdir', ['-p', logDir, stateDir]);
+    if (uid !== undefined) execFileSync('chown', [`${uid}:${uid}`, dir, logDir, stateDir]);
+    const p = runCli(['-P127.0.0.1:0/http', 'ADMIN=127.0.0.1:0', `STATEDIR=${stateDir}`, `LOGDIR=${logDir}`], { uid });
+    try {
+      const port = Number((await p.waitFor(/http door on 127\.0\.0\.1:(\d+)/))[1]);
+      const admin = (await p.waitFor(/dashboard at (http:\/\/[^\s/]+)/))[1]!;
+      const errors = async (): Promise<number> => {
+        const text = await new Promise<string>((resolve, reject) => {
+          http.get(`${admin}/metrics`, (res) => {
+            let body = '';
+            res.on('data', (d: Buffer) => (body += d.toString()));
+            res.on('end', () => resolve(body));
+          }).on('error', reject);
+        });
+        return Number(/^sockstap_log_write_errors_total\{file="access\.log"\} (\d+)/m.exec(text)?.[1] ?? -1);
+      };
+      const log = (name: string): string => read(join(logDir, name));
+      assert.equal(await get(port, origin.url('/one')), 200);
+      await until(() => log('access.log').includes('/one '), 'the first line');
+      renameSync(join(logDir, 'access.log'), join(logDir, 'access.log.1'));
+      execFileSync('chmod', ['0555', logDir]);
+      p.kill('SIGUSR1');
+      assert.equal(await get(port, origin.url('/two')), 200);
+      for (const end = Date.now() + 15_000; (await errors()) < 2; ) {
+        if (Date.now() > end) throw new Error(`no EACCES counted; output:\n${p.output()}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(p.output().match(/log file not writable[^\n]*access\.log/g)?.length, 1, p.output());
+      assert.match(p.output(), /log file not writable[^\n]*error=EACCES/);
+      assert.equal(await get(port, origin.url('/three')), 200);
+      execFileSync('chmod', ['0755', logDir]);
+      await until(() => log('access.log').includes('/two ') && log('access.log').includes('/three '), 'the lines in the new access.log');
+      assert.doesNotMatch(log('access.log.1'), /\/two /);
+      assert.doesNotMatch(p.output(), /^\s+at /m);
+    } finally {
+      execFileSync('chmod', ['0755', logDir]);
+      await stop(p);
+    }
+  });
+});
+
 test(`kill -9 loses no line older than the batch window (${FLUSH_MS} ms)`, async () => {
   const dir = tempDir();
   const logDir = join(dir, 'log');
