@@ -401,7 +401,8 @@ describe('no password in any file or output', { skip }, () => {
       await c.expect(/^205/);
       await c.close();
       const s = await sessionOf(c, 'nntp');
-      assert.ok(s.nntp.commands.length > 0);
+      assert.equal(s.nntp.user, USER, JSON.stringify(s.nntp));
+      assert.ok(s.nntp.commands.some((x: string) => /^AUTHINFO (PASS|SASL)/.test(x)), JSON.stringify(s.nntp));
     }
   });
 

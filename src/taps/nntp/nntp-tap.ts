@@ -10,7 +10,7 @@
  */
 import { join } from 'node:path';
 import { lineText, type LineItem } from '../../net/lines.js';
-import { CommandQueue, LineProxy, pushBounded, serverFor, splitCommand } from '../line-proxy.js';
+import { CommandQueue, LineProxy, pushBounded, saslUser, serverFor, splitCommand } from '../line-proxy.js';
 import type { Tap } from '../tap.js';
 import { articleStore, isMessageId, MAX_ARTICLE_BYTES } from './article-store.js';
 
@@ -113,6 +113,8 @@ export const nntpTap: Tap = async (ctx) => {
   let posting: NntpPost | null = null;
   /** Client lines answer SASL challenges (RFC 4643 §2.4) until a final reply. */
   let saslExchange = false;
+  /** The AUTHINFO SASL in progress: its mechanism and the user its PLAIN/LOGIN response names. */
+  let sasl: { mech: string; responses: number; user: string | null } | null = null;
   let postHeaders = false;
 
   const forward = (item: LineItem, p: Pending): void => {
@@ -140,6 +142,7 @@ export const nntpTap: Tap = async (ctx) => {
   const onClient = (item: LineItem): void => {
     if (posting) return onPostLine(item);
     if (saslExchange) {
+      if (sasl) sasl.user ??= saslUser(sasl.mech, lineText(item.bytes), sasl.responses++);
       lp.toServer(item.bytes);
       lp.holdClient();
       return;
@@ -149,6 +152,12 @@ export const nntpTap: Tap = async (ctx) => {
     const args = rest.trim();
     pushBounded(section.commands, nntpRecorded(verb, args));
     if (verb === 'AUTHINFO' && /^USER\s/i.test(args)) section.user = args.slice(5).trim();
+    if (verb === 'AUTHINFO' && /^SASL\s/i.test(args)) {
+      // RFC 4643 §2.4: AUTHINFO SASL mechanism [initial-response]; the user is recorded on 281.
+      const [, mech = '', initial] = args.split(/\s+/);
+      sasl = { mech, responses: 0, user: null };
+      if (initial !== undefined) sasl.user = saslUser(mech, initial, sasl.responses++);
+    }
     if (verb === 'ARTICLE' && isMessageId(args)) {
       // Look in the store first; hold the client so pipelined commands keep their order.
       lp.holdClient();
@@ -236,6 +245,8 @@ export const nntpTap: Tap = async (ctx) => {
         break;
       case 'AUTHINFO':
         if (saslExchange || /^SASL\s/i.test(p.args)) {
+          if (code === 281 && sasl?.user) section.user = sasl.user;
+          sasl = null;
           saslExchange = false;
           lp.releaseClient();
         }
