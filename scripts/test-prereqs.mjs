@@ -22,6 +22,8 @@ const NEEDED = [
   // real upstream proxies for the routing tests
   { check: 'command -v danted', pkg: 'dante-server' },
   { check: 'command -v squid', pkg: 'squid' },
+  // contrib/logrotate.d/sockstap is run by the real logrotate
+  { check: 'command -v logrotate', pkg: 'logrotate' },
   // the dashboard test runs in real headless Chromium
   { check: 'command -v chromium', pkg: 'chromium' },
 ];

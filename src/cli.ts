@@ -3,8 +3,11 @@
  * The command line: `sockstap [-f FILE.yaml] [-P[HOST:]PORT[/DOOR]]... [NAME=VALUE]...`.
  * No argument at all runs the main job (DEFAULT_JOB). Exit status: 0 after a clean shutdown,
  * 2 for a configuration error (before anything listens), 1 for a failure at start.
- * SIGHUP reloads; SIGTERM/SIGINT drain and stop.
+ * SIGHUP reopens the log files and reloads; SIGUSR1 reopens the log files (logrotate's postrotate);
+ * SIGTERM/SIGINT drain and stop.
  */
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { HELP_TEXT } from './config/help.js';
 import { DEFAULT_JOB, loadConfig } from './config/load.js';
 import { ConfigError, type Config } from './config/types.js';
@@ -45,7 +48,10 @@ async function main(argv: string[]): Promise<void> {
   const worker = workerIndex();
   if (config.workers > 1 && worker === 0) {
     // The primary of WORKERS=N: the configuration was checked above, before anything listens.
-    process.exit(await runPrimary(config.workers, args));
+    const removePid = writePidFile(config.stateDir);
+    const status = await runPrimary(config.workers, args);
+    removePid();
+    process.exit(status);
   }
 
   let proxy: Sockstap;
@@ -64,7 +70,11 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(`sockstap: logs in ${config.logDir}\n`);
   }
   reportReady();
+  // The process to signal (logrotate's postrotate): this one, or the primary of WORKERS=N.
+  const removePid = worker === 0 ? writePidFile(config.stateDir) : () => {};
 
+  // Installing a listener also keeps Node from opening its inspector on SIGUSR1.
+  process.on('SIGUSR1', () => proxy.reopenLogs());
   let reloading = false;
   process.on('SIGHUP', () => {
     if (reloading) return;
@@ -86,14 +96,42 @@ async function main(argv: string[]): Promise<void> {
   const stop = (signal: string): void => {
     if (stopping) {
       // A second signal: stop at once.
+      removePid();
       process.exit(0);
     }
     stopping = true;
     proxy.log.info('signal', { signal });
-    void proxy.stop().then(() => process.exit(0));
+    void proxy.stop().then(() => {
+      removePid();
+      process.exit(0);
+    });
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+}
+
+/**
+ * STATEDIR/sockstap.pid: the pid of the process that takes SIGHUP and SIGUSR1, for
+ * contrib/logrotate.d/sockstap and scripts. Written once listening, removed at a clean stop (when
+ * it still names this process). A directory that cannot take it costs a warning, not the service.
+ */
+function writePidFile(stateDir: string): () => void {
+  const path = join(stateDir, 'sockstap.pid');
+  const mine = `${process.pid}\n`;
+  try {
+    mkdirSync(stateDir, { recursive: true });
+    writeFileSync(path, mine);
+  } catch (err) {
+    process.stderr.write(`sockstap: cannot write ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}\n`);
+    return () => {};
+  }
+  return () => {
+    try {
+      if (readFileSync(path, 'utf8') === mine) rmSync(path);
+    } catch {
+      // already gone
+    }
+  };
 }
 
 /**

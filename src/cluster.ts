@@ -71,6 +71,9 @@ export function runPrimary(count: number, args: readonly string[]): Promise<numb
     process.on('SIGHUP', () => {
       for (const w of workers.keys()) w.process.kill('SIGHUP');
     });
+    process.on('SIGUSR1', () => {
+      for (const w of workers.keys()) w.process.kill('SIGUSR1');
+    });
     const stop = (): void => {
       if (!stopping) stopAll(0);
     };

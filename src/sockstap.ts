@@ -25,7 +25,7 @@ import { ruleCaches } from './taps/rules.js';
 import { HttpCache } from './cache/http-cache.js';
 import { AccessLogWriter } from './observe/access-log.js';
 import { ProxyEvents } from './observe/events.js';
-import { FileLogger, type Logger } from './observe/log.js';
+import { FileLogger, type LineFileHooks, type Logger } from './observe/log.js';
 import { SessionsLogWriter } from './observe/sessions-log.js';
 import { UdpPortmap } from './net/udp-portmap.js';
 import { XferlogWriter } from './observe/xferlog.js';
@@ -110,11 +110,12 @@ export class Sockstap {
   constructor(config: Config, options: StartOptions = {}) {
     this.current = config;
     this.log = new FileLogger(join(config.logDir, 'sockstap.log'), { echo: options.echo ?? false, level: 'info' });
-    this.accessLog = new AccessLogWriter(join(config.logDir, 'access.log'), config.logFormat);
-    this.sessionsLog = new SessionsLogWriter(join(config.logDir, 'sessions.jsonl'));
+    this.log.setHooks(this.logFileHooks('sockstap.log'));
+    this.accessLog = new AccessLogWriter(join(config.logDir, 'access.log'), config.logFormat, this.logFileHooks('access.log'));
+    this.sessionsLog = new SessionsLogWriter(join(config.logDir, 'sessions.jsonl'), this.logFileHooks('sessions.jsonl'));
     this.events.on('access', (r) => this.accessLog.write(r));
     this.events.on('session-end', (s) => this.sessionsLog.write(s));
-    this.xferlog = new XferlogWriter(join(config.logDir, 'xferlog'));
+    this.xferlog = new XferlogWriter(join(config.logDir, 'xferlog'), this.logFileHooks('xferlog'));
     this.events.on('xfer', (r) => this.xferlog.write(r));
     this.events.on('session-end', (s) => this.countUsage(s));
     const quotas = this.quotas;
@@ -133,6 +134,43 @@ export class Sockstap {
 
   config(): Config {
     return this.current;
+  }
+
+  /**
+   * A log file's failures and recoveries: counted in /metrics (the `log-file` event), the first
+   * failure of a run and the recovery said once in sockstap.log (the failing file keeps its lines
+   * and retries every second; sockstap.log's own trouble reaches its file when it is writable again).
+   */
+  private logFileHooks(file: string): LineFileHooks {
+    return {
+      onError: (err, first) => {
+        this.events.emit('log-file', { file, event: 'error', code: err.code ?? 'EIO' });
+        if (first) {
+          this.log.error('log file not writable; its lines are kept and retried every second', {
+            file: join(this.current.logDir, file),
+            error: err.code ?? err.message,
+          });
+        }
+      },
+      onRecover: (info) => {
+        this.events.emit('log-file', { file, event: 'recovered' });
+        this.log.info('log file writable again', { file: join(this.current.logDir, file), failures: info.failures, dropped: info.dropped, failedMs: info.failedMs });
+      },
+      onDrop: (lines) => this.events.emit('log-file', { file, event: 'dropped', lines }),
+    };
+  }
+
+  /**
+   * SIGUSR1 (logrotate's postrotate), SIGHUP and POST /api/reload: every log file is opened again
+   * by its name, so lines go to a new file after `mv access.log access.log.1`; nothing is lost
+   * (what was written before goes to the moved file).
+   */
+  reopenLogs(): void {
+    this.accessLog.reopen();
+    this.sessionsLog.reopen();
+    this.xferlog.reopen();
+    this.log.reopen();
+    this.log.info('log files reopened', { logdir: this.current.logDir });
   }
 
   /**
@@ -251,6 +289,8 @@ export class Sockstap {
    * A broken one throws (ConfigError/StartError) and the old one stays in force.
    */
   async reloadFromOrigin(): Promise<void> {
+    // Reopened whatever the new configuration's fate: a refused reload still follows a rotation.
+    this.reopenLogs();
     const origin = this.current.origin;
     await this.reload(loadConfig([...origin.argv], { cwd: origin.cwd }));
   }
@@ -465,9 +505,9 @@ export class Sockstap {
       const oldAccess = this.accessLog;
       const oldSessions = this.sessionsLog;
       const oldXferlog = this.xferlog;
-      this.accessLog = new AccessLogWriter(join(next.logDir, 'access.log'), next.logFormat);
-      this.sessionsLog = new SessionsLogWriter(join(next.logDir, 'sessions.jsonl'));
-      this.xferlog = new XferlogWriter(join(next.logDir, 'xferlog'));
+      this.accessLog = new AccessLogWriter(join(next.logDir, 'access.log'), next.logFormat, this.logFileHooks('access.log'));
+      this.sessionsLog = new SessionsLogWriter(join(next.logDir, 'sessions.jsonl'), this.logFileHooks('sessions.jsonl'));
+      this.xferlog = new XferlogWriter(join(next.logDir, 'xferlog'), this.logFileHooks('xferlog'));
       void oldXferlog.close();
       void oldAccess.close();
       void oldSessions.close();

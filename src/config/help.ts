@@ -68,7 +68,8 @@ Host lists: comma-separated; * any; *.example.com; .example.com (domain and subd
 Durations: 300ms 30s 2m 1h 1d (bare number = seconds). Sizes: 512k 64m 1g (bare = bytes).
 
 Exit status: 0 clean shutdown, 1 failure at start (e.g. port in use), 2 configuration error.
-Signals: SIGHUP reloads, SIGTERM/SIGINT drain (TIMEOUT=drain) and stop.
+Signals: SIGHUP reloads (and reopens the logs), SIGUSR1 reopens every log file (logrotate;
+the pid is in STATEDIR/sockstap.pid), SIGTERM/SIGINT drain (TIMEOUT=drain) and stop.
 
 Examples:
   sockstap -P1080 SERVER=socks CACHE=do SOCKSTAP=http,ftp

@@ -13,7 +13,7 @@
  */
 import type { LogFormat } from '../config/types.js';
 import type { AccessRecord } from './events.js';
-import { LineFile } from './log.js';
+import { LineFile, type LineFileHooks } from './log.js';
 
 const HEX = '0123456789abcdef';
 
@@ -140,8 +140,15 @@ export class AccessLogWriter {
   constructor(
     readonly path: string,
     private readonly format: LogFormat,
+    hooks: LineFileHooks = {},
   ) {
     this.file = new LineFile(path);
+    this.file.hooks = hooks;
+  }
+
+  /** Open the file again (SIGHUP, SIGUSR1: logrotate moved it away). */
+  reopen(): void {
+    this.file.reopen();
   }
 
   write(record: AccessRecord): void {
@@ -154,7 +161,21 @@ export class AccessLogWriter {
   }
 }
 
-/** `ftp://user:pass@host/` → `ftp://user@host/`: a password in a URL never reaches a log line (as Squid logs it). */
+/**
+ * `ftp://user:pass@host/` → `ftp://user@host/`: a password in a URL never reaches a log line (as
+ * Squid logs it). The user information runs to the LAST `@` of the authority (RFC 3986 §3.2 ends
+ * the authority at the first `/`, `?` or `#`; WHATWG URL parsers take the last `@` before it), so
+ * a password holding an unencoded `@` (`ftp://alice:x@Secr3t@host/`) goes with it; the user name
+ * is what comes before the first `:`.
+ */
 export function withoutPassword(url: string): string {
-  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/?#@:]*):[^/?#@]*@/i, '$1@');
+  const m = /^([a-z][a-z0-9+.-]*:\/\/)([^/?#]*)/i.exec(url);
+  if (!m) return url;
+  const authority = m[2]!;
+  const at = authority.lastIndexOf('@');
+  if (at < 0) return url;
+  const userinfo = authority.slice(0, at);
+  const colon = userinfo.indexOf(':');
+  if (colon < 0) return url;
+  return `${m[1]}${userinfo.slice(0, colon)}@${authority.slice(at + 1)}${url.slice(m[0].length)}`;
 }

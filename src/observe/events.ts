@@ -81,6 +81,14 @@ export interface ProxyEventMap {
   established: [Session];
   /** One FTP file transfer finished (xferlog). */
   xfer: [XferRecord];
+  /** A log file could not be opened or written (its lines are kept and retried), or works again. */
+  'log-file': [LogFileRecord];
 }
+
+/** A log file's health: `file` is its name under LOGDIR (access.log, sessions.jsonl, xferlog, sockstap.log). */
+export type LogFileRecord =
+  | { file: string; event: 'error'; code: string }
+  | { file: string; event: 'recovered' }
+  | { file: string; event: 'dropped'; lines: number };
 
 export class ProxyEvents extends EventEmitter<ProxyEventMap> {}

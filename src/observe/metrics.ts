@@ -10,7 +10,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { HttpCache } from '../cache/http-cache.js';
 import type { Session } from '../core/session.js';
 import { nativeDoorStats, type NativeDoorStats } from '../net/native-door.js';
-import type { AccessRecord, ProxyEvents } from './events.js';
+import type { AccessRecord, LogFileRecord, ProxyEvents } from './events.js';
 import { cacheOutcome, doorOf, type ProxyStats } from './stats.js';
 
 export interface MetricsSource {
@@ -211,6 +211,37 @@ export function createMetrics(source: MetricsSource): ProxyMetrics {
     registers: [registry],
   });
 
+  const logErrors = new Counter({
+    name: 'sockstap_log_write_errors_total',
+    help: 'Failed attempts to open or write a log file (ENOSPC, EACCES, ...), by file; its lines are kept and retried every second.',
+    labelNames: ['file'] as const,
+    registers: [registry],
+  });
+  const logDropped = new Counter({
+    name: 'sockstap_log_lines_dropped_total',
+    help: 'Log lines lost because their file could not be written for long enough to fill its 8 MiB backlog, by file.',
+    labelNames: ['file'] as const,
+    registers: [registry],
+  });
+  const logFailing = new Gauge({
+    name: 'sockstap_log_file_failing',
+    help: '1 while a log file cannot be written (its lines wait in memory), 0 once it can again.',
+    labelNames: ['file'] as const,
+    registers: [registry],
+  });
+  for (const file of ['access.log', 'sessions.jsonl', 'xferlog', 'sockstap.log']) {
+    logErrors.inc({ file }, 0);
+    logDropped.inc({ file }, 0);
+    logFailing.set({ file }, 0);
+  }
+  const onLogFile = (r: LogFileRecord): void => {
+    if (r.event === 'error') {
+      logErrors.inc({ file: r.file });
+      logFailing.set({ file: r.file }, 1);
+    } else if (r.event === 'recovered') logFailing.set({ file: r.file }, 0);
+    else logDropped.inc({ file: r.file }, r.lines);
+  };
+
   const onEnd = (s: Session): void => {
     duration.observe({ door: doorOf(s) }, Math.max(0, (s.endMs || Date.now()) - s.startMs) / 1000);
   };
@@ -225,6 +256,7 @@ export function createMetrics(source: MetricsSource): ProxyMetrics {
   source.events.on('session-end', onEnd);
   source.events.on('established', onEstablished);
   source.events.on('access', onAccess);
+  source.events.on('log-file', onLogFile);
 
   return {
     registry,
@@ -237,6 +269,7 @@ export function createMetrics(source: MetricsSource): ProxyMetrics {
       source.events.off('session-end', onEnd);
       source.events.off('established', onEstablished);
       source.events.off('access', onAccess);
+      source.events.off('log-file', onLogFile);
       registry.clear();
     },
   };

@@ -3,12 +3,18 @@
  * record holds names, addresses, byte counts and per-protocol sections; never a credential.
  */
 import type { Session } from '../core/session.js';
-import { LineFile } from './log.js';
+import { LineFile, type LineFileHooks } from './log.js';
 
 export class SessionsLogWriter {
   private readonly file: LineFile;
-  constructor(path: string) {
+  constructor(path: string, hooks: LineFileHooks = {}) {
     this.file = new LineFile(path);
+    this.file.hooks = hooks;
+  }
+
+  /** Open the file again (SIGHUP, SIGUSR1: logrotate moved it away). */
+  reopen(): void {
+    this.file.reopen();
   }
 
   get path(): string {

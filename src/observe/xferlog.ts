@@ -13,7 +13,7 @@
  * address) as the user name; sockstap never records a password, so it writes the login name.
  */
 import type { XferRecord } from './events.js';
-import { LineFile } from './log.js';
+import { LineFile, type LineFileHooks } from './log.js';
 
 const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
@@ -66,8 +66,14 @@ export function formatXferlogLine(r: XferRecord): string {
 /** Writes `xfer` events to LOGDIR/xferlog through a buffered LineFile. */
 export class XferlogWriter {
   private readonly file: LineFile;
-  constructor(path: string) {
+  constructor(path: string, hooks: LineFileHooks = {}) {
     this.file = new LineFile(path);
+    this.file.hooks = hooks;
+  }
+
+  /** Open the file again (SIGHUP, SIGUSR1: logrotate moved it away). */
+  reopen(): void {
+    this.file.reopen();
   }
   get path(): string {
     return this.file.path;

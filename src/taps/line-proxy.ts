@@ -412,8 +412,41 @@ export async function serverFor(ctx: TapContext): Promise<Socket | null> {
   }
 }
 
-/** A command line's verb (upper-cased) and the rest after the first space. */
+/**
+ * A command line's verb (upper-cased) and the rest after the white space that follows it. Split
+ * on any run of white space (C's isspace(): SP, TAB, VT, FF, CR) as servers split (RFC 3977 §3.1
+ * allows TAB; POP3 and NNTP servers tokenise with isspace()): a tap that split on the space alone
+ * would take `PASS<TAB>pw` for an unknown verb and record it as sent.
+ */
 export function splitCommand(text: string): { verb: string; args: string } {
-  const sp = text.indexOf(' ');
-  return sp < 0 ? { verb: text.toUpperCase(), args: '' } : { verb: text.slice(0, sp).toUpperCase(), args: text.slice(sp + 1) };
+  const m = /^[ \t\v\f\r]*([^ \t\v\f\r]*)(?:[ \t\v\f\r]+(.*))?$/s.exec(text)!;
+  return { verb: m[1]!.toUpperCase(), args: m[2] ?? '' };
+}
+
+/** Longest user name taken from a SASL response. */
+const MAX_SASL_USER = 256;
+
+/**
+ * The user name a SASL client response carries, for the session record (never the password):
+ * PLAIN's authentication identity (RFC 4616 §2: `[authzid] NUL authcid NUL passwd`) and LOGIN's
+ * first response (draft-murchison-sasl-login: the user name). `response` is the base64 text of
+ * the `index`th client response of the exchange (0 = the initial response, inline or on the
+ * first continuation line). Null for every other mechanism, response or a malformed one.
+ */
+export function saslUser(mechanism: string, response: string, index: number): string | null {
+  if (index !== 0) return null;
+  const mech = mechanism.toUpperCase();
+  if (mech !== 'PLAIN' && mech !== 'LOGIN') return null;
+  const b64 = response.trim();
+  // "*" cancels the exchange (RFC 4954 §4, RFC 5034 §4, RFC 3501 §6.2.2); "=" is an empty response.
+  if (b64 === '' || b64 === '*' || b64 === '=' || !/^[A-Za-z0-9+/]+={0,2}$/.test(b64)) return null;
+  const text = Buffer.from(b64, 'base64').toString('utf8');
+  let user: string;
+  if (mech === 'PLAIN') {
+    const parts = text.split('\0');
+    if (parts.length !== 3) return null;
+    user = parts[1]!;
+  } else user = text;
+  if (user === '' || /[\x00-\x1f\x7f]/.test(user)) return null;
+  return user.slice(0, MAX_SASL_USER);
 }

@@ -43,9 +43,9 @@ export interface TestFtpServer {
   stop(): Promise<void>;
 }
 
-export async function startFtpServer(): Promise<TestFtpServer> {
+export async function startFtpServer(password = FTP_PASSWORD): Promise<TestFtpServer> {
   const root = mkdtempSync(join(tmpdir(), 'sockstap-ftp-'));
-  const child: ChildProcess = spawn('/usr/bin/python3', ['-c', SCRIPT, root, FTP_USER, FTP_PASSWORD], {
+  const child: ChildProcess = spawn('/usr/bin/python3', ['-c', SCRIPT, root, FTP_USER, password], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let log = '';

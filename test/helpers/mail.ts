@@ -190,7 +190,8 @@ export async function startDovecot(messages: Buffer[], password = 's3cr3t-Pa55')
     for (const p of [join(dir, 'home'), home, maildir, ...['cur', 'new', 'tmp'].map((d) => join(maildir, d))]) chownSync(p, uid, gid);
     for (const f of readdirSync(join(maildir, 'new'))) chownSync(join(maildir, 'new', f), uid, gid);
   }
-  writeFileSync(join(dir, 'passwd'), `alice:{PLAIN}${password}:${uid}:${gid}::${home}\n`);
+  // base64 (dovecot's .b64 encoding): the password may hold ':', the passwd-file separator.
+  writeFileSync(join(dir, 'passwd'), `alice:{PLAIN.b64}${Buffer.from(password).toString('base64')}:${uid}:${gid}::${home}\n`);
   const conf = join(dir, 'dovecot.conf');
   writeFileSync(
     conf,

@@ -29,7 +29,11 @@ function stuffed(text: string): string {
     .join('\r\n');
 }
 
-export async function startNntpServer(group: string, initial: NntpArticle[]): Promise<NntpServer> {
+/**
+ * `auth`: AUTHINFO USER/PASS (RFC 4643 §2.3: 381, then 281 or 481) and AUTHINFO SASL PLAIN with
+ * its initial response inline or after 383 (§2.4) accept this one account.
+ */
+export async function startNntpServer(group: string, initial: NntpArticle[], auth?: { user: string; password: string }): Promise<NntpServer> {
   const articles = [...initial];
   const commands: string[] = [];
   const sockets = new Set<net.Socket>();
@@ -41,6 +45,13 @@ export async function startNntpServer(group: string, initial: NntpArticle[]): Pr
     let buf = '';
     let posting: string[] | null = null;
     let current = 0;
+    /** AUTHINFO state: the user given, or an open SASL PLAIN exchange. */
+    let authUser: string | null = null;
+    let saslPending = false;
+    const plainOk = (b64: string): boolean => {
+      const parts = Buffer.from(b64, 'base64').toString('utf8').split('\0');
+      return parts.length === 3 && parts[1] === auth?.user && parts[2] === auth?.password;
+    };
     s.on('data', (d: Buffer) => {
       buf += d.toString('latin1');
       let i: number;
@@ -58,7 +69,13 @@ export async function startNntpServer(group: string, initial: NntpArticle[]): Pr
           continue;
         }
         commands.push(line);
-        const [verb = '', arg = ''] = line.split(/ (.*)/);
+        if (saslPending) {
+          saslPending = false;
+          s.write(plainOk(line) ? '281 authentication accepted\r\n' : '481 authentication failed\r\n');
+          continue;
+        }
+        // RFC 3977 §3.1: arguments are separated by one or more SP or TAB.
+        const [verb = '', arg = ''] = line.split(/[ \t]+(.*)/);
         const find = (): NntpArticle | undefined =>
           arg.startsWith('<') ? articles.find((a) => a.messageId === arg) : articles.find((a) => a.number === (arg ? Number(arg) : current));
         switch (verb.toUpperCase()) {
@@ -102,6 +119,24 @@ export async function startNntpServer(group: string, initial: NntpArticle[]): Pr
             posting = [];
             s.write('340 send article to be posted\r\n');
             break;
+          case 'AUTHINFO': {
+            const [sub = '', value = ''] = arg.split(/[ \t]+(.*)/);
+            const s2 = sub.toUpperCase();
+            if (!auth) s.write('503 no authentication here\r\n');
+            else if (s2 === 'USER') {
+              authUser = value;
+              s.write('381 password required\r\n');
+            } else if (s2 === 'PASS') {
+              s.write(authUser === auth.user && value === auth.password ? '281 authentication accepted\r\n' : '481 authentication failed\r\n');
+            } else if (s2 === 'SASL' && /^PLAIN$/i.test(value.split(/[ \t]+/)[0] ?? '')) {
+              const initial = value.split(/[ \t]+/)[1];
+              if (initial === undefined) {
+                saslPending = true;
+                s.write('383 \r\n');
+              } else s.write(plainOk(initial) ? '281 authentication accepted\r\n' : '481 authentication failed\r\n');
+            } else s.write('501 unknown AUTHINFO form\r\n');
+            break;
+          }
           case 'DATE':
             s.write('111 20240101000000\r\n');
             break;

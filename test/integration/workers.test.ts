@@ -1,6 +1,6 @@
 /**
  * WORKERS=N: several processes behind the same listeners. The primary checks the configuration
- * (exit 2 before anything listens), forks the workers, forwards SIGHUP and SIGTERM, and exits 1
+ * (exit 2 before anything listens), forks the workers, forwards SIGHUP, SIGUSR1 and SIGTERM, and exits 1
  * when a worker cannot start (a port in use).
  */
 import assert from 'node:assert/strict';
@@ -56,6 +56,13 @@ describe('WORKERS', () => {
         await new Promise((r) => setTimeout(r, 50));
       }
       assert.equal((readFileSync(log, 'utf8').match(/ reloaded /g) ?? []).length, 2);
+      // The primary is the one to signal (its pid in STATEDIR/sockstap.pid); SIGUSR1 reaches both workers.
+      assert.equal(readFileSync(join(dir, 'two', 'sockstap.pid'), 'utf8'), `${p.child.pid}\n`);
+      const reopened = (): number => (readFileSync(log, 'utf8').match(/ log files reopened /g) ?? []).length;
+      const afterHup = reopened();
+      p.kill('SIGUSR1');
+      for (let i = 0; i < 100 && reopened() < afterHup + 2; i++) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(reopened(), afterHup + 2);
     } finally {
       p.kill('SIGTERM');
       assert.equal(await p.exited, 0);

@@ -168,3 +168,25 @@ describe('a request MOUNT rewrote', () => {
     }
   });
 });
+
+test('URL user information is removed up to the last @ of the authority', () => {
+  const cases: Array<[string, string]> = [
+    ['ftp://alice:x@Secr3t@host/', 'ftp://alice@host/'],
+    ['ftp://alice:a:b@c@127.0.0.1:2121/pub/x?y=@z', 'ftp://alice@127.0.0.1:2121/pub/x?y=@z'],
+    ['http://u:p@ss@example.test#frag@x', 'http://u@example.test#frag@x'],
+    ['http://:only-pw@example.test/', 'http://@example.test/'],
+    ['http://user@example.test/a@b', 'http://user@example.test/a@b'],
+    ['http://example.test/a:b@c', 'http://example.test/a:b@c'],
+    ['FTP://Alice:PW@Host/', 'FTP://Alice@Host/'],
+  ];
+  for (const [url, logged] of cases) {
+    const line = formatAccessLine(
+      {
+        time: 1_700_000_000_000, elapsedMs: 5, clientAddress: '127.0.0.1', resultCode: 'TCP_MISS', status: 200, bytes: 10,
+        method: 'GET', url, user: null, hierarchy: 'HIER_DIRECT/127.0.0.1', contentType: 'text/plain', sessionId: 'x',
+      },
+      'squid',
+    );
+    assert.equal(line.split(' ').filter(Boolean)[6], logged, url);
+  }
+});

@@ -15,7 +15,9 @@ export interface FtpCommand {
 /** RFC 959 §5.3.1: a command is a verb of letters, then optionally SP and an argument. */
 export function parseCommand(text: string): FtpCommand {
   // Telnet IP/Synch sequences (RFC 959 §4.1.3, ABOR) may precede the verb: skip non-letters.
-  const m = /^[^A-Za-z]*([A-Za-z]{1,8})(?: (.*))?$/s.exec(text);
+  // The separator is SP (RFC 959 §5.3.2); a TAB is taken as one too, so that `PASS<TAB>pw` is
+  // read as PASS and masked, whatever the server makes of it.
+  const m = /^[^A-Za-z]*([A-Za-z]{1,8})(?:[ \t](.*))?$/s.exec(text);
   if (!m) return { verb: '', arg: text };
   return { verb: m[1]!.toUpperCase(), arg: m[2] ?? '' };
 }

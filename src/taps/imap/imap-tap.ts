@@ -1,7 +1,8 @@
 /**
  * The IMAP tap (RFC 3501, RFC 9051): records tagged commands with their completion results, the
  * selected mailbox, and FETCH responses with the bytes of their literals; LOGIN and AUTHENTICATE
- * are masked; after a STARTTLS the server accepted (RFC 3501 §6.2.1) the connection is relayed
+ * are masked (the user they name, SASL PLAIN and LOGIN included, is recorded once the server says
+ * OK); after a STARTTLS the server accepted (RFC 3501 §6.2.1) the connection is relayed
  * raw.
  *
  * Literals are followed exactly in both directions (RFC 3501 §4.3, RFC 7888 for `{n+}`, RFC 3516
@@ -9,7 +10,7 @@
  * still belongs to the same command or response.
  */
 import { lineText, type LineItem } from '../../net/lines.js';
-import { LineProxy, MAX_RECORDED, pushBounded, serverFor } from '../line-proxy.js';
+import { LineProxy, MAX_RECORDED, pushBounded, saslUser, serverFor } from '../line-proxy.js';
 import type { Tap } from '../tap.js';
 
 export interface ImapCommandRecord {
@@ -74,12 +75,17 @@ export const imapTap: Tap = async (ctx) => {
   let capture: { tag: string; bytes: Buffer[]; size: number; left: number } | null = null;
   /** While a SASL exchange runs (RFC 3501 §6.2.2), client lines are answers, never commands. */
   let authenticating: string | null = null;
+  /** The mechanism of that exchange and how many client responses it has had. */
+  let sasl: { mech: string; responses: number } = { mech: '', responses: 0 };
   /** The response whose line continues after a literal, and whether it is a FETCH. */
   let serverCont: { fetch: boolean } | null = null;
 
   const onClientLine = (item: LineItem): void => {
     const lit = trailingLiteral(item.bytes);
     if (authenticating !== null) {
+      // The first response names the user for PLAIN and LOGIN (kept in `arg` until the tagged OK).
+      const o = outstanding.get(authenticating);
+      if (o) o.arg ??= saslUser(sasl.mech, lineText(item.bytes), sasl.responses++);
       lp.toServer(item.bytes);
       return;
     }
@@ -87,7 +93,8 @@ export const imapTap: Tap = async (ctx) => {
       clientCont = lit !== null;
     } else {
       const text = lineText(item.bytes);
-      const m = /^(\S+) ([A-Za-z]+)(?: (.*))?$/.exec(text);
+      // RFC 3501 separates with one SP; a tab or a run of spaces is read as servers tolerate it.
+      const m = /^(\S+)[ \t]+([A-Za-z]+)(?:[ \t]+(.*))?$/s.exec(text);
       if (m && outstanding.size < MAX_OUTSTANDING) {
         const tag = m[1]!;
         let name = m[2]!.toUpperCase();
@@ -108,8 +115,12 @@ export const imapTap: Tap = async (ctx) => {
           if (name !== 'LOGIN' && arg !== null) shown = `${name} ${arg}`;
         }
         if (name === 'AUTHENTICATE') {
-          shown = `AUTHENTICATE ${(args.split(' ')[0] ?? '').toUpperCase()}`;
+          // RFC 3501 §6.2.2, RFC 4959 (SASL-IR): AUTHENTICATE mechanism [initial-response].
+          const [mech = '', initial] = args.split(/[ \t]+/);
+          shown = `AUTHENTICATE ${mech.toUpperCase()}`;
           authenticating = tag;
+          sasl = { mech, responses: 0 };
+          if (initial !== undefined) arg = saslUser(mech, initial, sasl.responses++);
         }
         const rec: ImapCommandRecord = { tag, command: shown, result: null };
         pushBounded(section.commands, rec, MAX_RECORDED);
@@ -164,7 +175,7 @@ export const imapTap: Tap = async (ctx) => {
           o.rec.result = result;
           const ok = result === 'OK';
           if (o.name === 'SELECT' || o.name === 'EXAMINE') section.mailbox = ok ? o.arg : null;
-          if (o.name === 'LOGIN' && ok) section.user = o.arg;
+          if ((o.name === 'LOGIN' || o.name === 'AUTHENTICATE') && ok && o.arg !== null) section.user = o.arg;
           if (o.name === 'CLOSE' || o.name === 'UNSELECT') section.mailbox = null;
           if (authenticating === m[1]) authenticating = null;
           if (o.name === 'STARTTLS' && ok) {

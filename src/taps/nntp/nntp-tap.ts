@@ -10,7 +10,7 @@
  */
 import { join } from 'node:path';
 import { lineText, type LineItem } from '../../net/lines.js';
-import { CommandQueue, LineProxy, pushBounded, serverFor, splitCommand } from '../line-proxy.js';
+import { CommandQueue, LineProxy, pushBounded, saslUser, serverFor, splitCommand } from '../line-proxy.js';
 import type { Tap } from '../tap.js';
 import { articleStore, isMessageId, MAX_ARTICLE_BYTES } from './article-store.js';
 
@@ -63,8 +63,19 @@ export function nntpMultiline(code: number, verb: string): boolean {
   }
 }
 
-/** The command as recorded: AUTHINFO PASS and SASL data never. */
+/** RFC 3977, RFC 4643 (AUTHINFO), RFC 4642 (STARTTLS), RFC 8054 (COMPRESS), RFC 2980 (common extensions). */
+const NNTP_VERBS: ReadonlySet<string> = new Set([
+  'ARTICLE', 'BODY', 'HEAD', 'STAT', 'GROUP', 'LISTGROUP', 'LAST', 'NEXT', 'POST', 'IHAVE', 'QUIT', 'CAPABILITIES',
+  'MODE', 'DATE', 'HELP', 'LIST', 'NEWGROUPS', 'NEWNEWS', 'OVER', 'HDR', 'AUTHINFO', 'STARTTLS', 'COMPRESS',
+  'XOVER', 'XHDR', 'XPAT', 'XGTITLE', 'XROVER', 'XZVER', 'XFEATURE', 'CHECK', 'TAKETHIS', 'SLAVE',
+]);
+
+/**
+ * The command as recorded: AUTHINFO PASS and SASL data never. A line that is no NNTP command is
+ * recorded as `?`: it may be a SASL response sent out of turn, after a refused AUTHINFO SASL.
+ */
 export function nntpRecorded(verb: string, args: string): string {
+  if (!NNTP_VERBS.has(verb)) return '?';
   if (verb === 'AUTHINFO') {
     const [sub = '', rest = ''] = args.split(/\s+(.*)/);
     const s = sub.toUpperCase();
@@ -102,6 +113,8 @@ export const nntpTap: Tap = async (ctx) => {
   let posting: NntpPost | null = null;
   /** Client lines answer SASL challenges (RFC 4643 §2.4) until a final reply. */
   let saslExchange = false;
+  /** The AUTHINFO SASL in progress: its mechanism and the user its PLAIN/LOGIN response names. */
+  let sasl: { mech: string; responses: number; user: string | null } | null = null;
   let postHeaders = false;
 
   const forward = (item: LineItem, p: Pending): void => {
@@ -129,6 +142,7 @@ export const nntpTap: Tap = async (ctx) => {
   const onClient = (item: LineItem): void => {
     if (posting) return onPostLine(item);
     if (saslExchange) {
+      if (sasl) sasl.user ??= saslUser(sasl.mech, lineText(item.bytes), sasl.responses++);
       lp.toServer(item.bytes);
       lp.holdClient();
       return;
@@ -138,6 +152,12 @@ export const nntpTap: Tap = async (ctx) => {
     const args = rest.trim();
     pushBounded(section.commands, nntpRecorded(verb, args));
     if (verb === 'AUTHINFO' && /^USER\s/i.test(args)) section.user = args.slice(5).trim();
+    if (verb === 'AUTHINFO' && /^SASL\s/i.test(args)) {
+      // RFC 4643 §2.4: AUTHINFO SASL mechanism [initial-response]; the user is recorded on 281.
+      const [, mech = '', initial] = args.split(/\s+/);
+      sasl = { mech, responses: 0, user: null };
+      if (initial !== undefined) sasl.user = saslUser(mech, initial, sasl.responses++);
+    }
     if (verb === 'ARTICLE' && isMessageId(args)) {
       // Look in the store first; hold the client so pipelined commands keep their order.
       lp.holdClient();
@@ -225,6 +245,8 @@ export const nntpTap: Tap = async (ctx) => {
         break;
       case 'AUTHINFO':
         if (saslExchange || /^SASL\s/i.test(p.args)) {
+          if (code === 281 && sasl?.user) section.user = sasl.user;
+          sasl = null;
           saslExchange = false;
           lp.releaseClient();
         }

@@ -1,14 +1,15 @@
 /**
- * The POP3 tap (RFC 1939, extensions RFC 2449): records the user, every command (credentials
- * masked), messages retrieved and their bytes; a PERMIT/REJECT rule with `readonly` refuses DELE
- * with an -ERR the proxy writes itself; after STLS (RFC 2595 §4) the connection is relayed raw.
+ * The POP3 tap (RFC 1939, extensions RFC 2449): records the user (USER, APOP, or the SASL PLAIN
+ * and LOGIN identity of an AUTH the server accepted), every command (credentials masked),
+ * messages retrieved and their bytes; a PERMIT/REJECT rule with `readonly` refuses DELE with an
+ * -ERR the proxy writes itself; after STLS (RFC 2595 §4) the connection is relayed raw.
  *
  * Multi-line responses (RFC 1939 §3) are followed by knowing which command each reply answers:
  * with PIPELINING (RFC 2449 §6.6) several commands may be outstanding, so the replies are matched
  * in order through the shared command queue, and the proxy's own -ERR waits its turn there.
  */
 import { lineText, type LineItem } from '../../net/lines.js';
-import { CommandQueue, LineProxy, pushBounded, requestAllowed, serverFor, splitCommand } from '../line-proxy.js';
+import { CommandQueue, LineProxy, pushBounded, requestAllowed, saslUser, serverFor, splitCommand } from '../line-proxy.js';
 import type { Tap } from '../tap.js';
 
 export interface Pop3Section {
@@ -48,8 +49,18 @@ export function pop3Multiline(verb: string, args: string): boolean {
   }
 }
 
-/** The command as recorded: credentials never. */
+/** RFC 1939, RFC 2449 (CAPA), RFC 2595 (STLS), RFC 5034 (AUTH), RFC 6856 (UTF8, LANG). */
+const POP3_VERBS: ReadonlySet<string> = new Set([
+  'USER', 'PASS', 'APOP', 'AUTH', 'STAT', 'LIST', 'RETR', 'DELE', 'NOOP', 'RSET', 'QUIT', 'TOP', 'UIDL', 'CAPA', 'STLS', 'UTF8', 'LANG',
+]);
+
+/**
+ * The command as recorded: credentials never. A line that is no POP3 command is recorded as `?`:
+ * it may be a SASL response or a password a client sent out of turn (after an AUTH the server
+ * refused), and its text is not known to be harmless.
+ */
 export function pop3Recorded(verb: string, args: string): string {
+  if (!POP3_VERBS.has(verb)) return '?';
   switch (verb) {
     case 'PASS':
       return 'PASS ***';
@@ -77,9 +88,12 @@ export const pop3Tap: Tap = async (ctx) => {
   let body: Pending | null = null;
   /** While a SASL exchange runs (RFC 5034 §4), client lines are answers, never commands. */
   let authExchange = false;
+  /** The SASL exchange of the AUTH command in progress: its mechanism and the user it names. */
+  let sasl: { mech: string; responses: number; user: string | null } | null = null;
 
   const onClient = (item: LineItem): void => {
     if (authExchange) {
+      if (sasl) sasl.user ??= saslUser(sasl.mech, lineText(item.bytes), sasl.responses++);
       lp.toServer(item.bytes);
       lp.holdClient();
       return;
@@ -88,6 +102,12 @@ export const pop3Tap: Tap = async (ctx) => {
     const { verb, args } = splitCommand(text);
     pushBounded(section.commands, pop3Recorded(verb, args));
     if (verb === 'USER' || verb === 'APOP') section.user = args.trim().split(/\s+/)[0] ?? null;
+    if (verb === 'AUTH' && args.trim() !== '') {
+      // RFC 5034 §4: AUTH mechanism [initial-response]; the user is recorded once the server says +OK.
+      const [mech = '', initial] = args.trim().split(/\s+/);
+      sasl = { mech, responses: 0, user: null };
+      if (initial !== undefined) sasl.user = saslUser(mech, initial, sasl.responses++);
+    }
     if (verb === 'DELE') {
       const d = requestAllowed(ctx, 'pop3', {
         host: ctx.dst.host,
@@ -139,6 +159,8 @@ export const pop3Tap: Tap = async (ctx) => {
     queue.done();
     if (ok && p.verb === 'DELE') section.deleted++;
     if (p.verb === 'AUTH') {
+      if (ok && sasl?.user) section.user = sasl.user;
+      sasl = null;
       authExchange = false;
       lp.releaseClient();
     }
