@@ -17,7 +17,8 @@ import type { Logger } from '../observe/log.js';
 import { checkDestination, destinationAddresses, rulesNeedAddresses } from '../policy/acl.js';
 import type { ConnectionLimits } from '../policy/limits.js';
 import type { QuotaService } from '../policy/quota.js';
-import { portOfListen, relayShape, type BandwidthShaper, type LimitSubject } from '../policy/shaping.js';
+import { anyLimit, portOfListen, relayShape, type BandwidthShaper, type LimitSubject } from '../policy/shaping.js';
+import { isShaped, shapeSocket } from '../net/shaped-socket.js';
 import { claimFtpDataTunnel, ftpDataExpected } from '../taps/ftp/correlate.js';
 import { serveFtpUrl } from '../taps/ftp/url.js';
 import { TAPS } from '../taps/registry.js';
@@ -82,7 +83,7 @@ export class Pipeline implements TunnelSink {
     }
     const tapRule = pickTapRule(config, { clientAddress: session.clientAddress, user: session.user, dst });
     return dialRoute(config, dst, session, {
-      timeoutMs: config.timeouts.connect,
+      timeoutMs: tapRule ? tapRule.timeouts.connect : config.timeouts.connect,
       signal: this.deps.shutdown,
       tapRule,
       onFallback: (failed, err, next) =>
@@ -100,19 +101,25 @@ export class Pipeline implements TunnelSink {
     if (!mayRouteHttpToProxy(config)) return undefined;
     // SPOOF=client connections leave directly with the client's address (see dial()).
     if (session.door === 'transparent' && config.spoof) return undefined;
-    return (dst) =>
-      httpRoutesFor(config, dst, session, {
-        timeoutMs: config.timeouts.connect,
+    return (dst) => {
+      // As in dial(): the SOCKSTAP rule for this destination may name its own PROXY= and TIMEOUT=.
+      const tapRule = pickTapRule(config, { clientAddress: session.clientAddress, user: session.user, dst });
+      return httpRoutesFor(config, dst, session, {
+        timeoutMs: tapRule ? tapRule.timeouts.connect : config.timeouts.connect,
         signal: this.deps.shutdown,
-        // As in dial(): the SOCKSTAP rule for this destination may name its own PROXY=.
-        tapRule: pickTapRule(config, { clientAddress: session.clientAddress, user: session.user, dst }),
+        tapRule,
         ...(proto !== undefined ? { proto } : {}),
       });
+    };
   }
 
-  /** Checkpoint 2 for a tunnel or request; throws EDENIED/ELIMIT when refused. */
-  private async authorize(session: Session, tags: readonly string[], dst: HostPort): Promise<void> {
-    const config = this.deps.config();
+  /**
+   * Checkpoint 2 for a tunnel or request; throws EDENIED/ELIMIT when refused. `rule`: the SOCKSTAP
+   * rule that picked the tunnel, whose PERMIT/REJECT come first and whose QUOTA= count too.
+   */
+  private async authorize(session: Session, tags: readonly string[], dst: HostPort, rule?: TapRule | null): Promise<void> {
+    const base = this.deps.config();
+    const config = rule ? ruleView(base, rule) : base;
     const dstAddresses = rulesNeedAddresses(config) ? await destinationAddresses(dst.host) : undefined;
     const decision = checkDestination(config, {
       tags,
@@ -128,7 +135,7 @@ export class Pipeline implements TunnelSink {
     if (window && !window.contains(new Date())) {
       throw new ProxyError('EDENIED', `user ${session.user} is outside their time window ${window.source}`);
     }
-    this.deps.quotas?.check(config, limitSubject(session));
+    this.deps.quotas?.check(base, limitSubject(session), rule);
   }
 
   /** MAXIMA=peruser, counted once per session for its lifetime. */
@@ -210,9 +217,11 @@ export class Pipeline implements TunnelSink {
     session.command = tunnel.command;
     session.dst = tunnel.dst;
     const config = this.deps.config();
+    // The SOCKSTAP rule that picks the tunnel (a pure decision): its PERMIT/REJECT and QUOTA= apply from checkpoint 2 on.
+    const rule = pickTapRule(config, { clientAddress: session.clientAddress, user: session.user, dst: tunnel.dst });
     try {
       this.acquireUser(session);
-      await this.authorize(session, tunnel.tags, tunnel.dst);
+      await this.authorize(session, tunnel.tags, tunnel.dst, rule);
     } catch (err) {
       const e = toProxyError(err);
       this.refused(session, e, tunnel.command);
@@ -249,13 +258,18 @@ export class Pipeline implements TunnelSink {
         return;
       }
       tunnel.replySuccess({ address: server.localAddress ?? '0.0.0.0', port: server.localPort ?? 0 });
-      const r = await ftpData.run(tunnel.socket, server, session, config.timeouts.idle);
+      // BANDWIDTH=/QUOTA= on the data the control session's tap relays itself.
+      if (!this.shapeClient(session, tunnel.socket, config, rule)) {
+        server.destroy();
+        ftpData.finished({ up: 0, down: 0, result: session.result });
+        return;
+      }
+      const r = await ftpData.run(tunnel.socket, server, session, (rule ?? config).timeouts.idle);
       session.bytesUp += r.up;
       session.bytesDown += r.down;
       return;
     }
 
-    const rule = pickTapRule(config, { clientAddress: session.clientAddress, user: session.user, dst: tunnel.dst });
     if (rule) {
       await this.runTapped(tunnel, rule, config);
       return;
@@ -298,14 +312,25 @@ export class Pipeline implements TunnelSink {
     return server;
   }
 
-  private async relayCounted(session: Session, client: Socket, server: Socket, config: Config): Promise<void> {
+  /**
+   * `config` is the tunnel's view (ruleView: its rule's timeouts); `rule` adds its BANDWIDTH=/QUOTA=.
+   * A client socket a tap already shaped (shapeClient) is relayed through pipe(), which passes its hooks.
+   */
+  private async relayCounted(session: Session, client: Socket, server: Socket, config: Config, rule?: TapRule | null): Promise<void> {
+    if (isShaped(client)) {
+      const r = await relay(client, server, { idleMs: config.timeouts.idle, mode: 'pipe' });
+      session.bytesUp += r.up;
+      session.bytesDown += r.down;
+      if (session.result === 'ok') session.result = r.result;
+      return;
+    }
     // BANDWIDTH=/QUOTA=: a shape only for a connection a limit covers; otherwise the fast relay.
     let shape = null;
     let meter = null;
-    if (config.bandwidth.length > 0 || config.quota.length > 0) {
+    if (anyLimit(config, rule)) {
       const who = limitSubject(session);
       try {
-        meter = this.deps.quotas?.admit(config, who, session) ?? null;
+        meter = this.deps.quotas?.admit(config, who, session, rule) ?? null;
       } catch (err) {
         // Used up between authorize() and here (another connection): the door has replied, so cut.
         this.refused(session, toProxyError(err), 'relay');
@@ -313,7 +338,7 @@ export class Pipeline implements TunnelSink {
         server.destroy();
         return;
       }
-      shape = relayShape(this.deps.shaper?.shapeFor(config, who) ?? null, meter);
+      shape = relayShape(this.deps.shaper?.shapeFor(config, who, rule) ?? null, meter);
     }
     const mode = relayMode(config);
     const r = await relay(client, server, shape ? { idleMs: config.timeouts.idle, mode, shape } : { idleMs: config.timeouts.idle, mode });
@@ -332,8 +357,10 @@ export class Pipeline implements TunnelSink {
    * would take this tunnel's HTTP in absolute-form: a CONNECT through it, dialed first, would go
    * unused (and Squid refuses CONNECT to port 80 by default).
    */
-  private async runTapped(tunnel: Tunnel, rule: TapRule, config: Config): Promise<void> {
+  private async runTapped(tunnel: Tunnel, rule: TapRule, base: Config): Promise<void> {
     const { session } = tunnel;
+    // What the rule's tunnels get: its TIMEOUT=, MOUNT=, PERMIT/REJECT over the global ones.
+    const config = ruleView(base, rule);
     const want = new Set<string>(rule.protocols);
     const cache = ruleCaches(config, rule) ? this.deps.cache() : null;
     const httpRoutes = want.has('http') ? this.httpRoutes(config, session, 'http') : undefined;
@@ -361,7 +388,7 @@ export class Pipeline implements TunnelSink {
     // TLS: the SNI names the server really asked for; PERMIT/REJECT may name it (checkpoint 3).
     if (peek.proto === 'tls' && peek.info.sni) {
       try {
-        await this.authorize(session, ['tls', ...tunnel.tags], { host: peek.info.sni, port: tunnel.dst.port });
+        await this.authorize(session, ['tls', ...tunnel.tags], { host: peek.info.sni, port: tunnel.dst.port }, rule);
       } catch (err) {
         const e = toProxyError(err);
         this.refused(session, e, 'tls server name');
@@ -392,18 +419,49 @@ export class Pipeline implements TunnelSink {
         s.on('error', () => {});
         return s;
       },
-      authorize: (dst) => this.authorize(session, [peek.proto, ...tunnel.tags], dst),
-      relay: (c, s) => this.relayCounted(session, c, s, config),
+      authorize: (dst) => this.authorize(session, [peek.proto, ...tunnel.tags], dst, rule),
+      relay: (c, s) => this.relayCounted(session, c, s, config, rule),
       ...(httpRoutes ? { httpRoutes } : {}),
     };
     const tap = want.has(peek.proto) ? TAPS[peek.proto] : undefined;
     if (tap) {
+      // Every byte the tap moves to and from the client passes BANDWIDTH=/QUOTA= (issue 12 item 5).
+      if (!this.shapeClient(session, tunnel.socket, base, rule)) {
+        server?.destroy();
+        return;
+      }
       await tap(ctx);
       return;
     }
     server ??= await this.dialForTunnel(tunnel, true);
     if (!server) return;
-    await this.relayCounted(session, tunnel.socket, server, config);
+    await this.relayCounted(session, tunnel.socket, server, config, rule);
+  }
+
+  /**
+   * BANDWIDTH=/QUOTA= at a client socket that a tap or the HTTP door reads and writes itself
+   * (net/shaped-socket.ts): the same buckets and quota meter as a relayed tunnel's. False when a
+   * quota is used up (the session is refused and the socket destroyed).
+   */
+  private shapeClient(session: Session, client: Socket, config: Config, rule: TapRule | null): boolean {
+    if (!anyLimit(config, rule) || isShaped(client)) return true;
+    const who = limitSubject(session);
+    let meter;
+    try {
+      meter = this.deps.quotas?.admit(config, who, session, rule) ?? null;
+    } catch (err) {
+      this.refused(session, toProxyError(err), 'tapped connection');
+      client.destroy();
+      return false;
+    }
+    const shape = relayShape(this.deps.shaper?.shapeFor(config, who, rule) ?? null, meter);
+    if (!shape) return true;
+    shapeSocket(client, shape, () => {
+      session.result = 'EQUOTA';
+      this.deps.log.info('quota used up, connection cut', { session: session.id, user: session.user ?? undefined });
+    });
+    if (meter) client.once('close', () => meter.release());
+    return true;
   }
 
   associateUdp(tunnel: Tunnel): Promise<void> {
@@ -459,6 +517,7 @@ export class Pipeline implements TunnelSink {
       })
       .then(
         () =>
+          this.shapeClient(session, req.socket, config, null) &&
           serveFtpUrl(req, res, {
             session,
             cache: config.cache.enabled ? this.deps.cache() : null,
@@ -498,6 +557,8 @@ export class Pipeline implements TunnelSink {
       })
       .then(
         () =>
+          // BANDWIDTH=/QUOTA= on the door's client connection, from its first request on.
+          this.shapeClient(session, req.socket, config, null) &&
           // The same path as tapped HTTP (taps/http/cached.ts): MOUNT, checkpoint 3, header
           // rules, the cache (CACHE=do) and access.log.
           serveHttp(req, res, {
@@ -524,6 +585,22 @@ export class Pipeline implements TunnelSink {
 }
 
 const userCounted = new WeakSet<Session>();
+
+/**
+ * The configuration as a SOCKSTAP rule's tunnels see it: the rule's compiled timeouts, mounts and
+ * access rules (TapRule, filled at load) in place of the global ones, so taps, checkpoint 3 and
+ * MOUNT need no per-rule code. One object per rule and configuration; nothing is parsed here.
+ */
+const views = new WeakMap<TapRule, { base: Config; view: Config }>();
+
+export function ruleView(base: Config, rule: TapRule): Config {
+  const known = views.get(rule);
+  if (known && known.base === base) return known.view;
+  const view: Config = { ...base, timeouts: rule.timeouts, mounts: rule.mounts, rules: rule.rules };
+  if (rule.set.expire !== undefined) view.cache = { ...base.cache, expire: rule.set.expire };
+  views.set(rule, { base, view });
+  return view;
+}
 const JAVASCRIPT: DirectPlan = { kind: 'javascript' };
 
 /** Who a session is for BANDWIDTH=/QUOTA= scopes. */

@@ -26,7 +26,5 @@ export const SERVER_FIRST_PORTS: ReadonlySet<number> = new Set([21, 22, 25, 110,
 
 /** The rule's CACHE= param wins over the global CACHE. */
 export function ruleCaches(config: Config, rule: TapRule): boolean {
-  const v = rule.params.CACHE ?? rule.params.cache;
-  if (v === undefined) return config.cache.enabled;
-  return v.toLowerCase() === 'do';
+  return rule.set.cache ?? config.cache.enabled;
 }
