@@ -4,9 +4,9 @@
  * same token buckets and quota counts as the relay's metered path (net/relay.ts), applied where
  * every one of those writers and readers passes, so no tap needs to know about policy.
  *
- *  - writes to the client (down): every chunk is counted and taken from the buckets as it is
- *    handed to the socket; its completion is held back while a bucket is in debt, so the
- *    socket's write queue fills and the writer (a pipe, Node's http response) feels the usual
+ *  - writes to the client (down): every chunk is counted and taken from the buckets before it is
+ *    handed to the socket, and handed over only once the debt it made is paid, so the socket's
+ *    write queue fills and the writer (a pipe, Node's http response) feels the usual
  *    back-pressure;
  *  - reads from the client (up): every chunk the socket pushes is counted and taken; while a
  *    bucket is in debt the socket stops reading (the handle's readStop, as Node itself does when
@@ -84,38 +84,43 @@ function hook(s: Hooked): ShapeState {
     s.destroy();
   };
 
-  /** Count and take `n` bytes written; the callback to hand the socket instead of `cb`. */
-  const afterWrite = (n: number, cb: Callback): Callback => {
+  /**
+   * Count and take `n` bytes about to be written, then `write(cb)`: at once, or when the debt this
+   * take left is paid, so what leaves by any moment is at most the burst plus the rate times the
+   * time (Writable calls the next _write only after `cb`, so writes stay in order).
+   */
+  const gateWrite = (n: number, cb: Callback, write: (cb: Callback) => void): void => {
     const down = state.shape?.down;
-    if (!down || n === 0) return cb;
+    if (!down || n === 0 || state.cut) {
+      write(cb);
+      return;
+    }
     const over = down.count ? !down.count(n) : false;
     let wait = 0;
     for (const b of down.buckets) {
       const w = b.take(n);
       if (w > wait) wait = w;
     }
-    if (over) {
-      return (err) => {
-        cb(err);
-        cut();
-      };
-    }
-    if (wait === 0) return cb;
-    return (err) => {
-      setTimeout(() => cb(err), wait);
-    };
+    const done: Callback = over
+      ? (err) => {
+          cb(err);
+          cut();
+        }
+      : cb;
+    if (wait === 0 || over) write(done);
+    else setTimeout(() => write(done), wait);
   };
 
   const write0 = s._write;
   const writev0 = s._writev;
   s._write = function (this: Hooked, chunk, encoding, cb) {
-    write0.call(this, chunk, encoding, afterWrite(byteLength(chunk, encoding), cb));
+    gateWrite(byteLength(chunk, encoding), cb, (done) => write0.call(this, chunk, encoding, done));
   };
   if (writev0) {
     s._writev = function (this: Hooked, chunks, cb) {
       let n = 0;
       for (const c of chunks) n += byteLength(c.chunk, c.encoding);
-      writev0.call(this, chunks, afterWrite(n, cb));
+      gateWrite(n, cb, (done) => writev0.call(this, chunks, done));
     };
   }
 

@@ -1,0 +1,15 @@
+import { curl } from '/work/wt/perrule/test/helpers/origin.js';
+import { startProxy } from '/work/wt/perrule/test/helpers/proxy.js';
+import { FTP_PASSWORD, FTP_USER, startFtpServer } from '/work/wt/perrule/test/helpers/ftp-server.js';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+const ftp = await startFtpServer();
+mkdirSync(join(ftp.root, 'pub'));
+writeFileSync(join(ftp.root, 'pub', 'one.bin'), Buffer.alloc(1024*1024, 3));
+const proxy = await startProxy(['-P127.0.0.1:0/auto', 'SOCKSTAP=all', 'CACHE=do', 'TIMEOUT=sniff:2s', 'AUTHORIZER=-list{alice:a}', 'BANDWIDTH=256k:user:alice']);
+const t0 = performance.now();
+const r = await curl(['-v', '-x', `socks5://alice:a@127.0.0.1:${proxy.port()}`, '-u', `${FTP_USER}:${FTP_PASSWORD}`, `ftp://127.0.0.1:${ftp.port}/pub/one.bin`], 20000);
+console.log(r.code, r.stdout.length, (performance.now()-t0)|0, r.stderr.replace(/\r/g,'').split('\n').filter(l=>/^[<>*]/.test(l)).map(l=> `${l}`).join('\n').slice(-3000));
+await new Promise(r=>setTimeout(r,300));
+for (const s of proxy.sessions()) console.log(s.start, s.end, s.proto, s.bytesDown);
+await proxy.stop(); await ftp.stop();
