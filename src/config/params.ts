@@ -34,6 +34,7 @@ import { splitTopLevel, stripBraces } from './split.js';
 import { parseCount, parseDuration, parseSize } from './units.js';
 import { parseAuthorizer } from '../policy/accounts.js';
 import { parseTimeWindow } from '../policy/timewindow.js';
+import { PER_RULE_NAMES } from './table.js';
 
 /** A -P entry before the door defaults to SERVER. */
 export interface ListenEntry {
@@ -166,20 +167,11 @@ export const PARAMETERS = {
 
 export type ParameterName = keyof typeof PARAMETERS;
 
-/** Parameters a SOCKSTAP rule may apply to the tunnels it picks (`SOCKSTAP="http:::CACHE=do"`). */
-export const TAP_PARAMETERS: readonly (ParameterName | TapOnlyParameter)[] = [
-  'CACHE',
-  'EXPIRE',
-  'PROXY',
-  'SOCKS',
-  'MOUNT',
-  'TIMEOUT',
-  'BANDWIDTH',
-  'QUOTA',
-  'PERMIT',
-  'REJECT',
-  'MAXSIZE',
-];
+/**
+ * Parameters a SOCKSTAP rule may apply to the tunnels it picks (`SOCKSTAP="http:::CACHE=do"`):
+ * the ones the parameter table (table.ts) marks per-rule.
+ */
+export const TAP_PARAMETERS: readonly (ParameterName | TapOnlyParameter)[] = PER_RULE_NAMES as readonly (ParameterName | TapOnlyParameter)[];
 
 /** Parameters that only a SOCKSTAP rule takes: MAXSIZE=SIZE, the SMTP tap's message size limit (552). */
 export type TapOnlyParameter = 'MAXSIZE';
