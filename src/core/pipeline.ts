@@ -10,13 +10,13 @@ import type { Config, HostPort, TapRule } from '../config/types.js';
 import type { DirectPlan, TunnelSink } from '../frontdoors/door.js';
 import { runBind } from '../net/bind.js';
 import { peekTunnel } from '../net/peek.js';
-import { relay, type RelayMode } from '../net/relay.js';
+import { relay, type RelayMode, type RelayShape } from '../net/relay.js';
 import { runUdpAssociate } from '../net/udp-relay.js';
 import type { ProxyEvents } from '../observe/events.js';
 import type { Logger } from '../observe/log.js';
 import { checkDestination, destinationAddresses, rulesNeedAddresses } from '../policy/acl.js';
 import type { ConnectionLimits } from '../policy/limits.js';
-import type { QuotaService } from '../policy/quota.js';
+import type { QuotaMeter, QuotaService } from '../policy/quota.js';
 import { anyLimit, portOfListen, relayShape, type BandwidthShaper, type LimitSubject } from '../policy/shaping.js';
 import { isShaped, shapeSocket } from '../net/shaped-socket.js';
 import { claimFtpDataTunnel, ftpDataExpected } from '../taps/ftp/correlate.js';
@@ -234,12 +234,21 @@ export class Pipeline implements TunnelSink {
     const ftpData = claimFtpDataTunnel({ clientAddress: session.clientAddress, dst: tunnel.dst, command: tunnel.command });
 
     if (tunnel.command === 'bind') {
+      // BANDWIDTH=/QUOTA= on what the BIND relays (an active-mode FTP transfer), as on a CONNECT.
+      const limited = this.admitShape(session, config, rule);
+      if (limited === 'refused') {
+        tunnel.replyFailure('EQUOTA', 'a quota covering this connection is used up');
+        ftpData?.finished({ up: 0, down: 0, result: 'EQUOTA' });
+        return;
+      }
       const r = await runBind(tunnel, {
-        timeoutMs: config.timeouts.connect,
-        idleMs: config.timeouts.idle,
+        timeoutMs: (rule ?? config).timeouts.connect,
+        idleMs: (rule ?? config).timeouts.idle,
         mode: relayMode(config),
         resolve: destinationAddresses,
+        ...(limited?.shape ? { shape: limited.shape } : {}),
       });
+      limited?.meter?.release();
       ftpData?.finished(r);
       session.bytesUp = r.up;
       session.bytesDown = r.down;
@@ -325,21 +334,15 @@ export class Pipeline implements TunnelSink {
       return;
     }
     // BANDWIDTH=/QUOTA=: a shape only for a connection a limit covers; otherwise the fast relay.
-    let shape = null;
-    let meter = null;
-    if (anyLimit(config, rule)) {
-      const who = limitSubject(session);
-      try {
-        meter = this.deps.quotas?.admit(config, who, session, rule) ?? null;
-      } catch (err) {
-        // Used up between authorize() and here (another connection): the door has replied, so cut.
-        this.refused(session, toProxyError(err), 'relay');
-        client.destroy();
-        server.destroy();
-        return;
-      }
-      shape = relayShape(this.deps.shaper?.shapeFor(config, who, rule) ?? null, meter);
+    const limited = this.admitShape(session, config, rule);
+    if (limited === 'refused') {
+      // Used up between authorize() and here (another connection): the door has replied, so cut.
+      client.destroy();
+      server.destroy();
+      return;
     }
+    const shape = limited?.shape ?? null;
+    const meter = limited?.meter ?? null;
     const mode = relayMode(config);
     const r = await relay(client, server, shape ? { idleMs: config.timeouts.idle, mode, shape } : { idleMs: config.timeouts.idle, mode });
     meter?.release();
@@ -439,23 +442,37 @@ export class Pipeline implements TunnelSink {
   }
 
   /**
+   * The relay shape and quota meter of a connection some BANDWIDTH=/QUOTA= covers (the global
+   * limits and its SOCKSTAP rule's); null when none does (the fast relay), 'refused' when a quota
+   * is used up (logged, session.result set).
+   */
+  private admitShape(session: Session, config: Config, rule: TapRule | null | undefined): { shape: RelayShape | null; meter: QuotaMeter | null } | null | 'refused' {
+    if (!anyLimit(config, rule)) return null;
+    const who = limitSubject(session);
+    let meter: QuotaMeter | null;
+    try {
+      meter = this.deps.quotas?.admit(config, who, session, rule) ?? null;
+    } catch (err) {
+      this.refused(session, toProxyError(err), 'relay');
+      return 'refused';
+    }
+    return { shape: relayShape(this.deps.shaper?.shapeFor(config, who, rule) ?? null, meter), meter };
+  }
+
+  /**
    * BANDWIDTH=/QUOTA= at a client socket that a tap or the HTTP door reads and writes itself
    * (net/shaped-socket.ts): the same buckets and quota meter as a relayed tunnel's. False when a
    * quota is used up (the session is refused and the socket destroyed).
    */
   private shapeClient(session: Session, client: Socket, config: Config, rule: TapRule | null): boolean {
-    if (!anyLimit(config, rule) || isShaped(client)) return true;
-    const who = limitSubject(session);
-    let meter;
-    try {
-      meter = this.deps.quotas?.admit(config, who, session, rule) ?? null;
-    } catch (err) {
-      this.refused(session, toProxyError(err), 'tapped connection');
+    if (isShaped(client)) return true;
+    const limited = this.admitShape(session, config, rule);
+    if (limited === 'refused') {
       client.destroy();
       return false;
     }
-    const shape = relayShape(this.deps.shaper?.shapeFor(config, who, rule) ?? null, meter);
-    if (!shape) return true;
+    if (!limited?.shape) return true;
+    const { shape, meter } = limited;
     shapeSocket(client, shape, () => {
       session.result = 'EQUOTA';
       this.deps.log.info('quota used up, connection cut', { session: session.id, user: session.user ?? undefined });
