@@ -8,9 +8,10 @@
  *    handed to the socket, and handed over only once the debt it made is paid, so the socket's
  *    write queue fills and the writer (a pipe, Node's http response) feels the usual
  *    back-pressure;
- *  - reads from the client (up): every chunk the socket pushes is counted and taken; while a
- *    bucket is in debt the socket stops reading (the handle's readStop, as Node itself does when
- *    a stream's buffer is full) and starts again when the debt is paid.
+ *  - reads from the client (up): every chunk the socket reads is counted and taken; a chunk that
+ *    leaves a bucket in debt is held (one chunk, at most 64 KiB) until the debt is paid while the
+ *    socket stops reading (the handle's readStop, as Node itself does when a stream's buffer is
+ *    full), then passed on.
  *  - a count that says a quota is used up lets that chunk through and then cuts the connection
  *    (`onCut`), as the relay does: the overshoot is at most one chunk.
  *
@@ -25,7 +26,7 @@ interface ShapeState {
   shape: RelayShape | null;
   onCut: () => void;
   cut: boolean;
-  /** Reading stopped until a bucket's debt is paid. */
+  /** A read chunk is held until a bucket's debt is paid. */
   paused: boolean;
   /** The stream asked for data while reading was stopped. */
   readWanted: boolean;
@@ -108,7 +109,9 @@ function hook(s: Hooked): ShapeState {
         }
       : cb;
     if (wait === 0 || over) write(done);
-    else setTimeout(() => write(done), wait);
+    // Unref'd: while the socket is open its handle keeps the process alive; once it is gone the
+    // write would fail anyway.
+    else setTimeout(() => write(done), wait).unref();
   };
 
   const write0 = s._write;
@@ -135,36 +138,29 @@ function hook(s: Hooked): ShapeState {
   const push0 = s.push;
   s.push = function (this: Hooked, chunk, encoding) {
     const up = state.shape?.up;
-    if (up && chunk !== null && chunk !== undefined && !state.cut) {
-      const n = byteLength(chunk as Buffer | string, encoding ?? 'utf8');
-      if (up.count && !up.count(n)) setImmediate(cut);
-      let wait = 0;
-      for (const b of up.buckets) {
-        const w = b.take(n);
-        if (w > wait) wait = w;
-      }
-      if (wait > 0) pauseReading(wait);
+    if (!up || chunk === null || chunk === undefined || state.cut) return push0.call(this, chunk, encoding);
+    const n = byteLength(chunk as Buffer | string, encoding ?? 'utf8');
+    if (up.count && !up.count(n)) setImmediate(cut);
+    let wait = 0;
+    for (const b of up.buckets) {
+      const w = b.take(n);
+      if (w > wait) wait = w;
     }
-    return push0.call(this, chunk, encoding);
-  };
-
-  const pauseReading = (ms: number): void => {
-    if (state.paused) return;
+    if (wait === 0) return push0.call(this, chunk, encoding);
+    // In debt: hold this chunk until its debt is paid (so what the tap reads by any moment is at
+    // most the burst plus the rate times the time) and say "stop": Node then stops reading the
+    // handle (onStreamRead's readStop) until the stream asks for more, after the chunk is in.
     state.paused = true;
-    const h = s._handle;
-    if (h && h.reading) {
-      // What Node does when a stream's buffer is full (stream_base_commons onStreamRead).
-      h.reading = false;
-      h.readStop?.();
-    }
     setTimeout(() => {
       state.paused = false;
       if (s.destroyed) return;
+      push0.call(s, chunk, encoding);
       if (state.readWanted) {
         state.readWanted = false;
         read0.call(s, 0);
       }
-    }, ms);
+    }, wait).unref();
+    return false;
   };
   return state;
 }

@@ -33,7 +33,22 @@ let downloads = 0;
 
 before(async () => {
   origin = await startOrigin((req, res) => {
-    if (req.url?.startsWith('/big')) {
+    if (req.method === 'POST') {
+      // The upload's rate as the origin receives it (the client's own count includes what the
+      // kernel's socket buffers hold), from its first 128 KiB on: what the sniffer read before the
+      // tap took the connection and the first burst pass at once.
+      let n = 0;
+      let from: { n: number; t: number } | null = null;
+      req.on('data', (c: Buffer) => {
+        n += c.length;
+        if (!from && n >= 128 * KiB) from = { n, t: performance.now() };
+      });
+      req.on('end', () => {
+        const rate = from ? (n - from.n) / ((performance.now() - from.t) / 1000) : 0;
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end(`${n} ${rate}\n`);
+      });
+    } else if (req.url?.startsWith('/big')) {
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body1m.length, 'cache-control': 'max-age=3600' });
       res.end(body1m);
     } else {
@@ -114,6 +129,20 @@ describe('BANDWIDTH= and QUOTA= on tapped and HTTP-door traffic', () => {
     assertRate(miss.rate, 'tapped miss');
     assertRate(hit.rate, 'tapped hit');
     await until(() => /TCP_HIT\/200 \d+ GET http:\/\/127\.0\.0\.1:\d+\/big alice/.test(proxy.readLog('access.log')), 'the TCP_HIT record');
+  });
+
+  test('a user\'s BANDWIDTH holds on a tapped HTTP upload (the request body)', async (t) => {
+    const file = join(work, 'upload.bin');
+    writeFileSync(file, body1m);
+    const r = await curl(
+      ['-x', `socks5://alice:a@127.0.0.1:${proxy.port()}`, '--data-binary', `@${file}`, '-H', 'content-type: application/octet-stream', origin.url('/upload')],
+      30_000,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const [received, rate = 0] = r.stdout.toString().trim().split(/\s+/).map(Number);
+    assert.equal(received, body1m.length);
+    t.diagnostic(`upload ${(rate / KiB).toFixed(1)} KiB/s`);
+    assertRate(rate, 'tapped upload');
   });
 
   test('a user\'s BANDWIDTH holds on a GET through the HTTP door', async (t) => {
