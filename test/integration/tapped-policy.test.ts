@@ -12,7 +12,10 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { SocksClient } from 'socks';
+import { formatPortArg } from '../../src/taps/ftp/wire.js';
 import { curl, startOrigin, type Origin } from '../helpers/origin.js';
 import { FTP_PASSWORD, FTP_USER, pyftpdlibAvailable, startFtpServer, type TestFtpServer } from '../helpers/ftp-server.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
@@ -164,6 +167,50 @@ describe('BANDWIDTH= and QUOTA= on tapped and HTTP-door traffic', () => {
     }
     // Under SOCKSTAP=ftp the data connection went through the FTP tap's own data relay.
     await until(() => ftpProxy!.sessions().some((s) => s.proto === 'ftp-data' && s.bytesDown === body2m.length), 'the ftp-data session');
+  });
+
+  test('a user\'s BANDWIDTH holds on an active-mode FTP download (SOCKS BIND)', { skip: pyftpdlibAvailable() ? false : 'python3-pyftpdlib is not installed' }, async (t) => {
+    const socksProxy = { host: '127.0.0.1', port: ftpProxy!.port(), type: 5 as const, userId: 'erin', password: 'e' };
+    const ctl = await SocksClient.createConnection({ proxy: socksProxy, command: 'connect', destination: { host: '127.0.0.1', port: ftp!.port } });
+    const c = ctl.socket;
+    let text = '';
+    c.on('data', (d: Buffer) => (text += d.toString('latin1')));
+    const waitFor = (re: RegExp): Promise<void> => until(() => re.test(text), String(re));
+    const send = (line: string): void => void c.write(`${line}\r\n`);
+    await waitFor(/^220 /m);
+    send(`USER ${FTP_USER}`);
+    await waitFor(/^331 /m);
+    send(`PASS ${FTP_PASSWORD}`);
+    await waitFor(/^230 /m);
+    send('TYPE I');
+    await waitFor(/^200 Type/m);
+    const bind = new SocksClient({ proxy: socksProxy, command: 'bind', destination: { host: '127.0.0.1', port: 0 } });
+    const bound = new Promise<{ host: string; port: number }>((resolve) => bind.once('bound', (i) => resolve(i.remoteHost!)));
+    const established = new Promise<net.Socket>((resolve) => bind.once('established', (i) => resolve(i.socket)));
+    bind.once('error', (err) => assert.fail(err));
+    bind.connect();
+    const at = await bound;
+    send(`PORT ${formatPortArg(at.host === '0.0.0.0' ? '127.0.0.1' : at.host, at.port)}`);
+    await waitFor(/^200 Active/m);
+    send('RETR pub/two.bin');
+    const data = await established;
+    const chunks: Buffer[] = [];
+    // From the first 128 KiB on, as for the upload: the first burst passes at once.
+    let n = 0;
+    let from: { n: number; t: number } | null = null;
+    data.on('data', (d: Buffer) => {
+      chunks.push(d);
+      n += d.length;
+      if (!from && n >= 128 * KiB) from = { n, t: performance.now() };
+    });
+    await new Promise((r) => data.once('close', r));
+    const first = from as { n: number; t: number } | null;
+    const rate = first ? (n - first.n) / ((performance.now() - first.t) / 1000) : 0;
+    assert.ok(Buffer.concat(chunks).equals(body2m));
+    await waitFor(/^226 /m);
+    c.destroy();
+    t.diagnostic(`active ftp ${(rate / KiB).toFixed(1)} KiB/s`);
+    assertRate(rate, 'active-mode FTP download', 512 * KiB);
   });
 
   test('a QUOTA cuts a tapped HTTP transfer at its limit and refuses the next connection', async () => {
