@@ -16,6 +16,8 @@ export interface ParameterSpec {
   perRule: boolean;
   /** Only inside a SOCKSTAP rule (MAXSIZE), never on its own. */
   ruleOnly?: boolean;
+  /** How --help's per-rule list shows it, when not just by name. */
+  ruleNote?: string;
   /** `CACHE=do|no`, as --help shows it. */
   synopsis: string;
   /** --help lines after (or beside) the synopsis. */
@@ -39,18 +41,18 @@ export const PARAMETER_TABLE: readonly ParameterSpec[] = [
   { name: 'PROXY', repeatable: true, perRule: true, synopsis: 'PROXY=[USER:PASS@]HOST:PORT[:dstHostList]', help: ['upstream HTTP proxy (repeatable, tried in order)'] },
   { name: 'SOCKS', repeatable: true, perRule: true, synopsis: 'SOCKS=[USER:PASS@]HOST:PORT[/4|/4a|/5][:dstHostList]', help: ['upstream SOCKS proxy (repeatable, tried in order; default /5)'] },
   { name: 'MOUNT', repeatable: true, perRule: true, synopsis: 'MOUNT="vURL rURL [opts]"', help: ['rewrite an HTTP URL prefix (repeatable)'] },
-  { name: 'TIMEOUT', repeatable: false, perRule: true, synopsis: 'TIMEOUT=NAME:DURATION,...', help: ['connect:2m handshake:10s idle:15m sniff:300ms drain:10s (defaults)'] },
+  { name: 'TIMEOUT', repeatable: false, perRule: true, ruleNote: 'TIMEOUT (not drain)', synopsis: 'TIMEOUT=NAME:DURATION,...', help: ['connect:2m handshake:10s idle:15m sniff:300ms drain:10s (defaults)'] },
   { name: 'MAXIMA', repeatable: false, perRule: false, synopsis: 'MAXIMA=conn:N,peruser:N,persrc:N,perdoor:N', help: ['connection limits (default 0 = unlimited)'] },
   { name: 'IDENT', repeatable: false, perRule: false, synopsis: 'IDENT=do|no', help: ['check SOCKS4 user ids with the client\'s identd, RFC 1413 (default no)'] },
   { name: 'SPOOF', repeatable: false, perRule: false, synopsis: 'SPOOF=client|no', help: ['transparent doors: dial from the client\'s address (default no)'] },
   { name: 'RELAY', repeatable: false, perRule: false, synopsis: 'RELAY=splice|js', help: ['untapped tunnels: splice(2) on a native thread, which also accepts', 'SOCKS5 CONNECTs on socks/auto ports (remembering a direct decision', 'per source and destination for the DNS TTL, until a reload); or all', 'in JavaScript (default splice; js when the addon is missing)'] },
   { name: 'WORKERS', repeatable: false, perRule: false, synopsis: 'WORKERS=N|auto', help: ['processes sharing the listeners, for connection rate (default 1;', 'needs CACHE=no, no ADMIN/BANDWIDTH/MAXIMA, fixed ports)'] },
-  { name: 'BANDWIDTH', repeatable: true, perRule: true, synopsis: 'BANDWIDTH=RATE[/up|/down]:SCOPE', help: ['rate limit (repeatable); SCOPE conn|all|user:NAME[,NAME]|src:hostList|door:PORT'] },
+  { name: 'BANDWIDTH', repeatable: true, perRule: true, synopsis: 'BANDWIDTH=RATE[/up|/down]:SCOPE', help: ['rate limit of relayed, tapped and HTTP-door traffic (repeatable);', 'SCOPE conn|all|user:NAME[,NAME]|src:hostList|door:PORT'] },
   { name: 'QUOTA', repeatable: true, perRule: true, synopsis: 'QUOTA=SIZE/PERIOD[/up|/down]:SCOPE', help: ['volume limit per hour|day|week|month (repeatable)'] },
   { name: 'TIMEZONE', repeatable: false, perRule: false, synopsis: 'TIMEZONE=ZONE', help: ['IANA zone of time windows that name none (default: the machine\'s)'] },
   { name: 'ADMIN', repeatable: false, perRule: false, synopsis: 'ADMIN=HOST:PORT', help: ['dashboard, JSON API and /metrics (default off)'] },
   { name: 'ADMINAUTH', repeatable: false, perRule: false, synopsis: 'ADMINAUTH=-list{USER:PASS}', help: ['accounts for ADMIN (default none)'] },
-  { name: 'MAXSIZE', repeatable: false, perRule: true, ruleOnly: true, synopsis: 'MAXSIZE=SIZE', help: ['(in a SOCKSTAP rule only) the SMTP tap\'s message size limit, 552'] },
+  { name: 'MAXSIZE', repeatable: false, perRule: true, ruleOnly: true, ruleNote: 'MAXSIZE=SIZE (SMTP message limit, 552)', synopsis: 'MAXSIZE=SIZE', help: ['(in a SOCKSTAP rule only) the SMTP tap\'s message size limit, 552'] },
 ];
 
 /** Names a SOCKSTAP rule accepts, in the table's order. */
@@ -82,7 +84,7 @@ export function parameterHelp(): string {
     if (p.ruleOnly) continue;
     const help = [...p.help];
     if (p.name === 'SOCKSTAP') {
-      const names = PARAMETER_TABLE.filter((x) => x.perRule).map((x) => (x.ruleOnly ? `${x.synopsis} (SMTP message limit, 552)` : x.name));
+      const names = PARAMETER_TABLE.filter((x) => x.perRule).map((x) => x.ruleNote ?? x.name);
       help.push(...wrap(names.join(' ').split(' '), 70));
     }
     if (p.synopsis.length < HELP_COLUMN - 2 && help.length > 0) {
