@@ -547,6 +547,8 @@ export class HttpCache {
     for (const entry of variants) {
       const vk = varyKey(entry.meta.policy.resh.vary, libReq.headers);
       if (vk === null || vk !== entry.meta.varyKey) continue;
+      // Freshness as this request's EXPIRE sees it (a SOCKSTAP rule's, else the cache's own).
+      applyHeuristic(entry.policy, entry.meta.heuristic, req.heuristicMs ?? this.heuristicMs);
       if (entry.policy.satisfiesWithoutRevalidation(libReq)) {
         chosen = entry;
         fresh = true;
@@ -583,7 +585,7 @@ export class HttpCache {
     const vk = varyKey(res.headers.vary, libReq.headers);
     if (vk === null) return null;
     const heuristic = heuristicAllowed(libReq, res);
-    applyHeuristic(policy, heuristic, this.heuristicMs);
+    applyHeuristic(policy, heuristic, req.heuristicMs ?? this.heuristicMs);
     // A response that is stale at once and has no validator can never be reused.
     if (policy.timeToLive() === 0 && res.headers.etag === undefined && res.headers['last-modified'] === undefined) {
       return null;

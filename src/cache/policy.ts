@@ -11,6 +11,11 @@ export interface CacheRequest {
   /** The cache key URL: scheme://authority-really-reached/path?query. */
   url: string;
   headers: IncomingHttpHeaders;
+  /**
+   * EXPIRE for this request (a SOCKSTAP rule's `EXPIRE=`): the heuristic freshness its lookup and
+   * store use instead of the cache's own; absent = the cache's.
+   */
+  heuristicMs?: number;
 }
 
 export interface CacheResponseHead {

@@ -1,6 +1,6 @@
 /**
- * BANDWIDTH= and QUOTA= values. The config keeps their text (Config.bandwidth/quota); the policy
- * services parse them again with these functions, which are also what validates them at load.
+ * BANDWIDTH= and QUOTA= values, parsed once at load into Config.limits (global) and a SOCKSTAP
+ * rule's `set.bandwidth`/`set.quota` (per rule); the policy services take these typed limits.
  *
  *   BANDWIDTH=RATE[/up|/down]:SCOPE          RATE in bytes per second: 512k, 1m
  *   QUOTA=SIZE/PERIOD[/up|/down]:SCOPE       PERIOD hour, day, week, month
@@ -27,6 +27,11 @@ export interface BandwidthLimit {
   direction: Direction;
   scope: LimitScope;
   source: string;
+  /**
+   * A SOCKSTAP rule's limit: the rule's source, which prefixes its bucket and usage keys, so a
+   * rule's `user:alice` counts only the tunnels that rule picks. Absent for global limits.
+   */
+  group?: string;
 }
 
 export type QuotaPeriod = 'hour' | 'day' | 'week' | 'month';
@@ -38,6 +43,8 @@ export interface QuotaLimit {
   direction: Direction;
   scope: LimitScope;
   source: string;
+  /** As BandwidthLimit.group. */
+  group?: string;
 }
 
 export function parseBandwidth(text: string, param: string): BandwidthLimit {

@@ -9,7 +9,8 @@
  * used instead of the file's; TIMEOUT and MAXIMA replace only the names they mention.
  */
 import { join, resolve } from 'node:path';
-import type { Config, ListenSpec, Maxima, TimeWindow, Timeouts } from './types.js';
+import type { Config, ListenSpec, Maxima, TapRule, TimeWindow, Timeouts } from './types.js';
+import { parseBandwidth, parseQuota } from './limits.js';
 import { ConfigError } from './types.js';
 import { parseHostList } from './hostlist.js';
 import { readConfigFile } from './file.js';
@@ -126,6 +127,10 @@ function finish(s: Settings, cwd: string): Config {
     mounts: s.mounts ?? [],
     bandwidth: s.bandwidth ?? [],
     quota: s.quota ?? [],
+    limits: {
+      bandwidth: (s.bandwidth ?? []).map((text, i) => parseBandwidth(text, `BANDWIDTH[${i}]`)),
+      quota: (s.quota ?? []).map((text, i) => parseQuota(text, `QUOTA[${i}]`)),
+    },
     adminAuth: s.adminAuth ?? null,
     spoof: s.spoof ?? false,
     relay: s.relay ?? 'splice',
@@ -140,8 +145,24 @@ function finish(s: Settings, cwd: string): Config {
   if (s.httpHeaders) config.httpHeaders = s.httpHeaders;
   if (s.userWindows && Object.keys(s.userWindows).length > 0) config.userWindows = s.userWindows;
   if (s.timeZone) applyTimeZone(config, s.timeZone);
+  config.taps = config.taps.map((t) => tapEffective(t, config, s.timeZone));
   if (config.workers > 1) checkWorkers(config);
   return config;
+}
+
+/**
+ * What a SOCKSTAP rule's tunnels get: its own TIMEOUT names over the global timeouts, its MOUNTs
+ * and PERMIT/REJECT before the global ones. Computed once here, so taps and policy read typed
+ * values and never merge or parse per tunnel.
+ */
+function tapEffective(rule: TapRule, config: Config, zone: string | undefined): TapRule {
+  const own = (rule.set.rules ?? []).map((r) => (zone && r.when?.inZone ? { ...r, when: r.when.inZone(zone) } : r));
+  return {
+    ...rule,
+    timeouts: { ...config.timeouts, ...rule.set.timeouts },
+    mounts: rule.set.mounts && rule.set.mounts.length > 0 ? [...rule.set.mounts, ...config.mounts] : config.mounts,
+    rules: own.length > 0 ? [...own, ...config.rules] : config.rules,
+  };
 }
 
 /**
@@ -150,14 +171,14 @@ function finish(s: Settings, cwd: string): Config {
  * half-true dashboard or let two processes tidy one cache directory.
  */
 function checkWorkers(config: Config): void {
-  if (config.cache.enabled || config.taps.some((t) => /^do$/i.test(t.params.CACHE ?? ''))) {
+  if (config.cache.enabled || config.taps.some((t) => t.set.cache === true)) {
     throw new ConfigError('WORKERS', 'several workers cannot share the HTTP cache yet; use CACHE=no with WORKERS>1');
   }
   if (config.admin) {
     throw new ConfigError('WORKERS', 'the admin endpoint shows one process; leave ADMIN out with WORKERS>1');
   }
   // Buckets and connection counters live in each process: N workers would allow N times the limit.
-  if (config.bandwidth.length > 0 || config.taps.some((t) => t.params.BANDWIDTH !== undefined)) {
+  if (config.bandwidth.length > 0 || config.taps.some((t) => (t.set.bandwidth ?? []).length > 0)) {
     throw new ConfigError('WORKERS', 'BANDWIDTH limits are kept per process; use WORKERS=1 with BANDWIDTH');
   }
   if (config.maxima.conn > 0 || config.maxima.peruser > 0 || config.maxima.persrc > 0 || (config.maxima.perdoor ?? 0) > 0) {

@@ -19,6 +19,7 @@ import type {
   Maxima,
   Mount,
   TapRule,
+  TapSettings,
   Timeouts,
   Upstream,
   RouteRule,
@@ -34,6 +35,7 @@ import { splitTopLevel, stripBraces } from './split.js';
 import { parseCount, parseDuration, parseSize } from './units.js';
 import { parseAuthorizer } from '../policy/accounts.js';
 import { parseTimeWindow } from '../policy/timewindow.js';
+import { PER_RULE_NAMES } from './table.js';
 
 /** A -P entry before the door defaults to SERVER. */
 export interface ListenEntry {
@@ -166,21 +168,11 @@ export const PARAMETERS = {
 
 export type ParameterName = keyof typeof PARAMETERS;
 
-/** Parameters a SOCKSTAP rule may apply to the tunnels it picks (`SOCKSTAP="http:::CACHE=do"`). */
-export const TAP_PARAMETERS: readonly (ParameterName | TapOnlyParameter)[] = [
-  'CACHE',
-  'EXPIRE',
-  'PROXY',
-  'SOCKS',
-  'MOUNT',
-  'TIMEOUT',
-  'BANDWIDTH',
-  'QUOTA',
-  'PERMIT',
-  'REJECT',
-  'MAXSIZE',
-  'STRATEGY',
-];
+/**
+ * Parameters a SOCKSTAP rule may apply to the tunnels it picks (`SOCKSTAP="http:::CACHE=do"`):
+ * the ones the parameter table (table.ts) marks per-rule.
+ */
+export const TAP_PARAMETERS: readonly (ParameterName | TapOnlyParameter)[] = PER_RULE_NAMES as readonly (ParameterName | TapOnlyParameter)[];
 
 /**
  * Parameters that only a SOCKSTAP rule takes: MAXSIZE=SIZE, the SMTP tap's message size limit
@@ -348,18 +340,30 @@ export function parseTapRule(text: string, label: string): TapRule {
     keepUrls: true,
   });
   const protocols = parseProtocolList(protoText, label, new Set(TAP_PROTOCOLS), 'http, tls, ftp, smtp, pop, imap, nntp, ssh, telnet or all');
+  const source = `SOCKSTAP=${text}`;
+  const { params, set } = parseTapParams(paramText, label, source);
   return {
     protocols: protocols.includes('all') ? [...TAP_PROTOCOLS] : protocols,
     dst: parseHostList(dstText.trim() === '' ? '*' : dstText, label),
     src: parseHostList(srcText.trim() === '' ? '*' : srcText, label),
-    params: parseTapParams(paramText, label),
-    source: `SOCKSTAP=${text}`,
+    params,
+    set,
+    // Filled with the global values by loadConfig() (tapEffective); these stand alone until then.
+    timeouts: { connect: 0, handshake: 0, idle: 0, sniff: 0, drain: 0, ...set.timeouts },
+    mounts: set.mounts ?? [],
+    rules: set.rules ?? [],
+    source,
   };
 }
 
-/** `NAME=VALUE NAME2="VALUE WITH SPACES"`: each one validated as the parameter itself would be. */
-function parseTapParams(text: string, label: string): Record<string, string> {
+/**
+ * `NAME=VALUE NAME2="VALUE WITH SPACES"`: each one parsed by the parameter's own parser, once,
+ * into the rule's typed settings; `params` keeps the text for logs.
+ */
+function parseTapParams(text: string, label: string, source: string): { params: Record<string, string>; set: TapSettings } {
   const params: Record<string, string> = {};
+  const parsed: Settings = {};
+  const set: TapSettings = {};
   const re = /\s*([^\s=]+)=("[^"]*"|[^\s"]*)\s*/y;
   let pos = 0;
   const t = text.trim();
@@ -370,22 +374,38 @@ function parseTapParams(text: string, label: string): Record<string, string> {
     pos = re.lastIndex;
     const name = m[1]!.toUpperCase();
     const value = m[2]!.startsWith('"') ? m[2]!.slice(1, -1) : m[2]!;
+    const where = `${label} ${name}`;
     if (name === 'MAXSIZE') {
-      parseSize(value, `${label} ${name}`);
+      set.maxSize = parseSize(value, where);
     } else if (name === 'STRATEGY') {
-      if (!['auto', 'dial-first', 'cache-first'].includes(value.toLowerCase())) {
-        throw new ConfigError(`${label} STRATEGY`, `expected auto, dial-first or cache-first, got ${JSON.stringify(value)}`);
+      const v = value.toLowerCase();
+      if (v !== 'auto' && v !== 'dial-first' && v !== 'cache-first') {
+        throw new ConfigError(where, `expected auto, dial-first or cache-first, got ${JSON.stringify(value)}`);
       }
+      set.strategy = v;
     } else if (!isParameterName(name) || !TAP_PARAMETERS.includes(name)) {
       throw new ConfigError(label, `${JSON.stringify(m[1])} cannot be set per tunnel; expected ${orList(TAP_PARAMETERS)}`);
+    } else if (name === 'BANDWIDTH') {
+      (set.bandwidth = [...(set.bandwidth ?? [])]).push({ ...parseBandwidth(value, where), group: source });
+    } else if (name === 'QUOTA') {
+      (set.quota = [...(set.quota ?? [])]).push({ ...parseQuota(value, where), group: source });
     } else {
-      // Validate now so a typo exits 2; the text is what the pipeline applies. No per-tunnel
-      // parameter takes a path, so the base directory does not matter here.
-      applyParameter({}, name, value, `${label} ${name}`, process.cwd());
+      if (name === 'TIMEOUT' && /(^|,)\s*drain\s*:/i.test(value)) {
+        // The drain time is the whole process's, at shutdown: no tunnel can have its own.
+        throw new ConfigError(where, 'drain cannot be set per tunnel (it is the shutdown time of the whole proxy); set TIMEOUT=drain:... globally');
+      }
+      // No per-tunnel parameter takes a path, so the base directory does not matter here.
+      applyParameter(parsed, name, value, where, process.cwd());
     }
     params[name] = value;
   }
-  return params;
+  if (parsed.cacheEnabled !== undefined) set.cache = parsed.cacheEnabled;
+  if (parsed.cacheExpire !== undefined) set.expire = parsed.cacheExpire;
+  if (parsed.upstreams) set.upstreams = parsed.upstreams;
+  if (parsed.mounts) set.mounts = parsed.mounts;
+  if (parsed.timeouts) set.timeouts = parsed.timeouts;
+  if (parsed.rules) set.rules = parsed.rules;
+  return { params, set };
 }
 
 /** `PERMIT=protoList:dstHostList:srcHostList[:WHEN]` (missing lists mean `*`). */

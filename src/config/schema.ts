@@ -6,6 +6,7 @@
  * (`npx tsx scripts/gen-schema.ts`).
  */
 import { z } from 'zod';
+import { PER_RULE_NAMES } from './table.js';
 
 const text = z.string();
 const textOrList = z.union([text, z.array(text)]);
@@ -49,7 +50,10 @@ const tapItem = z.union([
     protocols: textOrList.describe('http, tls, ftp, smtp, pop, imap, nntp, ssh, telnet or all'),
     dst: textOrList.optional(),
     src: textOrList.optional(),
-    params: z.union([text, z.record(text, text)]).optional().describe('NAME=VALUE applied to the tunnels this rule picks'),
+    params: z
+      .union([text, z.record(text, text)])
+      .optional()
+      .describe(`NAME=VALUE applied to the tunnels this rule picks: ${PER_RULE_NAMES.join(', ')}`),
   }),
 ]);
 

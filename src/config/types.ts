@@ -4,6 +4,8 @@
  * connections only. Everything here is plain data or pure matchers: no sockets, no timers.
  */
 
+import type { BandwidthLimit, QuotaLimit } from './limits.js';
+
 export type DoorKind = 'socks' | 'http' | 'auto' | 'tcprelay' | 'udprelay' | 'transparent';
 
 export interface HostPort {
@@ -77,10 +79,42 @@ export interface TapRule {
   protocols: readonly string[];
   dst: HostList;
   src: HostList;
-  /** NAME=VALUE pairs applied to a tunnel this rule picks. */
+  /** NAME=VALUE pairs as written (for logs); `set` holds them typed. */
   params: Readonly<Record<string, string>>;
+  /** What the rule's parameters set, compiled once at load; absent fields take the global values. */
+  set: TapSettings;
+  /**
+   * The values that apply to the tunnels this rule picks, the rule's own over the global ones,
+   * filled by loadConfig() (config/load.ts tapEffective) so nothing is merged or parsed per tunnel.
+   */
+  timeouts: Timeouts;
+  /** The rule's MOUNTs, then the global ones. */
+  mounts: readonly Mount[];
+  /** The rule's PERMIT/REJECT first, then the global rules (checkpoints 2 and 3). */
+  rules: readonly AccessRule[];
   source: string;
 }
+
+/** Per-rule parameters of a SOCKSTAP rule, typed (`SOCKSTAP="http:::CACHE=do EXPIRE=1h"`). */
+export interface TapSettings {
+  cache?: boolean;
+  /** EXPIRE: heuristic freshness (ms) of responses cached through this rule's tunnels. */
+  expire?: number;
+  /** PROXY=/SOCKS= in the order given: the next hops of this rule's tunnels. */
+  upstreams?: readonly Upstream[];
+  mounts?: readonly Mount[];
+  timeouts?: Partial<Timeouts>;
+  /** BANDWIDTH= limits of this rule's tunnels only (their shared buckets are the rule's own). */
+  bandwidth?: readonly BandwidthLimit[];
+  /** QUOTA= limits counting this rule's tunnels only. */
+  quota?: readonly QuotaLimit[];
+  rules?: readonly AccessRule[];
+  /** MAXSIZE: the SMTP tap's message size limit (552). */
+  maxSize?: number;
+  /** STRATEGY: when this rule's tunnels dial their server (docs/connect-strategy.md). */
+  strategy?: 'auto' | 'dial-first' | 'cache-first';
+}
+
 
 export interface Timeouts {
   /** milliseconds */
@@ -228,9 +262,11 @@ export interface Config {
   mounts: readonly Mount[];
   /** Header rules of HTTP requests and responses (YAML `http:`); absent means none. */
   httpHeaders?: HttpHeaderRules;
-  /** BANDWIDTH= and QUOTA= values, validated for syntax; enforced by the policy services. */
+  /** BANDWIDTH= and QUOTA= values as written (logs, WORKERS checks); `limits` holds them typed. */
   bandwidth: readonly string[];
   quota: readonly string[];
+  /** BANDWIDTH= and QUOTA= compiled at load: what the policy services enforce. */
+  limits: { bandwidth: readonly BandwidthLimit[]; quota: readonly QuotaLimit[] };
   /** YAML `users: {NAME: {when: ...}}`: a user may use the proxy only inside their window. */
   userWindows?: Readonly<Record<string, TimeWindow>>;
   /** TIMEZONE= / YAML `timezone:`: the zone of time windows that name none; absent = the machine's. */

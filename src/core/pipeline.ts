@@ -10,14 +10,15 @@ import type { Config, HostPort, TapRule } from '../config/types.js';
 import type { DirectPlan, TunnelSink } from '../frontdoors/door.js';
 import { runBind } from '../net/bind.js';
 import { peekTunnel, type PeekResult } from '../net/peek.js';
-import { relay, type RelayMode } from '../net/relay.js';
+import { relay, type RelayMode, type RelayShape } from '../net/relay.js';
 import { runUdpAssociate } from '../net/udp-relay.js';
 import type { ProxyEvents } from '../observe/events.js';
 import type { Logger } from '../observe/log.js';
 import { checkDestination, destinationAddresses, rulesNeedAddresses } from '../policy/acl.js';
 import type { ConnectionLimits } from '../policy/limits.js';
-import type { QuotaService } from '../policy/quota.js';
-import { portOfListen, relayShape, type BandwidthShaper, type LimitSubject } from '../policy/shaping.js';
+import type { QuotaMeter, QuotaService } from '../policy/quota.js';
+import { anyLimit, portOfListen, relayShape, type BandwidthShaper, type LimitSubject } from '../policy/shaping.js';
+import { isShaped, shapeSocket } from '../net/shaped-socket.js';
 import { claimFtpDataTunnel, ftpDataExpected } from '../taps/ftp/correlate.js';
 import { serveFtpUrl } from '../taps/ftp/url.js';
 import { TAPS } from '../taps/registry.js';
@@ -89,7 +90,7 @@ export class Pipeline implements TunnelSink {
     }
     const tapRule = pickTapRule(config, { clientAddress: session.clientAddress, user: session.user, dst });
     return dialRoute(config, dst, session, {
-      timeoutMs: config.timeouts.connect,
+      timeoutMs: tapRule ? tapRule.timeouts.connect : config.timeouts.connect,
       signal: this.deps.shutdown,
       tapRule,
       onFallback: (failed, err, next) =>
@@ -107,19 +108,25 @@ export class Pipeline implements TunnelSink {
     if (!mayRouteHttpToProxy(config)) return undefined;
     // SPOOF=client connections leave directly with the client's address (see dial()).
     if (session.door === 'transparent' && config.spoof) return undefined;
-    return (dst) =>
-      httpRoutesFor(config, dst, session, {
-        timeoutMs: config.timeouts.connect,
+    return (dst) => {
+      // As in dial(): the SOCKSTAP rule for this destination may name its own PROXY= and TIMEOUT=.
+      const tapRule = pickTapRule(config, { clientAddress: session.clientAddress, user: session.user, dst });
+      return httpRoutesFor(config, dst, session, {
+        timeoutMs: tapRule ? tapRule.timeouts.connect : config.timeouts.connect,
         signal: this.deps.shutdown,
-        // As in dial(): the SOCKSTAP rule for this destination may name its own PROXY=.
-        tapRule: pickTapRule(config, { clientAddress: session.clientAddress, user: session.user, dst }),
+        tapRule,
         ...(proto !== undefined ? { proto } : {}),
       });
+    };
   }
 
-  /** Checkpoint 2 for a tunnel or request; throws EDENIED/ELIMIT when refused. */
-  private async authorize(session: Session, tags: readonly string[], dst: HostPort): Promise<void> {
-    const config = this.deps.config();
+  /**
+   * Checkpoint 2 for a tunnel or request; throws EDENIED/ELIMIT when refused. `rule`: the SOCKSTAP
+   * rule that picked the tunnel, whose PERMIT/REJECT come first and whose QUOTA= count too.
+   */
+  private async authorize(session: Session, tags: readonly string[], dst: HostPort, rule?: TapRule | null): Promise<void> {
+    const base = this.deps.config();
+    const config = rule ? ruleView(base, rule) : base;
     const dstAddresses = rulesNeedAddresses(config) ? await destinationAddresses(dst.host) : undefined;
     const decision = checkDestination(config, {
       tags,
@@ -135,7 +142,7 @@ export class Pipeline implements TunnelSink {
     if (window && !window.contains(new Date())) {
       throw new ProxyError('EDENIED', `user ${session.user} is outside their time window ${window.source}`);
     }
-    this.deps.quotas?.check(config, limitSubject(session));
+    this.deps.quotas?.check(base, limitSubject(session), rule);
   }
 
   /** MAXIMA=peruser, counted once per session for its lifetime. */
@@ -217,9 +224,11 @@ export class Pipeline implements TunnelSink {
     session.command = tunnel.command;
     session.dst = tunnel.dst;
     const config = this.deps.config();
+    // The SOCKSTAP rule that picks the tunnel (a pure decision): its PERMIT/REJECT and QUOTA= apply from checkpoint 2 on.
+    const rule = pickTapRule(config, { clientAddress: session.clientAddress, user: session.user, dst: tunnel.dst });
     try {
       this.acquireUser(session);
-      await this.authorize(session, tunnel.tags, tunnel.dst);
+      await this.authorize(session, tunnel.tags, tunnel.dst, rule);
     } catch (err) {
       const e = toProxyError(err);
       this.refused(session, e, tunnel.command);
@@ -232,12 +241,21 @@ export class Pipeline implements TunnelSink {
     const ftpData = claimFtpDataTunnel({ clientAddress: session.clientAddress, dst: tunnel.dst, command: tunnel.command });
 
     if (tunnel.command === 'bind') {
+      // BANDWIDTH=/QUOTA= on what the BIND relays (an active-mode FTP transfer), as on a CONNECT.
+      const limited = this.admitShape(session, config, rule);
+      if (limited === 'refused') {
+        tunnel.replyFailure('EQUOTA', 'a quota covering this connection is used up');
+        ftpData?.finished({ up: 0, down: 0, result: 'EQUOTA' });
+        return;
+      }
       const r = await runBind(tunnel, {
-        timeoutMs: config.timeouts.connect,
-        idleMs: config.timeouts.idle,
+        timeoutMs: (rule ?? config).timeouts.connect,
+        idleMs: (rule ?? config).timeouts.idle,
         mode: relayMode(config),
         resolve: destinationAddresses,
+        ...(limited?.shape ? { shape: limited.shape } : {}),
       });
+      limited?.meter?.release();
       ftpData?.finished(r);
       session.bytesUp = r.up;
       session.bytesDown = r.down;
@@ -256,13 +274,18 @@ export class Pipeline implements TunnelSink {
         return;
       }
       tunnel.replySuccess({ address: server.localAddress ?? '0.0.0.0', port: server.localPort ?? 0 });
-      const r = await ftpData.run(tunnel.socket, server, session, config.timeouts.idle);
+      // BANDWIDTH=/QUOTA= on the data the control session's tap relays itself.
+      if (!this.shapeClient(session, tunnel.socket, config, rule)) {
+        server.destroy();
+        ftpData.finished({ up: 0, down: 0, result: session.result });
+        return;
+      }
+      const r = await ftpData.run(tunnel.socket, server, session, (rule ?? config).timeouts.idle);
       session.bytesUp += r.up;
       session.bytesDown += r.down;
       return;
     }
 
-    const rule = pickTapRule(config, { clientAddress: session.clientAddress, user: session.user, dst: tunnel.dst });
     if (rule) {
       await this.runTapped(tunnel, rule, config);
       return;
@@ -305,23 +328,28 @@ export class Pipeline implements TunnelSink {
     return server;
   }
 
-  private async relayCounted(session: Session, client: Socket, server: Socket, config: Config): Promise<void> {
-    // BANDWIDTH=/QUOTA=: a shape only for a connection a limit covers; otherwise the fast relay.
-    let shape = null;
-    let meter = null;
-    if (config.bandwidth.length > 0 || config.quota.length > 0) {
-      const who = limitSubject(session);
-      try {
-        meter = this.deps.quotas?.admit(config, who, session) ?? null;
-      } catch (err) {
-        // Used up between authorize() and here (another connection): the door has replied, so cut.
-        this.refused(session, toProxyError(err), 'relay');
-        client.destroy();
-        server.destroy();
-        return;
-      }
-      shape = relayShape(this.deps.shaper?.shapeFor(config, who) ?? null, meter);
+  /**
+   * `config` is the tunnel's view (ruleView: its rule's timeouts); `rule` adds its BANDWIDTH=/QUOTA=.
+   * A client socket a tap already shaped (shapeClient) is relayed through pipe(), which passes its hooks.
+   */
+  private async relayCounted(session: Session, client: Socket, server: Socket, config: Config, rule?: TapRule | null): Promise<void> {
+    if (isShaped(client)) {
+      const r = await relay(client, server, { idleMs: config.timeouts.idle, mode: 'pipe' });
+      session.bytesUp += r.up;
+      session.bytesDown += r.down;
+      if (session.result === 'ok') session.result = r.result;
+      return;
     }
+    // BANDWIDTH=/QUOTA=: a shape only for a connection a limit covers; otherwise the fast relay.
+    const limited = this.admitShape(session, config, rule);
+    if (limited === 'refused') {
+      // Used up between authorize() and here (another connection): the door has replied, so cut.
+      client.destroy();
+      server.destroy();
+      return;
+    }
+    const shape = limited?.shape ?? null;
+    const meter = limited?.meter ?? null;
     const mode = relayMode(config);
     const r = await relay(client, server, shape ? { idleMs: config.timeouts.idle, mode, shape } : { idleMs: config.timeouts.idle, mode });
     meter?.release();
@@ -358,12 +386,15 @@ export class Pipeline implements TunnelSink {
    * Once the server is dialed, the peek waits for first bytes as long as the tunnel may idle, so
    * a client slower than the window is still recognised (per-request policy cannot be outwaited).
    */
-  private async runTapped(tunnel: Tunnel, rule: TapRule, config: Config): Promise<void> {
+  private async runTapped(tunnel: Tunnel, rule: TapRule, base: Config): Promise<void> {
     const { session } = tunnel;
+    // What the rule's tunnels get: its TIMEOUT=, MOUNT=, PERMIT/REJECT over the global ones.
+    const config = ruleView(base, rule);
     const want = new Set<string>(rule.protocols);
     const cache = ruleCaches(config, rule) ? this.deps.cache() : null;
     const httpRoutes = want.has('http') ? this.httpRoutes(config, session, 'http') : undefined;
-    const memory = this.destinationsFor(config);
+    // Keyed on the configuration in force, not the rule's view of it: a reload forgets, a view does not.
+    const memory = this.destinationsFor(base);
     const seen = memory.get(tunnel.dst.host, tunnel.dst.port);
     const httpWithoutServer = want.has('http') && (cache !== null || (httpRoutes !== undefined && httpRoutes(tunnel.dst) !== null));
     const strategy = chooseStrategy(seen, tunnel.dst.port, httpWithoutServer, ruleStrategy(rule));
@@ -413,7 +444,7 @@ export class Pipeline implements TunnelSink {
     // TLS: the SNI names the server really asked for; PERMIT/REJECT may name it (checkpoint 3).
     if (peek.proto === 'tls' && peek.info.sni) {
       try {
-        await this.authorize(session, ['tls', ...tunnel.tags], { host: peek.info.sni, port: tunnel.dst.port });
+        await this.authorize(session, ['tls', ...tunnel.tags], { host: peek.info.sni, port: tunnel.dst.port }, rule);
       } catch (err) {
         const e = toProxyError(err);
         this.refused(session, e, 'tls server name');
@@ -463,18 +494,63 @@ export class Pipeline implements TunnelSink {
         s.on('error', () => {});
         return s;
       },
-      authorize: (dst) => this.authorize(session, [peek.proto, ...tunnel.tags], dst),
-      relay: (c, s) => this.relayCounted(session, c, s, config),
+      authorize: (dst) => this.authorize(session, [peek.proto, ...tunnel.tags], dst, rule),
+      relay: (c, s) => this.relayCounted(session, c, s, config, rule),
       ...(httpRoutes ? { httpRoutes } : {}),
     };
     const tap = want.has(peek.proto) ? TAPS[peek.proto] : undefined;
     if (tap) {
+      // Every byte the tap moves to and from the client passes BANDWIDTH=/QUOTA= (issue 12 item 5).
+      if (!this.shapeClient(session, tunnel.socket, base, rule)) {
+        server?.destroy();
+        return;
+      }
       await tap(ctx);
       return;
     }
     server ??= await this.dialLate(tunnel);
     if (!server) return;
-    await this.relayCounted(session, tunnel.socket, server, config);
+    await this.relayCounted(session, tunnel.socket, server, config, rule);
+  }
+
+  /**
+   * The relay shape and quota meter of a connection some BANDWIDTH=/QUOTA= covers (the global
+   * limits and its SOCKSTAP rule's); null when none does (the fast relay), 'refused' when a quota
+   * is used up (logged, session.result set).
+   */
+  private admitShape(session: Session, config: Config, rule: TapRule | null | undefined): { shape: RelayShape | null; meter: QuotaMeter | null } | null | 'refused' {
+    if (!anyLimit(config, rule)) return null;
+    const who = limitSubject(session);
+    let meter: QuotaMeter | null;
+    try {
+      meter = this.deps.quotas?.admit(config, who, session, rule) ?? null;
+    } catch (err) {
+      this.refused(session, toProxyError(err), 'relay');
+      return 'refused';
+    }
+    return { shape: relayShape(this.deps.shaper?.shapeFor(config, who, rule) ?? null, meter), meter };
+  }
+
+  /**
+   * BANDWIDTH=/QUOTA= at a client socket that a tap or the HTTP door reads and writes itself
+   * (net/shaped-socket.ts): the same buckets and quota meter as a relayed tunnel's. False when a
+   * quota is used up (the session is refused and the socket destroyed).
+   */
+  private shapeClient(session: Session, client: Socket, config: Config, rule: TapRule | null): boolean {
+    if (isShaped(client)) return true;
+    const limited = this.admitShape(session, config, rule);
+    if (limited === 'refused') {
+      client.destroy();
+      return false;
+    }
+    if (!limited?.shape) return true;
+    const { shape, meter } = limited;
+    shapeSocket(client, shape, () => {
+      session.result = 'EQUOTA';
+      this.deps.log.info('quota used up, connection cut', { session: session.id, user: session.user ?? undefined });
+    });
+    if (meter) client.once('close', () => meter.release());
+    return true;
   }
 
   /**
@@ -543,6 +619,7 @@ export class Pipeline implements TunnelSink {
       })
       .then(
         () =>
+          this.shapeClient(session, req.socket, config, null) &&
           serveFtpUrl(req, res, {
             session,
             cache: config.cache.enabled ? this.deps.cache() : null,
@@ -606,6 +683,8 @@ export class Pipeline implements TunnelSink {
       })
       .then(
         () =>
+          // BANDWIDTH=/QUOTA= on the door's client connection, from its first request on.
+          this.shapeClient(session, req.socket, config, null) &&
           // The same path as tapped HTTP (taps/http/cached.ts): MOUNT, checkpoint 3, header
           // rules, the cache (CACHE=do) and access.log.
           serveHttp(req, res, {
@@ -642,6 +721,22 @@ function learn(memory: DestinationMemory, dst: HostPort, peek: PeekResult): void
   if (peek.firstSpeaker === null) return;
   if (peek.proto === 'raw' && peek.stoppedBy !== 'verdict' && peek.stoppedBy !== 'max-bytes') return;
   memory.remember(dst.host, dst.port, peek.proto, peek.firstSpeaker === 'server');
+}
+
+/**
+ * The configuration as a SOCKSTAP rule's tunnels see it: the rule's compiled timeouts, mounts and
+ * access rules (TapRule, filled at load) in place of the global ones, so taps, checkpoint 3 and
+ * MOUNT need no per-rule code. One object per rule and configuration; nothing is parsed here.
+ */
+const views = new WeakMap<TapRule, { base: Config; view: Config }>();
+
+export function ruleView(base: Config, rule: TapRule): Config {
+  const known = views.get(rule);
+  if (known && known.base === base) return known.view;
+  const view: Config = { ...base, timeouts: rule.timeouts, mounts: rule.mounts, rules: rule.rules };
+  if (rule.set.expire !== undefined) view.cache = { ...base.cache, expire: rule.set.expire };
+  views.set(rule, { base, view });
+  return view;
 }
 const JAVASCRIPT: DirectPlan = { kind: 'javascript' };
 

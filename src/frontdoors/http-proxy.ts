@@ -14,6 +14,7 @@ import type { Tunnel } from '../core/tunnel.js';
 import type { AccessRecord } from '../observe/events.js';
 import type { DoorContext, DoorHandler } from './door.js';
 import { socketBytes } from '../net/splice.js';
+import { prepareShaping } from '../net/shaped-socket.js';
 
 /** Largest request head accepted; a larger one gets 431 (RFC 6585 §5) and the connection closes. */
 export const MAX_HEADER_BYTES = 64 * 1024;
@@ -454,6 +455,10 @@ export const httpProxyDoor: DoorHandler = (socket: Socket, session: Session, ctx
   if (!session.frontProtocol) session.frontProtocol = 'http';
   armHeadTimer(socket, state);
   socket.once('close', () => disarmHeadTimer(state));
+  // BANDWIDTH=/QUOTA= will shape this connection once its first request names the user: the
+  // parser must read through the stream for that (net/shaped-socket.ts).
+  const { limits } = ctx.config();
+  if (limits.bandwidth.length > 0 || limits.quota.length > 0) prepareShaping(socket);
   serverFor(ctx).emit('connection', socket);
   // Node's parser reads straight from the socket handle; resuming also delivers bytes that an
   // earlier peek unshifted into the stream buffer, ahead of anything newer.

@@ -8,7 +8,7 @@ import { createServer, isIP, type Server, type Socket } from 'node:net';
 import { ProxyError, toProxyError } from '../core/errors.js';
 import { normalizeAddress } from '../core/session.js';
 import type { BoundAddress, Tunnel } from '../core/tunnel.js';
-import { relay, type RelayMode, type RelayResult } from './relay.js';
+import { relay, type RelayMode, type RelayResult, type RelayShape } from './relay.js';
 
 export interface BindListener {
   address: BoundAddress;
@@ -101,6 +101,8 @@ export interface BindOptions {
   idleMs: number;
   /** Who moves the bytes once the peer is in (RELAY=); default splice. */
   mode?: RelayMode;
+  /** BANDWIDTH=/QUOTA= of the relayed bytes (an active-mode FTP transfer, say); absent = none. */
+  shape?: RelayShape;
   /** Addresses of a named expected host (SOCKS4a, SOCKS5 DOMAINNAME). */
   resolve(host: string): Promise<string[]>;
 }
@@ -180,5 +182,5 @@ export async function runBind(tunnel: Tunnel, opts: BindOptions): Promise<RelayR
     return { up: 0, down: 0, result: 'client-gone' };
   }
   tunnel.replyBindPeer?.({ address: normalizeAddress(peer.remoteAddress ?? '0.0.0.0'), port: peer.remotePort ?? 0 });
-  return relay(tunnel.socket, peer, { idleMs: opts.idleMs, ...(opts.mode ? { mode: opts.mode } : {}) });
+  return relay(tunnel.socket, peer, { idleMs: opts.idleMs, ...(opts.mode ? { mode: opts.mode } : {}), ...(opts.shape ? { shape: opts.shape } : {}) });
 }

@@ -10,10 +10,10 @@
  * closes, so `kill -9` loses at most the last second. A `conn` scope is a byte cap per connection
  * and is not stored.
  */
-import { parseQuota, type Direction, type QuotaLimit, type QuotaPeriod } from '../config/limits.js';
-import type { Config } from '../config/types.js';
+import type { Direction, QuotaLimit, QuotaPeriod } from '../config/limits.js';
+import type { Config, TapRule } from '../config/types.js';
 import { ProxyError } from '../core/errors.js';
-import { scopeKey, type LimitSubject } from './shaping.js';
+import { groupedKey, scopeKey, type LimitSubject } from './shaping.js';
 import { hourOf, type QuotaDelta, type TrafficDelta, type UsageStore } from './usage.js';
 
 /** What the admin API (`GET /api/quotas`) and the dashboard show, one entry per quota and scope. */
@@ -81,15 +81,15 @@ export interface QuotaMeter {
   release(): void;
 }
 
-const parsedQuotas = new WeakMap<Config, readonly QuotaLimit[]>();
+/** The quotas covering a tunnel: the SOCKSTAP rule's (when one picked it), then the global ones. */
+function quotasOf(config: Config, rule?: TapRule | null): readonly QuotaLimit[] {
+  const own = rule?.set.quota ?? [];
+  return own.length > 0 ? [...own, ...config.limits.quota] : config.limits.quota;
+}
 
-function quotasOf(config: Config): readonly QuotaLimit[] {
-  let q = parsedQuotas.get(config);
-  if (!q) {
-    q = config.quota.map((text, i) => parseQuota(text, `QUOTA[${i}]`));
-    parsedQuotas.set(config, q);
-  }
-  return q;
+/** Every quota of the configuration, the rules' included (the admin's view). */
+function allQuotas(config: Config): readonly QuotaLimit[] {
+  return [...config.limits.quota, ...config.taps.flatMap((t) => t.set.quota ?? [])];
 }
 
 export class QuotaService {
@@ -112,10 +112,11 @@ export class QuotaService {
   }
 
   /** Checkpoint 2: throws EQUOTA when a quota covering this connection is used up. */
-  check(config: Config, who: LimitSubject): void {
-    if (config.quota.length === 0) return;
+  check(config: Config, who: LimitSubject, rule?: TapRule | null): void {
+    const limits = quotasOf(config, rule);
+    if (limits.length === 0) return;
     const now = Date.now();
-    for (const limit of quotasOf(config)) {
+    for (const limit of limits) {
       const key = scopeKey(limit.scope, who);
       if (key === null || key === 'conn') continue;
       const c = this.counter(limit, key, now);
@@ -136,12 +137,13 @@ export class QuotaService {
    * Like check(), then the meter that counts the connection's bytes (null when no quota covers
    * it: the relay stays unmetered). `owner` (the session) remembers what its meters counted.
    */
-  admit(config: Config, who: LimitSubject, owner?: object): QuotaMeter | null {
-    if (config.quota.length === 0) return null;
+  admit(config: Config, who: LimitSubject, owner?: object, rule?: TapRule | null): QuotaMeter | null {
+    const limits = quotasOf(config, rule);
+    if (limits.length === 0) return null;
     const now = Date.now();
     const counters: QuotaCounter[] = [];
     const conn: { limit: QuotaLimit; used: { up: number; down: number } }[] = [];
-    for (const limit of quotasOf(config)) {
+    for (const limit of limits) {
       const key = scopeKey(limit.scope, who);
       if (key === null) continue;
       if (key === 'conn') {
@@ -200,7 +202,7 @@ export class QuotaService {
    * added at its end to the quotas covering it, so they count too.
    */
   addUnmetered(config: Config, who: LimitSubject, up: number, down: number): void {
-    if (config.quota.length === 0 || (up <= 0 && down <= 0)) return;
+    if (config.limits.quota.length === 0 || (up <= 0 && down <= 0)) return;
     const now = Date.now();
     const seen = new Set<Pending>();
     for (const limit of quotasOf(config)) {
@@ -232,7 +234,7 @@ export class QuotaService {
   status(config: Config): QuotaStatus[] {
     const out: QuotaStatus[] = [];
     const now = Date.now();
-    const limits = quotasOf(config);
+    const limits = allQuotas(config);
     const scopesSeen = new Set<string>();
     for (const c of this.counters.values()) scopesSeen.add(c.pending.scope);
     for (const limit of limits) {
@@ -247,7 +249,7 @@ export class QuotaService {
         const c = this.counter(limit, key, now);
         if (now - c.refreshedAt > 1000) this.refresh(c, now);
         out.push({
-          scope: key,
+          scope: groupedKey(limit, key),
           period: limit.period,
           direction: limit.direction,
           limitBytes: limit.size,
@@ -314,7 +316,9 @@ export class QuotaService {
     this.commit();
   }
 
-  private counter(limit: QuotaLimit, key: string, now: number): QuotaCounter {
+  private counter(limit: QuotaLimit, scopeKeyOfLimit: string, now: number): QuotaCounter {
+    // A SOCKSTAP rule's quota counts (and is stored) apart from the global scope of the same name.
+    const key = groupedKey(limit, scopeKeyOfLimit);
     const id = `${limit.source}\u0000${key}`;
     let c = this.counters.get(id);
     if (!c || c.limit.size !== limit.size) {

@@ -11,8 +11,8 @@
  * A limit without /up or /down limits each direction to RATE separately. Buckets live as long as
  * the policy; a reload keeps the buckets of limits whose text did not change.
  */
-import { parseBandwidth, type BandwidthLimit, type LimitScope } from '../config/limits.js';
-import type { Config } from '../config/types.js';
+import type { BandwidthLimit, LimitScope } from '../config/limits.js';
+import type { Config, TapRule } from '../config/types.js';
 import type { DirectionShape, RelayShape } from '../net/relay.js';
 import { TokenBucket } from '../net/throttle.js';
 
@@ -47,26 +47,34 @@ export function scopeKey(scope: LimitScope, who: LimitSubject): string | null {
   }
 }
 
-const parsedLimits = new WeakMap<Config, readonly BandwidthLimit[]>();
+/** The key of a limit's shared counter: a SOCKSTAP rule's limits (`group`) count apart from the global ones. */
+export function groupedKey(limit: { group?: string }, key: string): string {
+  return limit.group === undefined ? key : `${key} in ${limit.group}`;
+}
 
-function limitsOf(config: Config): readonly BandwidthLimit[] {
-  let limits = parsedLimits.get(config);
-  if (!limits) {
-    limits = config.bandwidth.map((text, i) => parseBandwidth(text, `BANDWIDTH[${i}]`));
-    parsedLimits.set(config, limits);
-  }
-  return limits;
+/** Whether any BANDWIDTH=/QUOTA= could cover a tunnel the rule (if any) picks. */
+export function anyLimit(config: Config, rule?: TapRule | null): boolean {
+  return (
+    config.limits.bandwidth.length > 0 ||
+    config.limits.quota.length > 0 ||
+    (rule?.set.bandwidth?.length ?? 0) > 0 ||
+    (rule?.set.quota?.length ?? 0) > 0
+  );
 }
 
 export class BandwidthShaper {
   private readonly buckets = new Map<string, TokenBucket>();
 
-  /** The buckets covering a connection per direction; null when no limit covers it (the fast path). */
-  shapeFor(config: Config, who: LimitSubject): { up: TokenBucket[]; down: TokenBucket[] } | null {
-    if (config.bandwidth.length === 0) return null;
+  /**
+   * The buckets covering a connection per direction (the global limits, and the SOCKSTAP rule's
+   * when a rule picked it); null when no limit covers it (the fast path).
+   */
+  shapeFor(config: Config, who: LimitSubject, rule?: TapRule | null): { up: TokenBucket[]; down: TokenBucket[] } | null {
+    const own = rule?.set.bandwidth ?? [];
+    if (config.limits.bandwidth.length === 0 && own.length === 0) return null;
     const up: TokenBucket[] = [];
     const down: TokenBucket[] = [];
-    for (const limit of limitsOf(config)) {
+    for (const limit of own.length > 0 ? [...own, ...config.limits.bandwidth] : config.limits.bandwidth) {
       const key = scopeKey(limit.scope, who);
       if (key === null) continue;
       for (const dir of ['up', 'down'] as const) {
@@ -79,7 +87,7 @@ export class BandwidthShaper {
 
   private bucket(limit: BandwidthLimit, key: string, dir: 'up' | 'down'): TokenBucket {
     if (key === 'conn') return new TokenBucket(limit.rate);
-    const id = `${limit.source}\u0000${key}\u0000${dir}`;
+    const id = `${limit.source}\u0000${groupedKey(limit, key)}\u0000${dir}`;
     let b = this.buckets.get(id);
     if (!b || b.rate !== limit.rate) {
       b = new TokenBucket(limit.rate);

@@ -28,13 +28,10 @@ export function pickTapRule(config: Config, q: TapQuery): TapRule | null {
  * default) lets the connect strategy decide from what the destination spoke before (core/destinations.ts).
  */
 export function ruleStrategy(rule: TapRule): StrategyPin {
-  const v = (rule.params.STRATEGY ?? 'auto').toLowerCase();
-  return v === 'dial-first' || v === 'cache-first' ? v : 'auto';
+  return rule.set.strategy ?? 'auto';
 }
 
 /** The rule's CACHE= param wins over the global CACHE. */
 export function ruleCaches(config: Config, rule: TapRule): boolean {
-  const v = rule.params.CACHE ?? rule.params.cache;
-  if (v === undefined) return config.cache.enabled;
-  return v.toLowerCase() === 'do';
+  return rule.set.cache ?? config.cache.enabled;
 }

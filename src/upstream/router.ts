@@ -14,7 +14,6 @@
  */
 import type { Socket } from 'node:net';
 import type { Config, HostPort, RouteRule, TapRule, Upstream } from '../config/types.js';
-import { parseUpstream } from '../config/params.js';
 import { ProxyError, toProxyError } from '../core/errors.js';
 import type { Session } from '../core/session.js';
 import { nameCache } from '../net/dns.js';
@@ -44,21 +43,9 @@ export interface RoutePlan {
 
 const DIRECT: RoutePlan = { chains: [[]], by: 'default' };
 
-/** PROXY=/SOCKS= of a SOCKSTAP rule's params, parsed once per rule (validated at load). */
-const ruleUpstreams = new WeakMap<TapRule, readonly Upstream[]>();
-
+/** PROXY=/SOCKS= of a SOCKSTAP rule, in the order given (parsed at load). */
 function upstreamsOfRule(rule: TapRule): readonly Upstream[] {
-  let list = ruleUpstreams.get(rule);
-  if (!list) {
-    const out: Upstream[] = [];
-    const proxy = rule.params.PROXY;
-    const socks = rule.params.SOCKS;
-    if (proxy) out.push(parseUpstream('http', proxy, `${rule.source} PROXY`));
-    if (socks) out.push(parseUpstream('socks', socks, `${rule.source} SOCKS`));
-    list = out;
-    ruleUpstreams.set(rule, list);
-  }
-  return list;
+  return rule.set.upstreams ?? [];
 }
 
 function matchingUpstreams(list: readonly Upstream[], dst: HostPort): Chain[] {
@@ -251,7 +238,7 @@ export function mayRouteHttpToProxy(config: Config): boolean {
     known =
       config.upstreams.some((u) => u.kind === 'http') ||
       (config.routes ?? []).some((r) => r.via.some((chain) => chain[chain.length - 1]?.kind === 'http')) ||
-      config.taps.some((t) => t.params.PROXY !== undefined);
+      config.taps.some((t) => (t.set.upstreams ?? []).some((u) => u.kind === 'http'));
     httpProxyConfigured.set(config, known);
   }
   return known;

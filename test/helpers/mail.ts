@@ -11,6 +11,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/config/load.js';
+import { parseSize } from '../../src/config/units.js';
 import type { Config } from '../../src/config/types.js';
 import { startSockstap, type Sockstap } from '../../src/sockstap.js';
 
@@ -281,13 +282,20 @@ export interface MailProxy {
 }
 
 /**
- * sockstap from a command line, with extra SOCKSTAP rule parameters that the command-line parser
- * does not know yet (MAXSIZE) merged into every rule.
+ * sockstap from a command line, with extra SOCKSTAP rule parameters (MAXSIZE) merged into every rule.
  */
 export async function startMailProxy(args: string[], ruleParams: Record<string, string> = {}): Promise<MailProxy> {
   const stateDir = mkdtempSync(join(tmpdir(), 'sockstap-mail-'));
   const loaded = loadConfig([...args, `STATEDIR=${stateDir}`], { cwd: stateDir });
-  const config: Config = { ...loaded, taps: loaded.taps.map((t) => ({ ...t, params: { ...t.params, ...ruleParams } })) };
+  const maxSize = ruleParams.MAXSIZE !== undefined ? parseSize(ruleParams.MAXSIZE, 'MAXSIZE') : undefined;
+  const config: Config = {
+    ...loaded,
+    taps: loaded.taps.map((t) => ({
+      ...t,
+      params: { ...t.params, ...ruleParams },
+      set: maxSize !== undefined ? { ...t.set, maxSize } : t.set,
+    })),
+  };
   const proxy = await startSockstap(config);
   const port = proxy.addresses()[0]!.port;
   const read = (name: string): string => {

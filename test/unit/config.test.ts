@@ -5,9 +5,10 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { HELP_TEXT } from '../../src/config/help.js';
 import { DEFAULT_JOB, loadConfig } from '../../src/config/load.js';
-import { PARAMETERS } from '../../src/config/params.js';
+import { PARAMETERS, TAP_PARAMETERS } from '../../src/config/params.js';
+import { PARAMETER_TABLE } from '../../src/config/table.js';
 import { configJsonSchemaText } from '../../src/config/schema.js';
-import { ConfigError, type Config } from '../../src/config/types.js';
+import { ConfigError, type Config, type TapRule } from '../../src/config/types.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sockstap-config-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -424,6 +425,48 @@ test('the help text names every parameter, the exit codes and an example', () =>
   assert.match(HELP_TEXT, /-f FILE\.yaml/);
   assert.match(HELP_TEXT, /Exit status: 0 .*, 1 .*, 2 configuration error/);
   assert.match(HELP_TEXT, /sockstap -P1080 SERVER=socks CACHE=do SOCKSTAP=http,ftp/);
+});
+
+test('the parameter table and PARAMETERS name the same parameters, alike repeatable; --help lists the per-rule ones', () => {
+  const global = PARAMETER_TABLE.filter((p) => !p.ruleOnly);
+  assert.deepEqual(global.map((p) => p.name).sort(), Object.keys(PARAMETERS).sort());
+  for (const p of global) assert.equal(p.repeatable, PARAMETERS[p.name as keyof typeof PARAMETERS], p.name);
+  assert.deepEqual([...TAP_PARAMETERS], PARAMETER_TABLE.filter((p) => p.perRule).map((p) => p.name));
+  const sockstap = HELP_TEXT.slice(HELP_TEXT.indexOf('  SOCKSTAP='), HELP_TEXT.indexOf('  CACHE='));
+  for (const name of TAP_PARAMETERS) assert.match(sockstap, new RegExp(`\\b${name}\\b`), name);
+});
+
+test('per-rule parameters are compiled once into typed values, the rule\'s own over the global ones', () => {
+  const c = load([
+    'TIMEOUT=connect:30s,idle:10m',
+    'MOUNT=/g/* http://global.test/*',
+    'REJECT=*:bad.test:*',
+    'SOCKSTAP=http:*.example:*:CACHE=no EXPIRE=1h TIMEOUT=idle:5s MOUNT="/a/* http://b.test/x/*" BANDWIDTH=1m:conn QUOTA=1g/day:all PERMIT=*:*:* PROXY=up.test:3128 SOCKS=s.test:1080 MAXSIZE=10k',
+    'SOCKSTAP=all',
+  ]);
+  const [rule, all] = c.taps as [TapRule, TapRule];
+  assert.equal(rule.set.cache, false);
+  assert.equal(rule.set.expire, 3_600_000);
+  assert.equal(rule.set.maxSize, 10 * 1024);
+  assert.deepEqual(rule.timeouts, { ...c.timeouts, idle: 5000 });
+  assert.equal(rule.timeouts.connect, 30_000);
+  assert.deepEqual(rule.mounts.map((m) => m.from), ['/a/*', '/g/*']);
+  assert.deepEqual(rule.rules.map((r) => r.source), ['PERMIT=*:*:*', 'REJECT=*:bad.test:*']);
+  assert.deepEqual(rule.set.upstreams?.map((u) => [u.kind, u.host, u.port]), [['http', 'up.test', 3128], ['socks', 's.test', 1080]]);
+  assert.equal(rule.set.bandwidth?.[0]?.rate, 1024 ** 2);
+  assert.equal(rule.set.bandwidth?.[0]?.group, rule.source);
+  assert.equal(rule.set.quota?.[0]?.size, 1024 ** 3);
+  // A rule that sets nothing has the global values themselves.
+  assert.equal(all.timeouts.idle, 600_000);
+  assert.equal(all.mounts, c.mounts);
+  assert.equal(all.rules, c.rules);
+  assert.equal(c.limits.bandwidth.length, 0);
+});
+
+test('a per-rule parameter no tunnel can have of its own is refused at load (exit 2)', () => {
+  assert.throws(() => load(['SOCKSTAP=http:::TIMEOUT=drain:1s']), (e: unknown) => e instanceof ConfigError && /drain cannot be set per tunnel/.test(e.message));
+  assert.throws(() => load(['SOCKSTAP=http:::WORKERS=2']), (e: unknown) => e instanceof ConfigError && /cannot be set per tunnel/.test(e.message));
+  assert.throws(() => load(['SOCKSTAP=http:::BANDWIDTH=0:conn']), ConfigError);
 });
 
 test('fuzz: random command lines parse or throw ConfigError, never anything else', () => {

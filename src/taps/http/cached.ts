@@ -291,6 +291,8 @@ function serveAllowed(
   const named = keyHost ?? target.host;
   const host = named.includes(':') ? `[${named}]` : named;
   const cacheReq: CacheRequest = { method, url: `http://${host}:${target.port}${target.path}`, headers: headersFromRaw(raw) };
+  // EXPIRE of the SOCKSTAP rule whose tunnel this is (the pipeline's rule view), else the cache's own.
+  if (o.config.cache.expire !== undefined) cacheReq.heuristicMs = o.config.cache.expire;
 
   if (!SAFE_METHODS.has(method)) {
     // RFC 9111 §4.4: a non-error response to an unsafe method invalidates the URL (and same-origin

@@ -9,7 +9,6 @@
  * earlier commands, so a client that sends MAIL, RCPT, RCPT, DATA in one batch gets its replies
  * in that order even when the second RCPT is refused by the proxy in the middle.
  */
-import { parseSize } from '../../config/units.js';
 import { lineText, type LineItem } from '../../net/lines.js';
 import { CommandQueue, LineProxy, mailboxTarget, pushBounded, requestAllowed, serverFor, splitCommand } from '../line-proxy.js';
 import type { Tap, TapContext } from '../tap.js';
@@ -80,13 +79,7 @@ export function declaredSize(params: string): number | null {
 
 /** The size limit a SOCKSTAP rule sets with MAXSIZE=SIZE (e.g. `10m`); null for none. */
 export function maxMessageSize(ctx: TapContext): number | null {
-  const v = ctx.rule.params.MAXSIZE ?? ctx.rule.params.maxsize;
-  if (v === undefined) return null;
-  try {
-    return parseSize(v, 'MAXSIZE');
-  } catch {
-    return null;
-  }
+  return ctx.rule.set.maxSize ?? null;
 }
 
 const MAX_MESSAGES = 50;

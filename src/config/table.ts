@@ -1,0 +1,100 @@
+/**
+ * The one table of sockstap's NAME=VALUE parameters: name, whether it repeats, whether a SOCKSTAP
+ * rule may set it for the tunnels it picks, its synopsis and help text. `--help` (help.ts), the
+ * per-rule list that parseTapRule accepts (params.ts TAP_PARAMETERS) and the description of a
+ * YAML tap rule's `params` (schema.ts, hence schema/sockstap.schema.json) are generated from it.
+ * Each value's parser is the parameter's case in params.ts `applyParameter` (per rule too: a
+ * rule's value is parsed by the same code, once, at load); test/unit/config.test.ts checks that
+ * this table and `PARAMETERS` name the same parameters with the same repeatability.
+ */
+
+export interface ParameterSpec {
+  name: string;
+  /** Repeatable values accumulate (SOCKSTAP, PERMIT, ...); the others replace. */
+  repeatable: boolean;
+  /** A SOCKSTAP rule may set it (`SOCKSTAP="http:::CACHE=do EXPIRE=1h"`) for the tunnels it picks. */
+  perRule: boolean;
+  /** Only inside a SOCKSTAP rule (MAXSIZE), never on its own. */
+  ruleOnly?: boolean;
+  /** How --help's per-rule list shows it, when not just by name. */
+  ruleNote?: string;
+  /** `CACHE=do|no`, as --help shows it. */
+  synopsis: string;
+  /** --help lines after (or beside) the synopsis. */
+  help: readonly string[];
+}
+
+export const PARAMETER_TABLE: readonly ParameterSpec[] = [
+  { name: 'SERVER', repeatable: false, perRule: false, synopsis: 'SERVER=socks|http|auto|transparent|tcprelay://HOST:PORT|udprelay://HOST:PORT', help: ['door of -P ports without /DOOR (default auto)'] },
+  { name: 'SOCKSTAP', repeatable: true, perRule: false, synopsis: 'SOCKSTAP=ProtoList[:[dstHostList][:[srcHostList][:NAME=VALUE ...]]]', help: ['tunnels to interpret (repeatable); http,tls,ftp,smtp,pop,imap,nntp,', 'ssh,telnet or all; NAME=VALUE: parameters for the tunnels it picks:'] },
+  { name: 'CACHE', repeatable: false, perRule: true, synopsis: 'CACHE=do|no', help: ['HTTP cache (default no)'] },
+  { name: 'CACHEDIR', repeatable: false, perRule: false, synopsis: 'CACHEDIR=DIR', help: ['cache store (default STATEDIR/cache)'] },
+  { name: 'CACHESIZE', repeatable: false, perRule: false, synopsis: 'CACHESIZE=SIZE', help: ['bound of the disk cache (default 1g)'] },
+  { name: 'EXPIRE', repeatable: false, perRule: true, synopsis: 'EXPIRE=DURATION', help: ['heuristic freshness when a response gives none (default: the cache\'s)'] },
+  { name: 'STATEDIR', repeatable: false, perRule: false, synopsis: 'STATEDIR=DIR', help: ['persistent state (default ./var)'] },
+  { name: 'LOGDIR', repeatable: false, perRule: false, synopsis: 'LOGDIR=DIR', help: ['logs (default STATEDIR/log)'] },
+  { name: 'LOGFORMAT', repeatable: false, perRule: false, synopsis: 'LOGFORMAT=squid|common|combined', help: ['access.log format (default squid)'] },
+  { name: 'RELIABLE', repeatable: false, perRule: false, synopsis: 'RELIABLE=hostList', help: ['sources allowed to use the proxy (default .localnet)'] },
+  { name: 'PERMIT', repeatable: true, perRule: true, synopsis: 'PERMIT=protoList:dstHostList:srcHostList[:WHEN]', help: [] },
+  { name: 'REJECT', repeatable: true, perRule: true, synopsis: 'REJECT=protoList:dstHostList:srcHostList[:WHEN]', help: ['allow/deny rules in order, first match wins, none matching permits;', 'a list with ports or IPv6 goes in braces: {*:443,[::1]:80};', 'WHEN e.g. mon-fri/0900-1800,sat/1000-1300'] },
+  { name: 'AUTHORIZER', repeatable: false, perRule: false, synopsis: 'AUTHORIZER=-list{USER:PASS,...} | -htpasswd{FILE}', help: ['accounts for SOCKS5, SOCKS4 user ids and HTTP Basic (default none)'] },
+  { name: 'PROXY', repeatable: true, perRule: true, synopsis: 'PROXY=[USER:PASS@]HOST:PORT[:dstHostList]', help: ['upstream HTTP proxy (repeatable, tried in order)'] },
+  { name: 'SOCKS', repeatable: true, perRule: true, synopsis: 'SOCKS=[USER:PASS@]HOST:PORT[/4|/4a|/5][:dstHostList]', help: ['upstream SOCKS proxy (repeatable, tried in order; default /5)'] },
+  { name: 'MOUNT', repeatable: true, perRule: true, synopsis: 'MOUNT="vURL rURL [opts]"', help: ['rewrite an HTTP URL prefix (repeatable)'] },
+  { name: 'TIMEOUT', repeatable: false, perRule: true, ruleNote: 'TIMEOUT (not drain)', synopsis: 'TIMEOUT=NAME:DURATION,...', help: ['connect:2m handshake:10s idle:15m sniff:300ms drain:10s (defaults)'] },
+  { name: 'MAXIMA', repeatable: false, perRule: false, synopsis: 'MAXIMA=conn:N,peruser:N,persrc:N,perdoor:N', help: ['connection limits (default 0 = unlimited)'] },
+  { name: 'IDENT', repeatable: false, perRule: false, synopsis: 'IDENT=do|no', help: ['check SOCKS4 user ids with the client\'s identd, RFC 1413 (default no)'] },
+  { name: 'SPOOF', repeatable: false, perRule: false, synopsis: 'SPOOF=client|no', help: ['transparent doors: dial from the client\'s address (default no)'] },
+  { name: 'RELAY', repeatable: false, perRule: false, synopsis: 'RELAY=splice|js', help: ['untapped tunnels: splice(2) on a native thread, which also accepts', 'SOCKS5 CONNECTs on socks/auto ports (remembering a direct decision', 'per source and destination for the DNS TTL, until a reload); or all', 'in JavaScript (default splice; js when the addon is missing)'] },
+  { name: 'WORKERS', repeatable: false, perRule: false, synopsis: 'WORKERS=N|auto', help: ['processes sharing the listeners, for connection rate (default 1;', 'needs CACHE=no, no ADMIN/BANDWIDTH/MAXIMA, fixed ports)'] },
+  { name: 'BANDWIDTH', repeatable: true, perRule: true, synopsis: 'BANDWIDTH=RATE[/up|/down]:SCOPE', help: ['rate limit of relayed, tapped and HTTP-door traffic (repeatable);', 'SCOPE conn|all|user:NAME[,NAME]|src:hostList|door:PORT'] },
+  { name: 'QUOTA', repeatable: true, perRule: true, synopsis: 'QUOTA=SIZE/PERIOD[/up|/down]:SCOPE', help: ['volume limit per hour|day|week|month (repeatable)'] },
+  { name: 'TIMEZONE', repeatable: false, perRule: false, synopsis: 'TIMEZONE=ZONE', help: ['IANA zone of time windows that name none (default: the machine\'s)'] },
+  { name: 'ADMIN', repeatable: false, perRule: false, synopsis: 'ADMIN=HOST:PORT', help: ['dashboard, JSON API and /metrics (default off)'] },
+  { name: 'ADMINAUTH', repeatable: false, perRule: false, synopsis: 'ADMINAUTH=-list{USER:PASS}', help: ['accounts for ADMIN (default none)'] },
+  { name: 'MAXSIZE', repeatable: false, perRule: true, ruleOnly: true, ruleNote: 'MAXSIZE=SIZE (SMTP message limit, 552)', synopsis: 'MAXSIZE=SIZE', help: ['(in a SOCKSTAP rule only) the SMTP tap\'s message size limit, 552'] },
+  { name: 'STRATEGY', repeatable: false, perRule: true, ruleOnly: true, ruleNote: 'STRATEGY=auto|dial-first|cache-first (when the server is dialed; dial-first: the client always gets the real connect outcome)', synopsis: 'STRATEGY=auto|dial-first|cache-first', help: ['(in a SOCKSTAP rule only) the connect strategy of its tunnels'] },
+];
+
+/** Names a SOCKSTAP rule accepts, in the table's order. */
+export const PER_RULE_NAMES: readonly string[] = PARAMETER_TABLE.filter((p) => p.perRule).map((p) => p.name);
+
+/** Column where help text starts: two spaces, the synopsis, padding. */
+const HELP_COLUMN = 27;
+
+function wrap(words: readonly string[], width: number): string[] {
+  const lines: string[] = [];
+  let line = '';
+  for (const w of words) {
+    if (line !== '' && line.length + 1 + w.length > width) {
+      lines.push(line);
+      line = w;
+    } else {
+      line = line === '' ? w : `${line} ${w}`;
+    }
+  }
+  if (line !== '') lines.push(line);
+  return lines;
+}
+
+/** The parameter lines of --help, generated from the table. */
+export function parameterHelp(): string {
+  const out: string[] = [];
+  const pad = ' '.repeat(HELP_COLUMN);
+  for (const p of PARAMETER_TABLE) {
+    if (p.ruleOnly) continue;
+    const help = [...p.help];
+    if (p.name === 'SOCKSTAP') {
+      const names = PARAMETER_TABLE.filter((x) => x.perRule).map((x) => x.ruleNote ?? x.name);
+      help.push(...wrap(names.join(' ').split(' '), 70));
+    }
+    if (p.synopsis.length < HELP_COLUMN - 2 && help.length > 0) {
+      out.push(`  ${p.synopsis.padEnd(HELP_COLUMN - 2)}${help[0]}`);
+      for (const h of help.slice(1)) out.push(pad + h);
+    } else {
+      out.push(`  ${p.synopsis}`);
+      for (const h of help) out.push(pad + h);
+    }
+  }
+  return out.join('\n') + '\n';
+}
