@@ -10,6 +10,7 @@ import { startAdmin, type AdminServer } from './admin/server.js';
 import { loadConfig } from './config/load.js';
 import type { Config, DoorKind, ListenSpec } from './config/types.js';
 import { Pipeline } from './core/pipeline.js';
+import type { OwnAddress } from './net/destination.js';
 import { formatHostPort, Session } from './core/session.js';
 import type { Tunnel } from './core/tunnel.js';
 import { autoDoor, socksDoor } from './frontdoors/auto.js';
@@ -127,6 +128,7 @@ export class Sockstap {
       shaper: this.shaper,
       quotas,
       shutdown: this.shutdown.signal,
+      ownAddresses: () => this.ownAddresses(),
     });
     this.sink = observedSink(this.pipeline, this.events);
   }
@@ -176,6 +178,13 @@ export class Sockstap {
 
   addresses(): ListenerInfo[] {
     return this.listeners.map((l) => ({ door: l.spec.door, host: l.bound.host, port: l.bound.port }));
+  }
+
+  /** The listeners and the admin address: destinations the pipeline refuses (never to itself). */
+  private ownAddresses(): OwnAddress[] {
+    const out: OwnAddress[] = this.listeners.map((l) => ({ host: l.bound.host, port: l.bound.port, what: `listener ${formatHostPort(l.bound.host, l.bound.port)}/${l.spec.door}` }));
+    if (this.admin) out.push({ ...this.admin.address, what: 'admin' });
+    return out;
   }
 
   /** Open (or keep, or close) the HTTP cache the configuration asks for. */
