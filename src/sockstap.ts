@@ -4,9 +4,10 @@
  */
 import cluster from 'node:cluster';
 import { setMaxListeners } from 'node:events';
-import net, { type Socket } from 'node:net';
+import net, { isIP, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { startAdmin, type AdminServer } from './admin/server.js';
+import { loadAdminToken, type AdminToken } from './admin/token.js';
 import { loadConfig } from './config/load.js';
 import type { Config, DoorKind, ListenSpec } from './config/types.js';
 import { Pipeline } from './core/pipeline.js';
@@ -230,6 +231,14 @@ export class Sockstap {
       }
     }
     if (this.current.admin) {
+      let token: AdminToken;
+      try {
+        token = loadAdminToken(this.current.stateDir);
+      } catch (err) {
+        await this.closeListeners();
+        throw new StartError(`cannot write the admin token under ${this.current.stateDir}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      }
+      const adminHost = this.current.admin.host;
       try {
         this.admin = await startAdmin(this.current.admin, this.current.adminAuth, {
           sessions: this.sessions,
@@ -240,12 +249,14 @@ export class Sockstap {
           quotas: () => this.quotas.status(this.current),
           listeners: () => this.addresses(),
           reload: () => this.reloadFromOrigin(),
-        });
+        }, { token: token.value, names: adminHost && isIP(adminHost) === 0 ? [adminHost] : [] });
       } catch (err) {
         await this.closeListeners();
         throw new StartError(err instanceof Error ? err.message : String(err), { cause: err });
       }
       this.log.info('admin', { url: this.admin.url });
+      // Where the token for state-changing requests is (never the token itself).
+      this.log.info('admin token', { path: token.path, created: token.created, use: 'Authorization: Bearer TOKEN' });
     }
     this.log.info('started', { pid: process.pid, listeners: this.listeners.length, logdir: this.current.logDir });
   }
