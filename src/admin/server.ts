@@ -71,7 +71,7 @@ export interface AdminGuard {
 
 /** Open admin connections at most, in all and from one source address. */
 export const MAX_ADMIN_CONNECTIONS = 64;
-export const MAX_ADMIN_PER_SOURCE = 16;
+export const MAX_ADMIN_PER_SOURCE = 32;
 /** A request head must be complete this long after the connection opened (or the last response). */
 export const ADMIN_HEAD_TIMEOUT_MS = 10_000;
 
