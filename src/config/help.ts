@@ -42,6 +42,9 @@ With no argument it runs: -P127.0.0.1:1080/auto SOCKSTAP=all CACHE=do STATEDIR=.
   MAXIMA=conn:N,peruser:N,persrc:N,perdoor:N
                            connection limits (default 0 = unlimited)
   IDENT=do|no              check SOCKS4 user ids with the client's identd, RFC 1413 (default no)
+  SOCKS4AUTH=userid|none   with AUTHORIZER: userid lets a known SOCKS4 user id in without a
+                           password (weak: anyone may send any name); none refuses SOCKS4
+                           unless IDENT=do confirms the id (default none)
   SPOOF=client|no          transparent doors: dial from the client's address (default no)
   RELAY=splice|js          untapped tunnels: splice(2) on a native thread, which also accepts
                            SOCKS5 CONNECTs on socks/auto ports (remembering a direct decision
