@@ -256,10 +256,14 @@ export class Sockstap {
       }
       this.log.info('admin', { url: this.admin.url });
       // Where the token for state-changing requests is (never the token itself).
+      this.adminTokenPath = token.path;
       this.log.info('admin token', { path: token.path, created: token.created, use: 'Authorization: Bearer TOKEN' });
     }
     this.log.info('started', { pid: process.pid, listeners: this.listeners.length, logdir: this.current.logDir });
   }
+
+  /** STATEDIR/admin.token, when ADMIN is on: the Bearer token of state-changing admin requests. */
+  adminTokenPath: string | null = null;
 
   /** The dashboard's address, when ADMIN is on. */
   get adminUrl(): string | null {

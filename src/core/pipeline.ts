@@ -44,7 +44,7 @@ import {
 import type { LookupFunction } from 'node:net';
 import { isIP } from 'node:net';
 import { ProxyError, toProxyError } from './errors.js';
-import type { Session } from './session.js';
+import { formatHostPort, type Session } from './session.js';
 import type { Tunnel } from './tunnel.js';
 
 /** The most a peek reads from each direction: a TLS ClientHello of 16 KiB with its record headers. */
@@ -93,7 +93,7 @@ export class Pipeline implements TunnelSink {
     const config = this.deps.config();
     const dst = normaliseDst(rawDst);
     // Never to itself, whatever path led here (an FTP server's PASV address included).
-    const own = this.ownOf(literalReach(dst.host), dst.port);
+    const own = this.ownOf(dst, literalReach(dst.host));
     if (own) return Promise.reject(own);
     if (session.door === 'transparent' && config.spoof) {
       // SPOOF=client: the server sees the client's own address (full transparency, TPROXY routing).
@@ -143,16 +143,18 @@ export class Pipeline implements TunnelSink {
       if (name !== dst.host) return names.resolve(name); // an upstream hop's own name
       const r = await resolveForSession(session, names, name);
       if (r instanceof ProxyError) throw r;
-      const own = this.ownOf(reachedAddresses(addressesOf(r)), dst.port);
+      const own = this.ownOf(dst, reachedAddresses(addressesOf(r)));
       if (own) throw own;
       return r;
     });
   }
 
-  /** EDENIED when these addresses on this port are sockstap's own listener or admin, else null. */
-  private ownOf(reached: readonly string[], port: number): ProxyError | null {
-    const own = this.deps.ownAddresses ? ownDestination(this.deps.ownAddresses(), reached, port) : null;
-    return own ? new ProxyError('EDENIED', `destination port ${port} on ${reached[0]} is sockstap's own ${own.what}: the proxy never relays to itself`) : null;
+  /** EDENIED when `dst` (reaching these addresses) is sockstap's own listener or admin, else null. */
+  private ownOf(dst: HostPort, reached: readonly string[]): ProxyError | null {
+    const own = this.deps.ownAddresses ? ownDestination(this.deps.ownAddresses(), reached, dst.port) : null;
+    if (!own) return null;
+    const via = reached[0] !== undefined && reached[0] !== dst.host ? ` (${reached[0]})` : '';
+    return new ProxyError('EDENIED', `destination ${formatHostPort(dst.host, dst.port)}${via} is sockstap's own ${own.what}: the proxy never relays to itself`);
   }
 
   /** Whether sockstap itself resolves and dials this destination (no upstream proxy on its route). */
@@ -181,7 +183,7 @@ export class Pipeline implements TunnelSink {
       reached = reachedAddresses(addressesOf(resolution));
     }
     if (!nameOnly) {
-      const own = this.ownOf(reached ?? literalReach(dst.host), dst.port);
+      const own = this.ownOf(dst, reached ?? literalReach(dst.host));
       if (own) throw own;
     }
     const dstAddresses = rulesNeedAddresses(config) ? reached : undefined;
