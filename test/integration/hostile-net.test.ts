@@ -138,13 +138,14 @@ describe('one resolution per connection: DNS rebinding cannot pass the rule (fin
   });
 });
 
-describe('the proxy never relays to itself (finding 5)', () => {
+// RELAY=splice: the native accept path decides SOCKS5 CONNECTs (Pipeline.planDirect); js: the JavaScript doors.
+for (const relay of ['splice', 'js']) describe(`the proxy never relays to itself (finding 5), RELAY=${relay}`, () => {
   let echo: EchoServer;
   let proxy: TestProxy;
   let admin: number;
   before(async () => {
     echo = await startEcho('127.0.0.1');
-    proxy = await startProxy(['-P127.0.0.1:0/auto', '-P127.0.0.1:0/http', 'ADMIN=127.0.0.1:0']);
+    proxy = await startProxy(['-P127.0.0.1:0/auto', '-P127.0.0.1:0/http', 'ADMIN=127.0.0.1:0', `RELAY=${relay}`]);
     admin = Number(new URL(proxy.proxy.adminUrl!).port);
   });
   after(async () => {
