@@ -503,13 +503,15 @@ export class Pipeline implements TunnelSink {
     const config = this.deps.config();
     const r = await runUdpAssociate(tunnel, {
       idleMs: config.timeouts.idle,
-      // Checkpoint 2 for every datagram's destination; names are matched as names.
+      // Checkpoint 2 for every datagram's destination; names are matched as names, an address
+      // as what it reaches (0.0.0.0 is the local host).
       checkDestination: (host, port) =>
         checkDestination(this.deps.config(), {
           tags: [...tunnel.tags, 'udp'],
           clientAddress: session.clientAddress,
           user: session.user,
           dst: { host, port },
+          ...(isIP(host) !== 0 ? { dstAddresses: reachedAddresses([host]) } : {}),
         }).allowed,
     });
     session.bytesUp = r.up;
