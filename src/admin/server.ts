@@ -15,7 +15,7 @@
  */
 import http from 'node:http';
 import { isIP, type AddressInfo, type Socket } from 'node:net';
-import { networkInterfaces } from 'node:os';
+import { hostname, networkInterfaces } from 'node:os';
 import ipaddr from 'ipaddr.js';
 import type { HttpCache } from '../cache/http-cache.js';
 import type { Accounts, HostPort } from '../config/types.js';
@@ -131,8 +131,9 @@ function ownInterfaceAddresses(): Set<string> {
 
 /**
  * Whether `Host` names the admin itself: `localhost`, the bound address (any address of this host
- * when bound to a wildcard), or a name ADMIN= gave; with the bound port when it names one. No Host
- * at all (HTTP/1.0) is not what a browser sends, so it passes.
+ * when bound to a wildcard), a name ADMIN= gave or this host's name (os.hostname()); with the
+ * bound port when it names one. No Host at all (HTTP/1.0) is not what a browser sends, so it
+ * passes.
  */
 function hostNamesAdmin(value: string | undefined, bound: HostPort, names: readonly string[]): boolean {
   if (value === undefined) return true;
@@ -288,7 +289,9 @@ export function startAdmin(address: HostPort, auth: Accounts | null, source: Adm
   const GET_PATHS = new Set(['/', '/index.html', '/metrics', '/api/stats', '/api/sessions', '/api/events', '/api/quotas']);
 
   const token = guard.token;
-  const names = (guard.names ?? []).map((n) => n.toLowerCase().replace(/\.$/, ''));
+  // This host's own name too (a scraper's target `host:9180` for an admin on 0.0.0.0); exactly
+  // that name, never a longer one that someone else's DNS could answer.
+  const names = [...(guard.names ?? []), hostname()].filter(Boolean).map((n) => n.toLowerCase().replace(/\.$/, ''));
   let bound: HostPort = address;
 
   const server = http.createServer({ headersTimeout: ADMIN_HEAD_TIMEOUT_MS, requestTimeout: 60_000, connectionsCheckingInterval: 1_000 }, (req, res) => {
