@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { curl } from '../helpers/origin.js';
@@ -68,10 +69,12 @@ describe('admin hardening (finding 6)', () => {
     assert.equal((await request(port, 'GET', '/api/stats', { host: `127.0.0.1:${port + 1}` })).status, 421);
   });
 
-  test('the admin own address and localhost are its names', async () => {
+  test("the admin's own address, localhost and this host's name are its names", async () => {
     assert.equal((await request(port, 'GET', '/api/stats', { host: `127.0.0.1:${port}` })).status, 200);
     assert.equal((await request(port, 'GET', '/api/stats', { host: `localhost:${port}` })).status, 200);
     assert.equal((await request(port, 'GET', '/api/stats', { host: `LOCALHOST.:${port}` })).status, 200);
+    assert.equal((await request(port, 'GET', '/api/stats', { host: `${hostname()}:${port}` })).status, 200, 'this host\'s name');
+    assert.equal((await request(port, 'GET', '/api/stats', { host: `${hostname()}.evil.test:${port}` })).status, 421, 'not a longer name');
   });
 
   test('a POST without the token gets 401, with a wrong one 401, with the token 200', async () => {
