@@ -67,6 +67,7 @@ async function main(argv: string[]): Promise<void> {
       process.stdout.write(`sockstap: ${l.door} door on ${formatHostPort(l.host, l.port)}\n`);
     }
     if (proxy.adminUrl) process.stdout.write(`sockstap: dashboard at ${proxy.adminUrl}\n`);
+    if (proxy.adminTokenPath) process.stdout.write(`sockstap: admin token in ${proxy.adminTokenPath} (POST requests: Authorization: Bearer TOKEN)\n`);
     process.stdout.write(`sockstap: logs in ${config.logDir}\n`);
   }
   reportReady();

@@ -4,12 +4,14 @@
  */
 import cluster from 'node:cluster';
 import { setMaxListeners } from 'node:events';
-import net, { type Socket } from 'node:net';
+import net, { isIP, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { startAdmin, type AdminServer } from './admin/server.js';
+import { loadAdminToken, type AdminToken } from './admin/token.js';
 import { loadConfig } from './config/load.js';
 import type { Config, DoorKind, ListenSpec } from './config/types.js';
 import { Pipeline } from './core/pipeline.js';
+import type { OwnAddress } from './net/destination.js';
 import { formatHostPort, Session } from './core/session.js';
 import type { Tunnel } from './core/tunnel.js';
 import { autoDoor, socksDoor } from './frontdoors/auto.js';
@@ -128,6 +130,7 @@ export class Sockstap {
       shaper: this.shaper,
       quotas,
       shutdown: this.shutdown.signal,
+      ownAddresses: () => this.ownAddresses(),
     });
     this.sink = observedSink(this.pipeline, this.events);
   }
@@ -216,6 +219,13 @@ export class Sockstap {
     return this.listeners.map((l) => ({ door: l.spec.door, host: l.bound.host, port: l.bound.port }));
   }
 
+  /** The listeners and the admin address: destinations the pipeline refuses (never to itself). */
+  private ownAddresses(): OwnAddress[] {
+    const out: OwnAddress[] = this.listeners.map((l) => ({ host: l.bound.host, port: l.bound.port, what: `listener ${formatHostPort(l.bound.host, l.bound.port)}/${l.spec.door}` }));
+    if (this.admin) out.push({ ...this.admin.address, what: 'admin' });
+    return out;
+  }
+
   /** Open (or keep, or close) the HTTP cache the configuration asks for. */
   private async syncCache(config: Config): Promise<void> {
     const wanted = config.cache.enabled || config.taps.some((r) => ruleCaches(config, r));
@@ -259,6 +269,14 @@ export class Sockstap {
       }
     }
     if (this.current.admin) {
+      let token: AdminToken;
+      try {
+        token = loadAdminToken(this.current.stateDir);
+      } catch (err) {
+        await this.closeListeners();
+        throw new StartError(`cannot write the admin token under ${this.current.stateDir}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      }
+      const adminHost = this.current.admin.host;
       try {
         this.admin = await startAdmin(this.current.admin, this.current.adminAuth, {
           sessions: this.sessions,
@@ -269,15 +287,21 @@ export class Sockstap {
           quotas: () => this.quotas.status(this.current),
           listeners: () => this.addresses(),
           reload: () => this.reloadFromOrigin(),
-        });
+        }, { token: token.value, names: adminHost && isIP(adminHost) === 0 ? [adminHost] : [] });
       } catch (err) {
         await this.closeListeners();
         throw new StartError(err instanceof Error ? err.message : String(err), { cause: err });
       }
       this.log.info('admin', { url: this.admin.url });
+      // Where the token for state-changing requests is (never the token itself).
+      this.adminTokenPath = token.path;
+      this.log.info('admin token', { path: token.path, created: token.created, use: 'Authorization: Bearer TOKEN' });
     }
     this.log.info('started', { pid: process.pid, listeners: this.listeners.length, logdir: this.current.logDir });
   }
+
+  /** STATEDIR/admin.token, when ADMIN is on: the Bearer token of state-changing admin requests. */
+  adminTokenPath: string | null = null;
 
   /** The dashboard's address, when ADMIN is on. */
   get adminUrl(): string | null {

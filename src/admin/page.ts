@@ -237,12 +237,29 @@ function renderSessions(list, total) {
   $('s-empty').hidden = list.length > 0;
   setText('s-count', total > list.length ? 'showing the ' + list.length + ' busiest of ' + total : total + ' open');
 }
+/* A POST needs the ADMINAUTH credentials (the browser sends them) or the admin token
+   (STATEDIR/admin.token): asked for once, on the first 401, and kept in localStorage. */
+var TOKEN_KEY = 'sockstap-admin-token';
+function storedToken() { try { return localStorage.getItem(TOKEN_KEY) || ''; } catch (err) { return ''; } }
+function postAdmin(path) {
+  var send = function (token) { return fetch(path, { method: 'POST', headers: token ? { authorization: 'Bearer ' + token } : {} }); };
+  return send(storedToken()).then(function (r) {
+    if (r.status !== 401) return r;
+    try { localStorage.removeItem(TOKEN_KEY); } catch (err) { /* private mode */ }
+    var t = (window.prompt('Admin token: the contents of STATEDIR/admin.token (sockstap.log names the file)') || '').trim();
+    if (!t) return r;
+    return send(t).then(function (r2) {
+      if (r2.ok || r2.status === 404) { try { localStorage.setItem(TOKEN_KEY, t); } catch (err) { /* private mode */ } }
+      return r2;
+    });
+  });
+}
 $('sessions').addEventListener('click', function (e) {
   var b = e.target.closest('button[data-id]');
   if (!b) return;
   b.disabled = true;
   b.textContent = 'closing\\u2026';
-  fetch('api/sessions/' + encodeURIComponent(b.dataset.id) + '/close', { method: 'POST' }).then(function (r) {
+  postAdmin('api/sessions/' + encodeURIComponent(b.dataset.id) + '/close').then(function (r) {
     if (r.ok || r.status === 404) { var tr = rows.get(b.dataset.id); if (tr) tr.style.opacity = '.45'; b.textContent = 'closed'; }
     else { b.disabled = false; b.textContent = 'close'; setText('notice', 'could not close: HTTP ' + r.status); }
   }, function () { b.disabled = false; b.textContent = 'close'; setText('notice', 'could not close: admin unreachable'); });

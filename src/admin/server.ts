@@ -5,9 +5,18 @@
  * (`GET /api/events`, one snapshot a second) that the dashboard lives on. Everything is behind
  * ADMINAUTH (HTTP Basic) when given. It reads the proxy's state and closes sessions on request; it
  * never touches a relayed byte, and its once-a-second work is one pass over the live sessions.
+ *
+ * Hardening (issue 13 item 5): a request whose `Host` names anything but the admin's own address
+ * (or `localhost`) is refused 421, so a DNS-rebound name cannot reach it from a browser; every
+ * POST needs the ADMINAUTH credentials or the STATEDIR/admin.token token as a Bearer credential
+ * (admin/token.ts); connections are bounded per source and overall, and a connection that sends
+ * no complete head in time is closed, while a new connection over a bound evicts its source's
+ * oldest idle one, so idle sockets cannot lock the admin out.
  */
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { isIP, type AddressInfo, type Socket } from 'node:net';
+import { hostname, networkInterfaces } from 'node:os';
+import ipaddr from 'ipaddr.js';
 import type { HttpCache } from '../cache/http-cache.js';
 import type { Accounts, HostPort } from '../config/types.js';
 import type { Session } from '../core/session.js';
@@ -16,6 +25,7 @@ import type { ProxyEvents } from '../observe/events.js';
 import { createMetrics, type ProxyMetrics } from '../observe/metrics.js';
 import { figuresObject, ProxyStats, type Figures, type LiveSession, type ThroughputPoint } from '../observe/stats.js';
 import { DASHBOARD_HTML } from './page.js';
+import { bearerMatches } from './token.js';
 
 /** One quota's use, as `GET /api/quotas` returns it (the quota service provides the list). */
 export interface QuotaUse {
@@ -51,6 +61,20 @@ export interface AdminServer {
   close(): Promise<void>;
 }
 
+/** What guards the admin beyond ADMINAUTH. */
+export interface AdminGuard {
+  /** The STATEDIR/admin.token secret: a Bearer credential for every request. */
+  token?: string;
+  /** Names besides the bound address and `localhost` that `Host` may give (ADMIN=NAME:PORT). */
+  names?: readonly string[];
+}
+
+/** Open admin connections at most, in all and from one source address. */
+export const MAX_ADMIN_CONNECTIONS = 64;
+export const MAX_ADMIN_PER_SOURCE = 32;
+/** A request head must be complete this long after the connection opened (or the last response). */
+export const ADMIN_HEAD_TIMEOUT_MS = 10_000;
+
 /** At most this many dashboards (SSE streams) at once; more get 503. */
 export const MAX_EVENT_CLIENTS = 16;
 /** Live sessions one snapshot carries (the busiest ones); /api/sessions lists them all. */
@@ -63,8 +87,9 @@ function sendJson(res: http.ServerResponse, status: number, body: unknown): void
   res.end(data);
 }
 
-function authorized(req: http.IncomingMessage, auth: Accounts | null): boolean {
-  if (!auth) return true;
+/** ADMINAUTH's Basic credentials, when they are given and right. */
+function basicAuthorized(req: http.IncomingMessage, auth: Accounts | null): boolean {
+  if (!auth) return false;
   const h = req.headers.authorization ?? '';
   const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(h);
   if (!m) return false;
@@ -72,6 +97,55 @@ function authorized(req: http.IncomingMessage, auth: Accounts | null): boolean {
   const i = decoded.indexOf(':');
   if (i < 0) return false;
   return auth.verify(decoded.slice(0, i), decoded.slice(i + 1));
+}
+
+/** A read (GET/HEAD): open without ADMINAUTH; with it, its credentials or the token. */
+function mayRead(req: http.IncomingMessage, auth: Accounts | null, token: string | undefined): boolean {
+  if (!auth) return true;
+  return basicAuthorized(req, auth) || (token !== undefined && bearerMatches(req.headers.authorization, token));
+}
+
+/** A state-changing request (every POST): the ADMINAUTH credentials or the token, always. */
+function mayChange(req: http.IncomingMessage, auth: Accounts | null, token: string | undefined): boolean {
+  return basicAuthorized(req, auth) || (token !== undefined && bearerMatches(req.headers.authorization, token));
+}
+
+/** The host part of a Host header value, lower case, without brackets; null when malformed. */
+function hostOfHeader(value: string): { host: string; port: number | null } | null {
+  const m = /^(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+)(?::(\d{1,5}))?$/.exec(value.trim());
+  if (!m) return null;
+  let host = m[1]!.toLowerCase();
+  if (host.startsWith('[')) host = host.slice(1, -1);
+  if (host.endsWith('.')) host = host.slice(0, -1);
+  return { host, port: m[2] !== undefined ? Number(m[2]) : null };
+}
+
+/** The host's own addresses, canonical (for an admin bound to a wildcard address). */
+function ownInterfaceAddresses(): Set<string> {
+  const set = new Set<string>();
+  for (const list of Object.values(networkInterfaces())) {
+    for (const info of list ?? []) if (ipaddr.isValid(info.address)) set.add(ipaddr.process(info.address).toString());
+  }
+  return set;
+}
+
+/**
+ * Whether `Host` names the admin itself: `localhost`, the bound address (any address of this host
+ * when bound to a wildcard), a name ADMIN= gave or this host's name (os.hostname()); with the
+ * bound port when it names one. No Host at all (HTTP/1.0) is not what a browser sends, so it
+ * passes.
+ */
+function hostNamesAdmin(value: string | undefined, bound: HostPort, names: readonly string[]): boolean {
+  if (value === undefined) return true;
+  const h = hostOfHeader(value);
+  if (!h) return false;
+  if (h.port !== null && h.port !== bound.port) return false;
+  if (h.host === 'localhost' || names.includes(h.host)) return true;
+  if (isIP(h.host) === 0) return false;
+  const asked = ipaddr.process(h.host);
+  const b = ipaddr.process(bound.host);
+  if (b.range() === 'unspecified') return asked.range() === 'loopback' || ownInterfaceAddresses().has(asked.toString());
+  return asked.toString() === b.toString();
 }
 
 /**
@@ -97,7 +171,7 @@ function withLive(map: ReadonlyMap<string, Figures>, live: Map<string, number>):
   return out;
 }
 
-export function startAdmin(address: HostPort, auth: Accounts | null, source: AdminSource): Promise<AdminServer> {
+export function startAdmin(address: HostPort, auth: Accounts | null, source: AdminSource, guard: AdminGuard = {}): Promise<AdminServer> {
   const stats = new ProxyStats({ sessions: source.sessions, events: source.events });
   const metrics = createMetrics({ stats, events: source.events, cache: () => source.cache?.() ?? null });
   const streams = new Set<http.ServerResponse>();
@@ -214,8 +288,30 @@ export function startAdmin(address: HostPort, auth: Accounts | null, source: Adm
 
   const GET_PATHS = new Set(['/', '/index.html', '/metrics', '/api/stats', '/api/sessions', '/api/events', '/api/quotas']);
 
-  const server = http.createServer((req, res) => {
-    if (!authorized(req, auth)) {
+  const token = guard.token;
+  // This host's own name too (a scraper's target `host:9180` for an admin on 0.0.0.0); exactly
+  // that name, never a longer one that someone else's DNS could answer.
+  const names = [...(guard.names ?? []), hostname()].filter(Boolean).map((n) => n.toLowerCase().replace(/\.$/, ''));
+  let bound: HostPort = address;
+
+  const server = http.createServer({ headersTimeout: ADMIN_HEAD_TIMEOUT_MS, requestTimeout: 60_000, connectionsCheckingInterval: 1_000 }, (req, res) => {
+    busy.add(req.socket);
+    res.once('close', () => idleAgain(req.socket));
+    if (!hostNamesAdmin(req.headers.host, bound, names)) {
+      return sendJson(res, 421, { error: `Host ${JSON.stringify(req.headers.host ?? '')} does not name this admin server; use ${formatHostPort(bound.host, bound.port)} or localhost` });
+    }
+    const method0 = req.method ?? 'GET';
+    if (method0 !== 'GET' && method0 !== 'HEAD' && !mayChange(req, auth, token)) {
+      req.resume();
+      res.writeHead(401, {
+        'www-authenticate': auth ? 'Basic realm="sockstap admin", charset="UTF-8"' : 'Bearer realm="sockstap admin"',
+        'content-type': 'application/json; charset=utf-8',
+        'cache-control': 'no-store',
+      });
+      res.end(JSON.stringify({ error: 'a state-changing request needs Authorization: Bearer TOKEN (the token in STATEDIR/admin.token) or the ADMINAUTH credentials' }) + '\n');
+      return;
+    }
+    if (!mayRead(req, auth, token)) {
       res.writeHead(401, { 'www-authenticate': 'Basic realm="sockstap admin", charset="UTF-8"', 'content-type': 'text/plain; charset=utf-8' });
       res.end('authentication required\n');
       return;
@@ -270,8 +366,43 @@ export function startAdmin(address: HostPort, auth: Accounts | null, source: Adm
     }
     sendJson(res, 404, { error: 'not found' });
   });
-  // A few dashboards and a scraper need little; a flood of admin clients must not eat the proxy's fds.
-  server.maxConnections = 64;
+  // A few dashboards and a scraper need little; a flood of admin clients must not eat the proxy's
+  // fds, nor lock the admin out: over a bound, a new connection evicts the oldest idle one (of its
+  // source first); only when every connection is busy is the new one refused.
+  const open = new Map<Socket, string>();
+  const busy = new Set<Socket>();
+  const idleAgain = (socket: Socket): void => {
+    busy.delete(socket);
+    // Idle and back at the end of the eviction order.
+    const src = open.get(socket);
+    if (src !== undefined) {
+      open.delete(socket);
+      if (!socket.destroyed) open.set(socket, src);
+    }
+  };
+  const evictIdle = (src: string | null): boolean => {
+    for (const [s, from] of open) {
+      if (busy.has(s) || (src !== null && from !== src)) continue;
+      open.delete(s);
+      s.destroy();
+      return true;
+    }
+    return false;
+  };
+  server.on('connection', (socket: Socket) => {
+    const src = socket.remoteAddress ?? '';
+    let fromSrc = 0;
+    for (const from of open.values()) if (from === src) fromSrc++;
+    if ((fromSrc >= MAX_ADMIN_PER_SOURCE && !evictIdle(src)) || (open.size >= MAX_ADMIN_CONNECTIONS && !evictIdle(null))) {
+      socket.destroy();
+      return;
+    }
+    open.set(socket, src);
+    socket.once('close', () => {
+      open.delete(socket);
+      busy.delete(socket);
+    });
+  });
   server.on('clientError', (_err, socket) => socket.destroy());
 
   const shutdown = (): void => {
@@ -288,6 +419,7 @@ export function startAdmin(address: HostPort, auth: Accounts | null, source: Adm
     });
     server.listen(address.port, address.host, () => {
       const a = server.address() as AddressInfo;
+      bound = { host: a.address, port: a.port };
       resolve({
         address: { host: a.address, port: a.port },
         url: `http://${formatHostPort(a.address, a.port)}/`,

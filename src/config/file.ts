@@ -225,6 +225,7 @@ function settingsFromFile(f: ConfigFile, base: string): Settings {
   }
   if (f.admin !== undefined) s.admin = parseHostPort(f.admin, 'admin');
   if (f.ident !== undefined) s.ident = f.ident;
+  if (f.socks4auth !== undefined) s.socks4Auth = f.socks4auth;
   if (f.spoof !== undefined) s.spoof = f.spoof === 'client' || f.spoof === true;
   if (f.relay !== undefined) s.relay = f.relay;
   if (f.workers !== undefined) s.workers = parseWorkers(String(f.workers), 'workers');

@@ -88,9 +88,11 @@ class Probe {
   }
   addresses(): readonly Address[] {
     if (this.addressCache) return this.addressCache;
-    const literal = toAddress(this.name);
-    // An IP literal is its own address; a name is represented by what it resolved to.
-    const list = literal ? [literal] : (this.target.addresses ?? []).map(toAddress).filter((a): a is Address => !!a);
+    // A name is represented by what it resolved to; an IP literal by itself, unless the caller
+    // says what it reaches (0.0.0.0 reaches loopback: net/destination.ts reachedAddresses).
+    const given = this.target.addresses;
+    const literal = given ? undefined : toAddress(this.name);
+    const list = literal ? [literal] : (given ?? []).map(toAddress).filter((a): a is Address => !!a);
     this.addressCache = list;
     return list;
   }

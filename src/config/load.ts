@@ -112,6 +112,7 @@ function finish(s: Settings, cwd: string): Config {
     rules: s.rules ?? [],
     accounts: s.accounts ?? null,
     ident: s.ident ?? false,
+    ...(s.socks4Auth ? { socks4Auth: s.socks4Auth } : {}),
     timeouts: { ...DEFAULT_TIMEOUTS, ...s.timeouts },
     maxima: { ...DEFAULT_MAXIMA, ...s.maxima },
     stateDir,

@@ -25,6 +25,7 @@ import type {
   RouteRule,
   DnsConfig,
   TimeWindow,
+  Socks4Auth,
 } from './types.js';
 import { ConfigError, type RelayKind } from './types.js';
 import { parseHostPort } from './address.js';
@@ -55,6 +56,8 @@ export interface Settings {
   rules?: AccessRule[];
   accounts?: Accounts | null;
   ident?: boolean;
+  /** SOCKS4AUTH=userid: with AUTHORIZER, a known SOCKS4 user id alone is a login (weak). */
+  socks4Auth?: Socks4Auth;
   timeouts?: Partial<Timeouts>;
   maxima?: Partial<Maxima>;
   stateDir?: string;
@@ -156,6 +159,7 @@ export const PARAMETERS = {
   TIMEOUT: false,
   MAXIMA: false,
   IDENT: false,
+  SOCKS4AUTH: false,
   SPOOF: false,
   RELAY: false,
   BANDWIDTH: true,
@@ -245,6 +249,9 @@ export function applyParameter(settings: Settings, name: ParameterName, value: s
       return;
     case 'IDENT':
       settings.ident = parseDoNo(value, label, 'do or no');
+      return;
+    case 'SOCKS4AUTH':
+      settings.socks4Auth = parseSocks4Auth(value, label);
       return;
     case 'SPOOF':
       settings.spoof = parseSpoof(value, label);
@@ -565,6 +572,13 @@ export function parseDoNo(text: string, label: string, expected: string): boolea
   if (v === 'do' || v === 'yes' || v === 'on') return true;
   if (v === 'no' || v === 'off') return false;
   throw new ConfigError(label, `expected ${expected}, got ${JSON.stringify(text)}`);
+}
+
+/** SOCKS4AUTH=userid|none. */
+export function parseSocks4Auth(text: string, label: string): Socks4Auth {
+  const v = text.trim().toLowerCase();
+  if (v === 'userid' || v === 'none') return v;
+  throw new ConfigError(label, `expected userid or none, got ${JSON.stringify(text)}`);
 }
 
 function parseSpoof(text: string, label: string): boolean {

@@ -155,6 +155,7 @@ export const configFileSchema = z
     admin: text.optional().describe('HOST:PORT of the dashboard'),
     adminauth: accounts.optional(),
     ident: z.boolean().optional(),
+    socks4auth: z.enum(['userid', 'none']).optional().describe('with AUTHORIZER, whether a known SOCKS4 user id alone logs in (SOCKS4AUTH=; userid is the weak form)'),
     spoof: z.union([z.literal('client'), z.boolean()]).optional(),
     relay: z.enum(['splice', 'js']).optional().describe('who moves untapped tunnels\' bytes (RELAY=): splice or js'),
     workers: z.union([z.number().int().min(1).max(64), z.literal('auto')]).optional().describe('processes sharing the listeners (WORKERS=)'),

@@ -236,6 +236,9 @@ export interface CacheConfig {
   expire?: number;
 }
 
+/** How a SOCKS4 user id may log in when AUTHORIZER is set (SOCKS4AUTH=). */
+export type Socks4Auth = 'userid' | 'none';
+
 export interface Config {
   listen: readonly ListenSpec[];
   /** Door of -P ports that name none. */
@@ -247,6 +250,12 @@ export interface Config {
   rules: readonly AccessRule[];
   accounts: Accounts | null;
   ident: boolean;
+  /**
+   * SOCKS4AUTH=userid: with AUTHORIZER set, a SOCKS4 user id found in the account list is a login
+   * (it carries no password: the weak form). Absent or `none`: SOCKS4 is refused (91) when
+   * AUTHORIZER is set, unless IDENT=do confirms the user id.
+   */
+  socks4Auth?: Socks4Auth;
   timeouts: Timeouts;
   maxima: Maxima;
   stateDir: string;

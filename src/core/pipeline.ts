@@ -33,8 +33,22 @@ import { PROXY_VIA } from '../taps/http/headers.js';
 import { dialSpoofed } from '../net/spoof.js';
 import { dialRoute, httpRoutesFor, mayRouteHttpToProxy, queryFor, routesDirect, type HttpRoute } from '../upstream/router.js';
 import { nameCache } from '../net/dns.js';
+import {
+  addressesOf,
+  literalReach,
+  normaliseDst,
+  normaliseHost,
+  ownDestination,
+  pinnedResolution,
+  reachedAddresses,
+  resolveForSession,
+  type OwnAddress,
+  type Resolution,
+} from '../net/destination.js';
+import type { LookupFunction } from 'node:net';
+import { isIP } from 'node:net';
 import { ProxyError, toProxyError, type ProxyErrorCode } from './errors.js';
-import type { Session } from './session.js';
+import { formatHostPort, type Session } from './session.js';
 import type { Tunnel } from './tunnel.js';
 
 /** The most a peek reads from each direction: a TLS ClientHello of 16 KiB with its record headers. */
@@ -53,6 +67,8 @@ export interface PipelineDeps {
   quotas?: QuotaService;
   /** Aborted when the proxy stops: pending dials give up. */
   shutdown: AbortSignal;
+  /** sockstap's own listeners and admin address: never a destination (net/destination.ts). */
+  ownAddresses?(): readonly OwnAddress[];
 }
 
 export const VIA = PROXY_VIA;
@@ -81,8 +97,12 @@ export class Pipeline implements TunnelSink {
    * Sets `session.route`. The tap rule is picked again here (the same pure decision as in run()),
    * so the dial-first dial, the cache-first dial and a tap's `ctx.dial()` all use its params.
    */
-  dial(dst: HostPort, session: Session): Promise<Socket> {
+  dial(rawDst: HostPort, session: Session): Promise<Socket> {
     const config = this.deps.config();
+    const dst = normaliseDst(rawDst);
+    // Never to itself, whatever path led here (an FTP server's PASV address included).
+    const own = this.ownOf(dst, literalReach(dst.host));
+    if (own) return Promise.reject(own);
     if (session.door === 'transparent' && config.spoof) {
       // SPOOF=client: the server sees the client's own address (full transparency, TPROXY routing).
       session.route = 'direct (spoofed)';
@@ -93,6 +113,7 @@ export class Pipeline implements TunnelSink {
       timeoutMs: tapRule ? tapRule.timeouts.connect : config.timeouts.connect,
       signal: this.deps.shutdown,
       tapRule,
+      lookup: this.lookupFor(session, config, dst),
       onFallback: (failed, err, next) =>
         this.deps.log.info('route failed, trying the next', { session: session.id, route: failed, code: err.code, reason: err.message, next }),
     });
@@ -115,19 +136,75 @@ export class Pipeline implements TunnelSink {
         timeoutMs: tapRule ? tapRule.timeouts.connect : config.timeouts.connect,
         signal: this.deps.shutdown,
         tapRule,
+        lookup: this.lookupFor(session, config, normaliseDst(dst)),
         ...(proto !== undefined ? { proto } : {}),
       });
     };
   }
 
   /**
-   * Checkpoint 2 for a tunnel or request; throws EDENIED/ELIMIT when refused. `rule`: the SOCKSTAP
-   * rule that picked the tunnel, whose PERMIT/REJECT come first and whose QUOTA= count too.
+   * The lookup for a dial to `dst`: the answer authorize() checked for this session (pinned), else
+   * one resolution through the name cache, which is then pinned, after the own-address check.
    */
-  private async authorize(session: Session, tags: readonly string[], dst: HostPort, rule?: TapRule | null): Promise<void> {
+  private lookupFor(session: Session, config: Config, dst: HostPort): LookupFunction {
+    const names = nameCache(config.dns);
+    return names.lookupFunction(async (host) => {
+      const name = normaliseHost(host);
+      if (name !== dst.host) return names.resolve(name); // an upstream hop's own name
+      const r = await resolveForSession(session, names, name);
+      if (r instanceof ProxyError) throw r;
+      const own = this.ownOf(dst, reachedAddresses(addressesOf(r)));
+      if (own) throw own;
+      return r;
+    });
+  }
+
+  /** EDENIED when `dst` (reaching these addresses) is sockstap's own listener or admin, else null. */
+  private ownOf(dst: HostPort, reached: readonly string[]): ProxyError | null {
+    const own = this.deps.ownAddresses ? ownDestination(this.deps.ownAddresses(), reached, dst.port) : null;
+    if (!own) return null;
+    const via = reached[0] !== undefined && reached[0] !== dst.host ? ` (${reached[0]})` : '';
+    return new ProxyError('EDENIED', `destination ${formatHostPort(dst.host, dst.port)}${via} is sockstap's own ${own.what}: the proxy never relays to itself`);
+  }
+
+  /** Whether sockstap itself resolves and dials this destination (no upstream proxy on its route). */
+  private resolvesHere(config: Config, session: Session, dst: HostPort): boolean {
+    if (session.door === 'transparent' && config.spoof) return true;
+    const tapRule = pickTapRule(config, { clientAddress: session.clientAddress, user: session.user, dst });
+    return routesDirect(config, queryFor(session, dst, tapRule));
+  }
+
+  /**
+   * Checkpoint 2 for a tunnel or request; throws EDENIED/ELIMIT when refused. A name is resolved
+   * once for the connection through the name cache when sockstap dials it or a rule matches on
+   * addresses; that answer is what the rules check and what the dialer dials (net/destination.ts).
+   * Returns it (null when the name was not resolved here). `nameOnly`: a name the tunnel is not
+   * dialed by (a TLS server name), checked by the rules only. `rule`: the SOCKSTAP rule that
+   * picked the tunnel, whose PERMIT/REJECT come first and whose QUOTA= count too.
+   */
+  private async authorize(
+    session: Session,
+    tags: readonly string[],
+    rawDst: HostPort,
+    rule?: TapRule | null,
+    nameOnly = false,
+  ): Promise<Resolution | null> {
     const base = this.deps.config();
     const config = rule ? ruleView(base, rule) : base;
-    const dstAddresses = rulesNeedAddresses(config) ? await destinationAddresses(dst.host) : undefined;
+    const dst = normaliseDst(rawDst);
+    let resolution: Resolution | null = null;
+    let reached: string[] | undefined;
+    if (isIP(dst.host) !== 0) {
+      reached = reachedAddresses([dst.host]);
+    } else if (rulesNeedAddresses(config) || (!nameOnly && this.resolvesHere(config, session, dst))) {
+      resolution = await resolveForSession(session, nameCache(config.dns), dst.host);
+      reached = reachedAddresses(addressesOf(resolution));
+    }
+    if (!nameOnly) {
+      const own = this.ownOf(dst, reached ?? literalReach(dst.host));
+      if (own) throw own;
+    }
+    const dstAddresses = rulesNeedAddresses(config) ? reached : undefined;
     const decision = checkDestination(config, {
       tags,
       clientAddress: session.clientAddress,
@@ -143,6 +220,7 @@ export class Pipeline implements TunnelSink {
       throw new ProxyError('EDENIED', `user ${session.user} is outside their time window ${window.source}`);
     }
     this.deps.quotas?.check(base, limitSubject(session), rule);
+    return resolution;
   }
 
   /** MAXIMA=peruser, counted once per session for its lifetime. */
@@ -191,16 +269,20 @@ export class Pipeline implements TunnelSink {
     ) {
       return JAVASCRIPT;
     }
+    let checked: Resolution | null;
     try {
-      await this.authorize(session, tags, dst);
+      checked = await this.authorize(session, tags, dst);
     } catch (err) {
       const e = toProxyError(err);
       this.refused(session, e, 'connect');
       return { kind: 'refuse', error: e };
     }
+    // The addresses authorize() checked are the ones dialed: one resolution per connection.
     let found;
     try {
-      found = await nameCache(config.dns).resolve(dst.host);
+      const r = checked ?? pinnedResolution(session, normaliseHost(dst.host)) ?? (await nameCache(config.dns).resolve(dst.host));
+      if (r instanceof ProxyError) throw r;
+      found = r;
     } catch (err) {
       const e = toProxyError(err);
       session.result = e.code;
@@ -252,7 +334,7 @@ export class Pipeline implements TunnelSink {
         timeoutMs: (rule ?? config).timeouts.connect,
         idleMs: (rule ?? config).timeouts.idle,
         mode: relayMode(config),
-        resolve: destinationAddresses,
+        resolve: (host) => destinationAddresses(host, nameCache(config.dns)),
         ...(limited?.shape ? { shape: limited.shape } : {}),
       });
       limited?.meter?.release();
@@ -444,7 +526,7 @@ export class Pipeline implements TunnelSink {
     // TLS: the SNI names the server really asked for; PERMIT/REJECT may name it (checkpoint 3).
     if (peek.proto === 'tls' && peek.info.sni) {
       try {
-        await this.authorize(session, ['tls', ...tunnel.tags], { host: peek.info.sni, port: tunnel.dst.port }, rule);
+        await this.authorize(session, ['tls', ...tunnel.tags], { host: peek.info.sni, port: tunnel.dst.port }, rule, true);
       } catch (err) {
         const e = toProxyError(err);
         this.refused(session, e, 'tls server name');
@@ -494,7 +576,7 @@ export class Pipeline implements TunnelSink {
         s.on('error', () => {});
         return s;
       },
-      authorize: (dst) => this.authorize(session, [peek.proto, ...tunnel.tags], dst, rule),
+      authorize: async (dst) => void (await this.authorize(session, [peek.proto, ...tunnel.tags], dst, rule)),
       relay: (c, s) => this.relayCounted(session, c, s, config, rule),
       ...(httpRoutes ? { httpRoutes } : {}),
     };
@@ -585,13 +667,15 @@ export class Pipeline implements TunnelSink {
     const config = this.deps.config();
     const r = await runUdpAssociate(tunnel, {
       idleMs: config.timeouts.idle,
-      // Checkpoint 2 for every datagram's destination; names are matched as names.
+      // Checkpoint 2 for every datagram's destination; names are matched as names, an address
+      // as what it reaches (0.0.0.0 is the local host).
       checkDestination: (host, port) =>
         checkDestination(this.deps.config(), {
           tags: [...tunnel.tags, 'udp'],
           clientAddress: session.clientAddress,
           user: session.user,
           dst: { host, port },
+          ...(isIP(host) !== 0 ? { dstAddresses: reachedAddresses([host]) } : {}),
         }).allowed,
     });
     session.bytesUp = r.up;
@@ -692,7 +776,7 @@ export class Pipeline implements TunnelSink {
             target,
             host: 'target',
             dial: (d) => this.dial(d, session),
-            authorize: (d) => this.authorize(session, ['http'], d),
+            authorize: async (d) => void (await this.authorize(session, ['http'], d)),
             cache: config.cache.enabled ? this.deps.cache() : null,
             config,
             events: this.deps.events,

@@ -74,6 +74,12 @@ async function serveSocks4(socket: Socket, session: Session, ctx: DoorContext, r
     refuse('EAUTH', 91, 'socks4 unknown user', 'the user id is not a known user');
     return;
   }
+  // A user id is no proof by itself: only identd's word (IDENT=do) or the administrator's opt-in
+  // to the weak form (SOCKS4AUTH=userid) makes it a login.
+  if (config.accounts && !config.ident && config.socks4Auth !== 'userid') {
+    refuse('EAUTH', 91, 'socks4 login refused', 'a SOCKS4 user id carries no password: with AUTHORIZER, SOCKS4 needs IDENT=do or SOCKS4AUTH=userid');
+    return;
+  }
   if (config.ident) {
     let identUser: string;
     try {

@@ -137,23 +137,26 @@ export class NameCache {
 
   /**
    * A `lookup` for `net.connect`: with `autoSelectFamily` Node asks for all addresses and races
-   * them (Happy Eyeballs); without it, it takes the first.
+   * them (Happy Eyeballs); without it, it takes the first. `resolve` replaces this cache's own
+   * resolve() (the pipeline's answers pinned per connection, net/destination.ts).
    */
-  lookupFunction(): LookupFunction {
+  lookupFunction(resolve: (host: string) => Promise<readonly LookupAddress[]> = (h) => this.resolve(h)): LookupFunction {
     return (hostname, options, callback) => {
-      this.resolve(hostname).then(
+      resolve(hostname).then(
         (list) => {
           const wanted = options.family === 4 || options.family === 6 ? list.filter((a) => a.family === options.family) : list;
           if (wanted.length === 0) {
             callback(Object.assign(new Error(`${hostname} has no IPv${options.family} address`), { code: 'ENOTFOUND' }), '', 0);
           } else if (options.all) {
             // The callback's type is the single-address form; Node's all:true form takes the list.
-            (callback as unknown as (err: null, list: LookupAddress[]) => void)(null, wanted);
+            (callback as unknown as (err: null, list: readonly LookupAddress[]) => void)(null, wanted);
           } else {
             callback(null, wanted[0]!.address, wanted[0]!.family);
           }
         },
-        (err: ProxyError) => callback(Object.assign(new Error(err.message), { code: 'ENOTFOUND' }), '', 0),
+        (err: ProxyError) =>
+          // A refusal (EDENIED: the name reaches sockstap itself) keeps its code for the door's reply.
+          callback(err instanceof ProxyError && err.code === 'EDENIED' ? err : Object.assign(new Error(err.message), { code: 'ENOTFOUND' }), '', 0),
       );
     };
   }

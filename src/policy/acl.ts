@@ -3,9 +3,9 @@
  * destination is known (PERMIT/REJECT on protocol, destination, source, user and time). Pure
  * decisions over the Config: no sockets, no I/O except the name resolution a rule may need.
  */
-import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import type { AccessRule, Config, HostPort } from '../config/types.js';
+import type { NameCache } from '../net/dns.js';
 
 export interface Decision {
   allowed: boolean;
@@ -27,7 +27,11 @@ export interface DestinationQuery {
   clientAddress: string;
   user: string | null;
   dst: HostPort;
-  /** Addresses the destination name resolves to, when a rule needs them. */
+  /**
+   * Addresses the destination reaches (net/destination.ts reachedAddresses: the name's answer
+   * from the name cache, the unspecified addresses as loopback), when a rule needs them. Each is
+   * checked on its own: the destination is refused when any of them is.
+   */
   dstAddresses?: readonly string[];
   now?: Date;
 }
@@ -39,15 +43,30 @@ function protocolMatches(rule: AccessRule, tags: readonly string[]): boolean {
   return false;
 }
 
-/** Checkpoint 2: first matching PERMIT/REJECT rule wins; no match permits. */
+/**
+ * Checkpoint 2: first matching PERMIT/REJECT rule wins; no match permits. With several
+ * addresses, every one must be permitted (the dialer may connect to any of them).
+ */
 export function checkDestination(config: Config, q: DestinationQuery): Decision {
+  const list = q.dstAddresses;
+  if (!list || list.length <= 1 || !rulesNeedAddresses(config)) return checkOne(config, q, list);
+  let first: Decision | null = null;
+  for (const a of list) {
+    const d = checkOne(config, q, [a]);
+    if (!d.allowed) return d;
+    first ??= d;
+  }
+  return first!;
+}
+
+function checkOne(config: Config, q: DestinationQuery, dstAddresses: readonly string[] | undefined): Decision {
   const now = q.now ?? new Date();
   const user = q.user ?? undefined;
   for (const rule of config.rules) {
     if (!protocolMatches(rule, q.tags)) continue;
     if (rule.when && !rule.when.contains(now)) continue;
     if (!rule.src.matches({ host: q.clientAddress, addresses: [q.clientAddress], user })) continue;
-    if (!rule.dst.matches({ host: q.dst.host, addresses: q.dstAddresses, port: q.dst.port, user })) continue;
+    if (!rule.dst.matches({ host: q.dst.host, addresses: dstAddresses, port: q.dst.port, user })) continue;
     return { allowed: rule.action === 'permit', by: rule.source };
   }
   return ALLOW_DEFAULT;
@@ -58,11 +77,14 @@ export function rulesNeedAddresses(config: Config): boolean {
   return config.rules.some((r) => r.dst.needsAddresses);
 }
 
-/** Resolve a destination name for the rules that match on addresses; an IP literal is itself. */
-export async function destinationAddresses(host: string): Promise<string[]> {
+/**
+ * Resolve a destination name through the name cache (HOSTS, YAML `dns:`), as the dialer does; an
+ * IP literal is itself; [] when it cannot be resolved.
+ */
+export async function destinationAddresses(host: string, names: NameCache): Promise<string[]> {
   if (isIP(host)) return [host];
   try {
-    const found = await lookup(host, { all: true });
+    const found = await names.resolve(host);
     return found.map((a) => a.address);
   } catch {
     return [];

@@ -3,7 +3,7 @@
  * for the destination (STYLE practice 7: reaching the next hop is separate from talking to it).
  * One deadline (TIMEOUT=connect) covers the whole chain; the shutdown signal aborts it.
  */
-import type { Socket } from 'node:net';
+import type { LookupFunction, Socket } from 'node:net';
 import type { HostPort } from '../config/types.js';
 import { ProxyError, toProxyError } from '../core/errors.js';
 import { NameCache } from '../net/dns.js';
@@ -18,6 +18,8 @@ export interface ChainOptions {
   signal?: AbortSignal;
   /** Names sockstap resolves itself (direct connections, SOCKS4 hops, `names: local`). */
   names: NameCache;
+  /** The lookup for the direct connection (default `names.lookupFunction()`): the pipeline pins answers per connection. */
+  lookup?: LookupFunction;
 }
 
 /** Ask `hop` (reached through `socket`) for a tunnel to `next`. */
@@ -30,7 +32,7 @@ export function hopDialer(hop: Hop): (socket: Socket, next: HostPort, timeoutMs:
 export async function dialChain(chain: Chain, dst: HostPort, options: ChainOptions): Promise<Socket> {
   const deadline = options.timeoutMs > 0 ? Date.now() + options.timeoutMs : 0;
   const left = (): number => (deadline === 0 ? 0 : Math.max(1, deadline - Date.now()));
-  const lookup = options.names.lookupFunction();
+  const lookup = options.lookup ?? options.names.lookupFunction();
   const first = chain[0];
   if (!first) return dialDirect(dst, { timeoutMs: options.timeoutMs, signal: options.signal, lookup });
   let socket = await dialDirect({ host: first.host, port: first.port }, { timeoutMs: left(), signal: options.signal, lookup });

@@ -12,7 +12,7 @@
  * `session.route` records the chain taken (`direct`, `socks5://up:1080`,
  * `http://sq:3128,socks5://b:1080`), never credentials. docs/routing.md is the user's view.
  */
-import type { Socket } from 'node:net';
+import type { LookupFunction, Socket } from 'node:net';
 import type { Config, HostPort, RouteRule, TapRule, Upstream } from '../config/types.js';
 import { ProxyError, toProxyError } from '../core/errors.js';
 import type { Session } from '../core/session.js';
@@ -108,6 +108,8 @@ export interface RouteDialOptions {
   timeoutMs: number;
   signal?: AbortSignal;
   tapRule?: TapRule | null;
+  /** The lookup for names dialed directly (net/destination.ts pins them per connection). */
+  lookup?: LookupFunction;
   /** Told about each chain that failed before the next is tried. */
   onFallback?: (failed: string, err: ProxyError, next: string) => void;
 }
@@ -126,7 +128,7 @@ export async function dialRoute(config: Config, dst: HostPort, session: Session,
     const chain = plan.chains[i]!;
     session.route = chainLabel(chain);
     try {
-      return await dialChain(chain, dst, { timeoutMs: options.timeoutMs, signal: options.signal, names });
+      return await dialChain(chain, dst, { timeoutMs: options.timeoutMs, signal: options.signal, names, ...(options.lookup ? { lookup: options.lookup } : {}) });
     } catch (err) {
       last = toProxyError(err);
       if (last.code === 'ESHUTDOWN' || options.signal?.aborted) throw last;
@@ -220,7 +222,7 @@ export function httpRoutesFor(config: Config, dst: HostPort, session: Session, o
       route,
       form: 'origin',
       key: `${route}|${chain.map((h) => h.user ?? '').join(',')}`,
-      dial: () => dialChain(chain, dst, { timeoutMs: options.timeoutMs, signal: options.signal, names }),
+      dial: () => dialChain(chain, dst, { timeoutMs: options.timeoutMs, signal: options.signal, names, ...(options.lookup ? { lookup: options.lookup } : {}) }),
     };
   });
 }

@@ -160,3 +160,56 @@ describe('dashboard in headless Chromium', { skip }, () => {
     }
   });
 });
+
+describe('dashboard without ADMINAUTH: the admin token', { skip }, () => {
+  let plain: TestProxy;
+  let ctx: BrowserContext | null = null;
+  let dir = '';
+  before(async () => {
+    plain = await startProxy(['-P127.0.0.1:0/socks', 'ADMIN=127.0.0.1:0']);
+    dir = mkdtempSync(join(tmpdir(), 'sockstap-chromium-token-'));
+  });
+  after(async () => {
+    await ctx?.close();
+    await plain.stop();
+    plain.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a close asks for the token once, keeps it in localStorage, and closes', async () => {
+    const token = readFileSync(join(plain.stateDir, 'admin.token'), 'utf8').trim();
+    const open = async (): Promise<{ socket: net.Socket; closed: Promise<void> }> => {
+      const { socket } = await SocksClient.createConnection({
+        proxy: { host: '127.0.0.1', port: plain.port('socks'), type: 5 },
+        command: 'connect',
+        destination: { host: '127.0.0.1', port: echo.port },
+      });
+      socket.on('error', () => {});
+      socket.resume();
+      return { socket, closed: new Promise<void>((r) => socket.once('close', () => r())) };
+    };
+    ctx = await chromium.launchPersistentContext(dir, { executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
+    const page = ctx.pages()[0] ?? (await ctx.newPage());
+    const prompts: string[] = [];
+    page.on('dialog', (d) => {
+      prompts.push(d.message());
+      void d.accept(token);
+    });
+    await page.goto(plain.proxy.adminUrl!);
+    await page.getByRole('status').filter({ hasText: 'live' }).waitFor();
+    for (let round = 0; round < 2; round++) {
+      const t = await open();
+      try {
+        const row = page.locator('#sessions tr', { hasText: `127.0.0.1:${echo.port}` });
+        await row.waitFor();
+        await row.getByRole('button', { name: /^Close session / }).click();
+        await t.closed;
+      } finally {
+        t.socket.destroy();
+      }
+    }
+    assert.equal(prompts.length, 1, 'asked once');
+    assert.match(prompts[0]!, /admin\.token/);
+    assert.equal(await page.evaluate(() => localStorage.getItem('sockstap-admin-token')), token);
+  });
+});

@@ -64,17 +64,18 @@ interface DoorServer {
 /** A listener that hands every connection to `door`, with a real sink. */
 async function startDoor(
   door: DoorHandler,
-  options: { host?: string; handshakeMs?: number; accounts?: Accounts | null; ident?: boolean } = {},
+  options: { host?: string; handshakeMs?: number; accounts?: Accounts | null; ident?: boolean; socks4Auth?: 'userid' | 'none' } = {},
 ): Promise<DoorServer> {
   const host = options.host ?? '127.0.0.1';
   const log = new MemoryLogger();
   const sessions: Session[] = [];
   const blockedUdpPorts = new Set<number>();
-  // The doors read only timeouts, accounts and ident; the rest of Config is not needed here.
+  // The doors read only timeouts, accounts, ident and socks4Auth; the rest of Config is not needed here.
   const config = {
     timeouts: { connect: 5000, handshake: options.handshakeMs ?? 5000, idle: 0, sniff: 300, drain: 0 },
     accounts: options.accounts ?? null,
     ident: options.ident ?? false,
+    socks4Auth: options.socks4Auth,
   } as unknown as Config;
   const sink: TunnelSink = {
     async handle(tunnel: Tunnel) {
@@ -281,7 +282,7 @@ describe('SOCKS5 door: RFC 1929 username/password', () => {
   before(async () => {
     echo = await startEcho();
     d = await startDoor(socks5Door, { accounts: accountsOf({ alice: 'wonder-land' }) });
-    d4 = await startDoor(socks4Door, { accounts: accountsOf({ alice: 'wonder-land' }) });
+    d4 = await startDoor(socks4Door, { accounts: accountsOf({ alice: 'wonder-land' }), socks4Auth: 'userid' });
   });
   after(async () => {
     await d.close();
@@ -318,7 +319,7 @@ describe('SOCKS5 door: RFC 1929 username/password', () => {
     assert.deepEqual([...(await rawExchange(d, Buffer.from([5, 1, 0])))], [5, 0xff]);
   });
 
-  it('SOCKS4: a known user id passes, an unknown one gets 91', async () => {
+  it('SOCKS4 with SOCKS4AUTH=userid: a known user id passes, an unknown one gets 91', async () => {
     const p = [echo.port >> 8, echo.port & 255];
     const ok = await exchange(net.connect(d4.port, d4.host), Buffer.from([4, 1, ...p, 127, 0, 0, 1, ...Buffer.from('alice'), 0, 0x78]));
     assert.deepEqual([...ok.subarray(0, 2), ...ok.subarray(8)], [0, 90, 0x78]);
