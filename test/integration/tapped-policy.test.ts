@@ -224,6 +224,8 @@ describe('BANDWIDTH= and QUOTA= on tapped and HTTP-door traffic', () => {
     assert.notEqual(next.code, 0);
     assert.equal(next.stdout.length, 0);
     assert.equal(origin.requests.length, requests, 'the refused connection never reached the origin');
+    // sockstap.log is written in batches: wait for the refusal's line.
+    for (let i = 0; i < 100 && !/EQUOTA/.test(proxy.readLog('sockstap.log')); i++) await new Promise((r) => setTimeout(r, 20));
     const log = proxy.readLog('sockstap.log');
     assert.match(log, /quota used up, connection cut/);
     assert.match(log, /EQUOTA/);
