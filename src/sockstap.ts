@@ -230,6 +230,7 @@ export class Sockstap {
           cache: () => this.cache,
           quotas: () => this.quotas.status(this.current),
           listeners: () => this.addresses(),
+          config: () => this.current,
           reload: () => this.reloadFromOrigin(),
         });
       } catch (err) {
@@ -298,6 +299,7 @@ export class Sockstap {
       sink: this.sink,
       log: this.log,
       events: this.events,
+      listeners: () => this.addresses(),
     };
     const listenLabel = formatHostPort(spec.host || '*', spec.port);
     return new Promise((resolve, reject) => {

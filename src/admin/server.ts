@@ -9,7 +9,8 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { HttpCache } from '../cache/http-cache.js';
-import type { Accounts, HostPort } from '../config/types.js';
+import type { Accounts, Config, HostPort } from '../config/types.js';
+import { isPacPath, servePac } from '../frontdoors/pac.js';
 import type { Session } from '../core/session.js';
 import { formatHostPort } from '../core/session.js';
 import type { ProxyEvents } from '../observe/events.js';
@@ -38,6 +39,8 @@ export interface AdminSource {
   reload(): Promise<void>;
   /** The HTTP cache in use, if any. */
   cache?(): HttpCache | null;
+  /** The configuration in force, for the PAC file (`GET /proxy.pac`); without it: 404. */
+  config?(): Config;
   /** Quota use now; without it /api/quotas answers []. */
   quotas?(): QuotaUse[] | Promise<QuotaUse[]>;
 }
@@ -215,6 +218,11 @@ export function startAdmin(address: HostPort, auth: Accounts | null, source: Adm
   const GET_PATHS = new Set(['/', '/index.html', '/metrics', '/api/stats', '/api/sessions', '/api/events', '/api/quotas']);
 
   const server = http.createServer((req, res) => {
+    // The PAC file is what browsers fetch before they know any credential: served without ADMINAUTH.
+    if (source.config && isPacPath(req.url)) {
+      servePac(req, res, source.config(), source.listeners());
+      return;
+    }
     if (!authorized(req, auth)) {
       res.writeHead(401, { 'www-authenticate': 'Basic realm="sockstap admin", charset="UTF-8"', 'content-type': 'text/plain; charset=utf-8' });
       res.end('authentication required\n');

@@ -59,7 +59,8 @@ With no argument it runs: -P127.0.0.1:1080/auto SOCKSTAP=all CACHE=do STATEDIR=.
   QUOTA=SIZE/PERIOD[/up|/down]:SCOPE
                            volume limit per hour|day|week|month (repeatable)
   TIMEZONE=ZONE            IANA zone of time windows that name none (default: the machine's)
-  ADMIN=HOST:PORT          dashboard, JSON API and /metrics (default off)
+  ADMIN=HOST:PORT          dashboard, JSON API and /metrics (default off); GET /proxy.pac
+                           (and /wpad.dat) there and on http/auto ports: a PAC file for browsers
   ADMINAUTH=-list{USER:PASS}
                            accounts for ADMIN (default none)
 

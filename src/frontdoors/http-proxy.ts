@@ -14,6 +14,7 @@ import type { Tunnel } from '../core/tunnel.js';
 import type { AccessRecord } from '../observe/events.js';
 import type { DoorContext, DoorHandler } from './door.js';
 import { socketBytes } from '../net/splice.js';
+import { isPacPath, PAC_CONTENT_TYPE, servePac } from './pac.js';
 
 /** Largest request head accepted; a larger one gets 431 (RFC 6585 §5) and the connection closes. */
 export const MAX_HEADER_BYTES = 64 * 1024;
@@ -232,6 +233,17 @@ function onRequest(req: IncomingMessage, res: ServerResponse): void {
   res.once('close', () => endRequest(socket, state));
   const { session, ctx } = state;
   if (!session.frontProtocol) session.frontProtocol = 'http';
+
+  if (!isAbsolute && isPacPath(target)) {
+    // The PAC file (frontdoors/pac.ts): browsers fetch it without proxy credentials, so it is
+    // served before the 407 check and before any MOUNT.
+    const started = Date.now();
+    const listeners = ctx.listeners?.() ?? [{ door: ctx.listen.door, host: ctx.listen.host, port: socket.localPort ?? ctx.listen.port }];
+    const bytes = servePac(req, res, ctx.config(), listeners);
+    const url = `http://${req.headers.host ?? socket.localAddress ?? '-'}${target}`;
+    emitAccess(state, req, { resultCode: 'TCP_MISS', status: res.statusCode, bytes, url, hierarchy: 'HIER_NONE/-', contentType: PAC_CONTENT_TYPE }, started);
+    return;
+  }
 
   const user = authenticate(req, ctx.config().accounts);
   if (user === false) {
