@@ -66,7 +66,7 @@ function sendJson(res: http.ServerResponse, status: number, body: unknown): void
   res.end(data);
 }
 
-function authorized(req: http.IncomingMessage, auth: Accounts | null): boolean {
+function authorized(req: http.IncomingMessage, auth: Accounts | null): boolean | Promise<boolean> {
   if (!auth) return true;
   const h = req.headers.authorization ?? '';
   const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(h);
@@ -223,7 +223,16 @@ export function startAdmin(address: HostPort, auth: Accounts | null, source: Adm
       servePac(req, res, source.config(), source.listeners());
       return;
     }
-    if (!authorized(req, auth)) {
+    const ok = authorized(req, auth);
+    if (typeof ok === 'boolean') return handle(req, res, ok);
+    ok.then(
+      (yes) => handle(req, res, yes === true),
+      () => handle(req, res, false),
+    );
+  });
+
+  function handle(req: http.IncomingMessage, res: http.ServerResponse, ok: boolean): void {
+    if (!ok) {
       res.writeHead(401, { 'www-authenticate': 'Basic realm="sockstap admin", charset="UTF-8"', 'content-type': 'text/plain; charset=utf-8' });
       res.end('authentication required\n');
       return;
@@ -277,7 +286,7 @@ export function startAdmin(address: HostPort, auth: Accounts | null, source: Adm
       return sendJson(res, 405, { error: `method ${method} not allowed here` });
     }
     sendJson(res, 404, { error: 'not found' });
-  });
+  }
   // A few dashboards and a scraper need little; a flood of admin clients must not eat the proxy's fds.
   server.maxConnections = 64;
   server.on('clientError', (_err, socket) => socket.destroy());

@@ -4,6 +4,7 @@
  * the same parsers the command-line parameters use. Relative paths resolve against the file's
  * directory. An empty file and an empty mapping `{}` are valid.
  */
+import { parseAuthTtl } from '../policy/auth-helper.js';
 import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
@@ -227,6 +228,7 @@ function settingsFromFile(f: ConfigFile, base: string): Settings {
   if (f.ident !== undefined) s.ident = f.ident;
   if (f.spoof !== undefined) s.spoof = f.spoof === 'client' || f.spoof === true;
   if (f.relay !== undefined) s.relay = f.relay;
+  if (f.authttl !== undefined) s.authTtl = parseAuthTtl(f.authttl, 'authttl');
   if (f.workers !== undefined) s.workers = parseWorkers(String(f.workers), 'workers');
   return s;
 }

@@ -8,6 +8,7 @@
  * (listeners, rules, tap rules, upstreams, mounts, bandwidth, quota) given on the command line is
  * used instead of the file's; TIMEOUT and MAXIMA replace only the names they mention.
  */
+import { DEFAULT_AUTH_TTL } from '../policy/auth-helper.js';
 import { join, resolve } from 'node:path';
 import type { Config, ListenSpec, Maxima, TimeWindow, Timeouts } from './types.js';
 import { ConfigError } from './types.js';
@@ -127,6 +128,7 @@ function finish(s: Settings, cwd: string): Config {
     bandwidth: s.bandwidth ?? [],
     quota: s.quota ?? [],
     adminAuth: s.adminAuth ?? null,
+    ...(s.authTtl ? { authTtl: s.authTtl } : {}),
     spoof: s.spoof ?? false,
     relay: s.relay ?? 'splice',
     workers: s.workers ?? 1,
@@ -140,6 +142,8 @@ function finish(s: Settings, cwd: string): Config {
   if (s.httpHeaders) config.httpHeaders = s.httpHeaders;
   if (s.userWindows && Object.keys(s.userWindows).length > 0) config.userWindows = s.userWindows;
   if (s.timeZone) applyTimeZone(config, s.timeZone);
+  config.accounts?.setTtl?.(config.authTtl ?? DEFAULT_AUTH_TTL);
+  config.adminAuth?.setTtl?.(config.authTtl ?? DEFAULT_AUTH_TTL);
   if (config.workers > 1) checkWorkers(config);
   return config;
 }

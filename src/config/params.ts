@@ -33,6 +33,7 @@ import { parseMountOptions } from './mount-options.js';
 import { splitTopLevel, stripBraces } from './split.js';
 import { parseCount, parseDuration, parseSize } from './units.js';
 import { parseAuthorizer } from '../policy/accounts.js';
+import { parseAuthTtl } from '../policy/auth-helper.js';
 import { parseTimeWindow } from '../policy/timewindow.js';
 
 /** A -P entry before the door defaults to SERVER. */
@@ -77,6 +78,7 @@ export interface Settings {
   quota?: string[];
   admin?: HostPort;
   adminAuth?: Accounts | null;
+  authTtl?: { okMs: number; errMs: number };
   spoof?: boolean;
   relay?: RelayKind;
   workers?: number;
@@ -162,6 +164,7 @@ export const PARAMETERS = {
   WORKERS: false,
   ADMIN: false,
   ADMINAUTH: false,
+  AUTHTTL: false,
 } as const satisfies Record<string, boolean>;
 
 export type ParameterName = keyof typeof PARAMETERS;
@@ -279,6 +282,9 @@ export function applyParameter(settings: Settings, name: ParameterName, value: s
       return;
     case 'ADMINAUTH':
       settings.adminAuth = parseAccountsValue(value, label, base);
+      return;
+    case 'AUTHTTL':
+      settings.authTtl = parseAuthTtl(value, label);
       return;
   }
 }

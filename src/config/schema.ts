@@ -38,7 +38,7 @@ const ruleItem = z.union([
 ]);
 
 const accounts = z.union([
-  text.describe('-list{USER:PASS,...} or -htpasswd{FILE}'),
+  text.describe('-list{USER:PASS,...}, -htpasswd{FILE} or -cmd{PROGRAM ARGS}[,concurrency=N,children=N,timeout=DURATION]'),
   z.strictObject({ users: z.record(text, text).describe('user name to password') }),
   z.strictObject({ htpasswd: text.describe('htpasswd file, relative to this file') }),
 ]);
@@ -150,6 +150,7 @@ export const configFileSchema = z
       .describe('per-user settings: when the user may use the proxy'),
     admin: text.optional().describe('HOST:PORT of the dashboard'),
     adminauth: accounts.optional(),
+    authttl: text.optional().describe('AUTHTTL=: how long -cmd{} answers are cached, SUCCESS[/FAILURE] such as 60s/10s'),
     ident: z.boolean().optional(),
     spoof: z.union([z.literal('client'), z.boolean()]).optional(),
     relay: z.enum(['splice', 'js']).optional().describe('who moves untapped tunnels\' bytes (RELAY=): splice or js'),

@@ -70,7 +70,14 @@ export interface AccessRule {
 export interface Accounts {
   readonly source: string;
   has(user: string): boolean;
-  verify(user: string, password: string): boolean;
+  /** A helper (AUTHORIZER=-cmd{}) answers later: callers await a promise. */
+  verify(user: string, password: string): boolean | Promise<boolean>;
+  /** AUTHTTL=: how long answers are remembered (accounts that ask elsewhere). */
+  setTtl?(ttl: { okMs: number; errMs: number }): void;
+  /** Where accounts that run a helper log its events (sockstap.log). */
+  setLog?(log: { info(msg: string, f?: Record<string, unknown>): void; warn(msg: string, f?: Record<string, unknown>): void; error(msg: string, f?: Record<string, unknown>): void }): void;
+  /** Stop what the accounts run (a helper process); at stop and when a reload replaces them. */
+  close?(): void;
 }
 
 export interface TapRule {
@@ -237,6 +244,8 @@ export interface Config {
   timeZone?: string;
   admin?: HostPort;
   adminAuth: Accounts | null;
+  /** AUTHTTL=: how long external account answers are cached (successes, failures). */
+  authTtl?: { okMs: number; errMs: number };
   spoof: boolean;
   /**
    * RELAY=: 'splice' hands untapped, unshaped tunnels to the native splice thread when the addon
