@@ -32,8 +32,11 @@ With no argument it runs: -P127.0.0.1:1080/auto SOCKSTAP=all CACHE=do STATEDIR=.
                            allow/deny rules in order, first match wins, none matching permits;
                            a list with ports or IPv6 goes in braces: {*:443,[::1]:80};
                            WHEN e.g. mon-fri/0900-1800,sat/1000-1300
-  AUTHORIZER=-list{USER:PASS,...} | -htpasswd{FILE}
-                           accounts for SOCKS5, SOCKS4 user ids and HTTP Basic (default none)
+  AUTHORIZER=-list{USER:PASS,...} | -htpasswd{FILE} | -cmd{PROGRAM ARGS}[,concurrency=N,children=N,timeout=D]
+                           accounts for SOCKS5, SOCKS4 user ids and HTTP Basic (default none);
+                           -cmd: a Squid basic-auth helper (basic_ncsa_auth, basic_ldap_auth, ...)
+  AUTHTTL=DURATION[/DURATION]
+                           cache of -cmd answers: successes/failures (default 60s/10s)
   PROXY=[USER:PASS@]HOST:PORT[:dstHostList]
                            upstream HTTP proxy (repeatable, tried in order)
   SOCKS=[USER:PASS@]HOST:PORT[/4|/4a|/5][:dstHostList]
