@@ -4,6 +4,7 @@
  * the same parsers the command-line parameters use. Relative paths resolve against the file's
  * directory. An empty file and an empty mapping `{}` are valid.
  */
+import { parseSrcif } from '../upstream/srcif.js';
 import { parseAuthTtl } from '../policy/auth-helper.js';
 import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
@@ -228,6 +229,7 @@ function settingsFromFile(f: ConfigFile, base: string): Settings {
   if (f.ident !== undefined) s.ident = f.ident;
   if (f.spoof !== undefined) s.spoof = f.spoof === 'client' || f.spoof === true;
   if (f.relay !== undefined) s.relay = f.relay;
+  if (f.srcif !== undefined) s.srcif = f.srcif.map((v, i) => parseSrcif(v, `srcif[${i}]`));
   if (f.authttl !== undefined) s.authTtl = parseAuthTtl(f.authttl, 'authttl');
   if (f.workers !== undefined) s.workers = parseWorkers(String(f.workers), 'workers');
   return s;

@@ -41,6 +41,9 @@ With no argument it runs: -P127.0.0.1:1080/auto SOCKSTAP=all CACHE=do STATEDIR=.
                            upstream HTTP proxy (repeatable, tried in order)
   SOCKS=[USER:PASS@]HOST:PORT[/4|/4a|/5][:dstHostList]
                            upstream SOCKS proxy (repeatable, tried in order; default /5)
+  SRCIF=ADDRESS[:dstHostList[:srcHostList]]
+                           source address of direct dials (repeatable, first match wins; [IPv6];
+                           must be an address of this host)
   MOUNT="vURL rURL [opts]" rewrite an HTTP URL prefix (repeatable); a /... vURL also serves
                            origin-form requests (reverse proxy: -P8080 SERVER=http
                            MOUNT="/* http://backend:80/*"), http://site/* those with Host site;

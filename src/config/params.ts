@@ -34,6 +34,7 @@ import { splitTopLevel, stripBraces } from './split.js';
 import { parseCount, parseDuration, parseSize } from './units.js';
 import { parseAuthorizer } from '../policy/accounts.js';
 import { parseAuthTtl } from '../policy/auth-helper.js';
+import { parseSrcif, type SrcifRule } from '../upstream/srcif.js';
 import { parseTimeWindow } from '../policy/timewindow.js';
 
 /** A -P entry before the door defaults to SERVER. */
@@ -79,6 +80,7 @@ export interface Settings {
   admin?: HostPort;
   adminAuth?: Accounts | null;
   authTtl?: { okMs: number; errMs: number };
+  srcif?: SrcifRule[];
   spoof?: boolean;
   relay?: RelayKind;
   workers?: number;
@@ -165,6 +167,7 @@ export const PARAMETERS = {
   ADMIN: false,
   ADMINAUTH: false,
   AUTHTTL: false,
+  SRCIF: true,
 } as const satisfies Record<string, boolean>;
 
 export type ParameterName = keyof typeof PARAMETERS;
@@ -282,6 +285,9 @@ export function applyParameter(settings: Settings, name: ParameterName, value: s
       return;
     case 'ADMINAUTH':
       settings.adminAuth = parseAccountsValue(value, label, base);
+      return;
+    case 'SRCIF':
+      (settings.srcif ??= []).push(parseSrcif(value, label));
       return;
     case 'AUTHTTL':
       settings.authTtl = parseAuthTtl(value, label);

@@ -150,6 +150,7 @@ export const configFileSchema = z
       .describe('per-user settings: when the user may use the proxy'),
     admin: text.optional().describe('HOST:PORT of the dashboard'),
     adminauth: accounts.optional(),
+    srcif: z.array(text).optional().describe('SRCIF=: ADDRESS[:dstHostList[:srcHostList]] per item, first match wins'),
     authttl: text.optional().describe('AUTHTTL=: how long -cmd{} answers are cached, SUCCESS[/FAILURE] such as 60s/10s'),
     ident: z.boolean().optional(),
     spoof: z.union([z.literal('client'), z.boolean()]).optional(),

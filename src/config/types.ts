@@ -3,6 +3,7 @@
  * DeleGate-style parameters and/or a YAML file; a reload builds a new one and swaps it in for new
  * connections only. Everything here is plain data or pure matchers: no sockets, no timers.
  */
+import type { SrcifRule } from '../upstream/srcif.js';
 
 export type DoorKind = 'socks' | 'http' | 'auto' | 'tcprelay' | 'udprelay' | 'transparent';
 
@@ -228,6 +229,8 @@ export interface Config {
   cache: CacheConfig;
   taps: readonly TapRule[];
   upstreams: readonly Upstream[];
+  /** SRCIF=: source addresses of direct dials, first match wins; absent = the system's choice. */
+  srcif?: readonly SrcifRule[];
   /** YAML routing rules, tried before PROXY=/SOCKS=; absent or empty = none. */
   routes?: readonly RouteRule[];
   /** Name resolution policy; absent = the defaults of src/net/dns.ts. */

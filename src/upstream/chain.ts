@@ -8,6 +8,7 @@ import type { HostPort } from '../config/types.js';
 import { ProxyError, toProxyError } from '../core/errors.js';
 import { NameCache } from '../net/dns.js';
 import { dialDirect } from './direct.js';
+import { srcifFor, type SrcifRule } from './srcif.js';
 import { hopLabel, needsLocalResolution, type Chain, type Hop } from './hop.js';
 import { httpConnect } from './http-connect.js';
 import { socksConnect } from './socks.js';
@@ -18,6 +19,8 @@ export interface ChainOptions {
   signal?: AbortSignal;
   /** Names sockstap resolves itself (direct connections, SOCKS4 hops, `names: local`). */
   names: NameCache;
+  /** SRCIF= rules for a direct dial (an empty chain), with who is dialing. */
+  srcif?: { rules: readonly SrcifRule[]; clientAddress: string; user: string | null };
 }
 
 /** Ask `hop` (reached through `socket`) for a tunnel to `next`. */
@@ -32,7 +35,14 @@ export async function dialChain(chain: Chain, dst: HostPort, options: ChainOptio
   const left = (): number => (deadline === 0 ? 0 : Math.max(1, deadline - Date.now()));
   const lookup = options.names.lookupFunction();
   const first = chain[0];
-  if (!first) return dialDirect(dst, { timeoutMs: options.timeoutMs, signal: options.signal, lookup });
+  if (!first) {
+    const s = options.srcif;
+    if (s && s.rules.length > 0) {
+      const rule = srcifFor(s.rules, { dst, addresses: await options.names.resolve(dst.host), clientAddress: s.clientAddress, user: s.user });
+      if (rule) return dialDirect(dst, { timeoutMs: options.timeoutMs, signal: options.signal, lookup, localAddress: rule.address, family: rule.family });
+    }
+    return dialDirect(dst, { timeoutMs: options.timeoutMs, signal: options.signal, lookup });
+  }
   let socket = await dialDirect({ host: first.host, port: first.port }, { timeoutMs: left(), signal: options.signal, lookup });
   for (let i = 0; i < chain.length; i++) {
     const hop = chain[i]!;

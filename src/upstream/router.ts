@@ -18,7 +18,7 @@ import { parseUpstream } from '../config/params.js';
 import { ProxyError, toProxyError } from '../core/errors.js';
 import type { Session } from '../core/session.js';
 import { nameCache } from '../net/dns.js';
-import { dialChain } from './chain.js';
+import { dialChain, type ChainOptions } from './chain.js';
 import { chainLabel, hopFromUpstream, type Chain, type Hop } from './hop.js';
 import { basicCredentials } from './http-connect.js';
 
@@ -116,6 +116,11 @@ export function queryFor(session: Session, dst: HostPort, tapRule?: TapRule | nu
   };
 }
 
+/** SRCIF= rules and who dials, for a direct connection (upstream/srcif.ts). */
+function srcifOf(config: Config, session: Session): ChainOptions['srcif'] {
+  return config.srcif && config.srcif.length > 0 ? { rules: config.srcif, clientAddress: session.clientAddress, user: session.user } : undefined;
+}
+
 export interface RouteDialOptions {
   /** For each chain tried, ms (TIMEOUT=connect). */
   timeoutMs: number;
@@ -139,7 +144,7 @@ export async function dialRoute(config: Config, dst: HostPort, session: Session,
     const chain = plan.chains[i]!;
     session.route = chainLabel(chain);
     try {
-      return await dialChain(chain, dst, { timeoutMs: options.timeoutMs, signal: options.signal, names });
+      return await dialChain(chain, dst, { timeoutMs: options.timeoutMs, signal: options.signal, names, srcif: srcifOf(config, session) });
     } catch (err) {
       last = toProxyError(err);
       if (last.code === 'ESHUTDOWN' || options.signal?.aborted) throw last;
@@ -233,7 +238,7 @@ export function httpRoutesFor(config: Config, dst: HostPort, session: Session, o
       route,
       form: 'origin',
       key: `${route}|${chain.map((h) => h.user ?? '').join(',')}`,
-      dial: () => dialChain(chain, dst, { timeoutMs: options.timeoutMs, signal: options.signal, names }),
+      dial: () => dialChain(chain, dst, { timeoutMs: options.timeoutMs, signal: options.signal, names, srcif: srcifOf(config, session) }),
     };
   });
 }
