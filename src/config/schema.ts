@@ -71,6 +71,10 @@ const routeItem = z.strictObject({
     .optional()
     .describe('every condition given must hold; none = every connection'),
   via: textOrList.describe('ordered fallback list: direct, or SCHEME://[USER:PASS@]HOST:PORT hops joined by commas (a chain)'),
+  balance: z.enum(['round-robin', 'weighted', 'hash-src', 'hash-dst', 'first-up']).optional().describe('via is a pool of upstreams spread this way'),
+  weights: z.array(z.number().int().min(1).max(1000)).optional().describe('weighted: one weight per via entry (default 1)'),
+  maxfails: z.number().int().min(1).max(1000).optional().describe('consecutive failures that mark an upstream dead (default 1)'),
+  failtimeout: z.union([text, z.number()]).optional().describe('how long an upstream stays marked dead before it is probed back (default 30s)'),
 });
 
 const portmapItem = z.strictObject({

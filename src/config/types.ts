@@ -150,8 +150,21 @@ export interface RouteRule {
   doors?: readonly string[];
   when?: TimeWindow;
   via: readonly (readonly RouteHop[])[];
+  /** `balance:` given: `via` is a pool (upstream/pool.ts), not an ordered fallback list. */
+  pool?: PoolSpec;
   /** `routes[2]`, for log lines. */
   source: string;
+}
+
+/** How a route spreads connections over its upstreams (YAML `balance:`, `weights:`, `maxfails:`, `failtimeout:`). */
+export interface PoolSpec {
+  balance: 'round-robin' | 'weighted' | 'hash-src' | 'hash-dst' | 'first-up';
+  /** One per `via` entry (weighted); default 1 each. */
+  weights: readonly number[];
+  /** Consecutive failures that mark an upstream dead. */
+  maxfails: number;
+  /** How long it stays marked dead before it is probed back, ms. */
+  failtimeoutMs: number;
 }
 
 /** Name resolution policy (YAML `dns:`); see src/net/dns.ts. */

@@ -21,6 +21,8 @@ export interface ChainOptions {
   names: NameCache;
   /** SRCIF= rules for a direct dial (an empty chain), with who is dialing. */
   srcif?: { rules: readonly SrcifRule[]; clientAddress: string; user: string | null };
+  /** Told whether the first hop could be reached (upstream health, upstream/pool.ts). */
+  onFirstHop?: (ok: boolean) => void;
 }
 
 /** Ask `hop` (reached through `socket`) for a tunnel to `next`. */
@@ -43,7 +45,14 @@ export async function dialChain(chain: Chain, dst: HostPort, options: ChainOptio
     }
     return dialDirect(dst, { timeoutMs: options.timeoutMs, signal: options.signal, lookup });
   }
-  let socket = await dialDirect({ host: first.host, port: first.port }, { timeoutMs: left(), signal: options.signal, lookup });
+  let socket: Socket;
+  try {
+    socket = await dialDirect({ host: first.host, port: first.port }, { timeoutMs: left(), signal: options.signal, lookup });
+  } catch (err) {
+    if (!options.signal?.aborted) options.onFirstHop?.(false);
+    throw err;
+  }
+  options.onFirstHop?.(true);
   for (let i = 0; i < chain.length; i++) {
     const hop = chain[i]!;
     let next: HostPort = chain[i + 1] ?? dst;
