@@ -250,6 +250,31 @@ describe('AUTHORIZER=-cmd{} with channel IDs (concurrency)', () => {
   });
 });
 
+describe('ADMINAUTH=-cmd{}', () => {
+  test('the admin server asks the helper too', async () => {
+    const counts = join(dir, 'admin.count');
+    const proxy = await startProxy(['-P127.0.0.1:0/socks', 'ADMIN=127.0.0.1:0', `ADMINAUTH=-cmd{${helperPath} ${counts}}`]);
+    const status = (auth?: string): Promise<number> =>
+      new Promise((resolve, reject) => {
+        http
+          .get(`${proxy.proxy.adminUrl!}api/stats`, { headers: auth ? { authorization: auth } : {} }, (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode ?? 0));
+          })
+          .on('error', reject);
+      });
+    try {
+      assert.equal(await status(basic('alice', PASSWORDS.alice)), 200);
+      assert.equal(await status(basic('alice', 'wrong-password-1')), 401);
+      assert.equal(await status(), 401);
+      assert.deepEqual(asked(counts), ['alice', 'alice']);
+    } finally {
+      await proxy.stop();
+      proxy.cleanup();
+    }
+  });
+});
+
 describe('AUTHTTL expiry', () => {
   test('an answer is asked again once its time is over', async () => {
     const counts = join(dir, 'ttl.count');
@@ -261,6 +286,24 @@ describe('AUTHTTL expiry', () => {
       await new Promise((r) => setTimeout(r, 400));
       assert.equal(await socks5(proxy, 'alice', PASSWORDS.alice), 'ok');
       assert.equal(asked(counts).length, 2);
+    } finally {
+      await proxy.stop();
+      proxy.cleanup();
+    }
+  });
+});
+
+describe('reload', () => {
+  test('a reload starts a new helper with an empty cache; stop ends every helper', async () => {
+    const counts = join(dir, 'reload.count');
+    const proxy = await startProxy(['-P127.0.0.1:0/socks', `AUTHORIZER=-cmd{${helperPath} ${counts}}`, 'RELAY=js']);
+    try {
+      assert.equal(await socks5(proxy, 'alice', PASSWORDS.alice), 'ok');
+      await proxy.proxy.reloadFromOrigin();
+      assert.equal(await socks5(proxy, 'alice', PASSWORDS.alice), 'ok');
+      assert.equal(asked(counts).length, 2, 'the new configuration asked its own helper');
+      await proxy.stop();
+      assert.equal((proxy.readLog('sockstap.log').match(/auth helper started/g) ?? []).length, 2);
     } finally {
       await proxy.stop();
       proxy.cleanup();
