@@ -113,6 +113,7 @@ export class Sockstap {
     this.current = config;
     this.log = new FileLogger(join(config.logDir, 'sockstap.log'), { echo: options.echo ?? false, level: 'info' });
     this.log.setHooks(this.logFileHooks('sockstap.log'));
+    this.adoptAccounts(config);
     this.accessLog = new AccessLogWriter(join(config.logDir, 'access.log'), config.logFormat, this.logFileHooks('access.log'));
     this.sessionsLog = new SessionsLogWriter(join(config.logDir, 'sessions.jsonl'), this.logFileHooks('sessions.jsonl'));
     this.events.on('access', (r) => this.accessLog.write(r));
@@ -137,6 +138,27 @@ export class Sockstap {
 
   config(): Config {
     return this.current;
+  }
+
+  /** Accounts that run a helper (AUTHORIZER=-cmd{}) log to sockstap.log. */
+  private adoptAccounts(config: Config): void {
+    config.accounts?.setLog?.(this.log);
+    config.adminAuth?.setLog?.(this.log);
+  }
+
+  /** Accounts a reload replaced: their helpers stop once the questions in flight had their time. */
+  private readonly retiredAccounts = new Set<NonNullable<Config['accounts']>>();
+
+  private retireAccounts(previous: Config, next: Config): void {
+    for (const a of [previous.accounts, previous.adminAuth]) {
+      if (!a?.close || a === next.accounts || a === next.adminAuth) continue;
+      this.retiredAccounts.add(a);
+      const t = setTimeout(() => {
+        this.retiredAccounts.delete(a);
+        a.close?.();
+      }, 30_000);
+      t.unref();
+    }
   }
 
   /**
@@ -286,6 +308,7 @@ export class Sockstap {
           cache: () => this.cache,
           quotas: () => this.quotas.status(this.current),
           listeners: () => this.addresses(),
+          config: () => this.current,
           reload: () => this.reloadFromOrigin(),
         }, { token: token.value, names: adminHost && isIP(adminHost) === 0 ? [adminHost] : [] });
       } catch (err) {
@@ -362,6 +385,7 @@ export class Sockstap {
       sink: this.sink,
       log: this.log,
       events: this.events,
+      listeners: () => this.addresses(),
     };
     const listenLabel = formatHostPort(spec.host || '*', spec.port);
     return new Promise((resolve, reject) => {
@@ -523,7 +547,9 @@ export class Sockstap {
     }
     this.listeners = [...keep, ...opened];
     const previous = this.current;
+    this.adoptAccounts(next);
     this.current = next;
+    this.retireAccounts(previous, next);
     for (const l of this.listeners) l.native?.reconfigure(next);
     if (next.logDir !== previous.logDir || next.logFormat !== previous.logFormat) {
       const oldAccess = this.accessLog;
@@ -579,6 +605,10 @@ export class Sockstap {
       for (let i = 0; i < 200 && this.sessions.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
       this.quotaService?.close();
       this.usage?.close();
+      this.current.accounts?.close?.();
+      this.current.adminAuth?.close?.();
+      for (const a of this.retiredAccounts) a.close?.();
+      this.retiredAccounts.clear();
       this.log.info('stopped', { sessions: this.totals.sessions });
       await Promise.all([this.accessLog.close(), this.sessionsLog.close(), this.xferlog.close(), this.log.close()]);
     })();

@@ -18,7 +18,8 @@ import { isIP, type AddressInfo, type Socket } from 'node:net';
 import { hostname, networkInterfaces } from 'node:os';
 import ipaddr from 'ipaddr.js';
 import type { HttpCache } from '../cache/http-cache.js';
-import type { Accounts, HostPort } from '../config/types.js';
+import type { Accounts, Config, HostPort } from '../config/types.js';
+import { isPacPath, servePac } from '../frontdoors/pac.js';
 import type { Session } from '../core/session.js';
 import { formatHostPort } from '../core/session.js';
 import type { ProxyEvents } from '../observe/events.js';
@@ -48,6 +49,8 @@ export interface AdminSource {
   reload(): Promise<void>;
   /** The HTTP cache in use, if any. */
   cache?(): HttpCache | null;
+  /** The configuration in force, for the PAC file (`GET /proxy.pac`); without it: 404. */
+  config?(): Config;
   /** Quota use now; without it /api/quotas answers []. */
   quotas?(): QuotaUse[] | Promise<QuotaUse[]>;
 }
@@ -87,8 +90,8 @@ function sendJson(res: http.ServerResponse, status: number, body: unknown): void
   res.end(data);
 }
 
-/** ADMINAUTH's Basic credentials, when they are given and right. */
-function basicAuthorized(req: http.IncomingMessage, auth: Accounts | null): boolean {
+/** ADMINAUTH's Basic credentials, when they are given and right (an AUTHORIZER=-cmd helper answers later). */
+function basicAuthorized(req: http.IncomingMessage, auth: Accounts | null): boolean | Promise<boolean> {
   if (!auth) return false;
   const h = req.headers.authorization ?? '';
   const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(h);
@@ -97,17 +100,6 @@ function basicAuthorized(req: http.IncomingMessage, auth: Accounts | null): bool
   const i = decoded.indexOf(':');
   if (i < 0) return false;
   return auth.verify(decoded.slice(0, i), decoded.slice(i + 1));
-}
-
-/** A read (GET/HEAD): open without ADMINAUTH; with it, its credentials or the token. */
-function mayRead(req: http.IncomingMessage, auth: Accounts | null, token: string | undefined): boolean {
-  if (!auth) return true;
-  return basicAuthorized(req, auth) || (token !== undefined && bearerMatches(req.headers.authorization, token));
-}
-
-/** A state-changing request (every POST): the ADMINAUTH credentials or the token, always. */
-function mayChange(req: http.IncomingMessage, auth: Accounts | null, token: string | undefined): boolean {
-  return basicAuthorized(req, auth) || (token !== undefined && bearerMatches(req.headers.authorization, token));
 }
 
 /** The host part of a Host header value, lower case, without brackets; null when malformed. */
@@ -300,8 +292,25 @@ export function startAdmin(address: HostPort, auth: Accounts | null, source: Adm
     if (!hostNamesAdmin(req.headers.host, bound, names)) {
       return sendJson(res, 421, { error: `Host ${JSON.stringify(req.headers.host ?? '')} does not name this admin server; use ${formatHostPort(bound.host, bound.port)} or localhost` });
     }
+    // The PAC file is what browsers fetch before they know any credential: served without ADMINAUTH.
+    if (source.config && isPacPath(req.url)) {
+      servePac(req, res, source.config(), source.listeners());
+      return;
+    }
+    const basic = basicAuthorized(req, auth);
+    if (typeof basic === 'boolean') return handle(req, res, basic);
+    basic.then(
+      (yes) => handle(req, res, yes === true),
+      () => handle(req, res, false),
+    );
+  });
+
+  /** `basicOk`: ADMINAUTH's credentials were given and right. */
+  function handle(req: http.IncomingMessage, res: http.ServerResponse, basicOk: boolean): void {
+    const credentialed = basicOk || (token !== undefined && bearerMatches(req.headers.authorization, token));
     const method0 = req.method ?? 'GET';
-    if (method0 !== 'GET' && method0 !== 'HEAD' && !mayChange(req, auth, token)) {
+    // A state-changing request (every POST): the ADMINAUTH credentials or the token, always.
+    if (method0 !== 'GET' && method0 !== 'HEAD' && !credentialed) {
       req.resume();
       res.writeHead(401, {
         'www-authenticate': auth ? 'Basic realm="sockstap admin", charset="UTF-8"' : 'Bearer realm="sockstap admin"',
@@ -311,7 +320,8 @@ export function startAdmin(address: HostPort, auth: Accounts | null, source: Adm
       res.end(JSON.stringify({ error: 'a state-changing request needs Authorization: Bearer TOKEN (the token in STATEDIR/admin.token) or the ADMINAUTH credentials' }) + '\n');
       return;
     }
-    if (!mayRead(req, auth, token)) {
+    // A read (GET/HEAD): open without ADMINAUTH; with it, its credentials or the token.
+    if (auth && !credentialed) {
       res.writeHead(401, { 'www-authenticate': 'Basic realm="sockstap admin", charset="UTF-8"', 'content-type': 'text/plain; charset=utf-8' });
       res.end('authentication required\n');
       return;
@@ -365,7 +375,7 @@ export function startAdmin(address: HostPort, auth: Accounts | null, source: Adm
       return sendJson(res, 405, { error: `method ${method} not allowed here` });
     }
     sendJson(res, 404, { error: 'not found' });
-  });
+  }
   // A few dashboards and a scraper need little; a flood of admin clients must not eat the proxy's
   // fds, nor lock the admin out: over a bound, a new connection evicts the oldest idle one (of its
   // source first); only when every connection is busy is the new one refused.

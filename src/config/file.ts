@@ -4,6 +4,9 @@
  * the same parsers the command-line parameters use. Relative paths resolve against the file's
  * directory. An empty file and an empty mapping `{}` are valid.
  */
+import { DEFAULT_FAILTIMEOUT_MS, DEFAULT_MAXFAILS } from '../upstream/pool.js';
+import { parseSrcif } from '../upstream/srcif.js';
+import { parseAuthTtl } from '../policy/auth-helper.js';
 import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
@@ -228,6 +231,8 @@ function settingsFromFile(f: ConfigFile, base: string): Settings {
   if (f.socks4auth !== undefined) s.socks4Auth = f.socks4auth;
   if (f.spoof !== undefined) s.spoof = f.spoof === 'client' || f.spoof === true;
   if (f.relay !== undefined) s.relay = f.relay;
+  if (f.srcif !== undefined) s.srcif = f.srcif.map((v, i) => parseSrcif(v, `srcif[${i}]`));
+  if (f.authttl !== undefined) s.authTtl = parseAuthTtl(f.authttl, 'authttl');
   if (f.workers !== undefined) s.workers = parseWorkers(String(f.workers), 'workers');
   return s;
 }
@@ -256,6 +261,25 @@ function routeFromFile(r: RouteItem, label: string): RouteRule {
     source: label,
   };
   if (rule.via.length === 0) throw new ConfigError(`${label}.via`, 'expected at least one route: direct or SCHEME://HOST:PORT');
+  if (r.balance !== undefined) {
+    if (r.weights !== undefined && r.weights.length !== rule.via.length) {
+      throw new ConfigError(`${label}.weights`, `expected one weight per via entry (${rule.via.length}), got ${r.weights.length}`);
+    }
+    if (r.weights !== undefined && r.balance !== 'weighted') throw new ConfigError(`${label}.weights`, 'weights are for balance: weighted');
+    rule.pool = {
+      balance: r.balance,
+      weights: r.weights ?? rule.via.map(() => 1),
+      maxfails: r.maxfails ?? DEFAULT_MAXFAILS,
+      failtimeoutMs:
+        r.failtimeout === undefined
+          ? DEFAULT_FAILTIMEOUT_MS
+          : typeof r.failtimeout === 'number'
+            ? secondsToMs(r.failtimeout, `${label}.failtimeout`)
+            : parseDuration(r.failtimeout, `${label}.failtimeout`),
+    };
+  } else if (r.weights !== undefined || r.maxfails !== undefined || r.failtimeout !== undefined) {
+    throw new ConfigError(label, 'weights, maxfails and failtimeout need balance: round-robin, weighted, hash-src, hash-dst or first-up');
+  }
   const m = r.match;
   if (m) {
     if (m.dst !== undefined) rule.dst = parseHostList(joinList(m.dst), `${label}.match.dst`);

@@ -21,7 +21,7 @@ type Range = [Address, number];
 
 type HostTest =
   | { kind: 'any' }
-  | { kind: 'name'; test: (name: string) => boolean }
+  | { kind: 'name'; test: (name: string) => boolean; pattern: string }
   | { kind: 'domain'; suffix: string } // `.example.com`: the domain and every subdomain
   | { kind: 'address'; ranges: readonly Range[] }
   | { kind: 'url'; re: RegExp }
@@ -51,6 +51,64 @@ export function parseHostList(text: string, param: string): HostList {
   return new ParsedHostList(text, elements);
 }
 
+/**
+ * The list as a JavaScript expression for a PAC file (frontdoors/pac.ts), over the variables
+ * `h` (lower-case host), `ip` (its IPv4 address or null) and `url`. What a browser cannot know is
+ * taken to match when it would make the list say yes (user names, `readonly`, a port of a URL
+ * that names none) and skipped when it would say no, so the expression errs towards "yes"; IPv6
+ * blocks never match (PAC's isInNet is IPv4 only). Null for a list not made by parseHostList.
+ */
+export function hostListToPac(list: HostList): string | null {
+  if (!(list instanceof ParsedHostList)) return null;
+  const parts: string[] = [];
+  for (const e of list.pacElements()) {
+    const unsure = e.user !== undefined || e.host.kind === 'readonly';
+    if (unsure && e.negated) continue;
+    let test = pacHostTest(e.host);
+    if (test === null) continue;
+    if (e.ports) test = `(${test}) && (${e.ports.map(([lo, hi]) => (lo === hi ? `port == ${lo}` : `(port >= ${lo} && port <= ${hi})`)).join(' || ')})`;
+    parts.push(`  if (${test}) return ${!e.negated};`);
+  }
+  parts.push(`  return ${list.pacElements().every((e) => e.negated)};`);
+  return `function (h, ip, url, port) {\n${parts.join('\n')}\n}`;
+}
+
+function pacHostTest(h: HostTest): string | null {
+  const q = (s: string): string => JSON.stringify(s);
+  switch (h.kind) {
+    case 'any':
+    case 'readonly':
+      return 'true';
+    case 'name':
+      return /[*?]/.test(h.pattern) ? `shExpMatch(h, ${q(h.pattern)})` : `h == ${q(h.pattern)}`;
+    case 'domain':
+      return `(h == ${q(h.suffix)} || dnsDomainIs(h, ${q('.' + h.suffix)}))`;
+    case 'url':
+      return `${h.re.toString()}.test(url)`;
+    case 'address': {
+      const v4 = h.ranges.filter(([a]) => a.kind() === 'ipv4');
+      if (v4.length === 0) return null;
+      return `(ip !== null && (${v4.map(([a, bits]) => `isInNet(ip, ${q(a.toString())}, ${q(ipaddr.IPv4.subnetMaskFromPrefixLength(bits).toString())})`).join(' || ')}))`;
+    }
+  }
+}
+
+/** The IPv4 blocks of `.localnet` (loopback and this host's interfaces), for the PAC file. */
+export function localnetIPv4(): Array<{ network: string; mask: string }> {
+  const out: Array<{ network: string; mask: string }> = [];
+  const seen = new Set<string>();
+  for (const [a, bits] of localnetRanges()) {
+    if (a.kind() !== 'ipv4') continue;
+    const mask = ipaddr.IPv4.subnetMaskFromPrefixLength(bits);
+    const network = ipaddr.IPv4.networkAddressFromCIDR(`${a.toString()}/${bits}`).toString();
+    const key = `${network}/${bits}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push({ network, mask: mask.toString() });
+  }
+  return out;
+}
+
 class ParsedHostList implements HostList {
   readonly needsAddresses: boolean;
   private readonly onlyNegations: boolean;
@@ -69,6 +127,11 @@ class ParsedHostList implements HostList {
       if (elementMatches(e, probe)) return !e.negated;
     }
     return this.onlyNegations;
+  }
+
+  /** The elements, for hostListToPac. */
+  pacElements(): readonly Element[] {
+    return this.elements;
   }
 
   toString(): string {
@@ -214,8 +277,8 @@ function parseHostTest(text: string, fail: (why: string) => never): HostTest {
     return { kind: 'domain', suffix };
   }
   const name = lower.replace(/\.$/, '');
-  if (!/[*?]/.test(name)) return { kind: 'name', test: (n) => n === name };
-  return { kind: 'name', test: picomatch(name, { nocase: true, dot: true }) };
+  if (!/[*?]/.test(name)) return { kind: 'name', test: (n) => n === name, pattern: name };
+  return { kind: 'name', test: picomatch(name, { nocase: true, dot: true }), pattern: name };
 }
 
 function parsePorts(text: string, fail: (why: string) => never): (readonly [number, number])[] {

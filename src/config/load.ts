@@ -8,6 +8,7 @@
  * (listeners, rules, tap rules, upstreams, mounts, bandwidth, quota) given on the command line is
  * used instead of the file's; TIMEOUT and MAXIMA replace only the names they mention.
  */
+import { DEFAULT_AUTH_TTL } from '../policy/auth-helper.js';
 import { join, resolve } from 'node:path';
 import type { Config, ListenSpec, Maxima, TapRule, TimeWindow, Timeouts } from './types.js';
 import { parseBandwidth, parseQuota } from './limits.js';
@@ -133,6 +134,7 @@ function finish(s: Settings, cwd: string): Config {
       quota: (s.quota ?? []).map((text, i) => parseQuota(text, `QUOTA[${i}]`)),
     },
     adminAuth: s.adminAuth ?? null,
+    ...(s.authTtl ? { authTtl: s.authTtl } : {}),
     spoof: s.spoof ?? false,
     relay: s.relay ?? 'splice',
     workers: s.workers ?? 1,
@@ -142,11 +144,14 @@ function finish(s: Settings, cwd: string): Config {
   if (s.cacheExpire !== undefined) config.cache.expire = s.cacheExpire;
   if (s.admin) config.admin = s.admin;
   if (s.routes && s.routes.length > 0) config.routes = s.routes;
+  if (s.srcif && s.srcif.length > 0) config.srcif = s.srcif;
   if (s.dns) config.dns = s.dns;
   if (s.httpHeaders) config.httpHeaders = s.httpHeaders;
   if (s.userWindows && Object.keys(s.userWindows).length > 0) config.userWindows = s.userWindows;
   if (s.timeZone) applyTimeZone(config, s.timeZone);
   config.taps = config.taps.map((t) => tapEffective(t, config, s.timeZone));
+  config.accounts?.setTtl?.(config.authTtl ?? DEFAULT_AUTH_TTL);
+  config.adminAuth?.setTtl?.(config.authTtl ?? DEFAULT_AUTH_TTL);
   if (config.workers > 1) checkWorkers(config);
   return config;
 }

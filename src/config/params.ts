@@ -35,6 +35,8 @@ import { parseMountOptions } from './mount-options.js';
 import { splitTopLevel, stripBraces } from './split.js';
 import { parseCount, parseDuration, parseSize } from './units.js';
 import { parseAuthorizer } from '../policy/accounts.js';
+import { parseAuthTtl } from '../policy/auth-helper.js';
+import { parseSrcif, type SrcifRule } from '../upstream/srcif.js';
 import { parseTimeWindow } from '../policy/timewindow.js';
 import { PER_RULE_NAMES } from './table.js';
 
@@ -82,6 +84,8 @@ export interface Settings {
   quota?: string[];
   admin?: HostPort;
   adminAuth?: Accounts | null;
+  authTtl?: { okMs: number; errMs: number };
+  srcif?: SrcifRule[];
   spoof?: boolean;
   relay?: RelayKind;
   workers?: number;
@@ -168,6 +172,8 @@ export const PARAMETERS = {
   WORKERS: false,
   ADMIN: false,
   ADMINAUTH: false,
+  AUTHTTL: false,
+  SRCIF: true,
 } as const satisfies Record<string, boolean>;
 
 export type ParameterName = keyof typeof PARAMETERS;
@@ -278,6 +284,12 @@ export function applyParameter(settings: Settings, name: ParameterName, value: s
       return;
     case 'ADMINAUTH':
       settings.adminAuth = parseAccountsValue(value, label, base);
+      return;
+    case 'SRCIF':
+      (settings.srcif ??= []).push(parseSrcif(value, label));
+      return;
+    case 'AUTHTTL':
+      settings.authTtl = parseAuthTtl(value, label);
       return;
   }
 }

@@ -39,7 +39,7 @@ const ruleItem = z.union([
 ]);
 
 const accounts = z.union([
-  text.describe('-list{USER:PASS,...} or -htpasswd{FILE}'),
+  text.describe('-list{USER:PASS,...}, -htpasswd{FILE} or -cmd{PROGRAM ARGS}[,concurrency=N,children=N,timeout=DURATION]'),
   z.strictObject({ users: z.record(text, text).describe('user name to password') }),
   z.strictObject({ htpasswd: text.describe('htpasswd file, relative to this file') }),
 ]);
@@ -75,6 +75,10 @@ const routeItem = z.strictObject({
     .optional()
     .describe('every condition given must hold; none = every connection'),
   via: textOrList.describe('ordered fallback list: direct, or SCHEME://[USER:PASS@]HOST:PORT hops joined by commas (a chain)'),
+  balance: z.enum(['round-robin', 'weighted', 'hash-src', 'hash-dst', 'first-up']).optional().describe('via is a pool of upstreams spread this way'),
+  weights: z.array(z.number().int().min(1).max(1000)).optional().describe('weighted: one weight per via entry (default 1)'),
+  maxfails: z.number().int().min(1).max(1000).optional().describe('consecutive failures that mark an upstream dead (default 1)'),
+  failtimeout: z.union([text, z.number()]).optional().describe('how long an upstream stays marked dead before it is probed back (default 30s)'),
 });
 
 const portmapItem = z.strictObject({
@@ -154,6 +158,8 @@ export const configFileSchema = z
       .describe('per-user settings: when the user may use the proxy'),
     admin: text.optional().describe('HOST:PORT of the dashboard'),
     adminauth: accounts.optional(),
+    srcif: z.array(text).optional().describe('SRCIF=: ADDRESS[:dstHostList[:srcHostList]] per item, first match wins'),
+    authttl: text.optional().describe('AUTHTTL=: how long -cmd{} answers are cached, SUCCESS[/FAILURE] such as 60s/10s'),
     ident: z.boolean().optional(),
     socks4auth: z.enum(['userid', 'none']).optional().describe('with AUTHORIZER, whether a known SOCKS4 user id alone logs in (SOCKS4AUTH=; userid is the weak form)'),
     spoof: z.union([z.literal('client'), z.boolean()]).optional(),

@@ -3,6 +3,7 @@
  * DeleGate-style parameters and/or a YAML file; a reload builds a new one and swaps it in for new
  * connections only. Everything here is plain data or pure matchers: no sockets, no timers.
  */
+import type { SrcifRule } from '../upstream/srcif.js';
 
 import type { BandwidthLimit, QuotaLimit } from './limits.js';
 
@@ -72,7 +73,14 @@ export interface AccessRule {
 export interface Accounts {
   readonly source: string;
   has(user: string): boolean;
-  verify(user: string, password: string): boolean;
+  /** A helper (AUTHORIZER=-cmd{}) answers later: callers await a promise. */
+  verify(user: string, password: string): boolean | Promise<boolean>;
+  /** AUTHTTL=: how long answers are remembered (accounts that ask elsewhere). */
+  setTtl?(ttl: { okMs: number; errMs: number }): void;
+  /** Where accounts that run a helper log its events (sockstap.log). */
+  setLog?(log: { info(msg: string, f?: Record<string, unknown>): void; warn(msg: string, f?: Record<string, unknown>): void; error(msg: string, f?: Record<string, unknown>): void }): void;
+  /** Stop what the accounts run (a helper process); at stop and when a reload replaces them. */
+  close?(): void;
 }
 
 export interface TapRule {
@@ -176,8 +184,21 @@ export interface RouteRule {
   doors?: readonly string[];
   when?: TimeWindow;
   via: readonly (readonly RouteHop[])[];
+  /** `balance:` given: `via` is a pool (upstream/pool.ts), not an ordered fallback list. */
+  pool?: PoolSpec;
   /** `routes[2]`, for log lines. */
   source: string;
+}
+
+/** How a route spreads connections over its upstreams (YAML `balance:`, `weights:`, `maxfails:`, `failtimeout:`). */
+export interface PoolSpec {
+  balance: 'round-robin' | 'weighted' | 'hash-src' | 'hash-dst' | 'first-up';
+  /** One per `via` entry (weighted); default 1 each. */
+  weights: readonly number[];
+  /** Consecutive failures that mark an upstream dead. */
+  maxfails: number;
+  /** How long it stays marked dead before it is probed back, ms. */
+  failtimeoutMs: number;
 }
 
 /** Name resolution policy (YAML `dns:`); see src/net/dns.ts. */
@@ -264,6 +285,8 @@ export interface Config {
   cache: CacheConfig;
   taps: readonly TapRule[];
   upstreams: readonly Upstream[];
+  /** SRCIF=: source addresses of direct dials, first match wins; absent = the system's choice. */
+  srcif?: readonly SrcifRule[];
   /** YAML routing rules, tried before PROXY=/SOCKS=; absent or empty = none. */
   routes?: readonly RouteRule[];
   /** Name resolution policy; absent = the defaults of src/net/dns.ts. */
@@ -282,6 +305,8 @@ export interface Config {
   timeZone?: string;
   admin?: HostPort;
   adminAuth: Accounts | null;
+  /** AUTHTTL=: how long external account answers are cached (successes, failures). */
+  authTtl?: { okMs: number; errMs: number };
   spoof: boolean;
   /**
    * RELAY=: 'splice' hands untapped, unshaped tunnels to the native splice thread when the addon

@@ -3,6 +3,7 @@
  * checkpoint, takes the tap decision, dials, lets the door reply in its own protocol, and relays.
  * Only this file and sockstap.ts see every layer (doors, policy, dialers, taps, services).
  */
+import { srcifFor } from '../upstream/srcif.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { HttpCache } from '../cache/http-cache.js';
@@ -292,6 +293,8 @@ export class Pipeline implements TunnelSink {
     // Two families: Node's Happy Eyeballs races them (upstream/direct.ts); the thread would not.
     const family = found[0]?.family;
     if (family === undefined || found.some((a) => a.family !== family)) return JAVASCRIPT;
+    // SRCIF= binds the source address, which the thread's dial does not: JavaScript dials it.
+    if (srcifFor(config.srcif, { dst, addresses: found, clientAddress: session.clientAddress, user: session.user })) return JAVASCRIPT;
     return {
       kind: 'direct',
       addresses: found.map((a) => a.address),

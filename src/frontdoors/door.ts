@@ -57,6 +57,8 @@ export interface DoorContext {
   sink: TunnelSink;
   log: Logger;
   events: ProxyEvents;
+  /** The listeners open now, with their bound addresses (for the PAC file); absent: this one only. */
+  listeners?(): Array<{ door: string; host: string; port: number }>;
 }
 
 /**

@@ -15,6 +15,7 @@ import type { AccessRecord } from '../observe/events.js';
 import type { DoorContext, DoorHandler } from './door.js';
 import { socketBytes } from '../net/splice.js';
 import { prepareShaping } from '../net/shaped-socket.js';
+import { isPacPath, PAC_CONTENT_TYPE, servePac } from './pac.js';
 
 /** Largest request head accepted; a larger one gets 431 (RFC 6585 §5) and the connection closes. */
 export const MAX_HEADER_BYTES = 64 * 1024;
@@ -95,13 +96,19 @@ export function parseBasicCredentials(header: string | undefined): { user: strin
 
 /**
  * Checks the request's credentials against the accounts. Returns the user, null when there are
- * no accounts to check, or false when the credentials are missing or wrong.
+ * no accounts to check, or false when the credentials are missing or wrong; a promise of the
+ * answer when the accounts ask a helper (AUTHORIZER=-cmd{}), which fails closed.
  */
-function authenticate(req: IncomingMessage, accounts: Accounts | null): string | null | false {
+function authenticate(req: IncomingMessage, accounts: Accounts | null): string | null | false | Promise<string | false> {
   if (!accounts) return null;
   const creds = parseBasicCredentials(req.headers['proxy-authorization']);
-  if (!creds || !accounts.verify(creds.user, creds.password)) return false;
-  return creds.user;
+  if (!creds) return false;
+  const verdict = accounts.verify(creds.user, creds.password);
+  if (typeof verdict === 'boolean') return verdict ? creds.user : false;
+  return verdict.then(
+    (ok) => (ok === true ? creds.user : false),
+    () => false,
+  );
 }
 
 function page(status: number, message: string): { head: string; body: string } {
@@ -234,26 +241,48 @@ function onRequest(req: IncomingMessage, res: ServerResponse): void {
   const { session, ctx } = state;
   if (!session.frontProtocol) session.frontProtocol = 'http';
 
-  const user = authenticate(req, ctx.config().accounts);
-  if (user === false) {
-    replyToRequest(state, req, res, 407, 'This proxy needs a user name and password (Proxy-Authorization: Basic).', 'TCP_DENIED');
+  if (!isAbsolute && isPacPath(target)) {
+    // The PAC file (frontdoors/pac.ts): browsers fetch it without proxy credentials, so it is
+    // served before the 407 check and before any MOUNT.
+    const started = Date.now();
+    const listeners = ctx.listeners?.() ?? [{ door: ctx.listen.door, host: ctx.listen.host, port: socket.localPort ?? ctx.listen.port }];
+    const bytes = servePac(req, res, ctx.config(), listeners);
+    const url = `http://${req.headers.host ?? socket.localAddress ?? '-'}${target}`;
+    emitAccess(state, req, { resultCode: 'TCP_MISS', status: res.statusCode, bytes, url, hierarchy: 'HIER_NONE/-', contentType: PAC_CONTENT_TYPE }, started);
     return;
   }
-  if (user !== null) session.user = user;
 
-  if (!isAbsolute && target.startsWith('/')) {
-    // Origin-form (RFC 9112 §3.2.1): a reverse-proxy request, served when a MOUNT maps it.
-    const virtual = reverseTarget(req, target);
-    if (virtual && ctx.sink.reverseHttp?.(req, res, session, virtual)) return;
+  const checked = authenticate(req, ctx.config().accounts);
+  if (checked instanceof Promise) {
+    checked.then(
+      (user) => {
+        if (!res.destroyed && !socket.destroyed) afterAuthentication(user);
+      },
+      () => res.destroy(),
+    );
+  } else afterAuthentication(checked);
+
+  function afterAuthentication(user: string | null | false): void {
+    if (user === false) {
+      replyToRequest(state!, req, res, 407, 'This proxy needs a user name and password (Proxy-Authorization: Basic).', 'TCP_DENIED');
+      return;
+    }
+    if (user !== null) session.user = user;
+
+    if (!isAbsolute && target.startsWith('/')) {
+      // Origin-form (RFC 9112 §3.2.1): a reverse-proxy request, served when a MOUNT maps it.
+      const virtual = reverseTarget(req, target);
+      if (virtual && ctx.sink.reverseHttp?.(req, res, session, virtual)) return;
+    }
+    if (!isAbsolute || !dst) {
+      const message = /^[a-z][a-z0-9+.-]*:\/\//i.test(target)
+        ? `sockstap forwards http:// and ftp:// URLs only; use CONNECT for ${target.split(':', 1)[0]}.`
+        : 'This is sockstap, an HTTP proxy: send the full URL (GET http://host/path) or CONNECT host:port.';
+      replyToRequest(state!, req, res, 400, message, 'TAG_NONE');
+      return;
+    }
+    ctx.sink.forwardHttp(req, res, session);
   }
-  if (!isAbsolute || !dst) {
-    const message = /^[a-z][a-z0-9+.-]*:\/\//i.test(target)
-      ? `sockstap forwards http:// and ftp:// URLs only; use CONNECT for ${target.split(':', 1)[0]}.`
-      : 'This is sockstap, an HTTP proxy: send the full URL (GET http://host/path) or CONNECT host:port.';
-    replyToRequest(state, req, res, 400, message, 'TAG_NONE');
-    return;
-  }
-  ctx.sink.forwardHttp(req, res, session);
 }
 
 /**
@@ -311,63 +340,77 @@ function onConnect(req: IncomingMessage, socket: Socket, head: Buffer): void {
 
   if (!session.frontProtocol || session.frontProtocol === 'http') session.frontProtocol = 'connect';
   session.command = 'connect';
-  const user = authenticate(req, ctx.config().accounts);
-  if (user === false) {
-    fail('EAUTH', 'This proxy needs a user name and password (Proxy-Authorization: Basic).', true);
-    socket.once('close', finish);
-    return;
-  }
-  if (user !== null) session.user = user;
-  if (!dst) {
-    fail('EPROTO', `CONNECT needs host:port (or [IPv6]:port), not "${url}".`, false);
-    resultCode = 'TAG_NONE';
-    socket.once('close', finish);
-    return;
-  }
-  session.dst = dst;
+  const checked = authenticate(req, ctx.config().accounts);
+  if (checked instanceof Promise) {
+    // Nothing may be read (and lost) while the helper answers.
+    if (head.length > 0) socket.unshift(head);
+    socket.pause();
+    checked.then(
+      (user) => {
+        if (!socket.destroyed) afterAuthentication(user, Buffer.alloc(0));
+      },
+      () => socket.destroy(),
+    );
+  } else afterAuthentication(checked, head);
 
-  // Bytes the client sent right after the CONNECT head belong to the tunnel.
-  if (head.length > 0) socket.unshift(head);
-  socket.pause();
+  function afterAuthentication(user: string | null | false, head: Buffer): void {
+    if (user === false) {
+      fail('EAUTH', 'This proxy needs a user name and password (Proxy-Authorization: Basic).', true);
+      socket.once('close', finish);
+      return;
+    }
+    if (user !== null) session.user = user;
+    if (!dst) {
+      fail('EPROTO', `CONNECT needs host:port (or [IPv6]:port), not "${url}".`, false);
+      resultCode = 'TAG_NONE';
+      socket.once('close', finish);
+      return;
+    }
+    session.dst = dst;
 
-  const tunnel: Tunnel = {
-    session,
-    socket,
-    command: 'connect',
-    dst,
-    tags: ['http', 'connect'],
-    replySuccess: () => {
-      if (replied) return;
-      replied = true;
-      status = 200;
-      socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-    },
-    replyFailure: (code, message) => {
-      fail(code, message, code === 'EDENIED' || code === 'EAUTH' || code === 'ELIMIT' || code.startsWith('EIDENT'));
-    },
-    noteFailure: (code) => {
-      // 200 went out (a cache-first tunnel); the line says what became of it, as Squid's
-      // _ABORTED tags do, with the status the failure would have had.
-      status = replyFor(code).http;
-      resultCode = 'TCP_TUNNEL_ABORTED';
-    },
-  };
-  ctx.sink.handle(tunnel).then(
-    () => {
-      if (!replied) fail('EUPSTREAM', 'the tunnel ended before it was set up', false);
-      finish();
-    },
-    (err: unknown) => {
-      ctx.log.warn('CONNECT tunnel failed', {
-        session: session.id,
-        dst: url,
-        error: err instanceof Error ? err.message : String(err),
-      });
-      if (!replied) fail('EUPSTREAM', 'internal error while setting up the tunnel', false);
-      socket.destroy();
-      finish();
-    },
-  );
+    // Bytes the client sent right after the CONNECT head belong to the tunnel.
+    if (head.length > 0) socket.unshift(head);
+    socket.pause();
+
+    const tunnel: Tunnel = {
+      session,
+      socket,
+      command: 'connect',
+      dst,
+      tags: ['http', 'connect'],
+      replySuccess: () => {
+        if (replied) return;
+        replied = true;
+        status = 200;
+        socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      },
+      replyFailure: (code, message) => {
+        fail(code, message, code === 'EDENIED' || code === 'EAUTH' || code === 'ELIMIT' || code.startsWith('EIDENT'));
+      },
+      noteFailure: (code) => {
+        // 200 went out (a cache-first tunnel); the line says what became of it, as Squid's
+        // _ABORTED tags do, with the status the failure would have had.
+        status = replyFor(code).http;
+        resultCode = 'TCP_TUNNEL_ABORTED';
+      },
+    };
+    ctx.sink.handle(tunnel).then(
+      () => {
+        if (!replied) fail('EUPSTREAM', 'the tunnel ended before it was set up', false);
+        finish();
+      },
+      (err: unknown) => {
+        ctx.log.warn('CONNECT tunnel failed', {
+          session: session.id,
+          dst: url,
+          error: err instanceof Error ? err.message : String(err),
+        });
+        if (!replied) fail('EUPSTREAM', 'internal error while setting up the tunnel', false);
+        socket.destroy();
+        finish();
+      },
+    );
+  }
 }
 
 /**

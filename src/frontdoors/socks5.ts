@@ -169,7 +169,10 @@ async function negotiate(socket: Socket, session: Session, ctx: DoorContext, rea
       return false;
     }
     const { user, password } = auth.value;
-    if (!accounts.verify(user, password)) {
+    // A helper (AUTHORIZER=-cmd{}) answers later; its failure, or no answer in time, refuses.
+    const verdict = await Promise.resolve(accounts.verify(user, password)).catch(() => false);
+    if (socket.destroyed) return false;
+    if (verdict !== true) {
       reader.release(false);
       // RFC 1929 §2: a non-zero STATUS and the server must close the connection.
       refuseHandshake(socket, session, ctx, AUTH_FAILED, { msg: 'socks5 authentication failed', code: 'EAUTH', reason: 'wrong user or password', user });

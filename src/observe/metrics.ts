@@ -6,6 +6,7 @@
  * sessions at scrape time; histograms are observed from the events. Nothing is done per chunk.
  * docs/admin.md lists every name and what it means.
  */
+import { isDead, upstreamHealth } from '../upstream/pool.js';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { HttpCache } from '../cache/http-cache.js';
 import type { Session } from '../core/session.js';
@@ -180,6 +181,44 @@ export function createMetrics(source: MetricsSource): ProxyMetrics {
       },
     });
   }
+  // Upstream proxies (upstream/pool.ts): figures of the process, by chain label (no credentials).
+  new Counter({
+    name: 'sockstap_upstream_connections_total',
+    help: 'Connections sockstap tried to an upstream proxy (its first hop), by upstream.',
+    labelNames: ['upstream'] as const,
+    registers: [registry],
+    collect() {
+      mirror(this, upstreamHealth().map((h) => [{ upstream: h.upstream }, h.connections]));
+    },
+  });
+  new Counter({
+    name: 'sockstap_upstream_failures_total',
+    help: 'Of those, the ones where the upstream could not be reached (refused, unreachable, timed out).',
+    labelNames: ['upstream'] as const,
+    registers: [registry],
+    collect() {
+      mirror(this, upstreamHealth().map((h) => [{ upstream: h.upstream }, h.failures]));
+    },
+  });
+  new Counter({
+    name: 'sockstap_upstream_marked_dead_total',
+    help: 'Times an upstream was marked dead (maxfails consecutive failures).',
+    labelNames: ['upstream'] as const,
+    registers: [registry],
+    collect() {
+      mirror(this, upstreamHealth().map((h) => [{ upstream: h.upstream }, h.markedDead]));
+    },
+  });
+  new Gauge({
+    name: 'sockstap_upstream_up',
+    help: '1 when the upstream is live, 0 while it is marked dead (until failtimeout, then probed back).',
+    labelNames: ['upstream'] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const h of upstreamHealth()) this.set({ upstream: h.upstream }, isDead(h.upstream) ? 0 : 1);
+    },
+  });
   new Gauge({
     name: 'sockstap_native_handshakes',
     help: 'SOCKS5 handshakes the relay thread is reading or deciding now.',

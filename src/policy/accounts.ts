@@ -16,6 +16,7 @@ import { resolve } from 'node:path';
 import bcrypt from 'bcryptjs';
 import type { Accounts } from '../config/types.js';
 import { ConfigError } from '../config/types.js';
+import { parseCmdAuthorizer } from './auth-helper.js';
 
 type Credential =
   | { kind: 'plain'; digest: Buffer } // sha256 of the password from -list{}, compared digest to digest
@@ -29,14 +30,16 @@ const BCRYPT_CACHE_MS = 60_000;
 // Compared against when the user is unknown, so "no such user" costs about what a wrong password does.
 const DUMMY = createHash('sha256').update('sockstap-no-such-user').digest();
 
-/** Parse `-list{...}` or `-htpasswd{FILE}` (FILE relative to `cwd`). */
+/** Parse `-list{...}`, `-htpasswd{FILE}` (FILE relative to `cwd`) or `-cmd{PROGRAM ARGS}` (policy/auth-helper.ts). */
 export function parseAuthorizer(value: string, param: string, cwd: string): Accounts {
   const v = value.trim();
   let m = /^-list\{(.*)\}$/s.exec(v);
   if (m) return parseAccountList(m[1]!, param);
   m = /^-htpasswd\{(.+)\}$/s.exec(v);
   if (m) return loadHtpasswd(resolve(cwd, m[1]!.trim()), param);
-  throw new ConfigError(param, 'expected -list{USER:PASS,...} or -htpasswd{FILE}');
+  m = /^-cmd\{(.*)\}((?:,[^{}]*)?)$/s.exec(v);
+  if (m) return parseCmdAuthorizer(m[1]!, m[2]!.replace(/^,/, ''), param, cwd);
+  throw new ConfigError(param, 'expected -list{USER:PASS,...}, -htpasswd{FILE} or -cmd{PROGRAM ARGS}');
 }
 
 /** `USER:PASS,USER2:PASS2` (the password may contain ':', not ',' or '}'). */

@@ -8,6 +8,7 @@ import type { HostPort } from '../config/types.js';
 import { ProxyError, toProxyError } from '../core/errors.js';
 import { NameCache } from '../net/dns.js';
 import { dialDirect } from './direct.js';
+import { srcifFor, type SrcifRule } from './srcif.js';
 import { hopLabel, needsLocalResolution, type Chain, type Hop } from './hop.js';
 import { httpConnect } from './http-connect.js';
 import { socksConnect } from './socks.js';
@@ -20,6 +21,10 @@ export interface ChainOptions {
   names: NameCache;
   /** The lookup for the direct connection (default `names.lookupFunction()`): the pipeline pins answers per connection. */
   lookup?: LookupFunction;
+  /** SRCIF= rules for a direct dial (an empty chain), with who is dialing. */
+  srcif?: { rules: readonly SrcifRule[]; clientAddress: string; user: string | null };
+  /** Told whether the first hop could be reached (upstream health, upstream/pool.ts). */
+  onFirstHop?: (ok: boolean) => void;
 }
 
 /** Ask `hop` (reached through `socket`) for a tunnel to `next`. */
@@ -34,8 +39,22 @@ export async function dialChain(chain: Chain, dst: HostPort, options: ChainOptio
   const left = (): number => (deadline === 0 ? 0 : Math.max(1, deadline - Date.now()));
   const lookup = options.lookup ?? options.names.lookupFunction();
   const first = chain[0];
-  if (!first) return dialDirect(dst, { timeoutMs: options.timeoutMs, signal: options.signal, lookup });
-  let socket = await dialDirect({ host: first.host, port: first.port }, { timeoutMs: left(), signal: options.signal, lookup });
+  if (!first) {
+    const s = options.srcif;
+    if (s && s.rules.length > 0) {
+      const rule = srcifFor(s.rules, { dst, addresses: await options.names.resolve(dst.host), clientAddress: s.clientAddress, user: s.user });
+      if (rule) return dialDirect(dst, { timeoutMs: options.timeoutMs, signal: options.signal, lookup, localAddress: rule.address, family: rule.family });
+    }
+    return dialDirect(dst, { timeoutMs: options.timeoutMs, signal: options.signal, lookup });
+  }
+  let socket: Socket;
+  try {
+    socket = await dialDirect({ host: first.host, port: first.port }, { timeoutMs: left(), signal: options.signal, lookup });
+  } catch (err) {
+    if (!options.signal?.aborted) options.onFirstHop?.(false);
+    throw err;
+  }
+  options.onFirstHop?.(true);
   for (let i = 0; i < chain.length; i++) {
     const hop = chain[i]!;
     let next: HostPort = chain[i + 1] ?? dst;

@@ -14,6 +14,9 @@ export interface DialOptions {
   signal?: AbortSignal;
   /** Name lookup for net.connect (net/dns.ts `NameCache.lookupFunction()`); default the OS resolver. */
   lookup?: LookupFunction;
+  /** SRCIF=: the source address to bind, and its family (only that family's addresses are tried). */
+  localAddress?: string;
+  family?: 4 | 6;
 }
 
 export function dialDirect(dst: HostPort, options: DialOptions): Promise<Socket> {
@@ -24,8 +27,9 @@ export function dialDirect(dst: HostPort, options: DialOptions): Promise<Socket>
     port: dst.port,
     allowHalfOpen: true,
     noDelay: true,
-    autoSelectFamily: true,
+    autoSelectFamily: options.family === undefined,
     ...(options.lookup ? { lookup: options.lookup } : {}),
+    ...(options.localAddress ? { localAddress: options.localAddress, family: options.family } : {}),
   });
   return awaitConnect(socket, `connect to ${dst.host}:${dst.port}`, options);
 }

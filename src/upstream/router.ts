@@ -17,9 +17,10 @@ import type { Config, HostPort, RouteRule, TapRule, Upstream } from '../config/t
 import { ProxyError, toProxyError } from '../core/errors.js';
 import type { Session } from '../core/session.js';
 import { nameCache } from '../net/dns.js';
-import { dialChain } from './chain.js';
+import { dialChain, type ChainOptions } from './chain.js';
 import { chainLabel, hopFromUpstream, type Chain, type Hop } from './hop.js';
 import { basicCredentials } from './http-connect.js';
+import { orderPool, recordReach } from './pool.js';
 
 export interface RouteQuery {
   dst: HostPort;
@@ -39,6 +40,8 @@ export interface RoutePlan {
   chains: readonly Chain[];
   /** What chose them: `SOCKSTAP=...`, `routes[1]`, `PROXY=...`, `default`. */
   by: string;
+  /** The routing rule that chose them, when one did. */
+  rule?: RouteRule;
 }
 
 const DIRECT: RoutePlan = { chains: [[]], by: 'default' };
@@ -77,13 +80,28 @@ export function planRoute(config: Config, q: RouteQuery): RoutePlan {
     }
   }
   for (const rule of config.routes ?? []) {
-    if (routeMatches(rule, q)) return { chains: rule.via, by: rule.source };
+    if (routeMatches(rule, q)) return { chains: rule.via, by: rule.source, rule };
   }
   if (config.upstreams.length > 0) {
     const chains = matchingUpstreams(config.upstreams, q.dst);
     if (chains.length > 0) return { chains, by: chains.length === 1 ? config.upstreams.find((u) => u.dst.matches(q.dst))!.source : 'PROXY/SOCKS' };
   }
   return DIRECT;
+}
+
+/**
+ * planRoute() for a connection about to dial: a pooled route's chains in this connection's order
+ * (upstream/pool.ts; a round-robin turn is taken here, so only dials ask this).
+ */
+export function dialPlan(config: Config, q: RouteQuery): RoutePlan {
+  const plan = planRoute(config, q);
+  if (!plan.rule?.pool) return plan;
+  return { ...plan, chains: orderPool(plan.rule, { clientAddress: q.clientAddress, dstHost: q.dst.host }) };
+}
+
+/** Chain options that report the first hop's health. */
+function healthHook(chain: Chain, plan: RoutePlan): Pick<ChainOptions, 'onFirstHop'> {
+  return chain.length === 0 ? {} : { onFirstHop: (ok) => recordReach(chain, ok, plan.rule?.pool) };
 }
 
 /** Whether this connection goes direct (no upstream proxy on its route). */
@@ -103,6 +121,11 @@ export function queryFor(session: Session, dst: HostPort, tapRule?: TapRule | nu
   };
 }
 
+/** SRCIF= rules and who dials, for a direct connection (upstream/srcif.ts). */
+function srcifOf(config: Config, session: Session): ChainOptions['srcif'] {
+  return config.srcif && config.srcif.length > 0 ? { rules: config.srcif, clientAddress: session.clientAddress, user: session.user } : undefined;
+}
+
 export interface RouteDialOptions {
   /** For each chain tried, ms (TIMEOUT=connect). */
   timeoutMs: number;
@@ -120,7 +143,7 @@ export interface RouteDialOptions {
  * rejects with the last chain's error.
  */
 export async function dialRoute(config: Config, dst: HostPort, session: Session, options: RouteDialOptions): Promise<Socket> {
-  const plan = planRoute(config, queryFor(session, dst, options.tapRule));
+  const plan = dialPlan(config, queryFor(session, dst, options.tapRule));
   const names = nameCache(config.dns);
   // Built only on failure: an Error captures a stack trace, too dear for every dial.
   let last: ProxyError | null = null;
@@ -128,7 +151,14 @@ export async function dialRoute(config: Config, dst: HostPort, session: Session,
     const chain = plan.chains[i]!;
     session.route = chainLabel(chain);
     try {
-      return await dialChain(chain, dst, { timeoutMs: options.timeoutMs, signal: options.signal, names, ...(options.lookup ? { lookup: options.lookup } : {}) });
+      return await dialChain(chain, dst, {
+        timeoutMs: options.timeoutMs,
+        signal: options.signal,
+        names,
+        ...(options.lookup ? { lookup: options.lookup } : {}),
+        srcif: srcifOf(config, session),
+        ...healthHook(chain, plan),
+      });
     } catch (err) {
       last = toProxyError(err);
       if (last.code === 'ESHUTDOWN' || options.signal?.aborted) throw last;
@@ -155,14 +185,14 @@ export interface HttpUpstream {
 }
 
 export function httpUpstreamFor(config: Config, dst: HostPort, session: Session, options: RouteDialOptions): HttpUpstream | null {
-  const plan = planRoute(config, queryFor(session, dst, options.tapRule));
+  const plan = dialPlan(config, queryFor(session, dst, options.tapRule));
   const chain = plan.chains[0];
   const proxy = chain?.[chain.length - 1];
   if (!chain || !proxy || proxy.kind !== 'http') return null;
-  return absoluteFormRoute(config, chain, proxy, options);
+  return absoluteFormRoute(config, chain, proxy, options, plan);
 }
 
-function absoluteFormRoute(config: Config, chain: Chain, proxy: Hop, options: RouteDialOptions): HttpUpstream & HttpRoute {
+function absoluteFormRoute(config: Config, chain: Chain, proxy: Hop, options: RouteDialOptions, plan: RoutePlan): HttpUpstream & HttpRoute {
   const before = chain.slice(0, -1);
   const route = chainLabel(chain);
   const authorization = basicCredentials(proxy);
@@ -173,7 +203,26 @@ function absoluteFormRoute(config: Config, chain: Chain, proxy: Hop, options: Ro
     // The user name separates pools of different credentials without putting the password in a key.
     key: `${route}|${proxy.user ?? ''}`,
     dial: () =>
-      dialChain(before, { host: proxy.host, port: proxy.port }, { timeoutMs: options.timeoutMs, signal: options.signal, names: nameCache(config.dns) }),
+      dialChain(
+        before,
+        { host: proxy.host, port: proxy.port },
+        {
+          timeoutMs: options.timeoutMs,
+          signal: options.signal,
+          names: nameCache(config.dns),
+          // An absolute-form route to one proxy dials it directly: that dial is the first hop's.
+          ...(before.length === 0 ? { onFirstHop: undefined } : healthHook(chain, plan)),
+        },
+      ).then(
+        (s) => {
+          if (before.length === 0) recordReach(chain, true, plan.rule?.pool);
+          return s;
+        },
+        (err: unknown) => {
+          if (before.length === 0 && !options.signal?.aborted) recordReach(chain, false, plan.rule?.pool);
+          throw err;
+        },
+      ),
   };
   if (authorization) out.authorization = authorization;
   return out;
@@ -210,19 +259,27 @@ export interface HttpRouteOptions extends RouteDialOptions {
 export function httpRoutesFor(config: Config, dst: HostPort, session: Session, options: HttpRouteOptions): HttpRoute[] | null {
   const q = queryFor(session, dst, options.tapRule);
   if (options.proto !== undefined && q.proto === null) q.proto = options.proto;
-  const plan = planRoute(config, q);
+  const plan = dialPlan(config, q);
   const first = plan.chains[0];
   if (!first || first[first.length - 1]?.kind !== 'http') return null;
   const names = nameCache(config.dns);
   return plan.chains.map((chain): HttpRoute => {
     const last = chain[chain.length - 1];
-    if (last?.kind === 'http') return absoluteFormRoute(config, chain, last, options);
+    if (last?.kind === 'http') return absoluteFormRoute(config, chain, last, options, plan);
     const route = chainLabel(chain);
     return {
       route,
       form: 'origin',
       key: `${route}|${chain.map((h) => h.user ?? '').join(',')}`,
-      dial: () => dialChain(chain, dst, { timeoutMs: options.timeoutMs, signal: options.signal, names, ...(options.lookup ? { lookup: options.lookup } : {}) }),
+      dial: () =>
+        dialChain(chain, dst, {
+          timeoutMs: options.timeoutMs,
+          signal: options.signal,
+          names,
+          ...(options.lookup ? { lookup: options.lookup } : {}),
+          srcif: srcifOf(config, session),
+          ...healthHook(chain, plan),
+        }),
     };
   });
 }
