@@ -168,14 +168,15 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
   if (result.type === 'done') {
     const corpus = result.corpus.map((c) => Buffer.from(c));
     if (opts.save) writeCorpus(opts.target, corpus);
+    const kept = opts.save ? readCorpus(opts.target) : corpus;
     return {
       ...base,
       execs: result.execs,
       features: result.features,
       covered: result.covered,
       counters: result.counters,
-      corpus: corpus.length,
-      corpusBytes: corpus.reduce((n, c) => n + c.length, 0),
+      corpus: kept.length,
+      corpusBytes: kept.reduce((n, c) => n + c.length, 0),
       added: result.added,
     };
   }
@@ -194,8 +195,14 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
   return { ...base, execs, finding: { ...finding, file } };
 }
 
+/** Bytes of corpus kept per target in the repository; past it the longest inputs go first. */
+export const MAX_CORPUS_BYTES = 32 * 1024;
+
 /** The minimised corpus replaces what was there (seeds are not stored: they live in the target). */
-function writeCorpus(target: string, corpus: Buffer[]): void {
+function writeCorpus(target: string, found: Buffer[]): void {
+  const corpus = [...found].sort((a, b) => a.length - b.length);
+  let total = corpus.reduce((n, c) => n + c.length, 0);
+  while (total > MAX_CORPUS_BYTES) total -= corpus.pop()!.length;
   const dir = path.join(CORPUS_DIR, target);
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
