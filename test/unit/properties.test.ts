@@ -276,6 +276,28 @@ describe('configuration (src/config/hostlist.ts, src/config/units.ts)', () => {
     );
   });
 
+  test('globs (names and URLs) answer as the equivalent regular expression, on short texts', () => {
+    const alphabet = fc.constantFrom('a', 'b', '.', '-', '/');
+    const text = fc.array(alphabet, { maxLength: 12 }).map((a) => a.join(''));
+    const pattern = fc.array(fc.oneof(alphabet, fc.constant('*'), fc.constant('?')), { minLength: 1, maxLength: 8 }).map((a) => a.join(''));
+    const esc = (c: string): string => c.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&');
+    fc.assert(
+      fc.property(pattern, text, (p, t) => {
+        // URL elements: `*` is any run, everything else (`?` too) literal.
+        const urlRe = new RegExp(`^http://h/${[...p].map((c) => (c === '*' ? '.*' : esc(c))).join('')}$`, 'i');
+        assert.equal(parseHostList(`http://h/${p}`, 'T').matches({ host: 'h', url: `http://h/${t}` }), urlRe.test(`http://h/${t}`), `${p} ~ ${t}`);
+        // Name elements: `*` any run, `?` one character (the host list's own characters only).
+        const name = p.replace(/\//g, 'x');
+        if (!/[*?]/.test(name) || name.startsWith('.')) return;
+        const host = `${t.replace(/\//g, 'x')}`;
+        const nameRe = new RegExp(`^${[...name.replace(/\.$/, '')].map((c) => (c === '*' ? '.*' : c === '?' ? '.' : esc(c))).join('')}$`, 'i');
+        const probe = host.toLowerCase().replace(/\.$/, '');
+        assert.equal(parseHostList(name, 'T').matches({ host }), nameRe.test(probe), `${name} ~ ${host}`);
+      }),
+      runs,
+    );
+  });
+
   test('sizes and durations are the number times the unit', () => {
     fc.assert(
       fc.property(fc.integer({ min: 0, max: 1_000_000 }), fc.constantFrom(['', 1], ['k', 1024], ['m', 1024 ** 2], ['g', 1024 ** 3], ['K', 1024], ['kib', 1024], ['MB', 1024 ** 2]), (n, [unit, factor]) => {
