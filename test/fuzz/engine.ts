@@ -196,7 +196,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
 }
 
 /** Bytes of corpus kept per target in the repository; past it the longest inputs go first. */
-export const MAX_CORPUS_BYTES = 32 * 1024;
+export const MAX_CORPUS_BYTES = 24 * 1024;
 
 /** The minimised corpus replaces what was there (seeds are not stored: they live in the target). */
 function writeCorpus(target: string, found: Buffer[]): void {
