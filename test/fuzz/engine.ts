@@ -20,6 +20,8 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '..', '..');
 export const CORPUS_DIR = path.join(here, 'corpus');
 export const CRASH_DIR = path.join(here, 'crashes');
+/** Inputs that once crashed or hung a target, kept (as TARGET-*) and replayed first on every run. */
+export const REGRESSION_DIR = path.join(here, 'regressions');
 const CACHE_DIR = path.join(root, 'node_modules', '.cache', 'sockstap-fuzz');
 const COVERAGE_VAR = '__sockstapFuzzCoverage';
 const SHARED_INPUT_BYTES = 1 << 20;
@@ -104,6 +106,16 @@ function readCorpus(target: string): Buffer[] {
   return names.map((n) => readFileSync(path.join(dir, n)));
 }
 
+function readRegressions(target: string): Buffer[] {
+  let names: string[];
+  try {
+    names = readdirSync(REGRESSION_DIR).filter((n) => n.startsWith(`${target}-`)).sort();
+  } catch {
+    return [];
+  }
+  return names.map((n) => readFileSync(path.join(REGRESSION_DIR, n)));
+}
+
 const hash = (b: Uint8Array): string => createHash('sha1').update(b).digest('hex');
 
 export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
@@ -118,7 +130,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
   const boot = `import('tsx/esm/api').then((api) => { api.register(); return import(${JSON.stringify(import.meta.url)}); })`;
   const worker = new Worker(boot, {
     eval: true,
-    workerData: { bundle, target: opts.target, seconds: opts.seconds, state, input, corpus: readCorpus(opts.target), seed },
+    workerData: { bundle, target: opts.target, seconds: opts.seconds, state, input, corpus: [...readRegressions(opts.target), ...readCorpus(opts.target)], seed },
     resourceLimits: { maxOldGenerationSizeMb: 1024 },
   });
   const result = await new Promise<WorkerMessage | { type: 'hang' } | { type: 'error'; message: string }>((resolve) => {
