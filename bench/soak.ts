@@ -84,6 +84,8 @@ interface Proxy {
   handles(): Promise<number | null>;
   reload(): void;
   alive(): boolean;
+  /** The last lines the proxy logged (printed when it died or a good client saw errors). */
+  logTail(): string;
   stop(): Promise<void>;
 }
 
@@ -126,6 +128,7 @@ async function startSockstap(): Promise<Proxy> {
     },
     reload: () => child.kill('SIGHUP'),
     alive: () => child.exitCode === null && child.signalCode === null,
+    logTail: () => out.split('\n').slice(-15).join('\n'),
     async stop() {
       await killChild(child);
       if (child.exitCode !== 0 && child.exitCode !== null) console.log(`sockstap exited ${child.exitCode}; last output:\n${out.slice(-2000)}`);
@@ -160,12 +163,25 @@ function processTree(root: number): number[] {
 
 async function startDanteProxy(): Promise<Proxy> {
   const d: Dante = await startDante({ auth: 'none' });
-  const pid = Number(readFileSync(path.join(d.dir, 'danted.pid'), 'utf8').trim());
+  // danted writes its pid file a moment after it starts listening.
+  let pid = 0;
+  for (let i = 0; i < 100 && !pid; i++) {
+    try {
+      pid = Number(readFileSync(path.join(d.dir, 'danted.pid'), 'utf8').trim());
+    } catch {
+      await sleep(50);
+    }
+  }
+  if (!pid) {
+    await d.stop();
+    throw new Error('danted wrote no pid file');
+  }
   return {
     name: 'dante',
     port: d.port,
     pids: () => processTree(pid),
     handles: () => Promise.resolve(null),
+    logTail: () => d.log().split('\n').slice(-15).join('\n'),
     reload: () => {
       try {
         process.kill(pid, 'SIGHUP');
@@ -309,6 +325,7 @@ async function churnClient(proxyPort: number, o: Origins, c: Counters, until: nu
         else noteError(c, 'http', new Error(`status ${status}`));
       } catch (err) {
         noteError(c, 'http', err);
+        await sleep(50);
       }
       continue;
     }
@@ -319,6 +336,7 @@ async function churnClient(proxyPort: number, o: Origins, c: Counters, until: nu
       c.churnOk++;
     } catch (err) {
       noteError(c, 'churn', err);
+      await sleep(50); // a proxy that refuses everything is not hammered in a tight loop
     } finally {
       s?.destroy();
     }
@@ -428,8 +446,10 @@ async function hostileOnce(proxyPort: number, o: Origins, kind: number): Promise
 
 async function hostileClient(proxyPort: number, o: Origins, c: Counters, until: number, k: number): Promise<void> {
   for (let i = k; Date.now() < until; i += HOSTILE) {
+    const t = Date.now();
     await hostileOnce(proxyPort, o, i);
     c.hostile++;
+    if (Date.now() - t < 20) await sleep(50); // refused at once: the proxy is gone or full
   }
 }
 
@@ -510,6 +530,7 @@ async function main(): Promise<void> {
             formatSamples(name, r.samples),
             `${name.padEnd(9)} well-behaved: ${c.churnOk} echo tunnels, ${c.httpOk} HTTP requests, ${c.idleOpen} idle tunnels (${c.idlePings} pings); ${c.hostile} hostile connections; ${c.reloads} reloads; errors ${c.errors}${r.died ? '; THE PROXY DIED' : ''}`,
             ...c.errorSamples.map((e) => `${name.padEnd(9)}   ${e}`),
+            ...(c.errors > 0 || r.died ? [`${name} log, last lines:`, p.logTail()] : []),
           ].join('\n'),
         );
         if (name === 'sockstap' && (c.errors > 0 || r.died)) failed = true;
