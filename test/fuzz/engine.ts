@@ -88,7 +88,8 @@ export async function buildTarget(name: string): Promise<string> {
   });
   const code = out.outputFiles[0]!.text;
   const instrumenter = createInstrumenter({ coverageVariable: COVERAGE_VAR, compact: true, esModules: false, produceSourceMap: false });
-  const file = path.join(CACHE_DIR, `${name}.cjs`);
+  // One file per process: `npm test` and `npm run fuzz` may build the same target at once.
+  const file = path.join(CACHE_DIR, `${name}-${process.pid}.cjs`);
   const instrumented = instrumenter.instrumentSync(code, file);
   mkdirSync(CACHE_DIR, { recursive: true });
   writeFileSync(file, instrumented);
@@ -164,6 +165,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
     });
   });
   await worker.terminate();
+  rmSync(bundle, { force: true });
   const seconds = (Date.now() - started) / 1000;
   const base: FuzzResult = {
     target: opts.target,
