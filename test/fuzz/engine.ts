@@ -131,7 +131,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzResult> {
   const boot = `import('tsx/esm/api').then((api) => { api.register(); return import(${JSON.stringify(import.meta.url)}); })`;
   const worker = new Worker(boot, {
     eval: true,
-    workerData: { bundle, target: opts.target, seconds: opts.seconds, state, input, corpus: [...readRegressions(opts.target), ...readCorpus(opts.target)], seed },
+    workerData: { bundle, target: opts.target, seconds: opts.seconds, state, input, corpus: readCorpus(opts.target), regressions: readRegressions(opts.target), seed },
     resourceLimits: { maxOldGenerationSizeMb: 1024 },
   });
   const result = await new Promise<WorkerMessage | { type: 'hang' } | { type: 'error'; message: string }>((resolve) => {
@@ -241,6 +241,8 @@ interface WorkerData {
   state: Int32Array;
   input: Uint8Array;
   corpus: Uint8Array[];
+  /** Replayed first; they must pass, and they are not corpus entries. */
+  regressions: Uint8Array[];
   seed: number;
 }
 
@@ -331,6 +333,19 @@ async function workerMain(data: WorkerData): Promise<void> {
 
   const seeds = (await target.seeds()).map((s) => Buffer.from(s));
   Atomics.store(state, 2, 1);
+  for (const r of data.regressions) {
+    const buf = Buffer.from(r);
+    try {
+      execute(buf);
+    } catch (err) {
+      crash(err, buf);
+      return;
+    }
+  }
+  seen.fill(0);
+  everHit.fill(0);
+  features = 0;
+  covered = 0;
   const corpus: Buffer[] = [];
   const stored = data.corpus.map((c) => Buffer.from(c));
   for (const buf of [...seeds, ...stored]) {
