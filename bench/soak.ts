@@ -204,8 +204,22 @@ async function startDanteProxy(): Promise<Proxy> {
 // ---------------------------------------------------------------------------------------------
 // Figures
 
+/** Sockets in TIME_WAIT on this host (/proc/net/tcp{,6} state 06): the churn's loopback port use. */
+function timeWait(): number {
+  let n = 0;
+  for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    try {
+      for (const line of readFileSync(f, 'utf8').split('\n').slice(1)) if (line.trim().split(/\s+/)[3] === '06') n++;
+    } catch {
+      // no IPv6
+    }
+  }
+  return n;
+}
+
 interface Sample {
   label: string;
+  timeWait: number;
   rssKiB: number;
   fds: number;
   processes: number;
@@ -233,6 +247,7 @@ async function sample(p: Proxy, label: string): Promise<Sample> {
   const pids = p.pids();
   return {
     label,
+    timeWait: timeWait(),
     rssKiB: pids.reduce((n, x) => n + rssKiB(x), 0),
     fds: pids.reduce((n, x) => n + fdCount(x), 0),
     processes: pids.length,
@@ -458,7 +473,7 @@ async function hostileClient(proxyPort: number, o: Origins, c: Counters, until: 
 function formatSamples(name: string, samples: Sample[]): string {
   const rows = samples.map(
     (s) =>
-      `${name.padEnd(9)} ${s.label.padEnd(14)} ${String(Math.round(s.rssKiB / 1024)).padStart(7)} MiB ${String(s.fds).padStart(6)} fds ${String(s.processes).padStart(4)} proc ${s.handles === null ? '     -' : String(s.handles).padStart(6)} handles`,
+      `${name.padEnd(9)} ${s.label.padEnd(14)} ${String(Math.round(s.rssKiB / 1024)).padStart(7)} MiB ${String(s.fds).padStart(6)} fds ${String(s.processes).padStart(4)} proc ${s.handles === null ? '     -' : String(s.handles).padStart(6)} handles ${String(s.timeWait).padStart(7)} time-wait`,
   );
   return rows.join('\n');
 }
@@ -520,6 +535,13 @@ async function main(): Promise<void> {
         results.push(`dante: skipped (${danteMissing()})`);
         continue;
       }
+      // The previous proxy's churn leaves tens of thousands of loopback ports in TIME_WAIT for 60 s;
+      // Dante binds its outgoing sockets to its external address first, and a bind cannot take a
+      // port in TIME_WAIT, so it would start on an exhausted port range. Each proxy starts clean.
+      for (let waited = 0; timeWait() > 2000 && waited < 120; waited++) {
+        if (waited === 0) console.log(`  waiting for ${timeWait()} TIME_WAIT sockets to expire before ${name}`);
+        await sleep(1000);
+      }
       const p = name === 'sockstap' ? await startSockstap() : name === 'dante' ? await startDanteProxy() : null;
       if (!p) throw new Error(`soak: unknown proxy ${name} (sockstap, dante)`);
       try {
@@ -541,7 +563,7 @@ async function main(): Promise<void> {
   } finally {
     await o.close();
   }
-  console.log(`\n${'proxy'.padEnd(9)} ${'when'.padEnd(14)} ${'RSS'.padStart(11)} ${'fds'.padStart(10)} ${'processes'.padStart(9)} ${'handles'.padStart(13)}`);
+  console.log(`\n${'proxy'.padEnd(9)} ${'when'.padEnd(14)} ${'RSS'.padStart(11)} ${'fds'.padStart(10)} ${'processes'.padStart(9)} ${'handles'.padStart(13)} ${'TIME_WAIT'.padStart(17)}`);
   console.log(results.join('\n'));
   process.exitCode = failed ? 1 : 0;
 }
