@@ -181,7 +181,14 @@ async function startDanteProxy(): Promise<Proxy> {
     port: d.port,
     pids: () => processTree(pid),
     handles: () => Promise.resolve(null),
-    logTail: () => d.log().split('\n').slice(-15).join('\n'),
+    // Dante logs every session end; what explains errors are its other lines.
+    logTail: () =>
+      d
+        .log()
+        .split('\n')
+        .filter((l) => l !== '' && !/info: pass\(\d+\)/.test(l))
+        .slice(-10)
+        .join('\n'),
     reload: () => {
       try {
         process.kill(pid, 'SIGHUP');
