@@ -152,3 +152,15 @@ test('fuzz: random text either parses or throws ConfigError', () => {
     }
   }
 });
+
+test('globs match in linear time: many * against a long client URL or name (found by the config fuzz target)', () => {
+  // With the earlier regular expressions these took hours (each `*` a nested backtracking loop).
+  const url = parseHostList('http://*.example.com/*/*/*/*.iso', 'URL');
+  assert.equal(url.matches({ host: 'a.example.com', url: `http://a.example.com/${'/'.repeat(8000)}` }), false);
+  assert.equal(url.matches({ host: 'a.example.com', url: `http://a.example.com/${'/'.repeat(8000)}x.ISO` }), true);
+  const name = parseHostList('*a*a*a*a*a*.example.com', 'N');
+  assert.equal(name.matches({ host: `${'a'.repeat(250)}.example.org` }), false);
+  assert.equal(name.matches({ host: `${'a'.repeat(250)}.example.com` }), true);
+  assert.ok(parseHostList('w?w.example.com', 'N').matches({ host: 'WXW.example.com' }));
+  assert.ok(!parseHostList('http://h/a?b', 'U').matches({ host: 'h', url: 'http://h/axb' }), 'in a URL pattern ? is literal');
+});

@@ -13,6 +13,15 @@ describe('SMTP envelope parsing', () => {
     assert.equal(declaredSize('BODY=8BITMIME'), null);
   });
 
+  test('a bare CR in the parameters still gives the path (found by the smtp fuzz target)', () => {
+    // A path that does not parse is relayed unchecked, so a CR after the path must not hide it
+    // from the sender and recipient rules.
+    assert.deepEqual(parsePath('<bob@blocked.test> NOTIFY=NEVER\r'), { mailbox: 'bob@blocked.test', params: 'NOTIFY=NEVER\r' });
+    assert.deepEqual(parsePath('<bob@blocked.test> X=\rY'), { mailbox: 'bob@blocked.test', params: 'X=\rY' });
+    assert.equal(parsePath('bob@blocked.test SIZE=1\r')?.mailbox, 'bob@blocked.test');
+    assert.equal(declaredSize('SIZE=99999\r'), 99999);
+  });
+
   test('a mailbox matches USER@DOMAIN and *@DOMAIN host-list elements', () => {
     const list = parseHostList('blocked@example.test,*@spam.test', 'REJECT');
     assert.equal(list.matches(mailboxTarget('blocked@example.test')), true);

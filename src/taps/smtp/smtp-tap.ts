@@ -62,7 +62,8 @@ type Pending =
 
 /** RFC 5321 §4.1.2: `<local@domain>`, or `<>` for the null reverse-path; the rest are parameters. */
 export function parsePath(args: string): { mailbox: string; params: string } | null {
-  const m = /^\s*<([^>]*)>\s*(.*)$/.exec(args) ?? /^\s*(\S+)\s*(.*)$/.exec(args);
+  // dotAll: a bare CR in the parameters must not make the path unparsed (and so unchecked).
+  const m = /^\s*<([^>]*)>\s*(.*)$/s.exec(args) ?? /^\s*(\S+)\s*(.*)$/s.exec(args);
   if (!m) return null;
   let mailbox = m[1]!;
   // A source route (RFC 5321 §4.1.2, "@a,@b:user@host") is obsolete; the mailbox is after the colon.
