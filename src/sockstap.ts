@@ -35,6 +35,7 @@ import { QuotaService, type QuotaStatus } from './policy/quota.js';
 import { BandwidthShaper } from './policy/shaping.js';
 import { UsageStore } from './policy/usage.js';
 import { limitSubject } from './core/pipeline.js';
+import { LOG_FILES, prepareDirectories, type DirectoryNeed } from './observe/dirs.js';
 
 const DOORS: Partial<Record<DoorKind, DoorHandler>> = {
   auto: autoDoor,
@@ -211,6 +212,9 @@ export class Sockstap {
 
   /** Open every listener; on failure close the ones already open and throw StartError. */
   async start(): Promise<void> {
+    // Unwritable directories are refused before anything listens (observe/dirs.ts).
+    const problem = prepareDirectories(directoryNeeds(this.current));
+    if (problem) throw new StartError(problem);
     await this.syncCache(this.current);
     for (const spec of this.current.listen) {
       try {
@@ -556,6 +560,16 @@ function observedSink(pipeline: Pipeline, events: ProxyEvents): TunnelSink {
     planDirect: (session, tags, dst) => pipeline.planDirect(session, tags, dst),
     watchPlans: (fn) => watchExpectations(fn),
   };
+}
+
+/** What must be writable at start: logs (with their files), state, and the cache when it is on. */
+function directoryNeeds(config: Config): DirectoryNeed[] {
+  const needs: DirectoryNeed[] = [
+    { param: 'STATEDIR', dir: config.stateDir },
+    { param: 'LOGDIR', dir: config.logDir, files: LOG_FILES },
+  ];
+  if (config.cache.enabled || config.taps.some((r) => ruleCaches(config, r))) needs.push({ param: 'CACHEDIR', dir: config.cache.dir });
+  return needs;
 }
 
 export async function startSockstap(config: Config, options: StartOptions = {}): Promise<Sockstap> {

@@ -6,7 +6,7 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import type { Accounts, DnsConfig, RouteRule, TimeWindow } from './types.js';
 import { isIP } from 'node:net';
@@ -51,15 +51,65 @@ export function readConfigFile(file: string): Settings {
   let doc: unknown;
   try {
     // YAML 1.2 core schema; duplicate keys are an error; the library caps alias expansion.
-    doc = parseYaml(text, { uniqueKeys: true, prettyErrors: true });
+    const parsed = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
+    if (parsed.errors.length > 0) {
+      const all = parsed.errors.slice(0, MAX_REPORTED).map((e) => e.message.split('\n')[0]);
+      throw new ConfigError('-f', `${file}: not valid YAML: ${all.join('; ')}`);
+    }
+    doc = parsed.toJS({ maxAliasCount: 100 });
   } catch (err) {
+    if (err instanceof ConfigError) throw err;
     const first = err instanceof Error ? err.message.split('\n')[0] : String(err);
     throw new ConfigError('-f', `${file}: not valid YAML: ${first}`);
   }
   if (doc === null || doc === undefined) doc = {};
   const checked = configFileSchema.safeParse(doc);
-  if (!checked.success) throw schemaError(checked.error.issues, file);
-  return settingsFromFile(checked.data, dirname(file));
+  if (!checked.success) throw schemaErrors(checked.error.issues, file);
+  try {
+    return settingsFromFile(checked.data, dirname(file));
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    // Every value error at once: each top-level key on its own finds its own.
+    const errors: ConfigError[] = [];
+    for (const [key, value] of Object.entries(checked.data)) {
+      try {
+        settingsFromFile({ [key]: value } as ConfigFile, dirname(file));
+      } catch (e) {
+        if (e instanceof ConfigError) errors.push(e);
+        else throw e;
+      }
+    }
+    throw combine(errors.length > 0 ? errors : [err], file);
+  }
+}
+
+/** The most problems one message lists. */
+const MAX_REPORTED = 20;
+
+/** One ConfigError for several: the first names its path, the message lists every one. */
+function combine(errors: readonly ConfigError[], file: string): ConfigError {
+  if (errors.length === 1) return errors[0]!;
+  const shown = errors.slice(0, MAX_REPORTED).map((e) => `  ${e.message}`);
+  if (errors.length > MAX_REPORTED) shown.push(`  ... and ${errors.length - MAX_REPORTED} more`);
+  return new ConfigError(file, `${errors.length} problems:\n${shown.join('\n')}`);
+}
+
+/** Every schema problem, each with its YAML path. */
+function schemaErrors(issues: readonly Issue[], file: string): ConfigError {
+  // Issues at different paths are different problems; a union's alternatives are one.
+  const errors: ConfigError[] = [];
+  const seen = new Set<string>();
+  for (const issue of [...issues].sort((a, b) => rank(a) - rank(b))) {
+    const keys = issue.code === 'unrecognized_keys' ? issue.keys : [undefined];
+    for (const key of keys) {
+      const one: Issue = issue.code === 'unrecognized_keys' && key !== undefined ? { ...issue, keys: [key] } : issue;
+      const e = schemaError([one], file);
+      if (seen.has(e.message)) continue;
+      seen.add(e.message);
+      errors.push(e);
+    }
+  }
+  return combine(errors, file);
 }
 
 /** `['rules', 2, 'permit']` → `rules[2].permit`. */

@@ -54,6 +54,8 @@ With no argument it runs: -P127.0.0.1:1080/auto SOCKSTAP=all CACHE=do STATEDIR=.
   QUOTA=SIZE/PERIOD[/up|/down]:SCOPE
                            volume limit per hour|day|week|month (repeatable)
   TIMEZONE=ZONE            IANA zone of time windows that name none (default: the machine's)
+  HOSTS=NAME/ADDR[,NAME/ADDR...]
+                           static names, answered before DNS (repeatable; YAML dns.hosts)
   ADMIN=HOST:PORT          dashboard, JSON API and /metrics (default off)
   ADMINAUTH=-list{USER:PASS}
                            accounts for ADMIN (default none)
