@@ -162,10 +162,22 @@ export class Sockstap {
     return this.quotas.status(this.current);
   }
 
+  /** Destinations of recently ended sessions, for the FTP data connections that outlive their control. */
+  private readonly endedDst = new Map<string, string>();
+
   /** A finished session: its totals for `sockstap report`, and what no relay meter counted for the quotas. */
   private countUsage(s: Session): void {
     const quotas = this.quotas;
-    const dst = s.dst ? formatHostPort(s.dst.host, s.dst.port) : null;
+    const own = s.dst ? formatHostPort(s.dst.host, s.dst.port) : null;
+    // An FTP data connection counts for its control session's destination (`sockstap report`).
+    const control = (s.sections['ftp-data'] as { control?: string } | undefined)?.control;
+    const controlSession = control ? this.sessions.get(control) : undefined;
+    const dst =
+      (control && (controlSession?.dst ? formatHostPort(controlSession.dst.host, controlSession.dst.port) : this.endedDst.get(control))) || own;
+    if (own) {
+      this.endedDst.set(s.id, own);
+      if (this.endedDst.size > 1024) this.endedDst.delete(this.endedDst.keys().next().value!);
+    }
     quotas.recordSession(s.user, dst, s.bytesUp, s.bytesDown, s.endMs || Date.now());
     const metered = quotas.metered(s);
     quotas.addUnmetered(this.current, limitSubject(s), s.bytesUp - metered.up, s.bytesDown - metered.down);

@@ -278,7 +278,7 @@ function onConnect(req: IncomingMessage, socket: Socket, head: Buffer): void {
   };
   const finish = (): void => {
     const hierarchy =
-      status === 200 && session.dst ? `${session.route === 'direct' ? 'HIER_DIRECT' : 'FIRSTUP_PARENT'}/${session.dst.host}` : 'HIER_NONE/-';
+      status === 200 && session.dst ? session.hierarchy() : 'HIER_NONE/-';
     emitAccess(state, req, { resultCode, status, bytes: socketBytes(socket).written, url, hierarchy, contentType: '-' }, started);
     endRequest(socket, state);
   };

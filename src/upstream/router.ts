@@ -16,7 +16,7 @@ import type { Socket } from 'node:net';
 import type { Config, HostPort, RouteRule, TapRule, Upstream } from '../config/types.js';
 import { parseUpstream } from '../config/params.js';
 import { ProxyError, toProxyError } from '../core/errors.js';
-import type { Session } from '../core/session.js';
+import { normalizeAddress, type Session } from '../core/session.js';
 import { nameCache } from '../net/dns.js';
 import { dialChain } from './chain.js';
 import { chainLabel, hopFromUpstream, type Chain, type Hop } from './hop.js';
@@ -139,7 +139,9 @@ export async function dialRoute(config: Config, dst: HostPort, session: Session,
     const chain = plan.chains[i]!;
     session.route = chainLabel(chain);
     try {
-      return await dialChain(chain, dst, { timeoutMs: options.timeoutMs, signal: options.signal, names });
+      const socket = await dialChain(chain, dst, { timeoutMs: options.timeoutMs, signal: options.signal, names });
+      session.peer = chain[0]?.host ?? normalizeAddress(socket.remoteAddress ?? dst.host);
+      return socket;
     } catch (err) {
       last = toProxyError(err);
       if (last.code === 'ESHUTDOWN' || options.signal?.aborted) throw last;
