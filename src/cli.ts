@@ -73,11 +73,6 @@ async function main(argv: string[]): Promise<void> {
     if (err instanceof StartError) fail(1, err.message);
     throw err;
   }
-  if (worker <= 1) {
-    // One line says what is in force: doors, taps, cache, admin, state and logs.
-    process.stdout.write(`sockstap: ready: ${summaryLine(config, proxy.addresses(), proxy.adminUrl)}\n`);
-  }
-  reportReady();
 
   let reloading = false;
   process.on('SIGHUP', () => {
@@ -108,6 +103,12 @@ async function main(argv: string[]): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // Ready only once the signals are handled: a SIGTERM right after this line drains and exits 0.
+  if (worker <= 1) {
+    // One line says what is in force: doors, taps, cache, admin, state and logs.
+    process.stdout.write(`sockstap: ready: ${summaryLine(config, proxy.addresses(), proxy.adminUrl)}\n`);
+  }
+  reportReady();
 }
 
 /**
