@@ -227,6 +227,8 @@ function onRequest(req: IncomingMessage, res: ServerResponse): void {
     replyToRequest(state, req, res, 400, message, 'TAG_NONE');
     return;
   }
+  // What the dashboard and sessions.jsonl call this session: the protocol of its requests.
+  if (session.proto === 'raw') session.proto = defaultPort === 21 ? 'ftp' : 'http';
   ctx.sink.forwardHttp(req, res, session);
 }
 
