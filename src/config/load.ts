@@ -13,7 +13,7 @@ import type { Config, ListenSpec, Maxima, TimeWindow, Timeouts } from './types.j
 import { ConfigError } from './types.js';
 import { parseHostList } from './hostlist.js';
 import { readConfigFile } from './file.js';
-import { applyParameter, isParameterName, parseListen, PARAMETERS, type Settings } from './params.js';
+import { applyParameter, isParameterName, mergeHosts, parseListen, PARAMETERS, type Settings } from './params.js';
 import { formatHostPort } from '../core/session.js';
 import { braceSplit, didYouMean } from './hints.js';
 
@@ -124,7 +124,7 @@ function merge(file: Settings, cli: Settings): Settings {
   out.timeouts = { ...file.timeouts, ...cli.timeouts };
   out.maxima = { ...file.maxima, ...cli.maxima };
   // HOSTS= on the command line adds names to the file's dns.hosts.
-  if (file.dns && cli.dns) out.dns = { ...file.dns, hosts: { ...file.dns.hosts, ...cli.dns.hosts } };
+  if (file.dns && cli.dns) out.dns = { ...file.dns, hosts: mergeHosts(file.dns.hosts, cli.dns.hosts) };
   return out;
 }
 

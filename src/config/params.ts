@@ -280,9 +280,19 @@ export function applyParameter(settings: Settings, name: ParameterName, value: s
       settings.adminAuth = parseAccountsValue(value, label, base);
       return;
     case 'HOSTS':
-      settings.dns = { ...DEFAULT_DNS, ...settings.dns, hosts: { ...settings.dns?.hosts, ...parseHosts(value, label) } };
+      settings.dns = { ...DEFAULT_DNS, ...settings.dns, hosts: mergeHosts(settings.dns?.hosts ?? {}, parseHosts(value, label)) };
       return;
   }
+}
+
+/** Static name entries of two sources: a name in both keeps the addresses of both. */
+export function mergeHosts(a: Readonly<Record<string, readonly string[]>>, b: Readonly<Record<string, readonly string[]>>): Record<string, string[]> {
+  const out: Record<string, string[]> = Object.fromEntries(Object.entries(a).map(([k, v]) => [k, [...v]]));
+  for (const [name, addresses] of Object.entries(b)) {
+    const list = (out[name] ??= []);
+    for (const x of addresses) if (!list.includes(x)) list.push(x);
+  }
+  return out;
 }
 
 /**
@@ -560,7 +570,8 @@ export function parseDoNo(text: string, label: string, expected: string): boolea
   // DeleGate's words only: `yes`, `on`, `true` are near-misses, refused with the accepted ones.
   if (v === 'do') return true;
   if (v === 'no') return false;
-  throw new ConfigError(label, `${didYouMean(v, ['do', 'no'])}expected ${expected}, got ${JSON.stringify(text)}${v === 'yes' || v === 'on' || v === 'true' ? ' (write do)' : v === 'off' || v === 'false' ? ' (write no)' : ''}`);
+  const near = v === 'yes' || v === 'on' || v === 'true' ? ' (write do)' : v === 'off' || v === 'false' ? ' (write no)' : '';
+  throw new ConfigError(label, `${near ? '' : didYouMean(v, ['do', 'no'])}expected ${expected}, got ${JSON.stringify(text)}${near}`);
 }
 
 function parseSpoof(text: string, label: string): boolean {
