@@ -17,6 +17,7 @@ import { ConfigError } from './types.js';
 import { checkHost, parseHostPort } from './address.js';
 import { parseHostList } from './hostlist.js';
 import { configFileSchema, type ConfigFile } from './schema.js';
+import { didYouMean } from './hints.js';
 import {
   applyParameter,
   buildAccessRule,
@@ -130,9 +131,30 @@ function schemaError(issues: readonly Issue[], file: string): ConfigError {
   const path = issue.path;
   if (issue.issue.code === 'unrecognized_keys') {
     const key = issue.issue.keys[0]!;
-    return new ConfigError(yamlPath([...path, key]) || file, `unknown key ${JSON.stringify(key)}`);
+    const hint = didYouMean(key, knownKeys(path));
+    return new ConfigError(yamlPath([...path, key]) || file, `unknown key ${JSON.stringify(key)}${hint ? `; ${hint.trim()}` : ''}`);
   }
   return new ConfigError(yamlPath(path) || file, issue.issue.message.replace(/^Invalid input: /, ''));
+}
+
+/** The keys the schema allows at a YAML path (for "did you mean"), or none when unknown. */
+function knownKeys(path: readonly PropertyKey[]): string[] {
+  let node: unknown = configFileSchema;
+  for (const step of [...path, null]) {
+    // Unwrap optional, array elements and union members until an object with a shape turns up.
+    for (let i = 0; i < 8 && node && typeof node === 'object' && !('shape' in node && step !== undefined); i++) {
+      const def = (node as { def?: { innerType?: unknown; element?: unknown; options?: unknown[] } }).def;
+      const next = def?.innerType ?? def?.element ?? def?.options?.find((o) => o && typeof o === 'object' && 'shape' in o);
+      if (!next) break;
+      node = next;
+    }
+    const shape = (node as { shape?: Record<string, unknown> } | undefined)?.shape;
+    if (step === null) return shape ? Object.keys(shape) : [];
+    if (typeof step === 'number') continue;
+    if (!shape) return [];
+    node = shape[String(step)];
+  }
+  return [];
 }
 
 function pickIssue(issues: readonly Issue[], prefix: PropertyKey[]): { issue: Issue; path: PropertyKey[] } {
