@@ -224,9 +224,6 @@ export class Sockstap {
 
   /** Open every listener; on failure close the ones already open and throw StartError. */
   async start(): Promise<void> {
-    // Unwritable directories are refused before anything listens (observe/dirs.ts).
-    const problem = prepareDirectories(directoryNeeds(this.current));
-    if (problem) throw new StartError(problem);
     await this.syncCache(this.current);
     for (const spec of this.current.listen) {
       try {
@@ -585,6 +582,9 @@ function directoryNeeds(config: Config): DirectoryNeed[] {
 }
 
 export async function startSockstap(config: Config, options: StartOptions = {}): Promise<Sockstap> {
+  // Unwritable directories are refused before anything opens or listens (observe/dirs.ts).
+  const problem = prepareDirectories(directoryNeeds(config));
+  if (problem) throw new StartError(problem);
   const proxy = new Sockstap(config, options);
   await proxy.start();
   return proxy;
