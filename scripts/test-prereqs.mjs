@@ -26,6 +26,8 @@ const NEEDED = [
   { check: 'command -v logrotate', pkg: 'logrotate' },
   // the dashboard test runs in real headless Chromium
   { check: 'command -v chromium', pkg: 'chromium' },
+  // /metrics is checked with Prometheus's own linter, promtool check metrics
+  { check: 'command -v promtool', pkg: 'prometheus' },
 ];
 
 const ok = (check) => spawnSync('sh', ['-c', check], { stdio: 'ignore' }).status === 0;

@@ -9,9 +9,10 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HELP_TEXT } from './config/help.js';
-import { DEFAULT_JOB, loadConfig } from './config/load.js';
+import { DEFAULT_JOB, loadConfig, withDefaultJob } from './config/load.js';
 import { ConfigError, type Config } from './config/types.js';
-import { formatHostPort } from './core/session.js';
+import { describeConfig, summaryLine } from './config/describe.js';
+import { DemoArgError, runDemo } from './demo.js';
 import { reportReady, runPrimary, workerIndex } from './cluster.js';
 import { startSockstap, StartError, type Sockstap } from './sockstap.js';
 import { formatReport, parseSince, readReport, ReportError, type ReportFormat } from './report.js';
@@ -36,13 +37,29 @@ async function main(argv: string[]): Promise<void> {
     runReport(argv.slice(1));
     return;
   }
-  const args = argv.length === 0 ? DEFAULT_JOB : argv;
+  if (argv[0] === 'demo') {
+    try {
+      await runDemo(argv.slice(1));
+    } catch (err) {
+      fail(err instanceof DemoArgError ? 2 : 1, err instanceof Error ? err.message : String(err));
+    }
+    return;
+  }
+  const checkOnly = argv[0] === 'check';
+  if (checkOnly) argv = argv.slice(1);
+  // `npm start -- NAME=VALUE ...` (package.json passes --default-job): the main job plus these.
+  const args = argv[0] === '--default-job' ? withDefaultJob(argv.slice(1)) : argv.length === 0 ? DEFAULT_JOB : argv;
   let config: Config;
   try {
     config = loadConfig(args, { cwd: process.cwd() });
   } catch (err) {
     if (err instanceof ConfigError) fail(2, `configuration error: ${err.message}`);
     throw err;
+  }
+  if (checkOnly) {
+    // `sockstap check [ARGS]`: validate and show the effective settings; nothing listens.
+    process.stdout.write(`sockstap check: configuration OK: ${args.join(' ')}\n${describeConfig(config)}`);
+    return;
   }
 
   const worker = workerIndex();
@@ -62,15 +79,10 @@ async function main(argv: string[]): Promise<void> {
     if (err instanceof StartError) fail(1, err.message);
     throw err;
   }
-  if (worker <= 1) {
-    for (const l of proxy.addresses()) {
-      process.stdout.write(`sockstap: ${l.door} door on ${formatHostPort(l.host, l.port)}\n`);
-    }
-    if (proxy.adminUrl) process.stdout.write(`sockstap: dashboard at ${proxy.adminUrl}\n`);
-    if (proxy.adminTokenPath) process.stdout.write(`sockstap: admin token in ${proxy.adminTokenPath} (POST requests: Authorization: Bearer TOKEN)\n`);
-    process.stdout.write(`sockstap: logs in ${config.logDir}\n`);
+  if (worker <= 1 && proxy.adminTokenPath) {
+    process.stdout.write(`sockstap: admin token in ${proxy.adminTokenPath} (POST requests: Authorization: Bearer TOKEN)
+`);
   }
-  reportReady();
   // The process to signal (logrotate's postrotate): this one, or the primary of WORKERS=N.
   const removePid = worker === 0 ? writePidFile(config.stateDir) : () => {};
 
@@ -109,6 +121,12 @@ async function main(argv: string[]): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // Ready only once the signals are handled: a SIGTERM right after this line drains and exits 0.
+  if (worker <= 1) {
+    // One line says what is in force: doors, taps, cache, admin, state and logs.
+    process.stdout.write(`sockstap: ready: ${summaryLine(config, proxy.addresses(), proxy.adminUrl)}\n`);
+  }
+  reportReady();
 }
 
 /**

@@ -37,6 +37,7 @@ import { QuotaService, type QuotaStatus } from './policy/quota.js';
 import { BandwidthShaper } from './policy/shaping.js';
 import { UsageStore } from './policy/usage.js';
 import { limitSubject } from './core/pipeline.js';
+import { LOG_FILES, prepareDirectories, type DirectoryNeed } from './observe/dirs.js';
 
 const DOORS: Partial<Record<DoorKind, DoorHandler>> = {
   auto: autoDoor,
@@ -224,10 +225,22 @@ export class Sockstap {
     return this.quotas.status(this.current);
   }
 
+  /** Destinations of recently ended sessions, for the FTP data connections that outlive their control. */
+  private readonly endedDst = new Map<string, string>();
+
   /** A finished session: its totals for `sockstap report`, and what no relay meter counted for the quotas. */
   private countUsage(s: Session): void {
     const quotas = this.quotas;
-    const dst = s.dst ? formatHostPort(s.dst.host, s.dst.port) : null;
+    const own = s.dst ? formatHostPort(s.dst.host, s.dst.port) : null;
+    // An FTP data connection counts for its control session's destination (`sockstap report`).
+    const control = (s.sections['ftp-data'] as { control?: string } | undefined)?.control;
+    const controlSession = control ? this.sessions.get(control) : undefined;
+    const dst =
+      (control && (controlSession?.dst ? formatHostPort(controlSession.dst.host, controlSession.dst.port) : this.endedDst.get(control))) || own;
+    if (own) {
+      this.endedDst.set(s.id, own);
+      if (this.endedDst.size > 1024) this.endedDst.delete(this.endedDst.keys().next().value!);
+    }
     quotas.recordSession(s.user, dst, s.bytesUp, s.bytesDown, s.endMs || Date.now());
     const metered = quotas.metered(s);
     quotas.addUnmetered(this.current, limitSubject(s), s.bytesUp - metered.up, s.bytesDown - metered.down);
@@ -653,7 +666,20 @@ function observedSink(pipeline: Pipeline, events: ProxyEvents): TunnelSink {
   };
 }
 
+/** What must be writable at start: logs (with their files), state, and the cache when it is on. */
+function directoryNeeds(config: Config): DirectoryNeed[] {
+  const needs: DirectoryNeed[] = [
+    { param: 'STATEDIR', dir: config.stateDir },
+    { param: 'LOGDIR', dir: config.logDir, files: LOG_FILES },
+  ];
+  if (config.cache.enabled || config.taps.some((r) => ruleCaches(config, r))) needs.push({ param: 'CACHEDIR', dir: config.cache.dir });
+  return needs;
+}
+
 export async function startSockstap(config: Config, options: StartOptions = {}): Promise<Sockstap> {
+  // Unwritable directories are refused before anything opens or listens (observe/dirs.ts).
+  const problem = prepareDirectories(directoryNeeds(config));
+  if (problem) throw new StartError(problem);
   const proxy = new Sockstap(config, options);
   await proxy.start();
   return proxy;

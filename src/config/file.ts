@@ -9,7 +9,7 @@ import { parseSrcif } from '../upstream/srcif.js';
 import { parseAuthTtl } from '../policy/auth-helper.js';
 import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import type { Accounts, DnsConfig, RouteRule, TimeWindow } from './types.js';
 import { isIP } from 'node:net';
@@ -20,6 +20,7 @@ import { ConfigError } from './types.js';
 import { checkHost, parseHostPort } from './address.js';
 import { parseHostList } from './hostlist.js';
 import { configFileSchema, type ConfigFile } from './schema.js';
+import { didYouMean } from './hints.js';
 import {
   applyParameter,
   buildAccessRule,
@@ -54,15 +55,65 @@ export function readConfigFile(file: string): Settings {
   let doc: unknown;
   try {
     // YAML 1.2 core schema; duplicate keys are an error; the library caps alias expansion.
-    doc = parseYaml(text, { uniqueKeys: true, prettyErrors: true });
+    const parsed = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
+    if (parsed.errors.length > 0) {
+      const all = parsed.errors.slice(0, MAX_REPORTED).map((e) => e.message.split('\n')[0]);
+      throw new ConfigError('-f', `${file}: not valid YAML: ${all.join('; ')}`);
+    }
+    doc = parsed.toJS({ maxAliasCount: 100 });
   } catch (err) {
+    if (err instanceof ConfigError) throw err;
     const first = err instanceof Error ? err.message.split('\n')[0] : String(err);
     throw new ConfigError('-f', `${file}: not valid YAML: ${first}`);
   }
   if (doc === null || doc === undefined) doc = {};
   const checked = configFileSchema.safeParse(doc);
-  if (!checked.success) throw schemaError(checked.error.issues, file);
-  return settingsFromFile(checked.data, dirname(file));
+  if (!checked.success) throw schemaErrors(checked.error.issues, file);
+  try {
+    return settingsFromFile(checked.data, dirname(file));
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    // Every value error at once: each top-level key on its own finds its own.
+    const errors: ConfigError[] = [];
+    for (const [key, value] of Object.entries(checked.data)) {
+      try {
+        settingsFromFile({ [key]: value } as ConfigFile, dirname(file));
+      } catch (e) {
+        if (e instanceof ConfigError) errors.push(e);
+        else throw e;
+      }
+    }
+    throw combine(errors.length > 0 ? errors : [err], file);
+  }
+}
+
+/** The most problems one message lists. */
+const MAX_REPORTED = 20;
+
+/** One ConfigError for several: the first names its path, the message lists every one. */
+function combine(errors: readonly ConfigError[], file: string): ConfigError {
+  if (errors.length === 1) return errors[0]!;
+  const shown = errors.slice(0, MAX_REPORTED).map((e) => `  ${e.message}`);
+  if (errors.length > MAX_REPORTED) shown.push(`  ... and ${errors.length - MAX_REPORTED} more`);
+  return new ConfigError(file, `${errors.length} problems:\n${shown.join('\n')}`);
+}
+
+/** Every schema problem, each with its YAML path. */
+function schemaErrors(issues: readonly Issue[], file: string): ConfigError {
+  // Issues at different paths are different problems; a union's alternatives are one.
+  const errors: ConfigError[] = [];
+  const seen = new Set<string>();
+  for (const issue of [...issues].sort((a, b) => rank(a) - rank(b))) {
+    const keys = issue.code === 'unrecognized_keys' ? issue.keys : [undefined];
+    for (const key of keys) {
+      const one: Issue = issue.code === 'unrecognized_keys' && key !== undefined ? { ...issue, keys: [key] } : issue;
+      const e = schemaError([one], file);
+      if (seen.has(e.message)) continue;
+      seen.add(e.message);
+      errors.push(e);
+    }
+  }
+  return combine(errors, file);
 }
 
 /** `['rules', 2, 'permit']` → `rules[2].permit`. */
@@ -83,9 +134,30 @@ function schemaError(issues: readonly Issue[], file: string): ConfigError {
   const path = issue.path;
   if (issue.issue.code === 'unrecognized_keys') {
     const key = issue.issue.keys[0]!;
-    return new ConfigError(yamlPath([...path, key]) || file, `unknown key ${JSON.stringify(key)}`);
+    const hint = didYouMean(key, knownKeys(path));
+    return new ConfigError(yamlPath([...path, key]) || file, `unknown key ${JSON.stringify(key)}${hint ? `; ${hint.trim()}` : ''}`);
   }
   return new ConfigError(yamlPath(path) || file, issue.issue.message.replace(/^Invalid input: /, ''));
+}
+
+/** The keys the schema allows at a YAML path (for "did you mean"), or none when unknown. */
+function knownKeys(path: readonly PropertyKey[]): string[] {
+  let node: unknown = configFileSchema;
+  for (const step of [...path, null]) {
+    // Unwrap optional, array elements and union members until an object with a shape turns up.
+    for (let i = 0; i < 8 && node && typeof node === 'object' && !('shape' in node && step !== undefined); i++) {
+      const def = (node as { def?: { innerType?: unknown; element?: unknown; options?: unknown[] } }).def;
+      const next = def?.innerType ?? def?.element ?? def?.options?.find((o) => o && typeof o === 'object' && 'shape' in o);
+      if (!next) break;
+      node = next;
+    }
+    const shape = (node as { shape?: Record<string, unknown> } | undefined)?.shape;
+    if (step === null) return shape ? Object.keys(shape) : [];
+    if (typeof step === 'number') continue;
+    if (!shape) return [];
+    node = shape[String(step)];
+  }
+  return [];
 }
 
 function pickIssue(issues: readonly Issue[], prefix: PropertyKey[]): { issue: Issue; path: PropertyKey[] } {

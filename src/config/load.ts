@@ -15,8 +15,9 @@ import { parseBandwidth, parseQuota } from './limits.js';
 import { ConfigError } from './types.js';
 import { parseHostList } from './hostlist.js';
 import { readConfigFile } from './file.js';
-import { applyParameter, isParameterName, parseListen, PARAMETERS, type Settings } from './params.js';
+import { applyParameter, isParameterName, mergeHosts, parseListen, PARAMETERS, type Settings } from './params.js';
 import { formatHostPort } from '../core/session.js';
+import { braceSplit, didYouMean } from './hints.js';
 
 /** What `npm start` (and `sockstap` with no argument) runs. */
 export const DEFAULT_JOB: string[] = ['-P127.0.0.1:1080/auto', 'SOCKSTAP=all', 'CACHE=do', 'STATEDIR=./var', 'ADMIN=127.0.0.1:9180'];
@@ -32,6 +33,24 @@ export const DEFAULT_TIMEOUTS: Readonly<Timeouts> = {
 export const DEFAULT_MAXIMA: Readonly<Maxima> = { conn: 0, peruser: 0, persrc: 0 };
 export const DEFAULT_CACHE_SIZE = 1024 ** 3;
 export const DEFAULT_LISTEN = { host: '127.0.0.1', port: 1080 } as const;
+
+function argKey(arg: string): string {
+  if (arg.startsWith('-P')) return '-P';
+  if (arg.startsWith('-f')) return '-f';
+  const eq = arg.indexOf('=');
+  return eq > 0 ? arg.slice(0, eq).toUpperCase() : arg;
+}
+
+/**
+ * The main job with `extra` added: a parameter (or -P) given in `extra` replaces the main job's
+ * own setting of it, everything else of the main job stays. With `-f FILE` the file says what
+ * to run and the main job is not added.
+ */
+export function withDefaultJob(extra: readonly string[]): string[] {
+  const keys = new Set(extra.map(argKey));
+  if (keys.has('-f')) return [...extra];
+  return [...DEFAULT_JOB.filter((a) => !keys.has(argKey(a))), ...extra];
+}
 
 const MAX_ARGS = 10_000;
 
@@ -59,9 +78,14 @@ export function loadConfig(argv: string[], options: { cwd?: string } = {}): Conf
       }
       const name = arg.slice(0, eq).toUpperCase();
       if (!isParameterName(name)) {
-        throw new ConfigError(arg.slice(0, eq), `unknown parameter; expected one of ${Object.keys(PARAMETERS).join(', ')}`);
+        const hint = didYouMean(name, Object.keys(PARAMETERS));
+        throw new ConfigError(arg.slice(0, eq), `unknown parameter; ${hint}expected one of ${Object.keys(PARAMETERS).join(', ')}`);
       }
-      applyParameter(cli, name, arg.slice(eq + 1), name, cwd);
+      try {
+        applyParameter(cli, name, arg.slice(eq + 1), name, cwd);
+      } catch (err) {
+        throw err instanceof ConfigError ? withBraceHint(err, argv, i, name) : err;
+      }
     }
   }
 
@@ -69,6 +93,28 @@ export function loadConfig(argv: string[], options: { cwd?: string } = {}): Conf
   const config = finish(merge(fromFile, cli), cwd);
   config.origin = file === undefined ? { argv: [...argv], cwd } : { argv: [...argv], file, cwd };
   return config;
+}
+
+/**
+ * `NAME=x{a,b}` unquoted reaches us as `NAME=xa NAME=xb` (the shell's brace expansion): when such
+ * a value is refused and its neighbour names the same parameter, say so and show the quoting.
+ */
+function withBraceHint(err: ConfigError, argv: readonly string[], i: number, name: string): ConfigError {
+  const same = (a: string | undefined): boolean => a !== undefined && a.slice(0, a.indexOf('=')).toUpperCase() === name;
+  if (!same(argv[i - 1]) && !same(argv[i + 1])) return err;
+  let start = i;
+  while (same(argv[start - 1])) start--;
+  let end = i + 1;
+  while (same(argv[end])) end++;
+  // Account lists carry passwords: they are shown as ***, never echoed.
+  const secret = name === 'AUTHORIZER' || name === 'ADMINAUTH' || name === 'PROXY' || name === 'SOCKS';
+  const mask = (a: string): string => (secret ? a.replace(/:[^,{}@]*(?=[,}@]|$)/g, ':***') : a);
+  const typed = braceSplit(argv.slice(start, end), name);
+  return new ConfigError(
+    name,
+    `${err.message.replace(/^[^:]*: /, '')}; ${name}= is given ${end - start} times in a row (${argv.slice(start, end).map((a) => JSON.stringify(mask(a))).join(' ')}): ` +
+      `the shell's brace expansion splits an unquoted {a,b} into several arguments; quote the whole argument: '${typed ? mask(typed) : `${name}=...`}'`,
+  );
 }
 
 /** The command line wins; its lists are used instead of the file's. */
@@ -79,6 +125,8 @@ function merge(file: Settings, cli: Settings): Settings {
   }
   out.timeouts = { ...file.timeouts, ...cli.timeouts };
   out.maxima = { ...file.maxima, ...cli.maxima };
+  // HOSTS= on the command line adds names to the file's dns.hosts.
+  if (file.dns && cli.dns) out.dns = { ...file.dns, hosts: mergeHosts(file.dns.hosts, cli.dns.hosts) };
   return out;
 }
 

@@ -37,6 +37,9 @@ import { parseCount, parseDuration, parseSize } from './units.js';
 import { parseAuthorizer } from '../policy/accounts.js';
 import { parseAuthTtl } from '../policy/auth-helper.js';
 import { parseSrcif, type SrcifRule } from '../upstream/srcif.js';
+import { DEFAULT_DNS } from '../net/dns.js';
+import { isIP } from 'node:net';
+import { closest, didYouMean } from './hints.js';
 import { parseTimeWindow } from '../policy/timewindow.js';
 import { PER_RULE_NAMES } from './table.js';
 
@@ -174,6 +177,7 @@ export const PARAMETERS = {
   ADMINAUTH: false,
   AUTHTTL: false,
   SRCIF: true,
+  HOSTS: true,
 } as const satisfies Record<string, boolean>;
 
 export type ParameterName = keyof typeof PARAMETERS;
@@ -291,7 +295,40 @@ export function applyParameter(settings: Settings, name: ParameterName, value: s
     case 'AUTHTTL':
       settings.authTtl = parseAuthTtl(value, label);
       return;
+    case 'HOSTS':
+      settings.dns = { ...DEFAULT_DNS, ...settings.dns, hosts: mergeHosts(settings.dns?.hosts ?? {}, parseHosts(value, label)) };
+      return;
   }
+}
+
+/** Static name entries of two sources: a name in both keeps the addresses of both. */
+export function mergeHosts(a: Readonly<Record<string, readonly string[]>>, b: Readonly<Record<string, readonly string[]>>): Record<string, string[]> {
+  const out: Record<string, string[]> = Object.fromEntries(Object.entries(a).map(([k, v]) => [k, [...v]]));
+  for (const [name, addresses] of Object.entries(b)) {
+    const list = (out[name] ??= []);
+    for (const x of addresses) if (!list.includes(x)) list.push(x);
+  }
+  return out;
+}
+
+/**
+ * `HOSTS=NAME/ADDR[,NAME/ADDR...]` (DeleGate's spelling; YAML `dns.hosts`): static name entries,
+ * answered before the system resolver. `{a,b}/ADDR` gives several names one address.
+ */
+export function parseHosts(text: string, label: string): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const item of splitTopLevel(text.trim(), ',')) {
+    const slash = item.lastIndexOf('/');
+    if (slash <= 0) throw new ConfigError(label, `expected NAME/ADDRESS such as example.test/127.0.0.1, got ${JSON.stringify(item)}`);
+    const address = item.slice(slash + 1).trim().replace(/^\[(.*)\]$/, '$1');
+    if (isIP(address) === 0) throw new ConfigError(label, `expected an IP address after ${JSON.stringify(item.slice(0, slash + 1))}, got ${JSON.stringify(address)}`);
+    for (const raw of stripBraces(item.slice(0, slash)).split(',')) {
+      const name = raw.trim().toLowerCase().replace(/\.$/, '');
+      if (!/^[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?$/.test(name)) throw new ConfigError(label, `${JSON.stringify(raw)} is not a host name`);
+      (out[name] ??= []).push(address);
+    }
+  }
+  return out;
 }
 
 /** `-P[HOST:]PORT[/DOOR]` or `-P[HOST:]PORT/tcprelay://HOST:PORT`; the text after `-P`. */
@@ -315,7 +352,7 @@ export function parseListen(text: string, label: string): ListenEntry {
 export function parseDoor(text: string, label: string): DoorKind {
   const d = text.trim().toLowerCase();
   if ((DOOR_KINDS as readonly string[]).includes(d)) return d as DoorKind;
-  throw new ConfigError(label, `unknown door ${JSON.stringify(text)}; expected ${orList(DOOR_KINDS)}`);
+  throw new ConfigError(label, `unknown door ${JSON.stringify(text)}; ${didYouMean(d, DOOR_KINDS)}expected ${orList(DOOR_KINDS)}`);
 }
 
 /** `SERVER=socks|http|auto|transparent|tcprelay://HOST:PORT|udprelay://HOST:PORT`. */
@@ -327,7 +364,7 @@ export function parseServer(text: string, label: string): { door: DoorKind; targ
   }
   const door = t.toLowerCase();
   if (door === 'socks' || door === 'http' || door === 'auto' || door === 'transparent') return { door };
-  throw new ConfigError(label, `expected socks, http, auto, transparent or tcprelay://HOST:PORT, got ${JSON.stringify(text)}`);
+  throw new ConfigError(label, `${didYouMean(door, ['socks', 'http', 'auto', 'transparent'])}expected socks, http, auto, transparent or tcprelay://HOST:PORT, got ${JSON.stringify(text)}`);
 }
 
 /** A protocol list: `http,ftp`, `all`, `*`. `all` and `*` expand to `all` (the caller decides). */
@@ -345,7 +382,7 @@ function parseProtocolList(text: string, label: string, allowed: ReadonlySet<str
       continue;
     }
     if (name !== 'all' && !allowed.has(name)) {
-      throw new ConfigError(label, `unknown protocol ${JSON.stringify(raw)}; expected ${what}`);
+      throw new ConfigError(label, `unknown protocol ${JSON.stringify(raw)}; ${didYouMean(name, [...allowed])}expected ${what}`);
     }
     if (!out.includes(name)) out.push(name);
   }
@@ -403,7 +440,7 @@ function parseTapParams(text: string, label: string, source: string): { params: 
       }
       set.strategy = v;
     } else if (!isParameterName(name) || !TAP_PARAMETERS.includes(name)) {
-      throw new ConfigError(label, `${JSON.stringify(m[1])} cannot be set per tunnel; expected ${orList(TAP_PARAMETERS)}`);
+      throw new ConfigError(label, `${JSON.stringify(m[1])} cannot be set per tunnel; ${didYouMean(name, TAP_PARAMETERS)}expected ${orList(TAP_PARAMETERS)}`);
     } else if (name === 'BANDWIDTH') {
       (set.bandwidth = [...(set.bandwidth ?? [])]).push({ ...parseBandwidth(value, where), group: source });
     } else if (name === 'QUOTA') {
@@ -566,7 +603,7 @@ function parseNamedValues<K extends string>(
     if (colon < 0) throw new ConfigError(label, `expected NAME:VALUE pairs such as ${names[0]}:..., got ${JSON.stringify(item)}`);
     const name = item.slice(0, colon).trim().toLowerCase();
     if (!(names as readonly string[]).includes(name)) {
-      throw new ConfigError(label, `unknown ${what} ${JSON.stringify(item.slice(0, colon).trim())}; expected ${orList(names)}`);
+      throw new ConfigError(label, `unknown ${what} ${JSON.stringify(item.slice(0, colon).trim())}; expected ${orList(names)}${closest(name, names) ? ` (did you mean ${closest(name, names)}?)` : ''}`);
     }
     out[name as K] = parse(item.slice(colon + 1), `${label} ${name}`);
   }
@@ -576,14 +613,16 @@ function parseNamedValues<K extends string>(
 export function parseLogFormat(text: string, label: string): LogFormat {
   const f = text.trim().toLowerCase();
   if (f === 'squid' || f === 'common' || f === 'combined') return f;
-  throw new ConfigError(label, `expected squid, common or combined, got ${JSON.stringify(text)}`);
+  throw new ConfigError(label, `${didYouMean(f, ['squid', 'common', 'combined'])}expected squid, common or combined, got ${JSON.stringify(text)}`);
 }
 
 export function parseDoNo(text: string, label: string, expected: string): boolean {
   const v = text.trim().toLowerCase();
-  if (v === 'do' || v === 'yes' || v === 'on') return true;
-  if (v === 'no' || v === 'off') return false;
-  throw new ConfigError(label, `expected ${expected}, got ${JSON.stringify(text)}`);
+  // DeleGate's words only: `yes`, `on`, `true` are near-misses, refused with the accepted ones.
+  if (v === 'do') return true;
+  if (v === 'no') return false;
+  const near = v === 'yes' || v === 'on' || v === 'true' ? ' (write do)' : v === 'off' || v === 'false' ? ' (write no)' : '';
+  throw new ConfigError(label, `${near ? '' : didYouMean(v, ['do', 'no'])}expected ${expected}, got ${JSON.stringify(text)}${near}`);
 }
 
 /** SOCKS4AUTH=userid|none. */
@@ -604,7 +643,7 @@ function parseSpoof(text: string, label: string): boolean {
 export function parseRelay(text: string, label: string): RelayKind {
   const v = text.trim().toLowerCase();
   if (v === 'splice' || v === 'js') return v;
-  throw new ConfigError(label, `expected splice or js, got ${JSON.stringify(text)}`);
+  throw new ConfigError(label, `${didYouMean(v, ['splice', 'js'])}expected splice or js, got ${JSON.stringify(text)}`);
 }
 
 /** `AUTHORIZER=-list{...}` / `-htpasswd{FILE}`; `none` turns authentication off (to override a file). */

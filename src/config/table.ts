@@ -53,6 +53,7 @@ export const PARAMETER_TABLE: readonly ParameterSpec[] = [
   { name: 'BANDWIDTH', repeatable: true, perRule: true, synopsis: 'BANDWIDTH=RATE[/up|/down]:SCOPE', help: ['rate limit of relayed, tapped and HTTP-door traffic (repeatable);', 'SCOPE conn|all|user:NAME[,NAME]|src:hostList|door:PORT'] },
   { name: 'QUOTA', repeatable: true, perRule: true, synopsis: 'QUOTA=SIZE/PERIOD[/up|/down]:SCOPE', help: ['volume limit per hour|day|week|month (repeatable)'] },
   { name: 'TIMEZONE', repeatable: false, perRule: false, synopsis: 'TIMEZONE=ZONE', help: ['IANA zone of time windows that name none (default: the machine\'s)'] },
+  { name: 'HOSTS', repeatable: true, perRule: false, synopsis: 'HOSTS=NAME/ADDR[,NAME/ADDR...]', help: ['static names, answered before DNS (repeatable; YAML dns.hosts)'] },
   { name: 'ADMIN', repeatable: false, perRule: false, synopsis: 'ADMIN=HOST:PORT', help: ['dashboard, JSON API and /metrics (default off); GET /proxy.pac', '(and /wpad.dat) there and on http/auto ports: a PAC file for browsers'] },
   { name: 'ADMINAUTH', repeatable: false, perRule: false, synopsis: 'ADMINAUTH=-list{USER:PASS}', help: ['accounts for ADMIN (default none)'] },
   { name: 'MAXSIZE', repeatable: false, perRule: true, ruleOnly: true, ruleNote: 'MAXSIZE=SIZE (SMTP message limit, 552)', synopsis: 'MAXSIZE=SIZE', help: ['(in a SOCKSTAP rule only) the SMTP tap\'s message size limit, 552'] },

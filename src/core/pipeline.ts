@@ -342,6 +342,7 @@ export class Pipeline implements TunnelSink {
       });
       limited?.meter?.release();
       ftpData?.finished(r);
+      if (ftpData) session.sections['ftp-data'] = { control: ftpData.controlSessionId, mode: 'active' };
       session.bytesUp = r.up;
       session.bytesDown = r.down;
       if (session.result === 'ok') session.result = r.result;

@@ -46,6 +46,8 @@ export class Session {
   command: TunnelCommand | 'http' | null = null;
   /** How the server was reached: "direct", "socks5://up:1080", ... */
   route = 'direct';
+  /** The address dialed for `dst`, or the first upstream proxy's host: access.log's hierarchy peer. */
+  peer: string | null = null;
   /** What the sniffer found in the tunnel; "raw" if nothing. */
   proto = 'raw';
   bytesUp = 0;
@@ -72,6 +74,12 @@ export class Session {
     this.clientPort = init.clientPort;
     this.door = init.door;
     this.listen = init.listen;
+  }
+
+  /** Squid's hierarchy field for what this session reached: `HIER_DIRECT/192.0.2.1`, `FIRSTUP_PARENT/proxy`. */
+  hierarchy(): string {
+    const peer = this.peer ?? this.dst?.host ?? '-';
+    return `${this.route === 'direct' ? 'HIER_DIRECT' : 'FIRSTUP_PARENT'}/${peer}`;
   }
 
   get clientLabel(): string {

@@ -281,6 +281,8 @@ function onRequest(req: IncomingMessage, res: ServerResponse): void {
       replyToRequest(state!, req, res, 400, message, 'TAG_NONE');
       return;
     }
+    // What the dashboard and sessions.jsonl call this session: the protocol of its requests.
+    if (session.proto === 'raw') session.proto = defaultPort === 21 ? 'ftp' : 'http';
     ctx.sink.forwardHttp(req, res, session);
   }
 }
@@ -333,7 +335,7 @@ function onConnect(req: IncomingMessage, socket: Socket, head: Buffer): void {
   };
   const finish = (): void => {
     const hierarchy =
-      status === 200 && session.dst ? `${session.route === 'direct' ? 'HIER_DIRECT' : 'FIRSTUP_PARENT'}/${session.dst.host}` : 'HIER_NONE/-';
+      status === 200 && session.dst ? session.hierarchy() : 'HIER_NONE/-';
     emitAccess(state, req, { resultCode, status, bytes: socketBytes(socket).written, url, hierarchy, contentType: '-' }, started);
     endRequest(socket, state);
   };

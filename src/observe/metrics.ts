@@ -43,6 +43,12 @@ export function createMetrics(source: MetricsSource): ProxyMetrics {
   const { stats } = source;
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  // prom-client's nodejs_active_{handles,requests,resources}_total are gauges with a counter's
+  // suffix, which `promtool check metrics` refuses; they are the sums of the per-type
+  // nodejs_active_* gauges (label `type`), which stay.
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+    registry.removeSingleMetric(name);
+  }
 
   new Counter({
     name: 'sockstap_connections_total',

@@ -15,7 +15,7 @@
 import type { LookupFunction, Socket } from 'node:net';
 import type { Config, HostPort, RouteRule, TapRule, Upstream } from '../config/types.js';
 import { ProxyError, toProxyError } from '../core/errors.js';
-import type { Session } from '../core/session.js';
+import { normalizeAddress, type Session } from '../core/session.js';
 import { nameCache } from '../net/dns.js';
 import { dialChain, type ChainOptions } from './chain.js';
 import { chainLabel, hopFromUpstream, type Chain, type Hop } from './hop.js';
@@ -151,7 +151,7 @@ export async function dialRoute(config: Config, dst: HostPort, session: Session,
     const chain = plan.chains[i]!;
     session.route = chainLabel(chain);
     try {
-      return await dialChain(chain, dst, {
+      const socket = await dialChain(chain, dst, {
         timeoutMs: options.timeoutMs,
         signal: options.signal,
         names,
@@ -159,6 +159,8 @@ export async function dialRoute(config: Config, dst: HostPort, session: Session,
         srcif: srcifOf(config, session),
         ...healthHook(chain, plan),
       });
+      session.peer = chain[0]?.host ?? normalizeAddress(socket.remoteAddress ?? dst.host);
+      return socket;
     } catch (err) {
       last = toProxyError(err);
       if (last.code === 'ESHUTDOWN' || options.signal?.aborted) throw last;

@@ -84,7 +84,7 @@ export function serveFtpUrl(req: IncomingMessage, res: ServerResponse, opts: Ser
       method: req.method ?? 'GET',
       url: logged,
       user: opts.session.user,
-      hierarchy: resultCode === 'TCP_HIT' ? 'HIER_NONE/-' : `HIER_DIRECT/${url.hostname || '-'}`,
+      hierarchy: resultCode === 'TCP_HIT' ? 'HIER_NONE/-' : opts.session.peer ? opts.session.hierarchy() : `HIER_DIRECT/${url.hostname || '-'}`,
       contentType,
       httpVersion: req.httpVersion,
       sessionId: opts.session.id,

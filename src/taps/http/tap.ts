@@ -215,7 +215,7 @@ function onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
       method: req.method ?? '-',
       url,
       user: ctx.session.user,
-      hierarchy: status > 0 && resultCode === 'TCP_TUNNEL' ? `HIER_DIRECT/${ctx.dst.host}` : 'HIER_NONE/-',
+      hierarchy: status > 0 && resultCode === 'TCP_TUNNEL' ? ctx.session.hierarchy() : 'HIER_NONE/-',
       contentType: '-',
       httpVersion: req.httpVersion,
       sessionId: ctx.session.id,
