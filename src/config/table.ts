@@ -42,7 +42,7 @@ export const PARAMETER_TABLE: readonly ParameterSpec[] = [
   { name: 'PROXY', repeatable: true, perRule: true, synopsis: 'PROXY=[USER:PASS@]HOST:PORT[:dstHostList]', help: ['upstream HTTP proxy (repeatable, tried in order)'] },
   { name: 'SOCKS', repeatable: true, perRule: true, synopsis: 'SOCKS=[USER:PASS@]HOST:PORT[/4|/4a|/5][:dstHostList]', help: ['upstream SOCKS proxy (repeatable, tried in order; default /5)'] },
   { name: 'SRCIF', repeatable: true, perRule: false, synopsis: 'SRCIF=ADDRESS[:dstHostList[:srcHostList]]', help: ['source address of direct dials (repeatable, first match wins; [IPv6];', 'must be an address of this host)'] },
-  { name: 'MOUNT', repeatable: true, perRule: true, synopsis: 'MOUNT="vURL rURL [opts]"', help: ['rewrite an HTTP URL prefix (repeatable)'] },
+  { name: 'MOUNT', repeatable: true, perRule: true, synopsis: 'MOUNT="vURL rURL [opts]"', help: ['rewrite an HTTP URL prefix (repeatable); a /... vURL also serves', 'origin-form requests (reverse proxy: -P8080 SERVER=http', 'MOUNT="/* http://backend:80/*"), http://site/* those with Host site;', 'opts: from= dst= method= vhost= nvhost= direction=fb|fo'] },
   { name: 'TIMEOUT', repeatable: false, perRule: true, ruleNote: 'TIMEOUT (not drain)', synopsis: 'TIMEOUT=NAME:DURATION,...', help: ['connect:2m handshake:10s idle:15m sniff:300ms drain:10s (defaults)'] },
   { name: 'MAXIMA', repeatable: false, perRule: false, synopsis: 'MAXIMA=conn:N,peruser:N,persrc:N,perdoor:N', help: ['connection limits (default 0 = unlimited)'] },
   { name: 'IDENT', repeatable: false, perRule: false, synopsis: 'IDENT=do|no', help: ['check SOCKS4 user ids with the client\'s identd, RFC 1413 (default no)'] },
