@@ -60,7 +60,7 @@ function get(proxyPort: number, url: string): Promise<number> {
 async function start(args: string[]): Promise<{ p: CliProcess; port: number; admin: string | null }> {
   const p = runCli(args);
   const port = Number((await p.waitFor(/http door on 127\.0\.0\.1:(\d+)/))[1]);
-  const admin = args.some((a) => a.startsWith('ADMIN=')) ? (await p.waitFor(/dashboard at (http:\/\/[^\s/]+)/))[1]! : null;
+  const admin = args.some((a) => a.startsWith('ADMIN=')) ? (await p.waitFor(/; admin (http:\/\/[^\s/;]+)\//))[1]! : null;
   return { p, port, admin };
 }
 
@@ -177,7 +177,7 @@ describe('a log directory that refuses the new file', () => {
     const p = runCli(['-P127.0.0.1:0/http', 'ADMIN=127.0.0.1:0', `STATEDIR=${stateDir}`, `LOGDIR=${logDir}`], { uid });
     try {
       const port = Number((await p.waitFor(/http door on 127\.0\.0\.1:(\d+)/))[1]);
-      const admin = (await p.waitFor(/dashboard at (http:\/\/[^\s/]+)/))[1]!;
+      const admin = (await p.waitFor(/; admin (http:\/\/[^\s/;]+)\//))[1]!;
       const errors = async (): Promise<number> => {
         const text = await new Promise<string>((resolve, reject) => {
           http.get(`${admin}/metrics`, (res) => {

@@ -101,7 +101,10 @@ export function fuzz(data: Buffer): void {
   const line = monotoneSniffer('sniffRequestLine', sniffRequestLine, data);
   if (line.verdict === 'match') {
     check(line.info.method !== undefined && line.info.method.length > 0 && line.info.target !== undefined && line.info.target.length > 0, 'a request line has a method and a target', line);
-    check(data.subarray(0, line.info.method!.length).toString('latin1') === line.info.method, 'the method is the first bytes');
+    // RFC 9112 §2.2: empty lines before the request line are skipped; then the method comes first.
+    let start = 0;
+    while (data[start] === 0x0d || data[start] === 0x0a) start++;
+    check(data.subarray(start, start + line.info.method!.length).toString('latin1') === line.info.method, 'the method is the first bytes after any empty lines');
   }
   monotoneSniffer('sniffHttp2Preface', sniffHttp2Preface, data);
   monotoneSniffer('sniffClient', (b) => sniffClient(b, 80), data);
