@@ -35,6 +35,8 @@ import { nameCache } from '../net/dns.js';
 import { ProxyError, toProxyError, type ProxyErrorCode } from './errors.js';
 import type { Session } from './session.js';
 import type { Tunnel } from './tunnel.js';
+import type { CertificateAuthority } from '../tls/ca.js';
+import { acceptClientTls, connectServerTls, PinnedNames, serveTlsFailurePage, stlsDecision } from '../tls/intercept.js';
 
 /** The most a peek reads from each direction: a TLS ClientHello of 16 KiB with its record headers. */
 const SNIFF_MAX_BYTES = 17 * 1024;
@@ -52,6 +54,8 @@ export interface PipelineDeps {
   quotas?: QuotaService;
   /** Aborted when the proxy stops: pending dials give up. */
   shutdown: AbortSignal;
+  /** The CA of TLS interception, loaded when an STLS=mitm rule needs it; absent or null: none. */
+  ca?: () => CertificateAuthority | null;
 }
 
 export const VIA = PROXY_VIA;
@@ -71,6 +75,8 @@ export class Pipeline implements TunnelSink {
   /** What tapped destinations spoke (the connect strategy's memory); one per running instance. */
   private readonly destinations = new DestinationMemory();
   private memoryConfig: Config | null = null;
+  /** SNIs whose clients rejected the interception leaf (pinning): relayed untouched for a while. */
+  private readonly pinned = new PinnedNames();
 
   constructor(private readonly deps: PipelineDeps) {}
 
@@ -336,6 +342,7 @@ export class Pipeline implements TunnelSink {
     if (config !== this.memoryConfig) {
       this.memoryConfig = config;
       this.destinations.forget();
+      this.pinned.forget();
     }
     return this.destinations;
   }
@@ -401,7 +408,9 @@ export class Pipeline implements TunnelSink {
     }
     session.proto = peek.proto;
     learn(memory, tunnel.dst, peek);
-    if (peek.proto === 'tls') session.sections.tls = { sni: peek.info.sni ?? null, alpn: peek.info.alpn ?? [] };
+    if (peek.proto === 'tls') {
+      session.sections.tls = { sni: peek.info.sni ?? null, alpn: peek.info.alpn ?? [], intercepted: false, subject: null };
+    }
 
     // TLS: the SNI names the server really asked for; PERMIT/REJECT may name it (checkpoint 3).
     if (peek.proto === 'tls' && peek.info.sni) {
@@ -415,6 +424,9 @@ export class Pipeline implements TunnelSink {
         return;
       }
     }
+
+    // STLS=mitm: the TLS is terminated on both sides and what it carries is tapped (tls/intercept.ts).
+    if (peek.proto === 'tls' && want.has('tls') && (await this.intercept(tunnel, rule, config, peek, server, cache))) return;
 
     // Fail closed: a client stream the sniffers cannot read, where request rules could decide its
     // requests, is refused, not relayed past them.
@@ -468,6 +480,162 @@ export class Pipeline implements TunnelSink {
     server ??= await this.dialLate(tunnel);
     if (!server) return;
     await this.relayCounted(session, tunnel.socket, server, config);
+  }
+
+  /**
+   * TLS interception of a tapped tunnel whose ClientHello the peek holds, when the first STLS rule
+   * that matches says mitm. False when it does not apply (the caller relays the TLS untouched):
+   * no STLS rule or `-mitm`, no CA, a client offering ALPN without http/1.1, or a name whose
+   * client rejected the leaf before. True when the tunnel was handled here, whatever the outcome.
+   */
+  private async intercept(
+    tunnel: Tunnel,
+    rule: TapRule,
+    config: Config,
+    peek: PeekResult,
+    dialed: Socket | null,
+    cache: HttpCache | null,
+  ): Promise<boolean> {
+    const { session } = tunnel;
+    const sni = peek.info.sni ?? null;
+    const decision = stlsDecision(config.tls, { clientAddress: session.clientAddress, user: session.user, dst: tunnel.dst, sni });
+    if (decision !== 'mitm') return false;
+    const ca = this.deps.ca?.() ?? null;
+    if (!ca) return false;
+    const alpn = peek.info.alpn ?? [];
+    const http11 = alpn.includes('http/1.1');
+    // The tap speaks HTTP/1.1 only: a client that cannot is left alone rather than broken.
+    if (alpn.length > 0 && !http11) return false;
+    const name = sni ?? tunnel.dst.host;
+    if (this.pinned.has(name)) return false;
+    const server = dialed ?? (await this.dialLate(tunnel));
+    if (!server) return true;
+    const section = session.sections.tls as { intercepted: boolean; subject: string | null };
+    const raw = tunnel.socket;
+    const readBase = raw.bytesRead - raw.readableLength;
+    const writtenBase = raw.bytesWritten;
+    const log = this.deps.log;
+    const handshakeMs = config.timeouts.handshake;
+
+    let upstream: Awaited<ReturnType<typeof connectServerTls>> | null = null;
+    let failure: string | null = null;
+    try {
+      upstream = await connectServerTls(server, { config, name, offerHttp: http11, port: tunnel.dst.port });
+    } catch (err) {
+      failure = toProxyError(err).message;
+    }
+    let context;
+    try {
+      context = await ca.leafContext(name, upstream?.altNames ?? []);
+    } catch (err) {
+      log.error('tls leaf certificate could not be issued', { session: session.id, name, error: err instanceof Error ? err.message : String(err) });
+      upstream?.socket.destroy();
+      server.destroy();
+      raw.destroy();
+      session.result = 'EUPSTREAM';
+      return true;
+    }
+    const accepted = await acceptClientTls(raw, context, { alpn: http11, handshakeMs });
+    const countBytes = (): void => {
+      session.bytesUp = Math.max(session.bytesUp, raw.bytesRead - readBase);
+      session.bytesDown = Math.max(session.bytesDown, raw.bytesWritten - writtenBase);
+    };
+    const rejectedLeaf = (why: string): void => {
+      if (this.pinned.add(name)) {
+        log.info('tls client rejected the interception certificate; its tunnels are relayed untouched for a while', {
+          session: session.id,
+          client: session.clientLabel,
+          name,
+          reason: why,
+        });
+      }
+    };
+    if (!accepted.ok) {
+      upstream?.socket.destroy();
+      server.destroy();
+      if (accepted.rejected) rejectedLeaf(accepted.reason);
+      if (session.result === 'ok') session.result = 'EPROTO';
+      countBytes();
+      return true;
+    }
+    const client = accepted.socket;
+    if (!upstream) {
+      server.destroy();
+      log.warn('tls server refused, the client gets a 502 page', {
+        session: session.id,
+        client: session.clientLabel,
+        dst: `${tunnel.dst.host}:${tunnel.dst.port}`,
+        name,
+        reason: failure ?? 'unknown',
+      });
+      session.result = 'EUPSTREAM';
+      tunnel.noteFailure?.('EUPSTREAM', failure ?? 'the server could not be reached over TLS');
+      const authority = tunnel.dst.port === 443 ? name : `${name}:${tunnel.dst.port}`;
+      await serveTlsFailurePage(client, { session, events: this.deps.events, authority, reason: failure ?? 'unknown', handshakeMs });
+      countBytes();
+      return true;
+    }
+    section.intercepted = true;
+    section.subject = upstream.subject;
+
+    const sniffMs = config.timeouts.sniff;
+    const inner = await peekTunnel(client, upstream.socket, {
+      timeoutMs: sniffMs,
+      maxBytes: SNIFF_MAX_BYTES,
+      portHint: tunnel.dst.port,
+      want: new Set([...rule.protocols, 'http']),
+      verdictMs: Math.max(sniffMs, handshakeMs),
+      firstBytesMs: config.timeouts.idle,
+    });
+    if (inner.firstSpeaker === null && (inner.clientEnded || client.destroyed)) {
+      // A close right after the handshake, with nothing asked: a client that pins its servers.
+      rejectedLeaf('the client closed the connection right after the TLS handshake');
+      section.intercepted = false;
+      client.destroy();
+      upstream.socket.destroy();
+      countBytes();
+      return true;
+    }
+    const dialTls = async (dst: HostPort): Promise<Socket> => {
+      const s = await this.dial(dst, session);
+      session.adopt(s);
+      s.on('error', () => {});
+      const same = dst.host === tunnel.dst.host && dst.port === tunnel.dst.port;
+      try {
+        return (await connectServerTls(s, { config, name: same ? name : dst.host, offerHttp: true, port: dst.port })).socket;
+      } catch (err) {
+        s.destroy();
+        throw err;
+      }
+    };
+    const ctx: HttpTapContext = {
+      session,
+      client,
+      server: upstream.socket,
+      dst: tunnel.dst,
+      rule,
+      info: peek.info,
+      config,
+      services: { events: this.deps.events, log, cache },
+      scheme: 'https',
+      dial: () => dialTls(tunnel.dst),
+      dialTo: async (dst, scheme) => {
+        if (scheme === 'https') return dialTls(dst);
+        const s = await this.dial(dst, session);
+        session.adopt(s);
+        s.on('error', () => {});
+        return s;
+      },
+      authorize: (dst) => this.authorize(session, ['tls', ...tunnel.tags], dst),
+      relay: (c, s) => this.relayCounted(session, c, s, config),
+      // No httpRoutes: an HTTP upstream would get https:// requests in the clear; the TLS goes
+      // through dial()'s route (CONNECT through it) instead.
+    };
+    const tap = inner.proto === 'http' || rule.protocols.includes(inner.proto) ? TAPS[inner.proto] : undefined;
+    if (tap) await tap(ctx);
+    else await this.relayCounted(session, client, upstream.socket, config);
+    countBytes();
+    return true;
   }
 
   /**
