@@ -118,11 +118,21 @@ export function trustContext(t: TlsConfig): tls.SecureContext {
   return ctx;
 }
 
-/** TLS sessions of servers, for resumption (bounded). */
-const serverSessions = new Map<string, Buffer>();
+/**
+ * TLS sessions of servers, for resumption (bounded), with what the verified full handshake showed:
+ * a resumed session carries no certificate, and was verified when it was made.
+ */
+interface KnownSession {
+  session: Buffer;
+  subject: string | null;
+  altNames: ReturnType<typeof altNamesOf>;
+  /** The trust anchors it was verified with: a reload with others verifies again. */
+  trust: tls.SecureContext;
+}
+const serverSessions = new Map<string, KnownSession>();
 const MAX_SERVER_SESSIONS = 1024;
 
-function rememberSession(key: string, session: Buffer): void {
+function rememberSession(key: string, session: KnownSession): void {
   serverSessions.delete(key);
   serverSessions.set(key, session);
   while (serverSessions.size > MAX_SERVER_SESSIONS) {
@@ -151,16 +161,28 @@ export function connectServerTls(raw: Socket, o: { config: Config; name: string;
   const sessionKey = `${o.name}:${o.port}`;
   return new Promise<ServerTls>((resolve, reject) => {
     let socket: TLSSocket;
+    let trust: tls.SecureContext;
+    try {
+      trust = trustContext(t);
+    } catch (err) {
+      reject(new ProxyError('EUPSTREAM', (err as Error).message));
+      return;
+    }
+    const known = serverSessions.get(sessionKey);
+    const resumable = known && known.trust === trust ? known : undefined;
+    // Sessions that arrive before the verdict (TLS 1.2) wait for it; TLS 1.3 tickets come after.
+    let verified: { subject: string | null; altNames: ReturnType<typeof altNamesOf> } | null = null;
+    let early: Buffer | null = null;
     try {
       socket = tls.connect({
         socket: raw,
         ...(servername ? { servername } : {}),
         ...(o.offerHttp ? { ALPNProtocols: ['http/1.1'] } : {}),
-        secureContext: trustContext(t),
+        secureContext: trust,
         rejectUnauthorized: false,
         // The name is checked below, with the verification result.
         checkServerIdentity: () => undefined,
-        ...(serverSessions.has(sessionKey) ? { session: serverSessions.get(sessionKey)! } : {}),
+        ...(resumable ? { session: resumable.session } : {}),
       });
     } catch (err) {
       reject(new ProxyError('EUPSTREAM', `TLS to the server could not start: ${(err as Error).message}`));
@@ -171,7 +193,10 @@ export function connectServerTls(raw: Socket, o: { config: Config; name: string;
       reject(new ProxyError('ETIMEDOUT', `the server's TLS handshake took longer than ${o.config.timeouts.handshake} ms`));
     }, o.config.timeouts.handshake);
     timer.unref();
-    socket.on('session', (s: Buffer) => rememberSession(sessionKey, s));
+    socket.on('session', (s: Buffer) => {
+      if (verified) rememberSession(sessionKey, { session: s, ...verified, trust });
+      else early = s;
+    });
     const fail = (err: Error): void => {
       clearTimeout(timer);
       reject(new ProxyError('EUPSTREAM', `the server's TLS handshake failed: ${err.message}`));
@@ -183,6 +208,14 @@ export function connectServerTls(raw: Socket, o: { config: Config; name: string;
       socket.removeListener('error', fail);
       socket.removeAllListeners('close');
       socket.on('error', () => {});
+      const alpn = socket.alpnProtocol;
+      const alpnName = typeof alpn === 'string' ? alpn : null;
+      if (resumable && socket.isSessionReused()) {
+        // Resumed: no certificate is sent again; the full handshake that made it was verified.
+        verified = { subject: resumable.subject, altNames: resumable.altNames };
+        resolve({ socket, ...verified, alpn: alpnName });
+        return;
+      }
       const peer = socket.getPeerCertificate(false);
       const hasCert = peer && Object.keys(peer).length > 0;
       if (t.verify) {
@@ -196,7 +229,7 @@ export function connectServerTls(raw: Socket, o: { config: Config; name: string;
         if (why !== null) {
           socket.destroy();
           serverSessions.delete(sessionKey);
-          reject(new ProxyError('EUPSTREAM', `the server's certificate for ${o.name} failed verification: ${why}`));
+          reject(new ProxyError('EUPSTREAM', `the server's certificate for ${o.name} failed verification: ${explain(why)}`));
           return;
         }
       }
@@ -208,10 +241,29 @@ export function connectServerTls(raw: Socket, o: { config: Config; name: string;
           subject = null;
         }
       }
-      const alpn = socket.alpnProtocol;
-      resolve({ socket, subject, altNames: altNamesOf(hasCert ? peer.subjectaltname : undefined), alpn: typeof alpn === 'string' ? alpn : null });
+      verified = { subject, altNames: altNamesOf(hasCert ? peer.subjectaltname : undefined) };
+      if (early) rememberSession(sessionKey, { session: early, ...verified, trust });
+      resolve({ socket, ...verified, alpn: alpnName });
     });
   });
+}
+
+/** OpenSSL's verification codes (what Node gives) in words, for the 502 page and the log. */
+const VERIFY_WORDS: Readonly<Record<string, string>> = {
+  DEPTH_ZERO_SELF_SIGNED_CERT: 'the certificate is self-signed and not trusted',
+  SELF_SIGNED_CERT_IN_CHAIN: 'a self-signed certificate in the chain is not trusted',
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'the certificate was signed by an unknown authority',
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'the certificate was signed by an unknown authority',
+  UNABLE_TO_GET_ISSUER_CERT: 'the certificate was signed by an unknown authority',
+  CERT_HAS_EXPIRED: 'the certificate has expired',
+  CERT_NOT_YET_VALID: 'the certificate is not valid yet',
+  CERT_REVOKED: 'the certificate was revoked',
+  CERT_UNTRUSTED: 'the certificate is not trusted',
+};
+
+function explain(why: string): string {
+  const words = VERIFY_WORDS[why];
+  return words ? `${words} (${why})` : why;
 }
 
 export type ClientTlsResult =
@@ -228,6 +280,7 @@ const REJECTING_ALERTS = /ALERT_(BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_UNKNOWN|
  */
 export function acceptClientTls(raw: Socket, context: tls.SecureContext, o: { alpn: boolean; handshakeMs: number }): Promise<ClientTlsResult> {
   return new Promise((resolve) => {
+    const writtenBefore = raw.bytesWritten;
     const socket = new tls.TLSSocket(raw, {
       isServer: true,
       secureContext: context,
@@ -247,11 +300,26 @@ export function acceptClientTls(raw: Socket, context: tls.SecureContext, o: { al
     timer.unref();
     socket.once('error', (err: NodeJS.ErrnoException) => {
       const code = err.code ?? '';
-      done({ ok: false, rejected: REJECTING_ALERTS.test(code), reason: `${code || 'error'}: ${err.message}` });
+      const reset = code === 'ECONNRESET' && raw.bytesWritten > writtenBefore;
+      done({ ok: false, rejected: REJECTING_ALERTS.test(code) || reset, reason: `${code || 'error'}: ${err.message}` });
       socket.destroy();
     });
-    socket.once('close', () => done({ ok: false, rejected: false, reason: 'the client closed the connection during the TLS handshake' }));
+    const closed = (): void => {
+      // A close once our certificate went out, without finishing: the client did not accept it
+      // (Node's client verifies after the server's Finished and just closes).
+      const sawLeaf = raw.bytesWritten > writtenBefore;
+      done({
+        ok: false,
+        rejected: sawLeaf,
+        reason: sawLeaf ? 'the client closed the connection after receiving the certificate' : 'the client closed the connection during the TLS handshake',
+      });
+      socket.destroy();
+    };
+    socket.once('end', closed);
+    socket.once('close', closed);
     socket.once('secure', () => {
+      socket.removeListener('end', closed);
+      socket.removeListener('close', closed);
       socket.removeAllListeners('error');
       socket.on('error', () => {});
       done({ ok: true, socket });
