@@ -560,6 +560,22 @@ export class HttpCache {
   }
 
   /**
+   * Whether some stored response under this origin (`https://host[:port]`, as canonicalKey gives
+   * it) is fresh, whatever its request: the connect strategy's hint that an intercepted HTTPS
+   * tunnel may be answered without its server (docs/tls-interception.md). A scan of the URLs,
+   * stopped at the first fresh one.
+   */
+  hasFreshUnder(origin: string): boolean {
+    if (!this.opened || this.closed) return false;
+    const prefix = `${origin}/`;
+    for (const [url, variants] of this.byUrl) {
+      if (!url.startsWith(prefix)) continue;
+      if (variants.some((e) => !e.removed && !e.policy.stale())) return true;
+    }
+    return false;
+  }
+
+  /**
    * Start storing a GET response while it streams to the client; null when it must not or need not
    * be stored: not storable for a shared cache (RFC 9111 §3: no-store, private, Authorization without
    * public/s-maxage/must-revalidate, status not understood, 206), Vary: *, Set-Cookie without

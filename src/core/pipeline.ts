@@ -36,6 +36,8 @@ import { ProxyError, toProxyError, type ProxyErrorCode } from './errors.js';
 import type { Session } from './session.js';
 import type { Tunnel } from './tunnel.js';
 import type { CertificateAuthority } from '../tls/ca.js';
+import { canonicalKey } from '../cache/policy.js';
+import { isIP } from 'node:net';
 import { acceptClientTls, connectServerTls, PinnedNames, serveTlsFailurePage, stlsDecision } from '../tls/intercept.js';
 
 /** The most a peek reads from each direction: a TLS ClientHello of 16 KiB with its record headers. */
@@ -373,7 +375,7 @@ export class Pipeline implements TunnelSink {
     const memory = this.destinationsFor(config);
     const seen = memory.get(tunnel.dst.host, tunnel.dst.port);
     const httpWithoutServer = want.has('http') && (cache !== null || (httpRoutes !== undefined && httpRoutes(tunnel.dst) !== null));
-    const strategy = chooseStrategy(seen, tunnel.dst.port, httpWithoutServer, ruleStrategy(rule));
+    const strategy = chooseStrategy(seen, tunnel.dst.port, httpWithoutServer, ruleStrategy(rule), this.httpsFromCache(tunnel, rule, config, cache));
     const sniffMs = config.timeouts.sniff;
     const peekOptions = {
       timeoutMs: sniffMs,
@@ -483,6 +485,22 @@ export class Pipeline implements TunnelSink {
   }
 
   /**
+   * Whether an intercepted HTTPS tunnel to this destination may be answered from the cache with
+   * no server: the rule taps tls, STLS=mitm covers the destination, which is a name (the client's
+   * SNI will have to name it too) not remembered as pinned, and the cache holds a fresh https://
+   * response under it.
+   */
+  private httpsFromCache(tunnel: Tunnel, rule: TapRule, config: Config, cache: HttpCache | null): boolean {
+    if (!cache || !rule.protocols.includes('tls') || !config.tls || !this.deps.ca?.()) return false;
+    const dst = tunnel.dst;
+    if (isIP(dst.host) !== 0 || this.pinned.has(dst.host)) return false;
+    const session = tunnel.session;
+    if (stlsDecision(config.tls, { clientAddress: session.clientAddress, user: session.user, dst, sni: null }) !== 'mitm') return false;
+    const key = canonicalKey(`https://${dst.host}:${dst.port}/`);
+    return key !== null && cache.hasFreshUnder(key.origin);
+  }
+
+  /**
    * TLS interception of a tapped tunnel whose ClientHello the peek holds, when the first STLS rule
    * that matches says mitm. False when it does not apply (the caller relays the TLS untouched):
    * no STLS rule or `-mitm`, no CA, a client offering ALPN without http/1.1, or a name whose
@@ -508,6 +526,15 @@ export class Pipeline implements TunnelSink {
     if (alpn.length > 0 && !http11) return false;
     const name = sni ?? tunnel.dst.host;
     if (this.pinned.has(name)) return false;
+    // Cache-first (httpsFromCache): the SNI names the destination and the cache can still answer
+    // under it, so the leaf is issued from the SNI alone and the server is dialed only when needed.
+    const fromCache =
+      dialed === null &&
+      cache !== null &&
+      sni !== null &&
+      sni.toLowerCase().replace(/\.$/, '') === tunnel.dst.host.toLowerCase().replace(/\.$/, '') &&
+      this.httpsFromCache(tunnel, rule, config, cache);
+    if (fromCache) return this.interceptFromCache(tunnel, rule, config, peek, cache, ca, name, http11);
     const server = dialed ?? (await this.dialLate(tunnel));
     if (!server) return true;
     const section = session.sections.tls as { intercepted: boolean; subject: string | null };
@@ -596,6 +623,26 @@ export class Pipeline implements TunnelSink {
       countBytes();
       return true;
     }
+    const ctx = this.httpsContext(tunnel, rule, config, peek, cache, name, client, upstream.socket);
+    const tap = inner.proto === 'http' || rule.protocols.includes(inner.proto) ? TAPS[inner.proto] : undefined;
+    if (tap) await tap(ctx);
+    else await this.relayCounted(session, client, upstream.socket, config);
+    countBytes();
+    return true;
+  }
+
+  /** The tap context of an intercepted tunnel: the two TLS sessions, https://, TLS dials. */
+  private httpsContext(
+    tunnel: Tunnel,
+    rule: TapRule,
+    config: Config,
+    peek: PeekResult,
+    cache: HttpCache | null,
+    name: string,
+    client: Socket,
+    server: Socket | null,
+  ): HttpTapContext {
+    const { session } = tunnel;
     const dialTls = async (dst: HostPort): Promise<Socket> => {
       const s = await this.dial(dst, session);
       session.adopt(s);
@@ -608,15 +655,15 @@ export class Pipeline implements TunnelSink {
         throw err;
       }
     };
-    const ctx: HttpTapContext = {
+    return {
       session,
       client,
-      server: upstream.socket,
+      server,
       dst: tunnel.dst,
       rule,
       info: peek.info,
       config,
-      services: { events: this.deps.events, log, cache },
+      services: { events: this.deps.events, log: this.deps.log, cache },
       scheme: 'https',
       dial: () => dialTls(tunnel.dst),
       dialTo: async (dst, scheme) => {
@@ -631,9 +678,84 @@ export class Pipeline implements TunnelSink {
       // No httpRoutes: an HTTP upstream would get https:// requests in the clear; the TLS goes
       // through dial()'s route (CONNECT through it) instead.
     };
-    const tap = inner.proto === 'http' || rule.protocols.includes(inner.proto) ? TAPS[inner.proto] : undefined;
-    if (tap) await tap(ctx);
-    else await this.relayCounted(session, client, upstream.socket, config);
+  }
+
+  /**
+   * An intercepted tunnel answered cache-first: the door has replied, no server is dialed. The
+   * leaf names the SNI alone (the name was verified when the cached entries were stored); the
+   * HTTP tap dials the server over TLS, verified, only for a request the cache cannot answer.
+   */
+  private async interceptFromCache(
+    tunnel: Tunnel,
+    rule: TapRule,
+    config: Config,
+    peek: PeekResult,
+    cache: HttpCache,
+    ca: CertificateAuthority,
+    name: string,
+    http11: boolean,
+  ): Promise<boolean> {
+    const { session } = tunnel;
+    const raw = tunnel.socket;
+    const readBase = raw.bytesRead - raw.readableLength;
+    const writtenBase = raw.bytesWritten;
+    const countBytes = (): void => {
+      session.bytesUp = Math.max(session.bytesUp, raw.bytesRead - readBase);
+      session.bytesDown = Math.max(session.bytesDown, raw.bytesWritten - writtenBase);
+    };
+    let context;
+    try {
+      context = await ca.leafContext(name, [], true);
+    } catch (err) {
+      this.deps.log.error('tls leaf certificate could not be issued', { session: session.id, name, error: err instanceof Error ? err.message : String(err) });
+      raw.destroy();
+      session.result = 'EUPSTREAM';
+      return true;
+    }
+    const accepted = await acceptClientTls(raw, context, { alpn: http11, handshakeMs: config.timeouts.handshake });
+    if (!accepted.ok) {
+      if (accepted.rejected && this.pinned.add(name)) {
+        this.deps.log.info('tls client rejected the interception certificate; its tunnels are relayed untouched for a while', {
+          session: session.id,
+          client: session.clientLabel,
+          name,
+          reason: accepted.reason,
+        });
+      }
+      if (session.result === 'ok') session.result = 'EPROTO';
+      countBytes();
+      return true;
+    }
+    const client = accepted.socket;
+    const section = session.sections.tls as { intercepted: boolean; subject: string | null };
+    section.intercepted = true;
+    const sniffMs = config.timeouts.sniff;
+    const inner = await peekTunnel(client, null, {
+      timeoutMs: Math.max(sniffMs, config.timeouts.handshake),
+      maxBytes: SNIFF_MAX_BYTES,
+      portHint: tunnel.dst.port,
+      want: new Set([...rule.protocols, 'http']),
+    });
+    const ctx = this.httpsContext(tunnel, rule, config, peek, cache, name, client, null);
+    if (inner.proto === 'http') {
+      await TAPS.http!(ctx);
+    } else if (inner.firstSpeaker === null && (inner.clientEnded || client.destroyed)) {
+      client.destroy();
+    } else {
+      // Not HTTP after all: the server is needed, over TLS, and the two sessions are relayed.
+      let server: Socket;
+      try {
+        server = await ctx.dial();
+      } catch (err) {
+        const e = toProxyError(err);
+        this.deps.log.info('connect failed', { session: session.id, client: session.clientLabel, dst: `${tunnel.dst.host}:${tunnel.dst.port}`, code: e.code, reason: e.message });
+        session.result = e.code;
+        client.destroy();
+        countBytes();
+        return true;
+      }
+      await this.relayCounted(session, client, server, config);
+    }
     countBytes();
     return true;
   }

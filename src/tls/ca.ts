@@ -121,6 +121,8 @@ export interface LeafStats {
 export class CertificateAuthority {
   private readonly leaves = new Map<string, LeafEntry>();
   private readonly pending = new Map<string, Promise<tls.SecureContext>>();
+  /** The key of the last leaf issued for each name (leafContext's `anyForName`). */
+  private readonly lastForName = new Map<string, string>();
   readonly stats: LeafStats = { issued: 0, lastMs: 0, totalMs: 0, cached: 0 };
 
   private constructor(
@@ -198,9 +200,12 @@ export class CertificateAuthority {
    * The TLS server context of a leaf for `name` (the SNI, or the tunnel's host) with these
    * subject alternative names (the server certificate's; `name` is added when missing).
    */
-  leafContext(name: string, alt: readonly AltName[] = []): Promise<tls.SecureContext> {
+  leafContext(name: string, alt: readonly AltName[] = [], anyForName = false): Promise<tls.SecureContext> {
     const names = normaliseAltNames(name, alt);
-    const key = `${name.toLowerCase()}|${names.map((n) => `${n.type}:${n.value}`).join(',')}`;
+    const lower = name.toLowerCase();
+    // Without the server's names (a cache-first tunnel), the leaf last issued for the name serves.
+    const last = anyForName ? this.lastForName.get(lower) : undefined;
+    const key = last && this.leaves.has(last) ? last : `${lower}|${names.map((n) => `${n.type}:${n.value}`).join(',')}`;
     const now = Date.now();
     const hit = this.leaves.get(key);
     if (hit && now - hit.at < LEAF_REISSUE_MS) {
@@ -216,10 +221,17 @@ export class CertificateAuthority {
         this.pending.delete(key);
         this.leaves.delete(key);
         this.leaves.set(key, { context, at: Date.now() });
+        this.lastForName.delete(lower);
+        this.lastForName.set(lower, key);
         while (this.leaves.size > LEAF_CACHE_ENTRIES) {
           const oldest = this.leaves.keys().next().value;
           if (oldest === undefined) break;
           this.leaves.delete(oldest);
+        }
+        while (this.lastForName.size > LEAF_CACHE_ENTRIES) {
+          const oldest = this.lastForName.keys().next().value;
+          if (oldest === undefined) break;
+          this.lastForName.delete(oldest);
         }
         return context;
       },

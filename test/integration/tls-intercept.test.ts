@@ -166,11 +166,15 @@ describe('intercepted HTTPS through every door', () => {
       const first = await curl(['--cacert', caFile, ...via(proxy), url]);
       assert.equal(first.code, 0, first.stderr);
       assert.ok(first.stdout.equals(BODY), `the body is byte-identical: ${first.stdout.length} ${first.stdout.subarray(0, 300).toString()}`);
+      // The store completes just after the body went out.
+      await waitFor(() => proxy.proxy.httpCache!.hasFreshUnder(`https://localhost:${origin.port}`));
       const requestsBefore = origin.requests.length;
+      const acceptsBefore = origin.accepts;
       const second = await curl(['--cacert', caFile, ...via(proxy), url]);
       assert.equal(second.code, 0, second.stderr);
       assert.ok(second.stdout.equals(BODY), `second: ${second.stdout.length} ${second.stdout.subarray(0, 300).toString()}`);
       assert.equal(origin.requests.length, requestsBefore, 'the second fetch never reached the origin');
+      assert.equal(origin.accepts, acceptsBefore, 'a fresh https:// hit needs no connection to the origin at all');
       const mine = records.filter((r) => r.url === url);
       assert.deepEqual(
         mine.map((r) => r.resultCode),
@@ -178,6 +182,16 @@ describe('intercepted HTTPS through every door', () => {
       );
     });
   }
+
+  test('a fresh entry for the host, a path not cached: the server is dialed over TLS then (TCP_MISS)', async () => {
+    const url = `https://localhost:${origin.port}/other`;
+    const acceptsBefore = origin.accepts;
+    const r = await curl(['--cacert', caFile, '--socks5-hostname', `127.0.0.1:${proxy.port('socks')}`, url]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(r.stdout.equals(BODY));
+    assert.equal(origin.accepts, acceptsBefore + 1);
+    assert.equal(records.filter((x) => x.url === url)[0]?.resultCode, 'TCP_MISS');
+  });
 
   test('sessions.jsonl has the tls section: sni, alpn, intercepted, subject', async () => {
     const r = await curl(['--cacert', caFile, '--socks5-hostname', `127.0.0.1:${proxy.port('socks')}`, `https://localhost:${origin.port}/obj0`]);
