@@ -2,6 +2,7 @@
 
 export const HELP_TEXT = `usage: sockstap [-f FILE.yaml] [-P[HOST:]PORT[/DOOR]]... [NAME=VALUE]...
        sockstap report [--since DATE] [--format table|csv|json]
+       sockstap ca [--der]      print the TLS interception CA (created under STATEDIR/ca if needed)
 A SOCKS4/4a/5 + HTTP proxy that taps the application protocols inside its tunnels.
 With no argument it runs: -P127.0.0.1:1080/auto SOCKSTAP=all CACHE=do STATEDIR=./var ADMIN=127.0.0.1:9180
 
@@ -59,6 +60,16 @@ With no argument it runs: -P127.0.0.1:1080/auto SOCKSTAP=all CACHE=do STATEDIR=.
   QUOTA=SIZE/PERIOD[/up|/down]:SCOPE
                            volume limit per hour|day|week|month (repeatable)
   TIMEZONE=ZONE            IANA zone of time windows that name none (default: the machine's)
+  STLS=mitm[:dstHostList[:srcHostList]] | STLS=-mitm:dstHostList
+                           TLS interception (repeatable, first match wins; none = no interception)
+                           of tunnels a SOCKSTAP rule with tls (or all) picks: a leaf for the SNI
+                           signed by sockstap's CA, HTTPS into the HTTP tap (https:// cache, rules,
+                           access.log); -mitm never intercepts those destinations
+  CAFILE=FILE              CA certificate (PEM, may hold the chain) (default STATEDIR/ca/ca.pem,
+                           created at the first start that needs it)
+  CAKEY=FILE               its private key, PEM (default STATEDIR/ca/ca.key, mode 0600)
+  TLSVERIFY=do|no          verify servers' certificates before intercepting (default do)
+  TLSCAFILE=FILE           extra trust anchors for servers, PEM bundle (default: system store only)
   ADMIN=HOST:PORT          dashboard, JSON API and /metrics (default off)
   ADMINAUTH=-list{USER:PASS}
                            accounts for ADMIN (default none)
