@@ -370,6 +370,62 @@ async function waitFor(cond: () => boolean, ms = 5000): Promise<void> {
   }
 }
 
+describe('a company CA (CAFILE=/CAKEY=) and non-HTTP inside TLS', () => {
+  let proxy: TestProxy;
+  let echo: tls.Server;
+  let echoPort = 0;
+
+  before(async () => {
+    const { key, cert } = pki.issue(['localhost']);
+    echo = tls.createServer({ key, cert }, (s) => s.pipe(s));
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+    echoPort = (echo.address() as AddressInfo).port;
+    proxy = await startProxy([
+      '-P127.0.0.1:0/socks',
+      'SOCKSTAP=all',
+      'STLS=mitm',
+      `TLSCAFILE=${pki.caFile}`,
+      `CAFILE=${pki.caFile}`,
+      `CAKEY=${join(pki.dir, 'ca.key')}`,
+    ]);
+  });
+  after(async () => {
+    await proxy.stop();
+    proxy.cleanup();
+    echo.close();
+  });
+
+  test('leaves are signed by the CA named in CAFILE; a line protocol inside is relayed between the two TLS sessions', async () => {
+    const { socket } = await SocksClient.createConnection({
+      proxy: { host: '127.0.0.1', port: proxy.port('socks'), type: 5 },
+      command: 'connect',
+      destination: { host: 'localhost', port: echoPort },
+      timeout: 10_000,
+    });
+    const s = await new Promise<tls.TLSSocket>((resolve, reject) => {
+      const t = tls.connect({ socket, servername: 'localhost', ca: pki.caPem });
+      t.once('secureConnect', () => resolve(t));
+      t.once('error', reject);
+    });
+    const issuer = s.getPeerCertificate().issuer;
+    assert.equal(issuer.CN, 'sockstap test origin CA');
+    // Signed by the company CA, but a leaf of sockstap's: the origin's has O=sockstap test origin.
+    assert.notEqual(s.getPeerCertificate().subject.O, 'sockstap test origin');
+    const line = 'HELLO not http at all\n';
+    const got = await new Promise<string>((resolve) => {
+      let text = '';
+      s.on('data', (c: Buffer) => {
+        text += c.toString();
+        if (text.length >= line.length) resolve(text);
+      });
+      s.write(line);
+    });
+    assert.equal(got, line);
+    s.destroy();
+    assert.equal(statSync(join(proxy.stateDir, 'ca'), { throwIfNoEntry: false }), undefined, 'no CA of its own was made');
+  });
+});
+
 function derOf(pem: string): Buffer {
   return Buffer.from(pem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, ''), 'base64');
 }
