@@ -42,6 +42,8 @@ import { acceptClientTls, connectServerTls, PinnedNames, serveTlsFailurePage, st
 
 /** The most a peek reads from each direction: a TLS ClientHello of 16 KiB with its record headers. */
 const SNIFF_MAX_BYTES = 17 * 1024;
+/** A close this soon after the TLS handshake, with no request, is a client refusing the leaf. */
+const PINNING_CLOSE_MS = 1000;
 
 export interface PipelineDeps {
   config(): Config;
@@ -616,7 +618,8 @@ export class Pipeline implements TunnelSink {
     });
     if (inner.firstSpeaker === null && (inner.clientEnded || client.destroyed)) {
       // A close right after the handshake, with nothing asked: a client that pins its servers.
-      rejectedLeaf('the client closed the connection right after the TLS handshake');
+      // A connection opened ahead and closed unused later (a browser's preconnect) is not one.
+      if (inner.waitedMs < PINNING_CLOSE_MS) rejectedLeaf('the client closed the connection right after the TLS handshake');
       section.intercepted = false;
       client.destroy();
       upstream.socket.destroy();

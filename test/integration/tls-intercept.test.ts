@@ -235,6 +235,12 @@ describe('interception details', () => {
     assert.ok(bodyOf(response).equals(BODY));
   });
 
+  test('TLS 1.2 on the client side works too', async () => {
+    const r = await curl(['--cacert', join(proxy.stateDir, 'ca', 'ca.pem'), '--tlsv1.2', '--tls-max', '1.2', '-w', '\n%{http_code}', '-o', '/dev/null', '--socks5-hostname', `127.0.0.1:${proxy.port('socks')}`, `https://localhost:${origin.port}/nostore12`]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout.toString(), /200$/);
+  });
+
   test('REJECT on an https:// URL pattern answers 403 inside the TLS', async () => {
     const r = await curl(['--cacert', join(proxy.stateDir, 'ca', 'ca.pem'), '-o', '/dev/null', '-w', '%{http_code}', '--socks5-hostname', `127.0.0.1:${proxy.port('socks')}`, `https://localhost:${origin.port}/secret/x`]);
     assert.equal(r.stdout.toString(), '403');
