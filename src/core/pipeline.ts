@@ -565,9 +565,13 @@ export class Pipeline implements TunnelSink {
       return true;
     }
     const accepted = await acceptClientTls(raw, context, { alpn: http11, handshakeMs });
+    // At the end of every path: the raw connection's bytes (TLS records included) are the
+    // session's, and the raw socket is closed with its TLS session (a destroyed TLSSocket does not
+    // always close the socket it wraps).
     const countBytes = (): void => {
       session.bytesUp = Math.max(session.bytesUp, raw.bytesRead - readBase);
       session.bytesDown = Math.max(session.bytesDown, raw.bytesWritten - writtenBase);
+      raw.destroy();
     };
     const rejectedLeaf = (why: string): void => {
       if (this.pinned.add(name)) {
@@ -702,9 +706,13 @@ export class Pipeline implements TunnelSink {
     const raw = tunnel.socket;
     const readBase = raw.bytesRead - raw.readableLength;
     const writtenBase = raw.bytesWritten;
+    // At the end of every path: the raw connection's bytes (TLS records included) are the
+    // session's, and the raw socket is closed with its TLS session (a destroyed TLSSocket does not
+    // always close the socket it wraps).
     const countBytes = (): void => {
       session.bytesUp = Math.max(session.bytesUp, raw.bytesRead - readBase);
       session.bytesDown = Math.max(session.bytesDown, raw.bytesWritten - writtenBase);
+      raw.destroy();
     };
     let context;
     try {

@@ -205,6 +205,9 @@ describe('intercepted HTTPS through every door', () => {
     assert.equal(t.sni, 'localhost');
     assert.ok(t.alpn.includes('http/1.1'));
     assert.match(t.subject, /CN=localhost/);
+    // The bytes that crossed the client's connection, TLS records included.
+    assert.ok((s[0]!.bytesDown as number) > BODY.length, `bytesDown ${String(s[0]!.bytesDown)}`);
+    assert.ok((s[0]!.bytesUp as number) > 0);
   });
 });
 
