@@ -1,6 +1,6 @@
 /** STLS= parsing and decisions, the pinning memory, the CA's leaves (issuing time, LRU, SANs). */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -125,5 +125,24 @@ test('a CA file whose key does not match, or that is not a CA, is refused with t
   } finally {
     rmSync(dir, { recursive: true, force: true });
     rmSync(other, { recursive: true, force: true });
+  }
+});
+
+test('the YAML form takes stls, cafile, cakey, tlsverify, tlscafile', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sockstap-yaml-'));
+  try {
+    const file = join(dir, 'c.yaml');
+    writeFileSync(file, 'stls:\n  - "-mitm:*.bank.test"\n  - mitm\ncafile: ca/company.pem\ncakey: ca/company.key\ntlsverify: no\ntlscafile: /etc/extra.pem\n');
+    const c = loadConfig(['-f', file]);
+    assert.equal(c.tls?.rules.length, 2);
+    assert.equal(c.tls?.rules[0]!.action, 'never');
+    assert.equal(c.tls?.caFile, join(dir, 'ca', 'company.pem'));
+    assert.equal(c.tls?.caKey, join(dir, 'ca', 'company.key'));
+    assert.equal(c.tls?.verify, false);
+    assert.equal(c.tls?.trustFile, '/etc/extra.pem');
+    writeFileSync(file, 'stls: bump\n');
+    assert.throws(() => loadConfig(['-f', file]), (e: unknown) => e instanceof ConfigError && e.message.startsWith('stls'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
