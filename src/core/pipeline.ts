@@ -25,6 +25,7 @@ import { pickTapRule, ruleCaches, ruleStrategy } from '../taps/rules.js';
 import { requestRulesMayApply } from '../policy/http-rules.js';
 import { chooseStrategy, DestinationMemory } from './destinations.js';
 import type { HttpTapContext } from '../taps/http/tap.js';
+import type { TapContext } from '../taps/tap.js';
 import { absoluteTarget, denyHttp } from '../taps/http/forward.js';
 import { serveHttp } from '../taps/http/cached.js';
 import { applyMounts, mountRequestOf } from '../taps/http/mount.js';
@@ -476,6 +477,8 @@ export class Pipeline implements TunnelSink {
       relay: (c, s) => this.relayCounted(session, c, s, config),
       ...(httpRoutes ? { httpRoutes } : {}),
     };
+    const upgradeTls = peek.proto !== 'http' && peek.proto !== 'tls' ? this.starttlsUpgrade(tunnel, config) : undefined;
+    if (upgradeTls) ctx.upgradeTls = upgradeTls;
     const tap = want.has(peek.proto) ? TAPS[peek.proto] : undefined;
     if (tap) {
       await tap(ctx);
@@ -484,6 +487,49 @@ export class Pipeline implements TunnelSink {
     server ??= await this.dialLate(tunnel);
     if (!server) return;
     await this.relayCounted(session, tunnel.socket, server, config);
+  }
+
+  /**
+   * STARTTLS/STLS in a line tap (SMTP, POP3, IMAP) under STLS=mitm: after the server accepted the
+   * upgrade, TLS to the server (verified, named as the tunnel's host) and a leaf to the client,
+   * and the tap goes on reading commands inside. Undefined when STLS does not intercept this
+   * destination (the tap relays the rest, as without interception).
+   */
+  private starttlsUpgrade(tunnel: Tunnel, config: Config): TapContext['upgradeTls'] {
+    const ca = this.deps.ca?.() ?? null;
+    const { session } = tunnel;
+    if (!ca || stlsDecision(config.tls, { clientAddress: session.clientAddress, user: session.user, dst: tunnel.dst, sni: null }) !== 'mitm') return undefined;
+    const name = tunnel.dst.host;
+    if (this.pinned.has(name)) return undefined;
+    const log = this.deps.log;
+    return async (client, server) => {
+      let upstream;
+      try {
+        upstream = await connectServerTls(server, { config, name, offerHttp: false, port: tunnel.dst.port });
+      } catch (err) {
+        const e = toProxyError(err);
+        log.warn('starttls server refused, connection closed', { session: session.id, client: session.clientLabel, name, reason: e.message });
+        session.result = 'EUPSTREAM';
+        throw e;
+      }
+      const context = await ca.leafContext(name, upstream.altNames);
+      const accepted = await acceptClientTls(client, context, { alpn: false, handshakeMs: config.timeouts.handshake });
+      if (!accepted.ok) {
+        upstream.socket.destroy();
+        if (accepted.rejected && this.pinned.add(name)) {
+          log.info('tls client rejected the interception certificate; its tunnels are relayed untouched for a while', {
+            session: session.id,
+            client: session.clientLabel,
+            name,
+            reason: accepted.reason,
+          });
+        }
+        if (session.result === 'ok') session.result = 'EPROTO';
+        throw new ProxyError('EPROTO', accepted.reason);
+      }
+      session.sections.tls = { sni: null, alpn: [], intercepted: true, subject: upstream.subject };
+      return { client: accepted.socket, server: upstream.socket };
+    };
   }
 
   /**

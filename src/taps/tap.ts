@@ -50,6 +50,13 @@ export interface TapContext {
    * server over TLS, verified. Absent: plain.
    */
   scheme?: 'https';
+  /**
+   * STLS=mitm for this destination (line taps): after an accepted STARTTLS/STLS the tap hands
+   * both sockets here (the client's ClientHello back in front of it) and gets the two TLS
+   * sessions to keep reading commands from; null: not intercepted, relay the rest. Absent: no
+   * interception for this tunnel.
+   */
+  upgradeTls?(client: Socket, server: Socket): Promise<{ client: Socket; server: Socket } | null>;
 }
 
 /** An application-level proxy for one protocol; resolves when the connection is finished. */
