@@ -1,5 +1,5 @@
 /**
- * SMTP STARTTLS through SOCKS: with STLS=mitm the SMTP tap keeps reading commands inside the TLS
+ * SMTP STARTTLS and POP3 STLS through SOCKS: with STLS=mitm the tap keeps reading commands inside the TLS
  * (the session record has the envelope given after the upgrade); without STLS the tunnel is relayed
  * untouched after the 220, and the client sees the server's own certificate.
  */
@@ -73,9 +73,10 @@ class Lines {
       for (const w of this.waiters.splice(0)) w();
     });
   }
+  final = /^(\d{3}) [^\r\n]*\r\n/m;
   async reply(): Promise<string> {
     for (;;) {
-      const m = /^(\d{3}) [^\r\n]*\r\n/m.exec(this.buf);
+      const m = this.final.exec(this.buf);
       if (m) {
         const end = m.index + m[0].length;
         const text = this.buf.slice(0, end);
@@ -167,5 +168,78 @@ test('without STLS the tunnel is relayed untouched after STARTTLS: the server ce
   } finally {
     await proxy.stop();
     proxy.cleanup();
+  }
+});
+
+/** A POP3 server with STLS (RFC 2595 §4). */
+async function startPop3(key: Buffer, cert: Buffer): Promise<{ port: number; close(): void }> {
+  const serve = (s: net.Socket | tls.TLSSocket): void => {
+    let buf = '';
+    s.on('error', () => {});
+    s.on('data', (c: Buffer) => {
+      buf += c.toString('latin1');
+      let i;
+      while ((i = buf.indexOf('\r\n')) >= 0) {
+        const verb = buf.slice(0, i).split(' ')[0]!.toUpperCase();
+        buf = buf.slice(i + 2);
+        if (verb === 'STLS') {
+          s.write('+OK begin TLS\r\n');
+          s.removeAllListeners('data');
+          serve(new tls.TLSSocket(s as net.Socket, { isServer: true, key, cert }));
+          return;
+        }
+        if (verb === 'STAT') s.write('+OK 0 0\r\n');
+        else if (verb === 'QUIT') s.end('+OK bye\r\n');
+        else s.write('+OK\r\n');
+      }
+    });
+  };
+  const server = net.createServer((s) => {
+    s.write('+OK POP3 ready\r\n');
+    serve(s);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { port: (server.address() as AddressInfo).port, close: () => server.close() };
+}
+
+test('STLS=mitm: the POP3 tap reads USER and STAT sent after STLS', async () => {
+  const { key, cert } = pki.issue(['localhost']);
+  const pop = await startPop3(key, cert);
+  const proxy: TestProxy = await startProxy(['-P127.0.0.1:0/socks', 'SOCKSTAP=pop3', 'STLS=mitm', `TLSCAFILE=${pki.caFile}`]);
+  try {
+    const ca = readFileSync(join(proxy.stateDir, 'ca', 'ca.pem'));
+    const { socket } = await SocksClient.createConnection({
+      proxy: { host: '127.0.0.1', port: proxy.port('socks'), type: 5 },
+      command: 'connect',
+      destination: { host: 'localhost', port: pop.port },
+      timeout: 10_000,
+    });
+    const c = new Lines(socket);
+    c.final = /^[+-](OK|ERR)[^\r\n]*\r\n/m;
+    assert.match(await c.reply(), /^\+OK/);
+    assert.match(await c.cmd('STLS'), /^\+OK/);
+    socket.removeAllListeners('data');
+    const t = await new Promise<tls.TLSSocket>((resolve, reject) => {
+      const s = tls.connect({ socket, servername: 'localhost', ca });
+      s.once('secureConnect', () => resolve(s));
+      s.once('error', reject);
+    });
+    c.listen(t);
+    assert.match(await c.cmd('USER alice'), /^\+OK/);
+    assert.match(await c.cmd('PASS secret-pw'), /^\+OK/);
+    assert.match(await c.cmd('STAT'), /^\+OK 0 0/);
+    await c.cmd('QUIT');
+    t.destroy();
+    await proxy.stop();
+    const s = proxy.sessions().find((x) => x.proto === 'pop3');
+    const section = s!.pop3 as { stls: boolean; user: string | null; commands: string[] };
+    assert.equal(section.stls, true);
+    assert.equal(section.user, 'alice');
+    assert.ok(section.commands.includes('STAT'), JSON.stringify(section.commands));
+    assert.ok(!proxy.readLog('sessions.jsonl').includes('secret-pw'), 'the password is masked');
+  } finally {
+    await proxy.stop();
+    proxy.cleanup();
+    pop.close();
   }
 });
