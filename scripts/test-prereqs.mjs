@@ -14,6 +14,9 @@ const NEEDED = [
   // SMTP, POP3, IMAP servers and Python clients for the mail taps
   { check: "/usr/bin/python3 -c 'import aiosmtpd'", pkg: 'python3-aiosmtpd' },
   { check: "/usr/bin/python3 -c 'import socks'", pkg: 'python3-socks' },
+  // TLS interception: Python requests as a client, certutil for Chromium's NSS database
+  { check: "/usr/bin/python3 -c 'import requests'", pkg: 'python3-requests' },
+  { check: 'command -v certutil', pkg: 'libnss3-tools' },
   { check: 'test -x /usr/lib/dovecot/imap', pkg: 'dovecot-imapd' },
   { check: 'test -x /usr/lib/dovecot/pop3', pkg: 'dovecot-pop3d' },
   // transparent interception tests build network namespaces with veth pairs and iptables

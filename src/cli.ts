@@ -15,6 +15,8 @@ import { describeConfig, summaryLine } from './config/describe.js';
 import { DemoArgError, runDemo } from './demo.js';
 import { reportReady, runPrimary, workerIndex } from './cluster.js';
 import { startSockstap, StartError, type Sockstap } from './sockstap.js';
+import { CaError, caFiles, CertificateAuthority } from './tls/ca.js';
+import { dirname } from 'node:path';
 import { formatReport, parseSince, readReport, ReportError, type ReportFormat } from './report.js';
 
 const VERSION = '0.1.0';
@@ -43,6 +45,10 @@ async function main(argv: string[]): Promise<void> {
     } catch (err) {
       fail(err instanceof DemoArgError ? 2 : 1, err instanceof Error ? err.message : String(err));
     }
+    return;
+  }
+  if (argv[0] === 'ca') {
+    await runCa(argv.slice(1));
     return;
   }
   const checkOnly = argv[0] === 'check';
@@ -192,6 +198,34 @@ function runReport(argv: string[]): void {
     if (err instanceof ReportError) fail(2, `report: ${err.message}`);
     throw err;
   }
+}
+
+/**
+ * `sockstap ca [--der] [-f FILE.yaml] [STATEDIR=DIR] [CAFILE=FILE CAKEY=FILE]`: the interception
+ * CA's certificate on standard output (PEM, or DER with --der), created under STATEDIR/ca when
+ * neither file exists yet. Never prints the key.
+ */
+async function runCa(argv: string[]): Promise<void> {
+  const der = argv.includes('--der');
+  const rest = argv.filter((a) => a !== '--der');
+  const unknown = rest.find((a) => a.startsWith('--'));
+  if (unknown) fail(2, `ca: unknown option ${unknown}; expected --der`);
+  let config: Config;
+  try {
+    config = loadConfig(rest, { cwd: process.cwd() });
+  } catch (err) {
+    if (err instanceof ConfigError) fail(2, `configuration error: ${err.message}`);
+    throw err;
+  }
+  let ca: CertificateAuthority;
+  try {
+    ca = await CertificateAuthority.load(caFiles(config.stateDir, config.tls));
+  } catch (err) {
+    if (err instanceof CaError) fail(1, `ca: ${err.message}`);
+    throw err;
+  }
+  if (ca.created) process.stderr.write(`sockstap: created the interception CA in ${dirname(ca.source)}\n`);
+  process.stdout.write(der ? ca.der : ca.certPem);
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {

@@ -12,6 +12,8 @@ import { loadConfig } from './config/load.js';
 import type { Config, DoorKind, ListenSpec } from './config/types.js';
 import { Pipeline } from './core/pipeline.js';
 import type { OwnAddress } from './net/destination.js';
+import { CertificateAuthority, caFiles } from './tls/ca.js';
+import { trustContext } from './tls/intercept.js';
 import { formatHostPort, Session } from './core/session.js';
 import type { Tunnel } from './core/tunnel.js';
 import { autoDoor, socksDoor } from './frontdoors/auto.js';
@@ -133,6 +135,7 @@ export class Sockstap {
       quotas,
       shutdown: this.shutdown.signal,
       ownAddresses: () => this.ownAddresses(),
+      ca: () => this.ca,
     });
     this.sink = observedSink(this.pipeline, this.events);
   }
@@ -287,6 +290,45 @@ export class Sockstap {
 
   private cacheDir = '';
 
+  /** The CA of TLS interception (tls/ca.ts), loaded when an STLS=mitm rule needs it. */
+  private ca: CertificateAuthority | null = null;
+  private caKey = '';
+
+  /**
+   * Load (or create, under STATEDIR/ca) the CA when some STLS rule intercepts, and check that
+   * TLSCAFILE can be read; StartError otherwise. The key's contents are never logged.
+   */
+  private async syncCa(config: Config): Promise<void> {
+    if (!config.tls || !config.tls.rules.some((r) => r.action === 'mitm')) {
+      this.ca = null;
+      this.caKey = '';
+      return;
+    }
+    try {
+      trustContext(config.tls);
+    } catch (err) {
+      throw new StartError(err instanceof Error ? err.message : String(err), { cause: err });
+    }
+    const files = caFiles(config.stateDir, config.tls);
+    const key = `${files.cert}|${files.key}`;
+    if (this.ca && this.caKey === key) return;
+    try {
+      this.ca = await CertificateAuthority.load(files);
+    } catch (err) {
+      throw new StartError(`TLS interception: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+    this.caKey = key;
+    this.log.info(this.ca.created ? 'tls interception CA created' : 'tls interception CA loaded', {
+      cert: files.cert,
+      subject: this.ca.subject,
+    });
+  }
+
+  /** The CA in use for TLS interception, if any. */
+  get interceptionCa(): CertificateAuthority | null {
+    return this.ca;
+  }
+
   /** The HTTP cache in use, if any. */
   get httpCache(): HttpCache | null {
     return this.cache;
@@ -295,6 +337,7 @@ export class Sockstap {
   /** Open every listener; on failure close the ones already open and throw StartError. */
   async start(): Promise<void> {
     await this.syncCache(this.current);
+    await this.syncCa(this.current);
     for (const spec of this.current.listen) {
       try {
         this.listeners.push(await this.openPort(spec));
@@ -539,6 +582,7 @@ export class Sockstap {
    */
   async reload(next: Config): Promise<void> {
     await this.syncCache(next);
+    await this.syncCa(next);
     const wanted = new Map(next.listen.map((s) => [specKey(s), s]));
     const opened: Listener[] = [];
     try {

@@ -494,6 +494,7 @@ export class HttpCache {
       const list = this.byUrl.get(s.meta.url) ?? [];
       list.push(entry);
       this.byUrl.set(s.meta.url, list);
+      this.indexOrigin(s.meta.url, true);
     }
     for (const meta of doomed) {
       this.track(removeMeta(this.layout, meta.id).then(() => removeBody(this.layout, meta.id)));
@@ -559,6 +560,40 @@ export class HttpCache {
     if (!chosen) return null;
     this.touch(chosen);
     return new StoredHit(this.hitHost, chosen, key, fresh);
+  }
+
+  /**
+   * Whether some stored response under this origin (`https://host[:port]`, as canonicalKey gives
+   * it) is fresh, whatever its request: the connect strategy's hint that an intercepted HTTPS
+   * tunnel may be answered without its server (docs/tls-interception.md). Only that origin's
+   * URLs are looked at, stopped at the first fresh one.
+   */
+  hasFreshUnder(origin: string): boolean {
+    if (!this.opened || this.closed) return false;
+    const urls = this.httpsUrls.get(origin);
+    if (!urls) return false;
+    for (const url of urls) {
+      const variants = this.byUrl.get(url);
+      if (variants?.some((e) => !e.removed && !e.policy.stale())) return true;
+    }
+    return false;
+  }
+
+  /** The https:// URLs stored per origin, for hasFreshUnder (kept beside byUrl). */
+  private readonly httpsUrls = new Map<string, Set<string>>();
+
+  private indexOrigin(url: string, stored: boolean): void {
+    if (!url.startsWith('https://')) return;
+    const slash = url.indexOf('/', 8);
+    const origin = slash < 0 ? url : url.slice(0, slash);
+    let set = this.httpsUrls.get(origin);
+    if (stored) {
+      if (!set) this.httpsUrls.set(origin, (set = new Set()));
+      set.add(url);
+    } else if (set) {
+      set.delete(url);
+      if (set.size === 0) this.httpsUrls.delete(origin);
+    }
   }
 
   /**
@@ -704,7 +739,10 @@ export class HttpCache {
     if (list) {
       const i = list.indexOf(entry);
       if (i >= 0) list.splice(i, 1);
-      if (list.length === 0) this.byUrl.delete(entry.meta.url);
+      if (list.length === 0) {
+        this.byUrl.delete(entry.meta.url);
+        this.indexOrigin(entry.meta.url, false);
+      }
     }
     this.markIndexDirty();
     entry.io = entry.io.then(async () => {
@@ -770,6 +808,7 @@ export class HttpCache {
     const list = this.byUrl.get(p.key) ?? [];
     list.unshift(entry);
     this.byUrl.set(p.key, list);
+    this.indexOrigin(p.key, true);
     this.entries.set(entry.meta.id, entry);
     this.committedBytes += size + metaBytes;
     while (list.length > MAX_VARIANTS_PER_URL) void this.dropEntry(list[list.length - 1]!);

@@ -31,6 +31,7 @@ import {
   parseServer,
   parseTapRule,
   parseTimeZone,
+  parseTlsRule,
   parseWorkers,
   type ListenEntry,
   parseHttpHeaderRules,
@@ -306,6 +307,11 @@ function settingsFromFile(f: ConfigFile, base: string): Settings {
   if (f.srcif !== undefined) s.srcif = f.srcif.map((v, i) => parseSrcif(v, `srcif[${i}]`));
   if (f.authttl !== undefined) s.authTtl = parseAuthTtl(f.authttl, 'authttl');
   if (f.workers !== undefined) s.workers = parseWorkers(String(f.workers), 'workers');
+  if (f.stls !== undefined) s.stls = (Array.isArray(f.stls) ? f.stls : [f.stls]).map((v, i) => parseTlsRule(v, Array.isArray(f.stls) ? `stls[${i}]` : 'stls'));
+  if (f.cafile !== undefined) s.caFile = parsePath(f.cafile, 'cafile', base);
+  if (f.cakey !== undefined) s.caKey = parsePath(f.cakey, 'cakey', base);
+  if (f.tlsverify !== undefined) s.tlsVerify = typeof f.tlsverify === 'boolean' ? f.tlsverify : f.tlsverify === 'do';
+  if (f.tlscafile !== undefined) s.tlsTrustFile = parsePath(f.tlscafile, 'tlscafile', base);
   return s;
 }
 

@@ -8,6 +8,7 @@ export const HELP_TEXT = `usage: sockstap [-f FILE.yaml] [-P[HOST:]PORT[/DOOR]].
        sockstap check [ARGS]    validate ARGS and print the settings in force; nothing listens
        sockstap report [--since DATE] [--format table|csv|json]
        sockstap demo [HTTP=8000] [FTP=2121] [BANNER=2525]    a local origin for the README tour
+       sockstap ca [--der]      print the TLS interception CA (created under STATEDIR/ca if needed)
 A SOCKS4/4a/5 + HTTP proxy that taps the application protocols inside its tunnels.
 With no argument it runs: -P127.0.0.1:1080/auto SOCKSTAP=all CACHE=do STATEDIR=./var ADMIN=127.0.0.1:9180
 (npm start -- ARGS: that main job with ARGS added; a parameter in ARGS replaces the main job's)

@@ -196,6 +196,12 @@ function finish(s: Settings, cwd: string): Config {
   if (s.dns) config.dns = s.dns;
   if (s.httpHeaders) config.httpHeaders = s.httpHeaders;
   if (s.userWindows && Object.keys(s.userWindows).length > 0) config.userWindows = s.userWindows;
+  if ((s.stls && s.stls.length > 0) || s.caFile || s.caKey || s.tlsVerify !== undefined || s.tlsTrustFile) {
+    config.tls = { rules: s.stls ?? [], verify: s.tlsVerify ?? true };
+    if (s.caFile) config.tls.caFile = s.caFile;
+    if (s.caKey) config.tls.caKey = s.caKey;
+    if (s.tlsTrustFile) config.tls.trustFile = s.tlsTrustFile;
+  }
   if (s.timeZone) applyTimeZone(config, s.timeZone);
   config.taps = config.taps.map((t) => tapEffective(t, config, s.timeZone));
   config.accounts?.setTtl?.(config.authTtl ?? DEFAULT_AUTH_TTL);

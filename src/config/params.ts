@@ -21,6 +21,7 @@ import type {
   TapRule,
   TapSettings,
   Timeouts,
+  TlsRule,
   Upstream,
   RouteRule,
   DnsConfig,
@@ -94,6 +95,12 @@ export interface Settings {
   workers?: number;
   userWindows?: Record<string, TimeWindow>;
   timeZone?: string;
+  /** STLS= rules in order; CAFILE=, CAKEY=, TLSVERIFY=, TLSCAFILE=. */
+  stls?: TlsRule[];
+  caFile?: string;
+  caKey?: string;
+  tlsVerify?: boolean;
+  tlsTrustFile?: string;
 }
 
 /** WORKERS=N or auto (one per core): processes sharing the listeners. */
@@ -178,6 +185,11 @@ export const PARAMETERS = {
   AUTHTTL: false,
   SRCIF: true,
   HOSTS: true,
+  STLS: true,
+  CAFILE: false,
+  CAKEY: false,
+  TLSVERIFY: false,
+  TLSCAFILE: false,
 } as const satisfies Record<string, boolean>;
 
 export type ParameterName = keyof typeof PARAMETERS;
@@ -298,6 +310,21 @@ export function applyParameter(settings: Settings, name: ParameterName, value: s
     case 'HOSTS':
       settings.dns = { ...DEFAULT_DNS, ...settings.dns, hosts: mergeHosts(settings.dns?.hosts ?? {}, parseHosts(value, label)) };
       return;
+    case 'STLS':
+      (settings.stls ??= []).push(parseTlsRule(value, label));
+      return;
+    case 'CAFILE':
+      settings.caFile = parsePath(value, label, base);
+      return;
+    case 'CAKEY':
+      settings.caKey = parsePath(value, label, base);
+      return;
+    case 'TLSVERIFY':
+      settings.tlsVerify = parseDoNo(value, label, 'do or no');
+      return;
+    case 'TLSCAFILE':
+      settings.tlsTrustFile = parsePath(value, label, base);
+      return;
   }
 }
 
@@ -329,6 +356,25 @@ export function parseHosts(text: string, label: string): Record<string, string[]
     }
   }
   return out;
+}
+
+/** `STLS=mitm[:dstHostList[:srcHostList]]` or `STLS=-mitm:dstHostList[:srcHostList]`. */
+export function parseTlsRule(text: string, label: string): TlsRule {
+  const fields = splitTopLevel(text.trim(), ':', { keepUrls: true });
+  const [what = '', dstText = '', srcText = ''] = fields;
+  const verb = what.trim().toLowerCase();
+  if (fields.length > 3 || (verb !== 'mitm' && verb !== '-mitm')) {
+    throw new ConfigError(label, `expected mitm[:dstHostList[:srcHostList]] or -mitm:dstHostList, got ${JSON.stringify(text)}`);
+  }
+  if (verb === '-mitm' && dstText.trim() === '') {
+    throw new ConfigError(label, '-mitm needs the destinations never intercepted: STLS=-mitm:dstHostList');
+  }
+  return {
+    action: verb === 'mitm' ? 'mitm' : 'never',
+    dst: parseHostList(dstText.trim() === '' ? '*' : dstText, label),
+    src: parseHostList(srcText.trim() === '' ? '*' : srcText, label),
+    source: `STLS=${text}`,
+  };
 }
 
 /** `-P[HOST:]PORT[/DOOR]` or `-P[HOST:]PORT/tcprelay://HOST:PORT`; the text after `-P`. */

@@ -165,6 +165,11 @@ export const configFileSchema = z
     spoof: z.union([z.literal('client'), z.boolean()]).optional(),
     relay: z.enum(['splice', 'js']).optional().describe('who moves untapped tunnels\' bytes (RELAY=): splice or js'),
     workers: z.union([z.number().int().min(1).max(64), z.literal('auto')]).optional().describe('processes sharing the listeners (WORKERS=)'),
+    stls: textOrList.optional().describe('TLS interception rules in order, as STLS=: mitm[:dstHostList[:srcHostList]] or -mitm:dstHostList'),
+    cafile: text.optional().describe('CA certificate for interception leaves (PEM, may hold the chain), as CAFILE='),
+    cakey: text.optional().describe('its private key (PEM), as CAKEY='),
+    tlsverify: z.union([z.boolean(), z.enum(['do', 'no'])]).optional().describe('verify servers before intercepting (TLSVERIFY=), default do'),
+    tlscafile: text.optional().describe('extra trust anchors for servers (PEM bundle), as TLSCAFILE='),
   })
   .describe('sockstap configuration (the structured form of its DeleGate-style parameters)');
 

@@ -315,11 +315,34 @@ export interface Config {
   relay: RelayKind;
   /** WORKERS=N: processes that share the listeners (Node cluster); 1 = this process alone. */
   workers: number;
+  /** TLS interception; absent: no STLS rule (nothing is intercepted). */
+  tls?: TlsConfig;
   /** Where this configuration came from, so SIGHUP can build it again. */
   origin: { argv: readonly string[]; file?: string; cwd: string };
 }
 
 export type RelayKind = 'splice' | 'js';
+
+/** `STLS=mitm[:dst[:src]]` (intercept) or `STLS=-mitm:dst` (never): first match wins. */
+export interface TlsRule {
+  action: 'mitm' | 'never';
+  dst: HostList;
+  src: HostList;
+  source: string;
+}
+
+/** TLS interception (docs/tls-interception.md): STLS=, CAFILE=, CAKEY=, TLSVERIFY=, TLSCAFILE=. */
+export interface TlsConfig {
+  rules: readonly TlsRule[];
+  /** CAFILE= (PEM, may hold the chain of an intermediate); absent: STATEDIR/ca/ca.pem. */
+  caFile?: string;
+  /** CAKEY= (PEM private key); absent: STATEDIR/ca/ca.key. */
+  caKey?: string;
+  /** TLSVERIFY=do (default): servers' certificates are verified before interception. */
+  verify: boolean;
+  /** TLSCAFILE=: extra trust anchors for servers (PEM bundle). */
+  trustFile?: string;
+}
 
 /** A configuration error: exit status 2, the message names the parameter or YAML path. */
 export class ConfigError extends Error {

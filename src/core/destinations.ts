@@ -95,7 +95,14 @@ export function chooseStrategy(
   port: number,
   httpWithoutServer: boolean,
   pin: StrategyPin = 'auto',
+  /**
+   * STLS=mitm covers this destination (a name) and the cache holds a fresh https:// response
+   * under it: the leaf can be issued from the SNI alone and the hit served with no server
+   * (docs/tls-interception.md). Only STRATEGY=dial-first keeps it dial-first.
+   */
+  httpsFromCache = false,
 ): ConnectStrategy {
+  if (httpsFromCache) return pin === 'dial-first' ? 'dial-first' : 'cache-first';
   if (!httpWithoutServer) return 'dial-first';
   if (pin !== 'auto') return pin;
   if (seen) return seen.proto === 'http' ? 'cache-first' : 'dial-first';

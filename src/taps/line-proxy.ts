@@ -143,6 +143,70 @@ export class LineProxy {
   }
 
   /**
+   * STARTTLS accepted by the server: with STLS=mitm (`ctx.upgradeTls`) the connection goes on in
+   * lines inside the two TLS sessions; without it, as requestRelay().
+   */
+  requestTls(): void {
+    this.tlsNext = this.ctx.upgradeTls !== undefined;
+    this.requestRelay();
+  }
+
+  private tlsNext = false;
+
+  /** The TLS sessions replace the sockets; reading in lines resumes with fresh readers. */
+  private upgrade(fromClient: Buffer[]): void {
+    this.tlsNext = false;
+    // The client's first TLS bytes were read as a line already: put them back in front.
+    const hello = Buffer.concat(fromClient);
+    if (hello.length > 0) this.c.socket.unshift(hello);
+    const max = this.opts.maxLine ?? DEFAULT_MAX_LINE;
+    const oldClient = this.c.socket;
+    const oldServer = this.s.socket;
+    this.ctx.upgradeTls!(oldClient, oldServer).then(
+      (tls) => {
+        if (!tls) {
+          // Not intercepted after all: the bytes go on untouched.
+          this.ctx.relay(oldClient, oldServer).then(
+            () => this.done(),
+            () => this.done(),
+          );
+          return;
+        }
+        this.listeners.length = 0;
+        this.c.socket = tls.client;
+        this.c.reader = new LineReader(max);
+        this.c.leftover = [];
+        this.s.socket = tls.server;
+        this.s.reader = new LineReader(max);
+        this.s.leftover = [];
+        this.clientEnded = false;
+        this.serverEnded = false;
+        this.mode = 'lines';
+        this.held = null;
+        const idleMs = this.ctx.config.timeouts.idle;
+        if (idleMs > 0) {
+          this.idleTimer = setTimeout(() => {
+            if (this.ctx.session.result === 'ok') this.ctx.session.result = 'idle';
+            this.destroyBoth();
+          }, idleMs);
+          this.idleTimer.unref();
+        }
+        this.attach('client', this.c, this.s);
+        this.attach('server', this.s, this.c);
+        tls.client.once('close', () => oldClient.destroy());
+        tls.server.once('close', () => oldServer.destroy());
+        this.c.socket.resume();
+        this.s.socket.resume();
+      },
+      () => {
+        oldClient.destroy();
+        oldServer.destroy();
+        this.done();
+      },
+    );
+  }
+
+  /**
    * Cut the server off while the client stays (a message over the size limit: without its final
    * dot the server delivers nothing); the tap answers the client itself from here on.
    */
@@ -280,6 +344,10 @@ export class LineProxy {
     if (this.c.reader.buffered > 0) fromClient.push(this.c.reader.drain());
     const fromServer = [...this.s.leftover];
     if (this.s.reader.buffered > 0) fromServer.push(this.s.reader.drain());
+    if (this.tlsNext && this.ctx.upgradeTls && fromServer.length === 0 && !this.c.socket.destroyed && !this.s.socket.destroyed) {
+      this.upgrade(fromClient);
+      return;
+    }
     // These bytes were counted as read from the client when they arrived (bytesUp).
     for (const b of fromClient) this.s.socket.write(b);
     for (const b of fromServer) this.toClientRaw(b);

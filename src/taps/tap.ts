@@ -39,11 +39,24 @@ export interface TapContext {
    * Reach another destination through the pipeline's routing (an HTTP request MOUNT moved to
    * another server); call `authorize` for it first.
    */
-  dialTo(dst: HostPort): Promise<Socket>;
+  dialTo(dst: HostPort, scheme?: 'http' | 'https'): Promise<Socket>;
   /** Checkpoint 2 for another destination of this tunnel's requests; rejects with EDENIED. */
   authorize(dst: HostPort): Promise<void>;
   /** Relay the two sockets untouched until both ends are done, counting into the session. */
   relay(client: Socket, server: Socket): Promise<void>;
+  /**
+   * `https` when `client` and `server` are the two TLS sessions of an intercepted tunnel
+   * (tls/intercept.ts): URLs, cache keys and policy say https://, and `dial()` reaches the
+   * server over TLS, verified. Absent: plain.
+   */
+  scheme?: 'https';
+  /**
+   * STLS=mitm for this destination (line taps): after an accepted STARTTLS/STLS the tap hands
+   * both sockets here (the client's ClientHello back in front of it) and gets the two TLS
+   * sessions to keep reading commands from; null: not intercepted, relay the rest. Absent: no
+   * interception for this tunnel.
+   */
+  upgradeTls?(client: Socket, server: Socket): Promise<{ client: Socket; server: Socket } | null>;
 }
 
 /** An application-level proxy for one protocol; resolves when the connection is finished. */

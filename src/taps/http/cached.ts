@@ -30,7 +30,7 @@ import { checkHttpRequest } from '../../policy/http-rules.js';
 import {
   denyHttp,
   forwardHttpRequest,
-  targetAuthority,
+  urlAuthority,
   type BodySink,
   type ForwardOptions,
   type ForwardRoute,
@@ -52,8 +52,16 @@ export interface ServeOptions {
    * MOUNT has moved the request.
    */
   keyHost?: string;
-  /** Reach an origin (the tunnel's own dialer for its destination, the pipeline's otherwise). */
-  dial(dst: HostPort): Promise<Socket>;
+  /**
+   * Reach an origin (the tunnel's own dialer for its destination, the pipeline's otherwise);
+   * `scheme` is the request's after MOUNT (`https`: over TLS, for an intercepted tunnel).
+   */
+  dial(dst: HostPort, scheme?: 'http' | 'https'): Promise<Socket>;
+  /**
+   * `https` for the requests of an intercepted TLS tunnel: URLs (policy, access.log, the cache
+   * key) say https://, never mixed with the http:// entries of the same host. Default `http`.
+   */
+  scheme?: 'http' | 'https';
   /**
    * Checkpoint 2 for a destination MOUNT moved the request to (rejects with a ProxyError when
    * refused); the request's own destination has passed it already.
@@ -182,9 +190,11 @@ export function serveHttp(req: IncomingMessage, res: ServerResponse, o: ServeOpt
   const method = (req.method ?? 'GET').toUpperCase();
   let target = o.target;
   let hostMode = o.host;
+  const askedScheme = o.scheme ?? 'http';
+  let scheme = askedScheme;
   const mounted = applyMounts(o.config.mounts, target, mountRequestOf(req, o.session, o.originForm === true));
   // The URL as the client asked it (for an origin-form request: its Host and path).
-  const asked = `http://${targetAuthority(target)}${target.path}`;
+  const asked = `${askedScheme}://${urlAuthority(askedScheme, target)}${target.path}`;
   if (o.originForm && !mounted) {
     // The door matched a MOUNT under the configuration it saw; a reload has removed it since.
     denyHttp(req, res, o.session, o.events, 'EPROTO', 'no MOUNT serves this path (the configuration changed)', asked);
@@ -193,6 +203,8 @@ export function serveHttp(req: IncomingMessage, res: ServerResponse, o: ServeOpt
   let mapResponseHead: ((raw: string[]) => void) | undefined;
   if (mounted) {
     target = { host: mounted.host, port: mounted.port, path: mounted.path };
+    // Inside an intercepted tunnel the real URL's scheme says how its server is reached.
+    if (o.scheme === 'https') scheme = /^https:/i.test(mounted.mount.to) ? 'https' : 'http';
     // The request now goes to the real URL's server, which is named in its Host (RFC 9112 §3.2).
     hostMode = 'target';
     if (!mounted.mount.forwardOnly) {
@@ -200,7 +212,7 @@ export function serveHttp(req: IncomingMessage, res: ServerResponse, o: ServeOpt
       mapResponseHead = (raw) => mapBackHeaders(raw, mounted, virtual);
     }
   }
-  const url = `http://${targetAuthority(target)}${target.path}`;
+  const url = `${scheme}://${urlAuthority(scheme, target)}${target.path}`;
   const mountedFrom = mounted ? asked : undefined;
 
   const decision = checkHttpRequest(o.config, {
@@ -222,7 +234,7 @@ export function serveHttp(req: IncomingMessage, res: ServerResponse, o: ServeOpt
   // The verified Host name keys the entry only while the request goes where it came for.
   const keyHost = mounted ? undefined : o.keyHost;
   ready.then(
-    () => serveAllowed(req, res, o, target, hostMode, url, method, { mountedFrom, mapResponseHead }, keyHost),
+    () => serveAllowed(req, res, scheme === askedScheme ? o : { ...o, scheme }, target, hostMode, url, method, { mountedFrom, mapResponseHead }, keyHost),
     (err: unknown) => {
       const e = toProxyError(err);
       denyHttp(req, res, o.session, o.events, e.code, e.message, url, mountedFrom);
@@ -260,7 +272,7 @@ function serveAllowed(
     const options: ForwardOptions = {
       session: o.session,
       target,
-      dial: o.dial,
+      dial: (d) => o.dial(d, o.scheme ?? 'http'),
       events: o.events,
       log: o.log,
       via: o.via,
@@ -290,7 +302,7 @@ function serveAllowed(
   }
   const named = keyHost ?? target.host;
   const host = named.includes(':') ? `[${named}]` : named;
-  const cacheReq: CacheRequest = { method, url: `http://${host}:${target.port}${target.path}`, headers: headersFromRaw(raw) };
+  const cacheReq: CacheRequest = { method, url: `${o.scheme ?? 'http'}://${host}:${target.port}${target.path}`, headers: headersFromRaw(raw) };
   // EXPIRE of the SOCKSTAP rule whose tunnel this is (the pipeline's rule view), else the cache's own.
   if (o.config.cache.expire !== undefined) cacheReq.heuristicMs = o.config.cache.expire;
 

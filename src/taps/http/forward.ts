@@ -236,6 +236,12 @@ export function closeForwardPool(): void {
   old.destroy();
 }
 
+/** The authority of a URL of this scheme: the port left out when it is the scheme's default. */
+export function urlAuthority(scheme: string, target: { host: string; port: number }): string {
+  const host = target.host.includes(':') ? `[${target.host}]` : target.host;
+  return target.port === (scheme === 'https' ? 443 : 80) ? host : `${host}:${target.port}`;
+}
+
 /** The authority of a target as the Host field spells it (RFC 9110 §7.2): port omitted when 80. */
 export function targetAuthority(target: { host: string; port: number }): string {
   const host = target.host.includes(':') ? `[${target.host}]` : target.host;

@@ -100,6 +100,8 @@ export async function verifyTunnelHost(
   dst: HostPort,
   names: NameCache,
   relay?: HostPort,
+  /** The port a Host without one names: 80, or 443 inside an intercepted TLS tunnel. */
+  defaultPort = 80,
 ): Promise<HostVerdict> {
   const values: string[] = [];
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
@@ -111,7 +113,7 @@ export async function verifyTunnelHost(
   if (values.length > 1) return { ok: false, reason: `the request has ${values.length} Host fields` };
   const given = parseHostField(values[0]!);
   if (!given) return { ok: false, reason: `Host ${JSON.stringify(values[0])} is not a valid authority` };
-  const port = given.port ?? 80;
+  const port = given.port ?? defaultPort;
   const dstLabel = dst.host.includes(':') ? `[${dst.host}]:${dst.port}` : `${dst.host}:${dst.port}`;
   const refused = (why: string): HostVerdict => ({
     ok: false,

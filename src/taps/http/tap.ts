@@ -18,7 +18,7 @@ import type { HostPort } from '../../config/types.js';
 import { toProxyError, replyFor } from '../../core/errors.js';
 import { checkHttpRequest } from '../../policy/http-rules.js';
 import type { Tap, TapContext } from '../tap.js';
-import { absoluteTarget, denyHttp, targetAuthority, type ForwardRoute, type ForwardTarget } from './forward.js';
+import { absoluteTarget, denyHttp, targetAuthority, urlAuthority, type ForwardRoute, type ForwardTarget } from './forward.js';
 import { MAX_HEAD_BYTES, MAX_HEAD_FIELDS, PROXY_VIA } from './headers.js';
 import { serveHttp } from './cached.js';
 import { verifyTunnelHost, type HostVerdict } from './host-check.js';
@@ -79,9 +79,9 @@ function disarmHeadTimer(state: TapState): void {
 }
 
 /** The tunnel's own dialer for its destination (first the pre-dialed socket), the pipeline's for another. */
-function dialFor(state: TapState, dst: HostPort): Promise<Socket> {
+function dialFor(state: TapState, dst: HostPort, scheme: 'http' | 'https' = schemeOf(state.ctx)): Promise<Socket> {
   const { ctx } = state;
-  const same = dst.host === ctx.dst.host && dst.port === ctx.dst.port;
+  const same = dst.host === ctx.dst.host && dst.port === ctx.dst.port && scheme === schemeOf(ctx);
   if (same && state.firstServer) {
     const s = state.firstServer;
     state.firstServer = null;
@@ -89,7 +89,7 @@ function dialFor(state: TapState, dst: HostPort): Promise<Socket> {
     if (!s.destroyed && !s.readableEnded) return Promise.resolve(s);
     s.destroy();
   }
-  const dialing = same ? ctx.dial() : ctx.dialTo(dst);
+  const dialing = same ? ctx.dial() : ctx.dialTo(dst, scheme);
   return dialing.then((s) => {
     state.dialed.add(s);
     s.once('close', () => state.dialed.delete(s));
@@ -125,18 +125,23 @@ function onRequest(req: IncomingMessage, res: ServerResponse): void {
   void verifyHost(req, ctx).then((verdict) => {
     if (res.destroyed) return;
     if (!verdict.ok) {
-      refuseHost(req, res, state, `http://${targetAuthority(ctx.dst)}${target.path}`, verdict.reason);
+      refuseHost(req, res, state, `${schemeOf(ctx)}://${urlAuthority(schemeOf(ctx), ctx.dst)}${target.path}`, verdict.reason);
       return;
     }
     serve(req, res, state, target, verdict.keyHost, verdict.rewrite === true);
   });
 }
 
+/** `https` inside an intercepted TLS tunnel, else `http`. */
+function schemeOf(ctx: TapContext): 'http' | 'https' {
+  return ctx.scheme ?? 'http';
+}
+
 /** host-check.ts for a request of this tunnel; a port relay's own address counts for its destination. */
 function verifyHost(req: IncomingMessage, ctx: TapContext): Promise<HostVerdict> {
   const local = ctx.client.localAddress;
   const relay = ctx.session.door === 'tcprelay' && local && ctx.client.localPort ? { host: local, port: ctx.client.localPort } : undefined;
-  return verifyTunnelHost(req.rawHeaders, ctx.dst, nameCache(ctx.config.dns), relay);
+  return verifyTunnelHost(req.rawHeaders, ctx.dst, nameCache(ctx.config.dns), relay, ctx.scheme === 'https' ? 443 : 80);
 }
 
 /** A request whose Host does not name the tunnel's destination: 400, access.log and sockstap.log. */
@@ -160,7 +165,7 @@ function serve(req: IncomingMessage, res: ServerResponse, state: TapState, targe
     ...(keyHost ? { keyHost } : {}),
     // A Host naming the relay itself goes to the origin as the destination's.
     host: rewrite ? 'target' : 'keep',
-    dial: (dst) => dialFor(state, dst),
+    dial: (dst, scheme) => dialFor(state, dst, scheme),
     authorize: (dst) => ctx.authorize(dst),
     cache: ctx.services.cache,
     config: ctx.config,
@@ -169,7 +174,8 @@ function serve(req: IncomingMessage, res: ServerResponse, state: TapState, targe
     via: PROXY_VIA,
     timeouts: ctx.config.timeouts,
     // Origin connections of a tunnel belong to it (its route, its pre-dialed socket): not shared.
-    poolKey: `tap:${ctx.session.id}`,
+    poolKey: ctx.scheme ? `tap:${ctx.session.id}:${ctx.scheme}` : `tap:${ctx.session.id}`,
+    ...(ctx.scheme ? { scheme: ctx.scheme } : {}),
     // Through an HTTP upstream, requests go in absolute-form on connections pooled per upstream.
     ...(routesFor ? { routesFor } : {}),
   });
@@ -201,7 +207,7 @@ function onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
   section(state).requests++;
   const started = Date.now();
   const path = requestPath(req.url ?? '/');
-  const url = `http://${targetAuthority(ctx.dst)}${path}`;
+  const url = `${schemeOf(ctx)}://${urlAuthority(schemeOf(ctx), ctx.dst)}${path}`;
   let status = 0;
   let resultCode = 'TCP_TUNNEL';
   const record = (bytes: number): void => {

@@ -180,7 +180,8 @@ export const imapTap: Tap = async (ctx) => {
           if (authenticating === m[1]) authenticating = null;
           if (o.name === 'STARTTLS' && ok) {
             section.starttls = true;
-            lp.requestRelay();
+            // STLS=mitm: tapped on inside the TLS (LineProxy.requestTls); otherwise relayed.
+            lp.requestTls();
           }
         }
         if (lit) serverCont = { fetch: false };

@@ -167,7 +167,8 @@ export const pop3Tap: Tap = async (ctx) => {
     if (p.verb === 'STLS') {
       if (ok) {
         section.stls = true;
-        lp.requestRelay();
+        // STLS=mitm: tapped on inside the TLS (LineProxy.requestTls); otherwise relayed.
+        lp.requestTls();
       }
       lp.releaseClient();
     }

@@ -356,7 +356,8 @@ export const smtpTap: Tap = async (ctx) => {
         if (code === 220) {
           // RFC 3207 §4: the TLS handshake starts right after the 220; from here on it is bytes.
           section.starttls = true;
-          lp.requestRelay();
+          // STLS=mitm: tapped on inside the TLS (LineProxy.requestTls); otherwise relayed.
+          lp.requestTls();
         }
         lp.releaseClient();
         break;
