@@ -392,6 +392,14 @@ export class Pipeline implements TunnelSink {
     await this.relayCounted(session, tunnel.socket, server, config);
   }
 
+  /** A tap's dial: the socket belongs to the session (closed with it) and never throws late. */
+  private async dialOwned(dst: HostPort, session: Session): Promise<Socket> {
+    const s = await this.dial(dst, session);
+    session.adopt(s);
+    s.on('error', () => {}); // the tap records the error; never crash on a late one
+    return s;
+  }
+
   /** Dial the tunnel's destination; on failure the door replies and null is returned. */
   private async dialForTunnel(tunnel: Tunnel, replied = false): Promise<Socket | null> {
     const { session } = tunnel;
@@ -584,18 +592,8 @@ export class Pipeline implements TunnelSink {
       info: peek.info,
       config,
       services: { events: this.deps.events, log: this.deps.log, cache },
-      dial: async () => {
-        const s = await this.dial(tunnel.dst, session);
-        session.adopt(s);
-        s.on('error', () => {});
-        return s;
-      },
-      dialTo: async (dst) => {
-        const s = await this.dial(dst, session);
-        session.adopt(s);
-        s.on('error', () => {});
-        return s;
-      },
+      dial: () => this.dialOwned(tunnel.dst, session),
+      dialTo: (dst) => this.dialOwned(dst, session),
       authorize: async (dst) => void (await this.authorize(session, [peek.proto, ...tunnel.tags], dst, rule)),
       relay: (c, s) => this.relayCounted(session, c, s, config, rule),
       ...(httpRoutes ? { httpRoutes } : {}),
@@ -865,9 +863,7 @@ export class Pipeline implements TunnelSink {
   ): HttpTapContext {
     const { session } = tunnel;
     const dialTls = async (dst: HostPort): Promise<Socket> => {
-      const s = await this.dial(dst, session);
-      session.adopt(s);
-      s.on('error', () => {});
+      const s = await this.dialOwned(dst, session);
       const same = dst.host === tunnel.dst.host && dst.port === tunnel.dst.port;
       try {
         return (await connectServerTls(s, { config, name: same ? name : dst.host, offerHttp: true, port: dst.port })).socket;
@@ -889,10 +885,7 @@ export class Pipeline implements TunnelSink {
       dial: () => dialTls(tunnel.dst),
       dialTo: async (dst, scheme) => {
         if (scheme === 'https') return dialTls(dst);
-        const s = await this.dial(dst, session);
-        session.adopt(s);
-        s.on('error', () => {});
-        return s;
+        return this.dialOwned(dst, session);
       },
       authorize: async (dst) => void (await this.authorize(session, ['tls', ...tunnel.tags], dst, rule)),
       relay: (c, s) => this.relayCounted(session, c, s, config, rule),

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { startDemo, type Demo } from '../../src/demo.js';
-import { curl } from '../helpers/origin.js';
+import { curl, startOrigin, type Origin } from '../helpers/origin.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -25,12 +25,27 @@ const RATE = 2 * 1024 * 1024;
 let demo: Demo;
 let shaped: TestProxy;
 let plain: TestProxy;
+/** Sends 8 MiB at about 1 MiB/s itself (curl's --limit-rate does not hold on loopback here). */
+let slow: Origin;
 let context: BrowserContext | null = null;
 const profileDir = mkdtempSync(join(tmpdir(), 'sockstap-chromium-'));
 
 before(async () => {
   if (skip) return;
   demo = await startDemo({ ports: { http: 0, ftp: 0, smtp: 0 } });
+  slow = await startOrigin((_req, res) => {
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    let sent = 0;
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': 128 * chunk.length });
+    const timer = setInterval(() => {
+      if (res.destroyed) return clearInterval(timer);
+      res.write(chunk);
+      if (++sent === 128) {
+        clearInterval(timer);
+        res.end();
+      }
+    }, 62);
+  });
   const common = ['ADMIN=127.0.0.1:0', 'HOSTS={example.test,ftp.example.test,mail.example.test}/127.0.0.1'];
   // HTTP in SOCKS tunnels is not tapped here, so BANDWIDTH shapes it in the relay.
   shaped = await startProxy(['-P127.0.0.1:0/auto', 'SOCKSTAP=ftp,smtp', `BANDWIDTH=2m/down:all`, ...common]);
@@ -39,6 +54,7 @@ before(async () => {
 });
 after(async () => {
   await context?.close();
+  await slow?.close();
   for (const p of [shaped, plain]) {
     await p?.stop();
     p?.cleanup();
@@ -114,11 +130,8 @@ test('live rates are true during a shaped download; every protocol the taps saw 
 
 test('a spliced tunnel moves the live rate while the relay thread carries it', { skip }, async () => {
   const page = await openDashboard(plain.proxy.adminUrl!);
-  // curl reads at 1 MiB/s: the tunnel lasts about eight seconds, all of it in the thread.
-  const download = curl(
-    ['--socks4', `127.0.0.1:${plain.port()}`, '--limit-rate', '1M', '-o', '/dev/null', `http://127.0.0.1:${demo.ports.http}/big.bin`],
-    60_000,
-  );
+  // The origin sends at about 1 MiB/s: the tunnel lasts about eight seconds, all of it in the thread.
+  const download = curl(['--socks4', `127.0.0.1:${plain.port()}`, '-o', '/dev/null', slow.url('/slow.bin')], 60_000);
   const rates = await watchRates(page, download);
   assert.equal((await download).code, 0);
   assert.ok(rates.some((x) => x > 0), `the spliced download shows as moving: ${rates.join(', ')}`);
