@@ -23,6 +23,7 @@ import {
   nodeHeaders,
   policyOptions,
   ProxyCachePolicy,
+  servedHeaders,
   varyKey,
   type CacheKey,
   type CacheRequest,
@@ -55,8 +56,11 @@ export interface CacheHit {
    * reports that case as null instead.
    */
   body(): Readable;
-  /** The body stream once its file is open, or null when the entry is gone (treat as a miss). */
-  openBody(): Promise<Readable | null>;
+  /**
+   * The body stream once its file is open, or null when the entry is gone (treat as a miss);
+   * `range` (inclusive offsets) for a 206.
+   */
+  openBody(range?: { start: number; end: number }): Promise<Readable | null>;
   /**
    * The conditional fields to send upstream for this request (RFC 9111 §4.3.1): If-None-Match and/or
    * If-Modified-Since, merged with the client's own. They replace the client's conditional fields;
@@ -310,7 +314,7 @@ class StoredHit implements CacheHit {
     private readonly key: CacheKey,
     readonly fresh: boolean,
   ) {
-    this.head = { status: entry.meta.policy.st, headers: nodeHeaders(entry.policy.responseHeaders()) };
+    this.head = { status: entry.meta.policy.st, headers: servedHeaders(entry.policy) };
     this.size = entry.meta.size;
   }
 
@@ -331,12 +335,12 @@ class StoredHit implements CacheHit {
     return stream;
   }
 
-  async openBody(): Promise<Readable | null> {
+  async openBody(range?: { start: number; end: number }): Promise<Readable | null> {
     const entry = this.entry;
     entry.opening++;
     try {
       const fh = await open(this.cache.layout.body(entry.meta.id), 'r');
-      return fh.createReadStream({ highWaterMark: 64 * 1024, autoClose: true });
+      return fh.createReadStream({ highWaterMark: 64 * 1024, autoClose: true, ...(range ?? {}) });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw err;
@@ -573,7 +577,9 @@ export class HttpCache {
     if (!key) return null;
     const libReq = libraryRequest(req, key);
     const res = { status: head.status, headers: libraryHeaders(head.headers) };
-    if (res.headers['content-range'] !== undefined) return null; // partial content is not understood
+    // Partial content is not stored (it is not combined, RFC 9111 §3.3); a Content-Range on a
+    // complete response is only one more field, stored as sent (RFC 9111 §3.1).
+    if (head.status === 206) return null;
     const policy = new ProxyCachePolicy(libReq, res, policyOptions(this.heuristicMs));
     if (!policy.storable()) return null;
     const cc = String(res.headers['cache-control'] ?? '').toLowerCase();
@@ -784,17 +790,13 @@ export class HttpCache {
     const res = { status: head.status, headers: libraryHeaders(head.headers) };
     const result = entry.policy.revalidatedPolicy(req, res);
     if (result.modified) return { modified: true, head };
-    const storedHead = (): CacheResponseHead => ({
-      status: entry.meta.policy.st,
-      headers: nodeHeaders(entry.policy.responseHeaders()),
-    });
+    const storedHead = (): CacheResponseHead => ({ status: entry.meta.policy.st, headers: servedHeaders(entry.policy) });
     if (result.policy === entry.policy) return { modified: false, head: storedHead() }; // stale-if-error
     if (!result.matches) {
-      // A 304 for another representation (RFC 9111 §4.3.4: no stored response is selected): the
-      // stored body is served this once, as the library advises, but no longer kept as current.
-      const served = storedHead();
-      await this.dropEntry(entry);
-      return { modified: false, head: served };
+      // A 304 whose validators select no stored response (RFC 9111 §4.3.4): nothing is updated.
+      // The stored response is served as it is and kept — dropping it removed the body this very
+      // answer needed, and the request went to the origin again, unconditionally.
+      return { modified: false, head: storedHead() };
     }
     const policy =
       result.policy instanceof ProxyCachePolicy ? result.policy : this.loadPolicy({ ...entry.meta, policy: result.policy.toObject() });
@@ -804,7 +806,7 @@ export class HttpCache {
     applyHeuristic(policy, heuristic, this.heuristicMs);
     entry.policy = policy;
     entry.meta = { ...entry.meta, policy: obj, heuristic };
-    const merged: CacheResponseHead = { status: obj.st, headers: nodeHeaders(policy.responseHeaders()) };
+    const merged: CacheResponseHead = { status: obj.st, headers: servedHeaders(policy) };
     if (!entry.removed) {
       const meta = entry.meta;
       entry.io = entry.io.then(async () => {

@@ -157,6 +157,41 @@ function clientNotModified(reqHeaders: IncomingHttpHeaders, head: CacheResponseH
   return Number.isFinite(since) && Number.isFinite(modified) && modified <= since;
 }
 
+/**
+ * The part of a stored complete 200 a Range request asks for (RFC 9110 §14.2): one byte range,
+ * `unsatisfiable` (416), or null to send the whole representation — no Range, a Range that is not
+ * one `bytes` range (several ranges are answered whole, which RFC 9110 §14.2 allows), or an
+ * If-Range that does not match (§13.1.5: a strong entity tag, or the Last-Modified date exactly).
+ */
+function requestedRange(
+  reqHeaders: IncomingHttpHeaders,
+  head: CacheResponseHead,
+  size: number,
+): { start: number; end: number } | 'unsatisfiable' | null {
+  const range = reqHeaders.range;
+  if (head.status !== 200 || typeof range !== 'string') return null;
+  const ifRange = reqHeaders['if-range'];
+  if (ifRange !== undefined) {
+    const v = (Array.isArray(ifRange) ? ifRange.join(', ') : ifRange).trim();
+    if (v.startsWith('"') || v.startsWith('W/')) {
+      const etag = head.headers.etag;
+      if (v.startsWith('W/') || typeof etag !== 'string' || etag.startsWith('W/') || etag !== v) return null;
+    } else if (v !== head.headers['last-modified']) return null;
+  }
+  const m = /^bytes=[ \t]*(\d*)[ \t]*-[ \t]*(\d*)[ \t]*$/i.exec(range);
+  if (!m || (m[1] === '' && m[2] === '')) return null;
+  if (m[1] === '') {
+    const n = Number(m[2]);
+    if (n === 0 || size === 0) return 'unsatisfiable';
+    return { start: Math.max(0, size - n), end: size - 1 };
+  }
+  const start = Number(m[1]);
+  const end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
+  if (m[2] !== '' && Number(m[2]) < start) return null; // invalid range: ignored (RFC 9110 §14.1.1)
+  if (start >= size) return 'unsatisfiable';
+  return { start, end };
+}
+
 /** A cache writer as the forwarder's body sink; `settled` resolves once the store is over. */
 function storeSink(writer: CacheWriter, onSettled: () => void): BodySink {
   let over = false;
@@ -434,14 +469,18 @@ async function serveStored(s: RequestState, hit: CacheHit, head: CacheResponseHe
   const { req, res, o } = s;
   const method = s.cacheReq.method;
   const notModified = clientNotModified(s.cacheReq.headers, head);
-  const withBody = method !== 'HEAD' && !notModified;
-  const body = withBody ? await hit.openBody() : null;
+  // RFC 9110 §14.2: a Range request for a stored complete response is answered 206 from it.
+  const range = notModified ? null : requestedRange(s.cacheReq.headers, head, hit.size);
+  const span = range === null ? { start: 0, end: hit.size - 1 } : range === 'unsatisfiable' ? null : range;
+  const length = span ? span.end - span.start + 1 : 0;
+  const withBody = method !== 'HEAD' && !notModified && length > 0;
+  const body = withBody ? await hit.openBody(range === null ? undefined : span ?? undefined) : null;
   if (withBody && !body) return false;
   if (res.destroyed) {
     body?.destroy();
     return true;
   }
-  const status = notModified ? 304 : head.status;
+  const status = notModified ? 304 : range === 'unsatisfiable' ? 416 : range ? 206 : head.status;
   let out: string[];
   if (notModified) {
     out = [];
@@ -451,9 +490,12 @@ async function serveStored(s: RequestState, hit: CacheHit, head: CacheResponseHe
     }
   } else {
     out = rawFromHeaders(head.headers);
-    for (let i = out.length - 2; i >= 0; i -= 2) if (out[i]!.toLowerCase() === 'content-length') out.splice(i, 2);
+    const framing = range !== null ? ['content-length', 'content-range'] : ['content-length'];
+    for (let i = out.length - 2; i >= 0; i -= 2) if (framing.includes(out[i]!.toLowerCase())) out.splice(i, 2);
     // The stored body's exact size frames the message (RFC 9112 §6.3), however the origin framed it.
-    if (status !== 204 && status !== 304) out.push('content-length', String(hit.size));
+    if (range === 'unsatisfiable') out.push('content-range', `bytes */${hit.size}`, 'content-length', '0');
+    else if (range) out.push('content-range', `bytes ${range.start}-${range.end}/${hit.size}`, 'content-length', String(length));
+    else if (status !== 204 && status !== 304) out.push('content-length', String(hit.size));
   }
   s.mount.mapResponseHead?.(out);
   if (s.responseEdits) applyHeaderEdits(out, s.responseEdits);
@@ -490,7 +532,7 @@ async function serveStored(s: RequestState, hit: CacheHit, head: CacheResponseHe
     body?.destroy();
     // A client that has every byte (Content-Length) may close before the body stream's 'end'
     // reached res.end(): that response was delivered whole.
-    record(body !== null && bodyBytes < hit.size);
+    record(body !== null && bodyBytes < length);
   });
   try {
     res.writeHead(status, http.STATUS_CODES[status] ?? '', out);
