@@ -10,7 +10,7 @@
  * abandoned instead of slowing the client or buffering without bound).
  */
 import { createReadStream } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Logger } from '../observe/log.js';
@@ -24,6 +24,7 @@ import {
   policyOptions,
   ProxyCachePolicy,
   servedHeaders,
+  servedHeadersWithoutAge,
   varyKey,
   type CacheKey,
   type CacheRequest,
@@ -40,6 +41,7 @@ import {
   writeMeta,
   type EntryMeta,
 } from './store.js';
+import { MemoryTier } from './memory.js';
 
 export type { CacheRequest, CacheResponseHead } from './policy.js';
 
@@ -50,6 +52,8 @@ export interface CacheHit {
   fresh: boolean;
   /** Body bytes. */
   size: number;
+  /** The whole body when the memory tier holds it (served without touching the disk), else null. */
+  readonly memBody: Buffer | null;
   /**
    * The body, streamed from disk. If the entry was evicted since `lookup()` (for example during a
    * revalidation round trip) the stream errors with ENOENT before emitting data; `openBody()`
@@ -111,6 +115,10 @@ export interface HttpCacheOptions {
   maxEntries?: number;
   /** Bytes one store may have waiting for the disk before it is abandoned; default 4 MiB. */
   maxQueuedBytes?: number;
+  /** CACHEMEM: bytes of bodies held in memory (0 = no memory tier); default 64 MiB. */
+  memBytes?: number;
+  /** Largest body held in memory; default memBytes / 8, at most 1 MiB. */
+  memMaxEntryBytes?: number;
 }
 
 export interface CacheStats {
@@ -121,6 +129,10 @@ export interface CacheStats {
   /** Stores in progress and the bytes they have accepted. */
   writers: number;
   writingBytes: number;
+  /** The memory tier: bodies held and their bytes, and its bound. */
+  memEntries: number;
+  memBytes: number;
+  memMaxBytes: number;
 }
 
 /** Variants kept per URL (RFC 9111 §4.1 lets a cache keep several); older ones are dropped. */
@@ -134,6 +146,9 @@ const DEFAULT_MAX_QUEUED_BYTES = 4 * 1024 * 1024;
 const COLLAPSE_MAX_WAIT_MS = 30_000;
 /** Distinct keys being collapsed at once; beyond it every caller is a leader (no collapsing). */
 const MAX_COLLAPSED_KEYS = 10_000;
+/** CACHEMEM default, and the largest body the memory tier holds by default. */
+const DEFAULT_MEM_BYTES = 64 * 1024 * 1024;
+const MAX_MEM_ENTRY_BYTES = 1024 * 1024;
 /** How soon a changed recency order is written to index.json. */
 const INDEX_FLUSH_MS = 30_000;
 
@@ -151,6 +166,36 @@ interface Entry {
   bodyDeletePending: boolean;
   /** File operations of this entry, in order (metadata rewrite, removal). */
   io: Promise<void>;
+  /** The head served for it, ready but for Age (made when stored or revalidated, not per hit). */
+  served: CacheResponseHead;
+  /** Until when (ms) it is fresh for a request without conditionals, Cache-Control or Pragma. */
+  freshUntil: number;
+  /** The stored response has a Vary: a hit must match the request's fields (the library does). */
+  hasVary: boolean;
+  /** Its body is being read into the memory tier. */
+  promoting: boolean;
+}
+
+/**
+ * Request fields that make the library's evaluation necessary for a hit (RFC 9111 §4.2.1 request
+ * directives, §4.3.2 conditionals): without any of them, and without Vary on the stored response,
+ * "fresh" is only "now is before freshUntil", computed when the entry was stored or revalidated.
+ */
+const EVALUATED_REQUEST_FIELDS = ['cache-control', 'pragma', 'if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'if-range'];
+
+function needsEvaluation(headers: IncomingHttpHeaders): boolean {
+  for (const name of EVALUATED_REQUEST_FIELDS) if (headers[name] !== undefined) return true;
+  return false;
+}
+
+/** The per-entry state derived from its policy: redone whenever the policy changes. */
+function prepared(policy: ProxyCachePolicy, status: number): Pick<Entry, 'served' | 'freshUntil' | 'hasVary'> {
+  const now = Date.now();
+  const headers = servedHeadersWithoutAge(policy);
+  // satisfiesWithoutRevalidation for a plain request is !stale(), i.e. age() < maxAge(), and age()
+  // grows with the clock: fresh until now + (maxAge - age).
+  const freshUntil = policy.storable() ? now + (policy.maxAge() - policy.age()) * 1000 : 0;
+  return { served: { status, headers }, freshUntil, hasVary: policy.storedHeaders().vary !== undefined };
 }
 
 interface PendingStore {
@@ -167,6 +212,8 @@ interface WriterHost {
   readonly maxEntryBytes: number;
   readonly maxQueuedBytes: number;
   readonly log: Logger;
+  /** A body of n bytes would be held by the memory tier. */
+  memFits(n: number): boolean;
   queue(n: number): boolean;
   unqueue(n: number): void;
   reserve(n: number): boolean;
@@ -187,6 +234,8 @@ class StoreWriter implements CacheWriter {
   private drainWaiters: (() => void)[] = [];
   /** Set when the URL was invalidated during the store: the response must not be committed. */
   invalidated = false;
+  /** The body's chunks while it may still go to the memory tier (null once it cannot). */
+  private memChunks: Buffer[] | null = [];
 
   constructor(
     private readonly host: WriterHost,
@@ -218,7 +267,21 @@ class StoreWriter implements CacheWriter {
     this.accepted += n;
     this.queuedNow += n;
     this.queue.push(chunk);
+    if (this.memChunks) {
+      if (this.host.memFits(this.accepted)) this.memChunks.push(chunk);
+      else this.memChunks = null;
+    }
     this.pump();
+  }
+
+  /** The whole body, when it is small enough for the memory tier. */
+  memBody(): Buffer | null {
+    if (!this.memChunks || !this.host.memFits(this.accepted)) return null;
+    return this.memChunks.length === 1 ? Buffer.from(this.memChunks[0]!) : Buffer.concat(this.memChunks, this.accepted);
+  }
+
+  private dropMem(): void {
+    this.memChunks = null;
   }
 
   private pump(): void {
@@ -291,6 +354,7 @@ class StoreWriter implements CacheWriter {
   fail(reason: string): void {
     if (this.state === 'aborted' || this.state === 'done') return;
     this.state = 'aborted';
+    this.dropMem();
     let dropped = 0;
     for (const b of this.queue) dropped += b.length;
     this.queue = [];
@@ -313,8 +377,11 @@ class StoredHit implements CacheHit {
     private readonly entry: Entry,
     private readonly key: CacheKey,
     readonly fresh: boolean,
+    readonly memBody: Buffer | null,
   ) {
-    this.head = { status: entry.meta.policy.st, headers: servedHeaders(entry.policy) };
+    // The head made when the entry was stored or revalidated, with Age for now (RFC 9111 §5.1).
+    const served = entry.served;
+    this.head = { status: served.status, headers: { ...served.headers, age: String(Math.floor(entry.policy.age())) } };
     this.size = entry.meta.size;
   }
 
@@ -366,6 +433,7 @@ class StoredHit implements CacheHit {
 
 interface HitHost {
   readonly layout: StoreLayout;
+  memBody(entry: Entry): Buffer | null;
   bodyOpened(entry: Entry): void;
   revalidate(
     entry: Entry,
@@ -399,6 +467,8 @@ export class HttpCache {
   private indexTimer: NodeJS.Timeout | null = null;
   private readonly writerHost: WriterHost;
   private readonly hitHost: HitHost;
+  /** CACHEMEM: bodies of hot small entries, by entry id (copies of committed bodies only). */
+  private readonly mem: MemoryTier<string>;
 
   constructor(options: HttpCacheOptions) {
     if (!(options.maxBytes > 0) || !Number.isFinite(options.maxBytes)) {
@@ -414,12 +484,16 @@ export class HttpCache {
     this.maxQueuedBytes = options.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
     this.heuristicMs = options.heuristicMs;
     this.log = options.log;
+    const memBytes = options.memBytes ?? DEFAULT_MEM_BYTES;
+    if (!(memBytes >= 0) || !Number.isFinite(memBytes)) throw new RangeError(`memory tier size must be a number of bytes >= 0, not ${memBytes}`);
+    this.mem = new MemoryTier(Math.floor(memBytes), options.memMaxEntryBytes ?? Math.min(MAX_MEM_ENTRY_BYTES, Math.floor(memBytes / 8)));
 
     const host = this;
     this.writerHost = {
       maxEntryBytes: this.maxEntryBytes,
       maxQueuedBytes: this.maxQueuedBytes,
       log: this.log,
+      memFits: (n) => host.mem.fits(n),
       queue: (n) => {
         if (host.queuedBytes + n > MAX_TOTAL_QUEUED_BYTES) return false;
         host.queuedBytes += n;
@@ -447,6 +521,7 @@ export class HttpCache {
     };
     this.hitHost = {
       layout: this.layout,
+      memBody: (entry) => host.mem.get(entry.meta.id) ?? null,
       bodyOpened: (entry) => host.bodyOpened(entry),
       revalidate: (entry, req, head) => host.revalidate(entry, req, head),
     };
@@ -487,6 +562,8 @@ export class HttpCache {
         removed: false,
         bodyDeletePending: false,
         io: Promise.resolve(),
+        ...prepared(policy, s.meta.policy.st),
+        promoting: false,
       };
       this.entries.set(s.meta.id, entry);
       this.committedBytes += s.meta.size + s.metaBytes;
@@ -533,6 +610,9 @@ export class HttpCache {
       maxBytes: this.maxBytes,
       writers: this.writers.size,
       writingBytes: this.writingBytes,
+      memEntries: this.mem.entries,
+      memBytes: this.mem.bytes,
+      memMaxBytes: this.mem.maxBytes,
     };
   }
 
@@ -545,6 +625,13 @@ export class HttpCache {
     if (!key) return null;
     const variants = this.byUrl.get(key.href);
     if (!variants) return null;
+    // The common hit: one stored response without Vary, a request without conditionals or
+    // directives. Its freshness was computed when it was stored or revalidated; the library's
+    // evaluation (which gives the same answer, see prepared()) is skipped.
+    const only = variants.length === 1 ? variants[0]! : null;
+    if (only && !only.hasVary && Date.now() < only.freshUntil && !needsEvaluation(req.headers)) {
+      return this.hit(only, key, true);
+    }
     const libReq = libraryRequest(req, key);
     let chosen: Entry | null = null;
     let fresh = false;
@@ -559,8 +646,31 @@ export class HttpCache {
       chosen ??= entry; // newest matching variant, to revalidate
     }
     if (!chosen) return null;
-    this.touch(chosen);
-    return new StoredHit(this.hitHost, chosen, key, fresh);
+    return this.hit(chosen, key, fresh);
+  }
+
+  private hit(entry: Entry, key: CacheKey, fresh: boolean): CacheHit {
+    this.touch(entry);
+    const memBody = this.mem.get(entry.meta.id) ?? null;
+    if (!memBody && !entry.promoting && this.mem.fits(entry.meta.size)) this.promote(entry);
+    return new StoredHit(this.hitHost, entry, key, fresh, memBody);
+  }
+
+  /** Read an entry's body (committed, so complete) into the memory tier, for the hits after this one. */
+  private promote(entry: Entry): void {
+    entry.promoting = true;
+    entry.opening++;
+    void this.track(
+      readFile(this.layout.body(entry.meta.id))
+        .then((body) => {
+          if (!entry.removed && body.length === entry.meta.size) this.mem.set(entry.meta.id, body);
+        })
+        .catch(() => undefined)
+        .finally(() => {
+          entry.promoting = false;
+          this.bodyOpened(entry);
+        }),
+    );
   }
 
   /**
@@ -702,6 +812,7 @@ export class HttpCache {
   private dropEntry(entry: Entry): Promise<void> {
     if (entry.removed) return entry.io;
     entry.removed = true;
+    this.mem.delete(entry.meta.id);
     this.entries.delete(entry.meta.id);
     this.committedBytes -= entry.meta.size + entry.metaBytes;
     const list = this.byUrl.get(entry.meta.url);
@@ -767,6 +878,8 @@ export class HttpCache {
       removed: false,
       bodyDeletePending: false,
       io: Promise.resolve(),
+      ...prepared(p.policy, p.status),
+      promoting: false,
     };
     // The new response replaces the stored one of the same variant (RFC 9111 §3, §4.1).
     const old = this.byUrl.get(p.key) ?? [];
@@ -776,6 +889,10 @@ export class HttpCache {
     this.byUrl.set(p.key, list);
     this.entries.set(entry.meta.id, entry);
     this.committedBytes += size + metaBytes;
+    // The body is on disk (fsync'd and renamed) and its metadata written: only now may the memory
+    // tier hold a copy.
+    const body = writer.memBody();
+    if (body) this.mem.set(entry.meta.id, body);
     while (list.length > MAX_VARIANTS_PER_URL) void this.dropEntry(list[list.length - 1]!);
     this.makeRoom();
     this.markIndexDirty();
@@ -806,6 +923,7 @@ export class HttpCache {
     applyHeuristic(policy, heuristic, this.heuristicMs);
     entry.policy = policy;
     entry.meta = { ...entry.meta, policy: obj, heuristic };
+    Object.assign(entry, prepared(policy, obj.st));
     const merged: CacheResponseHead = { status: obj.st, headers: servedHeaders(policy) };
     if (!entry.removed) {
       const meta = entry.meta;

@@ -392,6 +392,13 @@ const HOP_BY_HOP: ReadonlySet<string> = new Set([
  * that caches a response without Date appends one).
  */
 export function servedHeaders(policy: ProxyCachePolicy): IncomingHttpHeaders {
+  const out = servedHeadersWithoutAge(policy);
+  out.age = String(Math.floor(policy.age()));
+  return out;
+}
+
+/** `servedHeaders` before Age is added: what an entry keeps ready between stores and revalidations. */
+export function servedHeadersWithoutAge(policy: ProxyCachePolicy): IncomingHttpHeaders {
   const stored = policy.storedHeaders();
   const out: IncomingHttpHeaders = {};
   const connection = stored.connection;
@@ -408,6 +415,6 @@ export function servedHeaders(policy: ProxyCachePolicy): IncomingHttpHeaders {
     else out[name] = Array.isArray(value) ? value.join(', ') : value;
   }
   if (out.date === undefined) out.date = new Date(policy.responseTime()).toUTCString();
-  out.age = String(Math.floor(policy.age()));
+  delete out.age;
   return out;
 }

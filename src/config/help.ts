@@ -21,6 +21,7 @@ With no argument it runs: -P127.0.0.1:1080/auto SOCKSTAP=all CACHE=do STATEDIR=.
   CACHE=do|no              HTTP cache (default no)
   CACHEDIR=DIR             cache store (default STATEDIR/cache)
   CACHESIZE=SIZE           bound of the disk cache (default 1g)
+  CACHEMEM=SIZE            memory tier of the cache for hot objects (default 64m; 0 = none)
   EXPIRE=DURATION          heuristic freshness when a response gives none (default: the cache's)
   STATEDIR=DIR             persistent state (default ./var)
   LOGDIR=DIR               logs (default STATEDIR/log)

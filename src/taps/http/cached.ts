@@ -474,8 +474,10 @@ async function serveStored(s: RequestState, hit: CacheHit, head: CacheResponseHe
   const span = range === null ? { start: 0, end: hit.size - 1 } : range === 'unsatisfiable' ? null : range;
   const length = span ? span.end - span.start + 1 : 0;
   const withBody = method !== 'HEAD' && !notModified && length > 0;
-  const body = withBody ? await hit.openBody(range === null ? undefined : span ?? undefined) : null;
-  if (withBody && !body) return false;
+  // The memory tier's copy when it has one (no file to open); a HEAD or a 304 needs no body at all.
+  const mem = hit.memBody;
+  const body = withBody && !mem ? await hit.openBody(range === null ? undefined : span ?? undefined) : null;
+  if (withBody && !mem && !body) return false;
   if (res.destroyed) {
     body?.destroy();
     return true;
@@ -500,7 +502,7 @@ async function serveStored(s: RequestState, hit: CacheHit, head: CacheResponseHe
   s.mount.mapResponseHead?.(out);
   if (s.responseEdits) applyHeaderEdits(out, s.responseEdits);
   appendVia(out, '1.1', o.via);
-  const code = notModified && resultCode === 'TCP_HIT' ? 'TCP_IMS_HIT' : resultCode;
+  const code = notModified && resultCode === 'TCP_HIT' ? 'TCP_IMS_HIT' : resultCode === 'TCP_HIT' && mem ? 'TCP_MEM_HIT' : resultCode;
   let recorded = false;
   let bodyBytes = 0;
   const record = (aborted: boolean): void => {
@@ -527,12 +529,15 @@ async function serveStored(s: RequestState, hit: CacheHit, head: CacheResponseHe
       ...(req.headers['user-agent'] ? { userAgent: req.headers['user-agent'] } : {}),
     });
   };
-  res.once('finish', () => record(false));
+  res.once('finish', () => {
+    if (mem && withBody) bodyBytes = length;
+    record(false);
+  });
   res.once('close', () => {
     body?.destroy();
     // A client that has every byte (Content-Length) may close before the body stream's 'end'
     // reached res.end(): that response was delivered whole.
-    record(body !== null && bodyBytes < length);
+    record((body !== null && bodyBytes < length) || (mem !== null && withBody));
   });
   try {
     res.writeHead(status, http.STATUS_CODES[status] ?? '', out);
@@ -545,6 +550,12 @@ async function serveStored(s: RequestState, hit: CacheHit, head: CacheResponseHe
   }
   // A request body (a GET with one) that nobody reads: it must be consumed before the next request.
   if (!req.complete) req.resume();
+  if (mem && withBody) {
+    // One write of the whole (or the ranged part of the) body: a view of the memory tier's buffer,
+    // not a copy; it stays valid even if the entry is evicted meanwhile.
+    res.end(span && length !== mem.length ? mem.subarray(span.start, span.end + 1) : mem);
+    return true;
+  }
   if (!body) {
     res.end();
     return true;
