@@ -10,7 +10,7 @@
  * abandoned instead of slowing the client or buffering without bound).
  */
 import { createReadStream } from 'node:fs';
-import { open, readFile } from 'node:fs/promises';
+import { open, readFile, type FileHandle } from 'node:fs/promises';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Logger } from '../observe/log.js';
@@ -65,6 +65,8 @@ export interface CacheHit {
    * `range` (inclusive offsets) for a 206.
    */
   openBody(range?: { start: number; end: number }): Promise<Readable | null>;
+  /** The body file opened for reading (the caller closes it), or null when the entry is gone. */
+  openFile(): Promise<FileHandle | null>;
   /**
    * The conditional fields to send upstream for this request (RFC 9111 §4.3.1): If-None-Match and/or
    * If-Modified-Since, merged with the client's own. They replace the client's conditional fields;
@@ -408,6 +410,19 @@ class StoredHit implements CacheHit {
     try {
       const fh = await open(this.cache.layout.body(entry.meta.id), 'r');
       return fh.createReadStream({ highWaterMark: 64 * 1024, autoClose: true, ...(range ?? {}) });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    } finally {
+      this.cache.bodyOpened(entry);
+    }
+  }
+
+  async openFile(): Promise<FileHandle | null> {
+    const entry = this.entry;
+    entry.opening++;
+    try {
+      return await open(this.cache.layout.body(entry.meta.id), 'r');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw err;

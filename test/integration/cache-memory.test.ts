@@ -122,6 +122,22 @@ describe('memory tier', () => {
       const hit = await raw(proxy.port('http'), '/large');
       assert.ok(hit.subarray(hit.length - LARGE.length).equals(LARGE));
       assert.deepEqual(await settled('/large', 2), ['TCP_MISS/200', 'TCP_HIT/200']);
+      // A range across the big reads of the disk path (256 KiB each), from disk.
+      const part = await raw(proxy.port('http'), '/large', { range: 'bytes=200000-1300000' });
+      assert.match(part.toString('latin1'), /^HTTP\/1\.1 206 /);
+      assert.match(part.toString('latin1'), new RegExp(`\r\ncontent-range: bytes 200000-1300000/${LARGE.length}\r\n`, 'i'));
+      assert.ok(part.subarray(part.length - 1100001).equals(LARGE.subarray(200000, 1300001)));
+      // A client that goes away in the middle of a disk body: the proxy goes on serving.
+      await new Promise<void>((resolve) => {
+        const s = net.connect(proxy.port('http'), '127.0.0.1', () => s.write(`GET ${origin.url('/large')} HTTP/1.1\r\nHost: x\r\n\r\n`));
+        s.once('data', () => {
+          s.destroy();
+          resolve();
+        });
+        s.on('error', () => resolve());
+      });
+      const again = await raw(proxy.port('http'), '/large');
+      assert.ok(again.subarray(again.length - LARGE.length).equals(LARGE));
     } finally {
       await proxy.stop();
     }

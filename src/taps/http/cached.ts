@@ -39,6 +39,7 @@ import {
 } from './forward.js';
 import { appendVia, applyHeaderEdits, headersFromRaw, mediaType, rawFromHeaders, rawHeaderValue } from './headers.js';
 import { applyMounts, mapBackHeaders, mountRequestOf } from './mount.js';
+import { sendFile, type SendFile } from '../../cache/send-file.js';
 
 export interface ServeOptions {
   session: Session;
@@ -476,8 +477,17 @@ async function serveStored(s: RequestState, hit: CacheHit, head: CacheResponseHe
   const withBody = method !== 'HEAD' && !notModified && length > 0;
   // The memory tier's copy when it has one (no file to open); a HEAD or a 304 needs no body at all.
   const mem = hit.memBody;
-  const body = withBody && !mem ? await hit.openBody(range === null ? undefined : span ?? undefined) : null;
-  if (withBody && !mem && !body) return false;
+  const file = withBody && !mem ? await hit.openFile() : null;
+  if (withBody && !mem && !file) return false;
+  let sending: SendFile | null = null;
+  const body = file
+    ? {
+        destroy: (): void => {
+          if (sending) sending.stop();
+          else void file.close().catch(() => undefined);
+        },
+      }
+    : null;
   if (res.destroyed) {
     body?.destroy();
     return true;
@@ -560,13 +570,18 @@ async function serveStored(s: RequestState, hit: CacheHit, head: CacheResponseHe
     res.end();
     return true;
   }
-  body.on('data', (chunk: Buffer) => {
-    bodyBytes += chunk.length;
-  });
-  body.once('error', (err) => {
-    o.log.warn('cache body read failed', { url: s.url, error: err.message });
-    res.destroy();
-  });
-  body.pipe(res);
+  sending = sendFile(
+    file!,
+    res,
+    span?.start ?? 0,
+    length,
+    (n) => {
+      bodyBytes += n;
+    },
+    (err) => {
+      o.log.warn('cache body read failed', { url: s.url, error: err.message });
+      res.destroy();
+    },
+  );
   return true;
 }
