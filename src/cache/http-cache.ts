@@ -151,6 +151,8 @@ const MAX_COLLAPSED_KEYS = 10_000;
 /** CACHEMEM default, and the largest body the memory tier holds by default. */
 const DEFAULT_MEM_BYTES = 64 * 1024 * 1024;
 const MAX_MEM_ENTRY_BYTES = 1024 * 1024;
+/** Bodies being read into the memory tier at once (the hits that find more are served from disk). */
+const MAX_PROMOTIONS = 16;
 /** How soon a changed recency order is written to index.json. */
 const INDEX_FLUSH_MS = 30_000;
 
@@ -484,6 +486,7 @@ export class HttpCache {
   private readonly hitHost: HitHost;
   /** CACHEMEM: bodies of hot small entries, by entry id (copies of committed bodies only). */
   private readonly mem: MemoryTier<string>;
+  private promotions = 0;
 
   constructor(options: HttpCacheOptions) {
     if (!(options.maxBytes > 0) || !Number.isFinite(options.maxBytes)) {
@@ -612,6 +615,7 @@ export class HttpCache {
     // Stores still receiving their body are abandoned; those already ending commit, and are awaited below.
     for (const w of [...this.writers]) w.abort();
     for (const f of [...this.fetches.values()]) f.finish();
+    this.mem.clear();
     if (this.indexTimer) clearTimeout(this.indexTimer);
     this.indexTimer = null;
     while (this.io.size > 0) await Promise.allSettled([...this.io]);
@@ -667,7 +671,7 @@ export class HttpCache {
   private hit(entry: Entry, key: CacheKey, fresh: boolean): CacheHit {
     this.touch(entry);
     const memBody = this.mem.get(entry.meta.id) ?? null;
-    if (!memBody && !entry.promoting && this.mem.fits(entry.meta.size)) this.promote(entry);
+    if (!memBody && !entry.promoting && this.promotions < MAX_PROMOTIONS && this.mem.fits(entry.meta.size)) this.promote(entry);
     return new StoredHit(this.hitHost, entry, key, fresh, memBody);
   }
 
@@ -675,6 +679,7 @@ export class HttpCache {
   private promote(entry: Entry): void {
     entry.promoting = true;
     entry.opening++;
+    this.promotions++;
     void this.track(
       readFile(this.layout.body(entry.meta.id))
         .then((body) => {
@@ -682,6 +687,7 @@ export class HttpCache {
         })
         .catch(() => undefined)
         .finally(() => {
+          this.promotions--;
           entry.promoting = false;
           this.bodyOpened(entry);
         }),
