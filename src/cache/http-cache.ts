@@ -55,6 +55,14 @@ export interface CacheHit {
   /** The whole body when the memory tier holds it (served without touching the disk), else null. */
   readonly memBody: Buffer | null;
   /**
+   * The stored head as made when the entry was stored or revalidated: without Age (`age` is its
+   * value for now), never to be modified. `rawHead` is the same fields as a raw list, hop-by-hop
+   * fields left out and Content-Length the stored body's size: ready to send with `age` appended.
+   */
+  readonly servedHead: Readonly<CacheResponseHead>;
+  readonly rawHead: readonly string[];
+  readonly age: string;
+  /**
    * The body, streamed from disk. If the entry was evicted since `lookup()` (for example during a
    * revalidation round trip) the stream errors with ENOENT before emitting data; `openBody()`
    * reports that case as null instead.
@@ -178,6 +186,8 @@ interface Entry {
   hasVary: boolean;
   /** Its body is being read into the memory tier. */
   promoting: boolean;
+  /** `served` as a raw field list framed by the stored size (see CacheHit.rawHead). */
+  servedRaw: string[];
 }
 
 /**
@@ -193,13 +203,21 @@ function needsEvaluation(headers: IncomingHttpHeaders): boolean {
 }
 
 /** The per-entry state derived from its policy: redone whenever the policy changes. */
-function prepared(policy: ProxyCachePolicy, status: number): Pick<Entry, 'served' | 'freshUntil' | 'hasVary'> {
+function prepared(policy: ProxyCachePolicy, status: number, size: number): Pick<Entry, 'served' | 'freshUntil' | 'hasVary' | 'servedRaw'> {
   const now = Date.now();
   const headers = servedHeadersWithoutAge(policy);
   // satisfiesWithoutRevalidation for a plain request is !stale(), i.e. age() < maxAge(), and age()
   // grows with the clock: fresh until now + (maxAge - age).
   const freshUntil = policy.storable() ? now + (policy.maxAge() - policy.age()) * 1000 : 0;
-  return { served: { status, headers }, freshUntil, hasVary: policy.storedHeaders().vary !== undefined };
+  const servedRaw: string[] = [];
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || name === 'content-length') continue;
+    if (Array.isArray(value)) for (const v of value) servedRaw.push(name, v);
+    else servedRaw.push(name, String(value));
+  }
+  // The stored body's exact size frames the message (RFC 9112 §6.3), however the origin framed it.
+  if (status !== 204 && status !== 304) servedRaw.push('content-length', String(size));
+  return { served: { status, headers }, freshUntil, hasVary: policy.storedHeaders().vary !== undefined, servedRaw };
 }
 
 interface PendingStore {
@@ -373,8 +391,11 @@ class StoreWriter implements CacheWriter {
 }
 
 class StoredHit implements CacheHit {
-  readonly head: CacheResponseHead;
   readonly size: number;
+  readonly servedHead: Readonly<CacheResponseHead>;
+  readonly rawHead: readonly string[];
+  readonly age: string;
+  private madeHead: CacheResponseHead | null = null;
 
   constructor(
     private readonly cache: HitHost,
@@ -383,10 +404,16 @@ class StoredHit implements CacheHit {
     readonly fresh: boolean,
     readonly memBody: Buffer | null,
   ) {
-    // The head made when the entry was stored or revalidated, with Age for now (RFC 9111 §5.1).
-    const served = entry.served;
-    this.head = { status: served.status, headers: { ...served.headers, age: String(Math.floor(entry.policy.age())) } };
+    this.servedHead = entry.served;
+    this.rawHead = entry.servedRaw;
+    this.age = String(Math.floor(entry.policy.age()));
     this.size = entry.meta.size;
+  }
+
+  /** The head made when the entry was stored or revalidated, with Age for now (RFC 9111 §5.1). */
+  get head(): CacheResponseHead {
+    this.madeHead ??= { status: this.servedHead.status, headers: { ...this.servedHead.headers, age: this.age } };
+    return this.madeHead;
   }
 
   body(): Readable {
@@ -580,7 +607,7 @@ export class HttpCache {
         removed: false,
         bodyDeletePending: false,
         io: Promise.resolve(),
-        ...prepared(policy, s.meta.policy.st),
+        ...prepared(policy, s.meta.policy.st, s.meta.size),
         promoting: false,
       };
       this.entries.set(s.meta.id, entry);
@@ -899,7 +926,7 @@ export class HttpCache {
       removed: false,
       bodyDeletePending: false,
       io: Promise.resolve(),
-      ...prepared(p.policy, p.status),
+      ...prepared(p.policy, p.status, size),
       promoting: false,
     };
     // The new response replaces the stored one of the same variant (RFC 9111 §3, §4.1).
@@ -944,7 +971,7 @@ export class HttpCache {
     applyHeuristic(policy, heuristic, this.heuristicMs);
     entry.policy = policy;
     entry.meta = { ...entry.meta, policy: obj, heuristic };
-    Object.assign(entry, prepared(policy, obj.st));
+    Object.assign(entry, prepared(policy, obj.st, entry.meta.size));
     const merged: CacheResponseHead = { status: obj.st, headers: servedHeaders(policy) };
     if (!entry.removed) {
       const meta = entry.meta;

@@ -394,7 +394,7 @@ async function lookupAndServe(s: RequestState, mayJoin: boolean): Promise<void> 
   const hit = await cache.lookup(cacheReq);
   if (s.res.destroyed) return;
   if (hit?.fresh) {
-    if (await serveStored(s, hit, hit.head, 'TCP_HIT', Date.now())) return;
+    if (await serveStored(s, hit, null, 'TCP_HIT', Date.now())) return;
   } else if (hit) {
     revalidate(s, hit);
     return;
@@ -466,8 +466,17 @@ function revalidate(s: RequestState, hit: CacheHit): void {
  * Answers from a stored response: 304 when the client's own conditional holds, else the stored
  * head and body. False when the body is gone (evicted since the lookup): the caller fetches.
  */
-async function serveStored(s: RequestState, hit: CacheHit, head: CacheResponseHead, resultCode: string, started: number): Promise<boolean> {
+async function serveStored(
+  s: RequestState,
+  hit: CacheHit,
+  merged: CacheResponseHead | null,
+  resultCode: string,
+  started: number,
+): Promise<boolean> {
   const { req, res, o } = s;
+  // A fresh hit (merged === null) reads the entry's prepared head, Age apart; after a
+  // revalidation, the merged head is used.
+  const head: Readonly<CacheResponseHead> = merged ?? hit.servedHead;
   const method = s.cacheReq.method;
   const notModified = clientNotModified(s.cacheReq.headers, head);
   // RFC 9110 §14.2: a Range request for a stored complete response is answered 206 from it.
@@ -497,11 +506,13 @@ async function serveStored(s: RequestState, hit: CacheHit, head: CacheResponseHe
   if (notModified) {
     out = [];
     for (const name of NOT_MODIFIED_FIELDS) {
-      const v = head.headers[name];
+      const v = name === 'age' && !merged ? hit.age : head.headers[name];
       if (typeof v === 'string') out.push(name, v);
     }
+  } else if (!merged && range === null) {
+    out = [...hit.rawHead, 'age', hit.age];
   } else {
-    out = rawFromHeaders(head.headers);
+    out = rawFromHeaders(merged ? head.headers : { ...head.headers, age: hit.age });
     const framing = range !== null ? ['content-length', 'content-range'] : ['content-length'];
     for (let i = out.length - 2; i >= 0; i -= 2) if (framing.includes(out[i]!.toLowerCase())) out.splice(i, 2);
     // The stored body's exact size frames the message (RFC 9112 §6.3), however the origin framed it.
