@@ -11,7 +11,10 @@ usage() {
 usage: bench/run.sh [--quick] [--tests LIST] [--proxies LIST] [--bytes N] [--secs S] [--idle N]
 
   --quick          small sizes: 256 MiB transfers, 3 s rate, 1,000 idle tunnels (about 1 minute)
-  --tests LIST     comma-separated: bulk,lat,connlat,rate,idle (default: all)
+  --tests LIST     comma-separated: bulk,lat,connlat,rate,idle,http (default: all; http is
+                   bench/run-http.sh: cache hits of 4 KiB and 1 MiB through the HTTP door and a
+                   tapped SOCKS tunnel beside Varnish and Squid, as ratios; skipped when its tools
+                   are missing)
   --proxies LIST   comma-separated: direct,sockstap,sockstap-js,sockstap-w2,relay,relay-pipe,
                    microsocks,dante (default: direct,sockstap,sockstap-js,sockstap-w2,microsocks,dante;
                    sockstap relays untapped tunnels with splice(2) on its native thread, sockstap-js
@@ -31,7 +34,7 @@ EOF
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 BASE=${BENCH_PORT_BASE:-22000}
-TESTS=bulk,lat,connlat,rate,idle
+TESTS=bulk,lat,connlat,rate,idle,http
 PROXIES=direct,sockstap,sockstap-js,sockstap-w2,microsocks,dante
 BYTES=1073741824
 SECS=10
@@ -243,3 +246,8 @@ fi
 stop "$TARGET_PID"
 
 node --import tsx "$ROOT/bench/report.ts" "$RAW" | tee "${RAW%.jsonl}.md"
+
+if want "$TESTS" http; then
+  echo
+  if [ "$QUICK" = 1 ]; then bash "$ROOT/bench/run-http.sh" --secs 3; else bash "$ROOT/bench/run-http.sh" --secs "$SECS"; fi
+fi

@@ -275,6 +275,7 @@ export class Sockstap {
       const cache = new HttpCache({
         dir: config.cache.dir,
         maxBytes: config.cache.size,
+        memBytes: config.cache.mem,
         heuristicMs: config.cache.expire,
         log: this.log,
       });

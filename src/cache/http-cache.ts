@@ -10,7 +10,7 @@
  * abandoned instead of slowing the client or buffering without bound).
  */
 import { createReadStream } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, readFile, type FileHandle } from 'node:fs/promises';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Logger } from '../observe/log.js';
@@ -23,6 +23,8 @@ import {
   nodeHeaders,
   policyOptions,
   ProxyCachePolicy,
+  servedHeaders,
+  servedHeadersWithoutAge,
   varyKey,
   type CacheKey,
   type CacheRequest,
@@ -39,6 +41,7 @@ import {
   writeMeta,
   type EntryMeta,
 } from './store.js';
+import { MemoryTier } from './memory.js';
 
 export type { CacheRequest, CacheResponseHead } from './policy.js';
 
@@ -49,14 +52,29 @@ export interface CacheHit {
   fresh: boolean;
   /** Body bytes. */
   size: number;
+  /** The whole body when the memory tier holds it (served without touching the disk), else null. */
+  readonly memBody: Buffer | null;
+  /**
+   * The stored head as made when the entry was stored or revalidated: without Age (`age` is its
+   * value for now), never to be modified. `rawHead` is the same fields as a raw list, hop-by-hop
+   * fields left out and Content-Length the stored body's size: ready to send with `age` appended.
+   */
+  readonly servedHead: Readonly<CacheResponseHead>;
+  readonly rawHead: readonly string[];
+  readonly age: string;
   /**
    * The body, streamed from disk. If the entry was evicted since `lookup()` (for example during a
    * revalidation round trip) the stream errors with ENOENT before emitting data; `openBody()`
    * reports that case as null instead.
    */
   body(): Readable;
-  /** The body stream once its file is open, or null when the entry is gone (treat as a miss). */
-  openBody(): Promise<Readable | null>;
+  /**
+   * The body stream once its file is open, or null when the entry is gone (treat as a miss);
+   * `range` (inclusive offsets) for a 206.
+   */
+  openBody(range?: { start: number; end: number }): Promise<Readable | null>;
+  /** The body file opened for reading (the caller closes it), or null when the entry is gone. */
+  openFile(): Promise<FileHandle | null>;
   /**
    * The conditional fields to send upstream for this request (RFC 9111 §4.3.1): If-None-Match and/or
    * If-Modified-Since, merged with the client's own. They replace the client's conditional fields;
@@ -107,6 +125,10 @@ export interface HttpCacheOptions {
   maxEntries?: number;
   /** Bytes one store may have waiting for the disk before it is abandoned; default 4 MiB. */
   maxQueuedBytes?: number;
+  /** CACHEMEM: bytes of bodies held in memory (0 = no memory tier); default 64 MiB. */
+  memBytes?: number;
+  /** Largest body held in memory; default memBytes / 8, at most 1 MiB. */
+  memMaxEntryBytes?: number;
 }
 
 export interface CacheStats {
@@ -117,6 +139,10 @@ export interface CacheStats {
   /** Stores in progress and the bytes they have accepted. */
   writers: number;
   writingBytes: number;
+  /** The memory tier: bodies held and their bytes, and its bound. */
+  memEntries: number;
+  memBytes: number;
+  memMaxBytes: number;
 }
 
 /** Variants kept per URL (RFC 9111 §4.1 lets a cache keep several); older ones are dropped. */
@@ -130,6 +156,11 @@ const DEFAULT_MAX_QUEUED_BYTES = 4 * 1024 * 1024;
 const COLLAPSE_MAX_WAIT_MS = 30_000;
 /** Distinct keys being collapsed at once; beyond it every caller is a leader (no collapsing). */
 const MAX_COLLAPSED_KEYS = 10_000;
+/** CACHEMEM default, and the largest body the memory tier holds by default. */
+const DEFAULT_MEM_BYTES = 64 * 1024 * 1024;
+const MAX_MEM_ENTRY_BYTES = 1024 * 1024;
+/** Bodies being read into the memory tier at once (the hits that find more are served from disk). */
+const MAX_PROMOTIONS = 16;
 /** How soon a changed recency order is written to index.json. */
 const INDEX_FLUSH_MS = 30_000;
 
@@ -147,6 +178,46 @@ interface Entry {
   bodyDeletePending: boolean;
   /** File operations of this entry, in order (metadata rewrite, removal). */
   io: Promise<void>;
+  /** The head served for it, ready but for Age (made when stored or revalidated, not per hit). */
+  served: CacheResponseHead;
+  /** Until when (ms) it is fresh for a request without conditionals, Cache-Control or Pragma. */
+  freshUntil: number;
+  /** The stored response has a Vary: a hit must match the request's fields (the library does). */
+  hasVary: boolean;
+  /** Its body is being read into the memory tier. */
+  promoting: boolean;
+  /** `served` as a raw field list framed by the stored size (see CacheHit.rawHead). */
+  servedRaw: string[];
+}
+
+/**
+ * Request fields that make the library's evaluation necessary for a hit (RFC 9111 §4.2.1 request
+ * directives, §4.3.2 conditionals): without any of them, and without Vary on the stored response,
+ * "fresh" is only "now is before freshUntil", computed when the entry was stored or revalidated.
+ */
+const EVALUATED_REQUEST_FIELDS = ['cache-control', 'pragma', 'if-none-match', 'if-modified-since', 'if-match', 'if-unmodified-since', 'if-range'];
+
+function needsEvaluation(headers: IncomingHttpHeaders): boolean {
+  for (const name of EVALUATED_REQUEST_FIELDS) if (headers[name] !== undefined) return true;
+  return false;
+}
+
+/** The per-entry state derived from its policy: redone whenever the policy changes. */
+function prepared(policy: ProxyCachePolicy, status: number, size: number): Pick<Entry, 'served' | 'freshUntil' | 'hasVary' | 'servedRaw'> {
+  const now = Date.now();
+  const headers = servedHeadersWithoutAge(policy);
+  // satisfiesWithoutRevalidation for a plain request is !stale(), i.e. age() < maxAge(), and age()
+  // grows with the clock: fresh until now + (maxAge - age).
+  const freshUntil = policy.storable() ? now + (policy.maxAge() - policy.age()) * 1000 : 0;
+  const servedRaw: string[] = [];
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || name === 'content-length') continue;
+    if (Array.isArray(value)) for (const v of value) servedRaw.push(name, v);
+    else servedRaw.push(name, String(value));
+  }
+  // The stored body's exact size frames the message (RFC 9112 §6.3), however the origin framed it.
+  if (status !== 204 && status !== 304) servedRaw.push('content-length', String(size));
+  return { served: { status, headers }, freshUntil, hasVary: policy.storedHeaders().vary !== undefined, servedRaw };
 }
 
 interface PendingStore {
@@ -163,6 +234,8 @@ interface WriterHost {
   readonly maxEntryBytes: number;
   readonly maxQueuedBytes: number;
   readonly log: Logger;
+  /** A body of n bytes would be held by the memory tier. */
+  memFits(n: number): boolean;
   queue(n: number): boolean;
   unqueue(n: number): void;
   reserve(n: number): boolean;
@@ -183,6 +256,8 @@ class StoreWriter implements CacheWriter {
   private drainWaiters: (() => void)[] = [];
   /** Set when the URL was invalidated during the store: the response must not be committed. */
   invalidated = false;
+  /** The body's chunks while it may still go to the memory tier (null once it cannot). */
+  private memChunks: Buffer[] | null = [];
 
   constructor(
     private readonly host: WriterHost,
@@ -214,7 +289,21 @@ class StoreWriter implements CacheWriter {
     this.accepted += n;
     this.queuedNow += n;
     this.queue.push(chunk);
+    if (this.memChunks) {
+      if (this.host.memFits(this.accepted)) this.memChunks.push(chunk);
+      else this.memChunks = null;
+    }
     this.pump();
+  }
+
+  /** The whole body, when it is small enough for the memory tier. */
+  memBody(): Buffer | null {
+    if (!this.memChunks || !this.host.memFits(this.accepted)) return null;
+    return this.memChunks.length === 1 ? Buffer.from(this.memChunks[0]!) : Buffer.concat(this.memChunks, this.accepted);
+  }
+
+  private dropMem(): void {
+    this.memChunks = null;
   }
 
   private pump(): void {
@@ -287,6 +376,7 @@ class StoreWriter implements CacheWriter {
   fail(reason: string): void {
     if (this.state === 'aborted' || this.state === 'done') return;
     this.state = 'aborted';
+    this.dropMem();
     let dropped = 0;
     for (const b of this.queue) dropped += b.length;
     this.queue = [];
@@ -301,17 +391,29 @@ class StoreWriter implements CacheWriter {
 }
 
 class StoredHit implements CacheHit {
-  readonly head: CacheResponseHead;
   readonly size: number;
+  readonly servedHead: Readonly<CacheResponseHead>;
+  readonly rawHead: readonly string[];
+  readonly age: string;
+  private madeHead: CacheResponseHead | null = null;
 
   constructor(
     private readonly cache: HitHost,
     private readonly entry: Entry,
     private readonly key: CacheKey,
     readonly fresh: boolean,
+    readonly memBody: Buffer | null,
   ) {
-    this.head = { status: entry.meta.policy.st, headers: nodeHeaders(entry.policy.responseHeaders()) };
+    this.servedHead = entry.served;
+    this.rawHead = entry.servedRaw;
+    this.age = String(Math.floor(entry.policy.age()));
     this.size = entry.meta.size;
+  }
+
+  /** The head made when the entry was stored or revalidated, with Age for now (RFC 9111 §5.1). */
+  get head(): CacheResponseHead {
+    this.madeHead ??= { status: this.servedHead.status, headers: { ...this.servedHead.headers, age: this.age } };
+    return this.madeHead;
   }
 
   body(): Readable {
@@ -331,12 +433,25 @@ class StoredHit implements CacheHit {
     return stream;
   }
 
-  async openBody(): Promise<Readable | null> {
+  async openBody(range?: { start: number; end: number }): Promise<Readable | null> {
     const entry = this.entry;
     entry.opening++;
     try {
       const fh = await open(this.cache.layout.body(entry.meta.id), 'r');
-      return fh.createReadStream({ highWaterMark: 64 * 1024, autoClose: true });
+      return fh.createReadStream({ highWaterMark: 64 * 1024, autoClose: true, ...(range ?? {}) });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    } finally {
+      this.cache.bodyOpened(entry);
+    }
+  }
+
+  async openFile(): Promise<FileHandle | null> {
+    const entry = this.entry;
+    entry.opening++;
+    try {
+      return await open(this.cache.layout.body(entry.meta.id), 'r');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw err;
@@ -362,6 +477,7 @@ class StoredHit implements CacheHit {
 
 interface HitHost {
   readonly layout: StoreLayout;
+  memBody(entry: Entry): Buffer | null;
   bodyOpened(entry: Entry): void;
   revalidate(
     entry: Entry,
@@ -395,6 +511,9 @@ export class HttpCache {
   private indexTimer: NodeJS.Timeout | null = null;
   private readonly writerHost: WriterHost;
   private readonly hitHost: HitHost;
+  /** CACHEMEM: bodies of hot small entries, by entry id (copies of committed bodies only). */
+  private readonly mem: MemoryTier<string>;
+  private promotions = 0;
 
   constructor(options: HttpCacheOptions) {
     if (!(options.maxBytes > 0) || !Number.isFinite(options.maxBytes)) {
@@ -410,12 +529,16 @@ export class HttpCache {
     this.maxQueuedBytes = options.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
     this.heuristicMs = options.heuristicMs;
     this.log = options.log;
+    const memBytes = options.memBytes ?? DEFAULT_MEM_BYTES;
+    if (!(memBytes >= 0) || !Number.isFinite(memBytes)) throw new RangeError(`memory tier size must be a number of bytes >= 0, not ${memBytes}`);
+    this.mem = new MemoryTier(Math.floor(memBytes), options.memMaxEntryBytes ?? Math.min(MAX_MEM_ENTRY_BYTES, Math.floor(memBytes / 8)));
 
     const host = this;
     this.writerHost = {
       maxEntryBytes: this.maxEntryBytes,
       maxQueuedBytes: this.maxQueuedBytes,
       log: this.log,
+      memFits: (n) => host.mem.fits(n),
       queue: (n) => {
         if (host.queuedBytes + n > MAX_TOTAL_QUEUED_BYTES) return false;
         host.queuedBytes += n;
@@ -443,6 +566,7 @@ export class HttpCache {
     };
     this.hitHost = {
       layout: this.layout,
+      memBody: (entry) => host.mem.get(entry.meta.id) ?? null,
       bodyOpened: (entry) => host.bodyOpened(entry),
       revalidate: (entry, req, head) => host.revalidate(entry, req, head),
     };
@@ -483,6 +607,8 @@ export class HttpCache {
         removed: false,
         bodyDeletePending: false,
         io: Promise.resolve(),
+        ...prepared(policy, s.meta.policy.st, s.meta.size),
+        promoting: false,
       };
       this.entries.set(s.meta.id, entry);
       this.committedBytes += s.meta.size + s.metaBytes;
@@ -517,6 +643,7 @@ export class HttpCache {
     // Stores still receiving their body are abandoned; those already ending commit, and are awaited below.
     for (const w of [...this.writers]) w.abort();
     for (const f of [...this.fetches.values()]) f.finish();
+    this.mem.clear();
     if (this.indexTimer) clearTimeout(this.indexTimer);
     this.indexTimer = null;
     while (this.io.size > 0) await Promise.allSettled([...this.io]);
@@ -530,6 +657,9 @@ export class HttpCache {
       maxBytes: this.maxBytes,
       writers: this.writers.size,
       writingBytes: this.writingBytes,
+      memEntries: this.mem.entries,
+      memBytes: this.mem.bytes,
+      memMaxBytes: this.mem.maxBytes,
     };
   }
 
@@ -542,6 +672,13 @@ export class HttpCache {
     if (!key) return null;
     const variants = this.byUrl.get(key.href);
     if (!variants) return null;
+    // The common hit: one stored response without Vary, a request without conditionals or
+    // directives. Its freshness was computed when it was stored or revalidated; the library's
+    // evaluation (which gives the same answer, see prepared()) is skipped.
+    const only = variants.length === 1 ? variants[0]! : null;
+    if (only && !only.hasVary && Date.now() < only.freshUntil && !needsEvaluation(req.headers)) {
+      return this.hit(only, key, true);
+    }
     const libReq = libraryRequest(req, key);
     let chosen: Entry | null = null;
     let fresh = false;
@@ -558,8 +695,33 @@ export class HttpCache {
       chosen ??= entry; // newest matching variant, to revalidate
     }
     if (!chosen) return null;
-    this.touch(chosen);
-    return new StoredHit(this.hitHost, chosen, key, fresh);
+    return this.hit(chosen, key, fresh);
+  }
+
+  private hit(entry: Entry, key: CacheKey, fresh: boolean): CacheHit {
+    this.touch(entry);
+    const memBody = this.mem.get(entry.meta.id) ?? null;
+    if (!memBody && !entry.promoting && this.promotions < MAX_PROMOTIONS && this.mem.fits(entry.meta.size)) this.promote(entry);
+    return new StoredHit(this.hitHost, entry, key, fresh, memBody);
+  }
+
+  /** Read an entry's body (committed, so complete) into the memory tier, for the hits after this one. */
+  private promote(entry: Entry): void {
+    entry.promoting = true;
+    entry.opening++;
+    this.promotions++;
+    void this.track(
+      readFile(this.layout.body(entry.meta.id))
+        .then((body) => {
+          if (!entry.removed && body.length === entry.meta.size) this.mem.set(entry.meta.id, body);
+        })
+        .catch(() => undefined)
+        .finally(() => {
+          this.promotions--;
+          entry.promoting = false;
+          this.bodyOpened(entry);
+        }),
+    );
   }
 
   /**
@@ -610,7 +772,9 @@ export class HttpCache {
     if (!key) return null;
     const libReq = libraryRequest(req, key);
     const res = { status: head.status, headers: libraryHeaders(head.headers) };
-    if (res.headers['content-range'] !== undefined) return null; // partial content is not understood
+    // Partial content is not stored (it is not combined, RFC 9111 §3.3); a Content-Range on a
+    // complete response is only one more field, stored as sent (RFC 9111 §3.1).
+    if (head.status === 206) return null;
     const policy = new ProxyCachePolicy(libReq, res, policyOptions(this.heuristicMs));
     if (!policy.storable()) return null;
     const cc = String(res.headers['cache-control'] ?? '').toLowerCase();
@@ -733,6 +897,7 @@ export class HttpCache {
   private dropEntry(entry: Entry): Promise<void> {
     if (entry.removed) return entry.io;
     entry.removed = true;
+    this.mem.delete(entry.meta.id);
     this.entries.delete(entry.meta.id);
     this.committedBytes -= entry.meta.size + entry.metaBytes;
     const list = this.byUrl.get(entry.meta.url);
@@ -801,6 +966,8 @@ export class HttpCache {
       removed: false,
       bodyDeletePending: false,
       io: Promise.resolve(),
+      ...prepared(p.policy, p.status, size),
+      promoting: false,
     };
     // The new response replaces the stored one of the same variant (RFC 9111 §3, §4.1).
     const old = this.byUrl.get(p.key) ?? [];
@@ -811,6 +978,10 @@ export class HttpCache {
     this.indexOrigin(p.key, true);
     this.entries.set(entry.meta.id, entry);
     this.committedBytes += size + metaBytes;
+    // The body is on disk (fsync'd and renamed) and its metadata written: only now may the memory
+    // tier hold a copy.
+    const body = writer.memBody();
+    if (body) this.mem.set(entry.meta.id, body);
     while (list.length > MAX_VARIANTS_PER_URL) void this.dropEntry(list[list.length - 1]!);
     this.makeRoom();
     this.markIndexDirty();
@@ -825,17 +996,13 @@ export class HttpCache {
     const res = { status: head.status, headers: libraryHeaders(head.headers) };
     const result = entry.policy.revalidatedPolicy(req, res);
     if (result.modified) return { modified: true, head };
-    const storedHead = (): CacheResponseHead => ({
-      status: entry.meta.policy.st,
-      headers: nodeHeaders(entry.policy.responseHeaders()),
-    });
+    const storedHead = (): CacheResponseHead => ({ status: entry.meta.policy.st, headers: servedHeaders(entry.policy) });
     if (result.policy === entry.policy) return { modified: false, head: storedHead() }; // stale-if-error
     if (!result.matches) {
-      // A 304 for another representation (RFC 9111 §4.3.4: no stored response is selected): the
-      // stored body is served this once, as the library advises, but no longer kept as current.
-      const served = storedHead();
-      await this.dropEntry(entry);
-      return { modified: false, head: served };
+      // A 304 whose validators select no stored response (RFC 9111 §4.3.4): nothing is updated.
+      // The stored response is served as it is and kept — dropping it removed the body this very
+      // answer needed, and the request went to the origin again, unconditionally.
+      return { modified: false, head: storedHead() };
     }
     const policy =
       result.policy instanceof ProxyCachePolicy ? result.policy : this.loadPolicy({ ...entry.meta, policy: result.policy.toObject() });
@@ -845,7 +1012,8 @@ export class HttpCache {
     applyHeuristic(policy, heuristic, this.heuristicMs);
     entry.policy = policy;
     entry.meta = { ...entry.meta, policy: obj, heuristic };
-    const merged: CacheResponseHead = { status: obj.st, headers: nodeHeaders(policy.responseHeaders()) };
+    Object.assign(entry, prepared(policy, obj.st, entry.meta.size));
+    const merged: CacheResponseHead = { status: obj.st, headers: servedHeaders(policy) };
     if (!entry.removed) {
       const meta = entry.meta;
       entry.io = entry.io.then(async () => {

@@ -247,6 +247,7 @@ function settingsFromFile(f: ConfigFile, base: string): Settings {
       if (c.enabled !== undefined) s.cacheEnabled = c.enabled;
       if (c.dir !== undefined) s.cacheDir = parsePath(c.dir, 'cache.dir', base);
       if (c.size !== undefined) s.cacheSize = typeof c.size === 'number' ? c.size : parseSize(c.size, 'cache.size');
+      if (c.mem !== undefined) s.cacheMem = typeof c.mem === 'number' ? c.mem : parseSize(c.mem, 'cache.mem');
       if (c.expire !== undefined) {
         s.cacheExpire = typeof c.expire === 'number' ? secondsToMs(c.expire, 'cache.expire') : parseDuration(c.expire, 'cache.expire');
       }

@@ -32,6 +32,8 @@ export const DEFAULT_TIMEOUTS: Readonly<Timeouts> = {
 
 export const DEFAULT_MAXIMA: Readonly<Maxima> = { conn: 0, peruser: 0, persrc: 0 };
 export const DEFAULT_CACHE_SIZE = 1024 ** 3;
+/** CACHEMEM default: 64 MiB of hot objects in memory. */
+export const DEFAULT_CACHE_MEM = 64 * 1024 ** 2;
 export const DEFAULT_LISTEN = { host: '127.0.0.1', port: 1080 } as const;
 
 function argKey(arg: string): string {
@@ -171,6 +173,7 @@ function finish(s: Settings, cwd: string): Config {
       enabled: s.cacheEnabled ?? false,
       dir: s.cacheDir ?? join(stateDir, 'cache'),
       size: s.cacheSize ?? DEFAULT_CACHE_SIZE,
+      mem: s.cacheMem ?? DEFAULT_CACHE_MEM,
     },
     taps: s.taps ?? [],
     upstreams: s.upstreams ?? [],

@@ -72,6 +72,8 @@ export interface Settings {
   cacheEnabled?: boolean;
   cacheDir?: string;
   cacheSize?: number;
+  /** CACHEMEM: bytes of the cache's memory tier. */
+  cacheMem?: number;
   cacheExpire?: number;
   taps?: TapRule[];
   /** PROXY= and SOCKS= in the order given, tried in that order. */
@@ -159,6 +161,7 @@ export const PARAMETERS = {
   CACHE: false,
   CACHEDIR: false,
   CACHESIZE: false,
+  CACHEMEM: false,
   EXPIRE: false,
   STATEDIR: false,
   LOGDIR: false,
@@ -231,6 +234,9 @@ export function applyParameter(settings: Settings, name: ParameterName, value: s
       return;
     case 'CACHESIZE':
       settings.cacheSize = parseSize(value, label);
+      return;
+    case 'CACHEMEM':
+      settings.cacheMem = parseSize(value, label);
       return;
     case 'EXPIRE':
       settings.cacheExpire = parseDuration(value, label);

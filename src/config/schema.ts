@@ -131,6 +131,7 @@ export const configFileSchema = z
           enabled: z.boolean().optional(),
           dir: text.optional(),
           size: sizeValue.optional(),
+          mem: sizeValue.optional(),
           expire: durationValue.optional(),
         }),
       ])

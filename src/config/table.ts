@@ -30,6 +30,7 @@ export const PARAMETER_TABLE: readonly ParameterSpec[] = [
   { name: 'CACHE', repeatable: false, perRule: true, synopsis: 'CACHE=do|no', help: ['HTTP cache (default no)'] },
   { name: 'CACHEDIR', repeatable: false, perRule: false, synopsis: 'CACHEDIR=DIR', help: ['cache store (default STATEDIR/cache)'] },
   { name: 'CACHESIZE', repeatable: false, perRule: false, synopsis: 'CACHESIZE=SIZE', help: ['bound of the disk cache (default 1g)'] },
+  { name: 'CACHEMEM', repeatable: false, perRule: false, synopsis: 'CACHEMEM=SIZE', help: ['memory tier of the HTTP cache for hot objects (default 64m; 0 = off)'] },
   { name: 'EXPIRE', repeatable: false, perRule: true, synopsis: 'EXPIRE=DURATION', help: ['heuristic freshness when a response gives none (default: the cache\'s)'] },
   { name: 'STATEDIR', repeatable: false, perRule: false, synopsis: 'STATEDIR=DIR', help: ['persistent state (default ./var)'] },
   { name: 'LOGDIR', repeatable: false, perRule: false, synopsis: 'LOGDIR=DIR', help: ['logs (default STATEDIR/log)'] },

@@ -253,6 +253,8 @@ export interface CacheConfig {
   dir: string;
   /** bytes */
   size: number;
+  /** CACHEMEM: bytes of the memory tier (hot small bodies with their heads); 0 = none */
+  mem: number;
   /** heuristic freshness in ms, when set */
   expire?: number;
 }

@@ -170,6 +170,14 @@ export function createMetrics(source: MetricsSource): ProxyMetrics {
       this.set(source.cache()?.stats().entries ?? 0);
     },
   });
+  new Gauge({
+    name: 'sockstap_cache_memory_bytes',
+    help: 'Bytes of bodies held by the HTTP cache memory tier (CACHEMEM; 0 when no cache is open).',
+    registers: [registry],
+    collect() {
+      this.set(source.cache()?.stats().memBytes ?? 0);
+    },
+  });
 
   // The native accept path's figures belong to the process (one relay thread serves every proxy in it).
   const native: [string, string, keyof NativeDoorStats][] = [

@@ -300,6 +300,8 @@ describe('GET /metrics', () => {
     // No cache open: its gauges read 0.
     assert.equal(familyOf('sockstap_cache_entries', m)?.type, 'gauge');
     assert.equal(value(m, 'sockstap_cache_entries'), 0);
+    assert.equal(familyOf('sockstap_cache_memory_bytes', m)?.type, 'gauge');
+    assert.equal(value(m, 'sockstap_cache_memory_bytes'), 0);
 
     // The native accept path's figures (the whole process's): the socks listener's connections
     // were accepted by the relay thread, the first of each source handed over to JavaScript.

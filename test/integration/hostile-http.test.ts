@@ -89,8 +89,9 @@ const socks5h = (): string[] => ['--socks5-hostname', `127.0.0.1:${proxy.port('s
 const door = (): string[] => ['-x', `http://127.0.0.1:${proxy.port('http')}`];
 const connectDoor = (): string[] => ['-p', '-x', `http://127.0.0.1:${proxy.port('http')}`];
 
+/** Result codes of a URL; TCP_MEM_HIT (from the memory tier) and TCP_HIT both mean a hit (INTERFACE.md). */
 function codesFor(url: string): string[] {
-  return records.filter((r) => r.url === url).map((r) => `${r.resultCode}/${r.status}`);
+  return records.filter((r) => r.url === url).map((r) => `${r.resultCode.replace(/^TCP_MEM_HIT/, 'TCP_HIT')}/${r.status}`);
 }
 
 async function fetchText(args: string[]): Promise<{ status: number; body: string }> {

@@ -147,7 +147,7 @@ describe('HTTP through Squid in absolute-form', { skip: noSquid ?? false }, () =
       const lines = accessLine(cached, url);
       assert.equal(lines.length, 2, cached.readLog('access.log'));
       assert.match(lines[0]!, / TCP_MISS\/200 .* FIRSTUP_PARENT\/127\.0\.0\.1 /);
-      assert.match(lines[1]!, / TCP_HIT\/200 .* HIER_NONE\/- /);
+      assert.match(lines[1]!, / TCP_(MEM_)?HIT\/200 .* HIER_NONE\/- /);
     }
   });
 

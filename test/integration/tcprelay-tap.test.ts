@@ -69,7 +69,7 @@ describe('a tcprelay port to a web server', () => {
     await proxy.stop();
     const log = proxy.readLog('access.log');
     assert.match(log, /TCP_MISS\/200 \d+ GET http:\/\/127\.0\.0\.1:\d+\/mapped-page /);
-    assert.match(log, /TCP_HIT\/200 \d+ GET http:\/\/127\.0\.0\.1:\d+\/mapped-page /);
+    assert.match(log, /TCP_(MEM_)?HIT\/200 \d+ GET http:\/\/127\.0\.0\.1:\d+\/mapped-page /);
     const rec = proxy.sessions().filter((s) => s.door === 'tcprelay');
     assert.equal(rec.length, 2);
     for (const s of rec) assert.equal(s.proto, 'http');

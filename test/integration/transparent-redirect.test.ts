@@ -59,7 +59,7 @@ describe('transparent door behind iptables REDIRECT (network namespaces)', { ski
       return l.length >= 2 ? l : undefined;
     });
     assert.match(access[0] ?? '', /TCP_MISS\/200/);
-    assert.match(access[1] ?? '', /TCP_HIT\/200/);
+    assert.match(access[1] ?? '', /TCP_(MEM_)?HIT\/200/);
     // The hit never reached the server.
     await origin.request('/redirected');
     assert.equal(origin.requests().filter((r) => r.url === '/redirected').length, 1);

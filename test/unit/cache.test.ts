@@ -203,7 +203,7 @@ describe('expiry and revalidation', () => {
     assert.equal(hit.revalidationHeaders(get(url))['if-none-match'], '"e"');
   });
 
-  test('a 304 with another validator does not update the stored response, which is dropped', async () => {
+  test('a 304 with another validator does not update the stored response, which is kept as it was (RFC 9111 §4.3.4)', async () => {
     const c = await openCache(tempDir());
     const req = get('http://origin.test/other');
     assert.ok(await store(c, req, { 'cache-control': 'max-age=0', etag: '"a"' }, 'a'));
@@ -211,7 +211,9 @@ describe('expiry and revalidation', () => {
     assert.equal(hit?.fresh, false);
     const r = await hit.revalidated(req, { status: 304, headers: { etag: '"b"', 'cache-control': 'max-age=600' } });
     assert.equal(r.modified, false);
-    assert.equal(await c.lookup(req), null);
+    const again = await c.lookup(req);
+    assert.equal(again?.fresh, false, 'not made fresh by a 304 for another representation');
+    assert.equal(again.head.headers.etag, '"a"');
   });
 });
 

@@ -61,7 +61,7 @@ test('defaults', () => {
   assert.deepEqual(c.maxima, { conn: 0, peruser: 0, persrc: 0 });
   assert.equal(c.stateDir, join(dir, 'var'));
   assert.equal(c.logDir, join(dir, 'var', 'log'));
-  assert.deepEqual(c.cache, { enabled: false, dir: join(dir, 'var', 'cache'), size: 1024 ** 3 });
+  assert.deepEqual(c.cache, { enabled: false, dir: join(dir, 'var', 'cache'), size: 1024 ** 3, mem: 64 * 1024 ** 2 });
   assert.equal(c.reliable.source, '.localnet');
   assert.ok(c.reliable.matches({ host: '127.0.0.1' }) && c.reliable.matches({ host: '::1' }));
   assert.equal(c.logFormat, 'squid');
@@ -92,6 +92,7 @@ test('every parameter of the interface', () => {
     'cache=do',
     'CACHEDIR=/srv/cache',
     'CACHESIZE=512m',
+    'CACHEMEM=16m',
     'EXPIRE=1h',
     'STATEDIR=state',
     'LOGFORMAT=combined',
@@ -124,7 +125,7 @@ test('every parameter of the interface', () => {
   assert.deepEqual(tap.protocols, ['http', 'pop3']);
   assert.deepEqual(tap.params, { CACHE: 'do', PROXY: 'up.example:3128' });
   assert.ok(tap.dst.matches({ host: 'x', port: 8080 }) && !tap.dst.matches({ host: 'x', port: 443 }));
-  assert.deepEqual(c.cache, { enabled: true, dir: '/srv/cache', size: 512 * 1024 ** 2, expire: 3_600_000 });
+  assert.deepEqual(c.cache, { enabled: true, dir: '/srv/cache', size: 512 * 1024 ** 2, mem: 16 * 1024 ** 2, expire: 3_600_000 });
   assert.equal(c.stateDir, join(dir, 'state'));
   assert.equal(c.logDir, join(dir, 'state', 'log'));
   assert.equal(c.logFormat, 'combined');
@@ -184,6 +185,7 @@ test('errors name the parameter and what was expected', () => {
   rejects(['SOCKSTAP=http:bad host'], 'SOCKSTAP', /host list/);
   rejects(['CACHE=maybe'], 'CACHE', /do or no/);
   rejects(['CACHESIZE=lots'], 'CACHESIZE', /size/);
+  rejects(['CACHEMEM=lots'], 'CACHEMEM', /size/);
   rejects(['EXPIRE=1y'], 'EXPIRE', /duration/);
   rejects(['LOGFORMAT=json'], 'LOGFORMAT', /squid, common or combined/);
   rejects(['RELIABLE='], 'RELIABLE', /empty host list/);

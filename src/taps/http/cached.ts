@@ -39,6 +39,7 @@ import {
 } from './forward.js';
 import { appendVia, applyHeaderEdits, headersFromRaw, mediaType, rawFromHeaders, rawHeaderValue } from './headers.js';
 import { applyMounts, mapBackHeaders, mountRequestOf } from './mount.js';
+import { sendFile, type SendFile } from '../../cache/send-file.js';
 
 export interface ServeOptions {
   session: Session;
@@ -163,6 +164,41 @@ function clientNotModified(reqHeaders: IncomingHttpHeaders, head: CacheResponseH
   const since = Date.parse(ims);
   const modified = Date.parse(lm);
   return Number.isFinite(since) && Number.isFinite(modified) && modified <= since;
+}
+
+/**
+ * The part of a stored complete 200 a Range request asks for (RFC 9110 §14.2): one byte range,
+ * `unsatisfiable` (416), or null to send the whole representation — no Range, a Range that is not
+ * one `bytes` range (several ranges are answered whole, which RFC 9110 §14.2 allows), or an
+ * If-Range that does not match (§13.1.5: a strong entity tag, or the Last-Modified date exactly).
+ */
+function requestedRange(
+  reqHeaders: IncomingHttpHeaders,
+  head: CacheResponseHead,
+  size: number,
+): { start: number; end: number } | 'unsatisfiable' | null {
+  const range = reqHeaders.range;
+  if (head.status !== 200 || typeof range !== 'string') return null;
+  const ifRange = reqHeaders['if-range'];
+  if (ifRange !== undefined) {
+    const v = (Array.isArray(ifRange) ? ifRange.join(', ') : ifRange).trim();
+    if (v.startsWith('"') || v.startsWith('W/')) {
+      const etag = head.headers.etag;
+      if (v.startsWith('W/') || typeof etag !== 'string' || etag.startsWith('W/') || etag !== v) return null;
+    } else if (v !== head.headers['last-modified']) return null;
+  }
+  const m = /^bytes=[ \t]*(\d*)[ \t]*-[ \t]*(\d*)[ \t]*$/i.exec(range);
+  if (!m || (m[1] === '' && m[2] === '')) return null;
+  if (m[1] === '') {
+    const n = Number(m[2]);
+    if (n === 0 || size === 0) return 'unsatisfiable';
+    return { start: Math.max(0, size - n), end: size - 1 };
+  }
+  const start = Number(m[1]);
+  const end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
+  if (m[2] !== '' && Number(m[2]) < start) return null; // invalid range: ignored (RFC 9110 §14.1.1)
+  if (start >= size) return 'unsatisfiable';
+  return { start, end };
 }
 
 /** A cache writer as the forwarder's body sink; `settled` resolves once the store is over. */
@@ -372,7 +408,7 @@ async function lookupAndServe(s: RequestState, mayJoin: boolean): Promise<void> 
   const hit = await cache.lookup(cacheReq);
   if (s.res.destroyed) return;
   if (hit?.fresh) {
-    if (await serveStored(s, hit, hit.head, 'TCP_HIT', Date.now())) return;
+    if (await serveStored(s, hit, null, 'TCP_HIT', Date.now())) return;
   } else if (hit) {
     revalidate(s, hit);
     return;
@@ -444,35 +480,64 @@ function revalidate(s: RequestState, hit: CacheHit): void {
  * Answers from a stored response: 304 when the client's own conditional holds, else the stored
  * head and body. False when the body is gone (evicted since the lookup): the caller fetches.
  */
-async function serveStored(s: RequestState, hit: CacheHit, head: CacheResponseHead, resultCode: string, started: number): Promise<boolean> {
+async function serveStored(
+  s: RequestState,
+  hit: CacheHit,
+  merged: CacheResponseHead | null,
+  resultCode: string,
+  started: number,
+): Promise<boolean> {
   const { req, res, o } = s;
+  // A fresh hit (merged === null) reads the entry's prepared head, Age apart; after a
+  // revalidation, the merged head is used.
+  const head: Readonly<CacheResponseHead> = merged ?? hit.servedHead;
   const method = s.cacheReq.method;
   const notModified = clientNotModified(s.cacheReq.headers, head);
-  const withBody = method !== 'HEAD' && !notModified;
-  const body = withBody ? await hit.openBody() : null;
-  if (withBody && !body) return false;
+  // RFC 9110 §14.2: a Range request for a stored complete response is answered 206 from it.
+  const range = notModified ? null : requestedRange(s.cacheReq.headers, head, hit.size);
+  const span = range === null ? { start: 0, end: hit.size - 1 } : range === 'unsatisfiable' ? null : range;
+  const length = span ? span.end - span.start + 1 : 0;
+  const withBody = method !== 'HEAD' && !notModified && length > 0;
+  // The memory tier's copy when it has one (no file to open); a HEAD or a 304 needs no body at all.
+  const mem = hit.memBody;
+  const file = withBody && !mem ? await hit.openFile() : null;
+  if (withBody && !mem && !file) return false;
+  let sending: SendFile | null = null;
+  const body = file
+    ? {
+        destroy: (): void => {
+          if (sending) sending.stop();
+          else void file.close().catch(() => undefined);
+        },
+      }
+    : null;
   if (res.destroyed) {
     body?.destroy();
     return true;
   }
-  const status = notModified ? 304 : head.status;
+  const status = notModified ? 304 : range === 'unsatisfiable' ? 416 : range ? 206 : head.status;
   let out: string[];
   if (notModified) {
     out = [];
     for (const name of NOT_MODIFIED_FIELDS) {
-      const v = head.headers[name];
+      const v = name === 'age' && !merged ? hit.age : head.headers[name];
       if (typeof v === 'string') out.push(name, v);
     }
+  } else if (!merged && range === null) {
+    out = [...hit.rawHead, 'age', hit.age];
   } else {
-    out = rawFromHeaders(head.headers);
-    for (let i = out.length - 2; i >= 0; i -= 2) if (out[i]!.toLowerCase() === 'content-length') out.splice(i, 2);
+    out = rawFromHeaders(merged ? head.headers : { ...head.headers, age: hit.age });
+    const framing = range !== null ? ['content-length', 'content-range'] : ['content-length'];
+    for (let i = out.length - 2; i >= 0; i -= 2) if (framing.includes(out[i]!.toLowerCase())) out.splice(i, 2);
     // The stored body's exact size frames the message (RFC 9112 §6.3), however the origin framed it.
-    if (status !== 204 && status !== 304) out.push('content-length', String(hit.size));
+    if (range === 'unsatisfiable') out.push('content-range', `bytes */${hit.size}`, 'content-length', '0');
+    else if (range) out.push('content-range', `bytes ${range.start}-${range.end}/${hit.size}`, 'content-length', String(length));
+    else if (status !== 204 && status !== 304) out.push('content-length', String(hit.size));
   }
   s.mount.mapResponseHead?.(out);
   if (s.responseEdits) applyHeaderEdits(out, s.responseEdits);
   appendVia(out, '1.1', o.via);
-  const code = notModified && resultCode === 'TCP_HIT' ? 'TCP_IMS_HIT' : resultCode;
+  const code = notModified && resultCode === 'TCP_HIT' ? 'TCP_IMS_HIT' : resultCode === 'TCP_HIT' && mem ? 'TCP_MEM_HIT' : resultCode;
   let recorded = false;
   let bodyBytes = 0;
   const record = (aborted: boolean): void => {
@@ -499,12 +564,15 @@ async function serveStored(s: RequestState, hit: CacheHit, head: CacheResponseHe
       ...(req.headers['user-agent'] ? { userAgent: req.headers['user-agent'] } : {}),
     });
   };
-  res.once('finish', () => record(false));
+  res.once('finish', () => {
+    if (mem && withBody) bodyBytes = length;
+    record(false);
+  });
   res.once('close', () => {
     body?.destroy();
     // A client that has every byte (Content-Length) may close before the body stream's 'end'
     // reached res.end(): that response was delivered whole.
-    record(body !== null && bodyBytes < hit.size);
+    record((body !== null && bodyBytes < length) || (mem !== null && withBody));
   });
   try {
     res.writeHead(status, http.STATUS_CODES[status] ?? '', out);
@@ -517,17 +585,28 @@ async function serveStored(s: RequestState, hit: CacheHit, head: CacheResponseHe
   }
   // A request body (a GET with one) that nobody reads: it must be consumed before the next request.
   if (!req.complete) req.resume();
+  if (mem && withBody) {
+    // One write of the whole (or the ranged part of the) body: a view of the memory tier's buffer,
+    // not a copy; it stays valid even if the entry is evicted meanwhile.
+    res.end(span && length !== mem.length ? mem.subarray(span.start, span.end + 1) : mem);
+    return true;
+  }
   if (!body) {
     res.end();
     return true;
   }
-  body.on('data', (chunk: Buffer) => {
-    bodyBytes += chunk.length;
-  });
-  body.once('error', (err) => {
-    o.log.warn('cache body read failed', { url: s.url, error: err.message });
-    res.destroy();
-  });
-  body.pipe(res);
+  sending = sendFile(
+    file!,
+    res,
+    span?.start ?? 0,
+    length,
+    (n) => {
+      bodyBytes += n;
+    },
+    (err) => {
+      o.log.warn('cache body read failed', { url: s.url, error: err.message });
+      res.destroy();
+    },
+  );
   return true;
 }

@@ -589,8 +589,26 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
     request.on('continue', () => {
       if (!res.headersSent && !res.destroyed) res.writeContinue();
     });
+    // RFC 9110 §15.2: other 1xx interim responses (103 Early Hints, 102) are relayed as they come,
+    // to HTTP/1.1 clients only, and never stored (the cache sees only the final response).
+    request.on('information', (info) => {
+      const code = info.statusCode;
+      if (code === 101 || code < 102 || code > 199 || res.headersSent || res.destroyed || req.httpVersion === '1.0') return;
+      let head = `HTTP/1.1 ${code} ${info.statusMessage || http.STATUS_CODES[code] || ''}\r\n`;
+      const raw = info.rawHeaders;
+      for (let i = 0; i + 1 < raw.length; i += 2) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
+      (res as unknown as { _writeRaw(data: string, encoding: BufferEncoding): void })._writeRaw(`${head}\r\n`, 'latin1');
+    });
     request.once('error', (err: NodeJS.ErrnoException) => {
       if (recorded) return;
+      if (proxyRes?.complete && typeof err.code === 'string' && err.code.startsWith('HPE_')) {
+        // RFC 9112 §6.3: the message ended where its Content-Length said; bytes after it are not
+        // a response. Node's parser complains about them and closes the origin connection (so it
+        // is never reused); the complete response goes on to the client as it is.
+        request.on('error', () => undefined);
+        log.info('origin sent bytes past the end of its response; its connection is closed', { session: session.id, url, code: err.code });
+        return;
+      }
       // The route's connection could not be made, so nothing of the request left: the next
       // route gets it (dialRoute's fallback, request by request).
       if (upstream && !proxyRes && dialFailures.has(err) && err.code !== 'ESHUTDOWN' && tryNextRoute(upstream, codeFromSystemError(err), err.message)) return;
