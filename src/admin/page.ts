@@ -68,6 +68,7 @@ table.quota meter{display:block;width:100%;margin-top:.25rem}
  <span class="meta" id="uptime"></span>
  <span class="meta" id="listeners"></span>
  <span class="meta" id="notice" role="alert"></span>
+ <span class="pill down" id="logs-failing" role="alert" hidden></span>
 </header>
 <main>
  <div class="cards" aria-label="Totals">
@@ -296,6 +297,12 @@ function render(snap) {
   setText('c-hits', h.cacheHits + ' hits \\u00b7 ' + h.cacheMisses + ' misses');
   setText('c-refused', String(st.refused));
   setText('c-errors', String(st.errors));
+  var failing = st.logFilesFailing || [];
+  var lf = document.getElementById('logs-failing');
+  if (lf) {
+    lf.hidden = failing.length === 0;
+    lf.textContent = failing.length ? 'not writing ' + failing.map(function (f) { return f.file + ' (' + f.code + ')'; }).join(', ') + '; lines wait and are retried' : '';
+  }
   renderSessions(snap.sessions, st.sessionsLive);
   setHtml('top-dst', topRows(st.topDestinations));
   setHtml('top-users', topRows(st.topUsers));

@@ -22,7 +22,7 @@ import type { Accounts, Config, HostPort } from '../config/types.js';
 import { isPacPath, servePac } from '../frontdoors/pac.js';
 import type { Session } from '../core/session.js';
 import { formatHostPort } from '../core/session.js';
-import type { ProxyEvents } from '../observe/events.js';
+import type { LogFileRecord, ProxyEvents } from '../observe/events.js';
 import { createMetrics, type ProxyMetrics } from '../observe/metrics.js';
 import { figuresObject, ProxyStats, type Figures, type LiveSession, type ThroughputPoint } from '../observe/stats.js';
 import { DASHBOARD_HTML } from './page.js';
@@ -167,6 +167,13 @@ export function startAdmin(address: HostPort, auth: Accounts | null, source: Adm
   const stats = new ProxyStats({ sessions: source.sessions, events: source.events });
   const metrics = createMetrics({ stats, events: source.events, cache: () => source.cache?.() ?? null });
   const streams = new Set<http.ServerResponse>();
+  // Log files that cannot be written now (observe/log.ts retries them): the dashboard says so.
+  const failingLogs = new Map<string, string>();
+  const onLogFile = (r: LogFileRecord): void => {
+    if (r.event === 'error') failingLogs.set(r.file, r.code ?? 'EIO');
+    else if (r.event === 'recovered') failingLogs.delete(r.file);
+  };
+  source.events.on('log-file', onLogFile);
 
   function statsBody(now: number): Record<string, unknown> {
     stats.sample();
@@ -198,6 +205,7 @@ export function startAdmin(address: HostPort, auth: Accounts | null, source: Adm
       http: stats.http(),
       cache: cache ? cache.stats() : null,
       listeners: source.listeners(),
+      logFilesFailing: [...failingLogs].map(([file, code]) => ({ file, code })),
       rssBytes: process.memoryUsage.rss(),
     };
   }
@@ -418,6 +426,7 @@ export function startAdmin(address: HostPort, auth: Accounts | null, source: Adm
   const shutdown = (): void => {
     stats.close();
     metrics.close();
+    source.events.off('log-file', onLogFile);
     for (const res of streams) res.end();
     streams.clear();
   };

@@ -136,7 +136,7 @@ for (const [job, jobArgs] of JOBS) {
         // Retrieved in full through the tap: the same file by GET ftp:// is served from the cache.
         const again = await curl(['-x', `http://127.0.0.1:${httpPort()}`, `ftp://127.0.0.1:${ftp.port}/pub/data.bin`]);
         assert.ok(again.stdout.equals(fileData));
-        await until(() => /TCP_HIT\/200 \d+ GET ftp:\/\/127\.0\.0\.1:\d+\/pub\/data\.bin/.test(proxy.readLog('access.log')), 'a TCP_HIT line');
+        await until(() => /TCP_(MEM_)?HIT\/200 \d+ GET ftp:\/\/127\.0\.0\.1:\d+\/pub\/data\.bin/.test(proxy.readLog('access.log')), 'a TCP_HIT line');
       });
 
       test('passive upload through --socks5-hostname arrives intact, xferlog direction i', async () => {
@@ -225,7 +225,7 @@ for (const [job, jobArgs] of JOBS) {
         const second = await curl(['-x', `http://127.0.0.1:${httpPort()}`, url]);
         assert.equal(second.code, 0, second.stderr);
         assert.ok(second.stdout.equals(fileData.subarray(0, 70_000)));
-        await until(() => /TCP_HIT\/200 \d+ GET ftp:\/\/127\.0\.0\.1:\d+\/pub\/http\.bin/.test(proxy.readLog('access.log')), 'a TCP_HIT line');
+        await until(() => /TCP_(MEM_)?HIT\/200 \d+ GET ftp:\/\/127\.0\.0\.1:\d+\/pub\/http\.bin/.test(proxy.readLog('access.log')), 'a TCP_HIT line');
         assert.match(proxy.readLog('access.log'), /TCP_MISS\/200 \d+ GET ftp:\/\/127\.0\.0\.1:\d+\/pub\/http\.bin/);
       });
 

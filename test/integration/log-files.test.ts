@@ -123,6 +123,17 @@ describe('a full log file system', { skip: isRoot ? false : 'mounting a tmpfs ne
       const m = new RegExp(`^${name}\\{file="${file.replace('.', '\\.')}"\\} (\\d+)`, 'm').exec(text);
       return m ? Number(m[1]) : -1;
     };
+    // What the dashboard shows: the files that cannot be written now.
+    const failingOnDashboard = async (): Promise<string[]> => {
+      const body = await new Promise<string>((resolve, reject) => {
+        http.get(`${admin}/api/stats`, (res) => {
+          let b = '';
+          res.on('data', (d: Buffer) => (b += d.toString()));
+          res.on('end', () => resolve(b));
+        }).on('error', reject);
+      });
+      return (JSON.parse(body) as { logFilesFailing: Array<{ file: string; code: string }> }).logFilesFailing.map((f) => `${f.file} ${f.code}`);
+    };
     const filler = join(logDir, 'filler');
     try {
       const log = (name: string): string => read(join(logDir, name));
@@ -142,6 +153,7 @@ describe('a full log file system', { skip: isRoot ? false : 'mounting a tmpfs ne
         await new Promise((r) => setTimeout(r, 100));
       }
       assert.equal(await metric('sockstap_log_file_failing', 'access.log'), 1);
+      assert.ok((await failingOnDashboard()).includes('access.log ENOSPC'), 'the dashboard names the failing file');
       assert.equal(p.output().match(/log file not writable[^\n]*access\.log/g)?.length, 1, p.output());
       assert.match(p.output(), /log file not writable[^\n]*error=ENOSPC/);
       rmSync(filler);
@@ -152,6 +164,7 @@ describe('a full log file system', { skip: isRoot ? false : 'mounting a tmpfs ne
         await new Promise((r) => setTimeout(r, 100));
       }
       assert.equal(await metric('sockstap_log_lines_dropped_total', 'access.log'), 0);
+      assert.ok(!(await failingOnDashboard()).some((f) => f.startsWith('access.log')), 'the dashboard no longer names it');
       await until(() => log('sockstap.log').includes('log file writable again'), 'the recovery in sockstap.log');
       assert.equal(log('sockstap.log').match(/log file not writable[^\n]*access\.log/g)?.length, 1, log('sockstap.log'));
       assert.equal(log('access.log').split('\n').filter(Boolean).length, N);

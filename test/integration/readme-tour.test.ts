@@ -141,7 +141,7 @@ test('the README tour runs as written against sockstap demo and npm start', { sk
     }
     // What the tour promises: the second fetch of a cacheable page is a hit.
     const access = readFileSync(join(dir, 'var/log/access.log'), 'utf8');
-    assert.match(access, /TCP_HIT\/200 \d+ GET http:\/\/example\.test:\d+\//, access);
+    assert.match(access, /TCP_(MEM_)?HIT\/200 \d+ GET http:\/\/example\.test:\d+\//, access);
     assert.match(access, /GET ftp:\/\/ftp\.example\.test:\d+\/pub\//, access);
 
     // The command lines: the ones that would start a proxy are checked (`sockstap check`).

@@ -117,7 +117,7 @@ describe('per-rule SOCKSTAP parameters', () => {
     // The rule's second request is a hit; the other tunnel revalidates (If-None-Match, 304).
     assert.equal(seen('expire', '/etag'), 1);
     assert.equal(seen('other', '/etag'), 2);
-    await until(() => /TCP_HIT\/200 \d+ GET http:\/\/127\.0\.0\.1:\d+\/etag/.test(proxy.readLog('access.log')), 'the TCP_HIT');
+    await until(() => /TCP_(MEM_)?HIT\/200 \d+ GET http:\/\/127\.0\.0\.1:\d+\/etag/.test(proxy.readLog('access.log')), 'the TCP_HIT');
   });
 
   test('PROXY=: the rule\'s HTTP goes through the upstream HTTP proxy, the other\'s directly', async () => {

@@ -131,7 +131,7 @@ describe('BANDWIDTH= and QUOTA= on tapped and HTTP-door traffic', () => {
     t.diagnostic(`miss ${(miss.rate / KiB).toFixed(1)} KiB/s, hit ${(hit.rate / KiB).toFixed(1)} KiB/s`);
     assertRate(miss.rate, 'tapped miss');
     assertRate(hit.rate, 'tapped hit');
-    await until(() => /TCP_HIT\/200 \d+ GET http:\/\/127\.0\.0\.1:\d+\/big alice/.test(proxy.readLog('access.log')), 'the TCP_HIT record');
+    await until(() => /TCP_(MEM_)?HIT\/200 \d+ GET http:\/\/127\.0\.0\.1:\d+\/big alice/.test(proxy.readLog('access.log')), 'the TCP_HIT record');
   });
 
   test('a user\'s BANDWIDTH holds on a tapped HTTP upload (the request body)', async (t) => {
