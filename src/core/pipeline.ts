@@ -535,7 +535,7 @@ export class Pipeline implements TunnelSink {
         peek = await peekTunnel(tunnel.socket, server, { ...peekOptions, firstBytesMs: config.timeouts.idle });
       }
     }
-    if (server && peek.firstSpeaker === null && peek.stoppedBy === 'timeout') {
+    if (server && peek.firstSpeaker === null && peek.stoppedBy === 'timeout' && !peek.clientEnded && !peek.serverEnded) {
       // Nobody said anything for as long as a tunnel may idle: it ends as an idle relay would.
       if (session.result === 'ok') session.result = 'idle';
       tunnel.socket.destroy();

@@ -210,6 +210,7 @@ export function peekTunnel(client: Socket, server: Socket | null, options: PeekO
     let banner: SniffInfo = {};
     let settled = false;
     let timer: NodeJS.Timeout | null = null;
+    let patienceCut = false;
 
     const finish = (proto: TapProtocol | 'raw', info: SniffInfo, stoppedBy: PeekStop): void => {
       if (settled) return;
@@ -256,7 +257,15 @@ export function peekTunnel(client: Socket, server: Socket | null, options: PeekO
         else if (final || (up.done && (!down || down.done))) {
           finish('raw', {}, final ? why() : 'ended');
           return;
-        } else return;
+        } else {
+          // A side that has ended without a byte cannot speak any more, and its peer may be
+          // waiting for that FIN (the relay forwards it): no longer than the sniff window then.
+          if (!patienceCut && firstBytesMs > options.timeoutMs && (up.ended || (down?.ended ?? false))) {
+            patienceCut = true;
+            armTimer(options.timeoutMs);
+          }
+          return;
+        }
         // Someone spoke: the first bytes now have their own time to be decided.
         if (!final && verdictMs !== firstBytesMs) armTimer(verdictMs);
       }

@@ -462,3 +462,33 @@ describe('a tapped tunnel in which nobody speaks', () => {
     }
   });
 });
+
+describe('a client that half-closes without a byte', () => {
+  test('its FIN reaches a server that waits for it, within the sniff window (not after TIMEOUT=idle)', async () => {
+    const srv = net.createServer({ allowHalfOpen: true }, (s) => {
+      s.on('error', () => {});
+      s.on('end', () => s.end('bye after your FIN\n'));
+      s.resume();
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const port = (srv.address() as net.AddressInfo).port;
+    const proxy = await startProxy(['-P127.0.0.1:0/socks', 'SOCKSTAP=all', 'TIMEOUT=sniff:100ms,idle:60s']);
+    try {
+      const { socket } = await SocksClient.createConnection({
+        proxy: { host: '127.0.0.1', port: proxy.port(), type: 5 },
+        command: 'connect',
+        destination: { host: '127.0.0.1', port },
+        timeout: 5000,
+      });
+      socket.allowHalfOpen = true;
+      const got = readUntil(socket, 'bye', 5000);
+      socket.end();
+      assert.match(await got, /bye after your FIN/);
+      socket.destroy();
+    } finally {
+      await proxy.stop();
+      proxy.cleanup();
+      await new Promise<void>((r) => srv.close(() => r()));
+    }
+  });
+});
