@@ -504,13 +504,20 @@ export class Pipeline implements TunnelSink {
     const httpWithoutServer = want.has('http') && (cache !== null || (httpRoutes !== undefined && httpRoutes(tunnel.dst) !== null));
     const strategy = chooseStrategy(seen, tunnel.dst.port, httpWithoutServer, ruleStrategy(rule), this.httpsFromCache(tunnel, rule, config, cache));
     const sniffMs = config.timeouts.sniff;
+    // Request rules that could decide this tunnel's HTTP: then its stream must be read or refused.
+    const requestRulesApply =
+      want.has('http') &&
+      requestRulesMayApply(config, { clientAddress: session.clientAddress, user: session.user, host: tunnel.dst.host, port: tunnel.dst.port });
     const peekOptions = {
       timeoutMs: sniffMs,
       maxBytes: SNIFF_MAX_BYTES,
       portHint: tunnel.dst.port,
       want,
-      // A direction that has started gets the handshake's time to finish its first line or hello.
-      verdictMs: Math.max(sniffMs, config.timeouts.handshake),
+      // Where request rules apply, a direction that has started gets the handshake's time to
+      // finish its first line (a request line split across the window still meets the rules);
+      // elsewhere the sniff window, so a short first message of another protocol (a one-byte
+      // keepalive) is relayed at once rather than held.
+      verdictMs: requestRulesApply ? Math.max(sniffMs, config.timeouts.handshake) : sniffMs,
     };
     let server: Socket | null = null;
     let peek: PeekResult;
@@ -566,12 +573,7 @@ export class Pipeline implements TunnelSink {
 
     // Fail closed: a client stream the sniffers cannot read, where request rules could decide its
     // requests, is refused, not relayed past them.
-    if (
-      peek.proto === 'raw' &&
-      peek.firstSpeaker === 'client' &&
-      want.has('http') &&
-      requestRulesMayApply(config, { clientAddress: session.clientAddress, user: session.user, host: tunnel.dst.host, port: tunnel.dst.port })
-    ) {
+    if (peek.proto === 'raw' && peek.firstSpeaker === 'client' && requestRulesApply) {
       const e = new ProxyError(
         'EPROTO',
         `the tunnel to ${tunnel.dst.host}:${tunnel.dst.port} does not carry a request the HTTP tap can read, and request rules apply to it (${peek.stoppedBy})`,

@@ -492,3 +492,33 @@ describe('a client that half-closes without a byte', () => {
     }
   });
 });
+
+describe('a short first message of another protocol, after the window', () => {
+  test('a one-byte keepalive is relayed at once where no request rule applies (not held for TIMEOUT=handshake)', async () => {
+    const srv = net.createServer((s) => {
+      s.on('error', () => {});
+      s.on('data', (d) => s.write(d));
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const port = (srv.address() as net.AddressInfo).port;
+    // Held until the verdict, the byte would wait 30 s; the echo is awaited for 10.
+    const proxy = await startProxy(['-P127.0.0.1:0/socks', 'SOCKSTAP=all', 'CACHE=do', 'TIMEOUT=sniff:100ms,handshake:30s']);
+    try {
+      const { socket } = await SocksClient.createConnection({
+        proxy: { host: '127.0.0.1', port: proxy.port(), type: 5 },
+        command: 'connect',
+        destination: { host: '127.0.0.1', port },
+        timeout: 5000,
+      });
+      await sleep(300);
+      const echoed = readUntil(socket, 'p', 10_000);
+      socket.write('p');
+      assert.equal(await echoed, 'p');
+      socket.destroy();
+    } finally {
+      await proxy.stop();
+      proxy.cleanup();
+      await new Promise<void>((r) => srv.close(() => r()));
+    }
+  });
+});
