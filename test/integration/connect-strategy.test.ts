@@ -98,6 +98,16 @@ function closed(socket: net.Socket): Promise<void> {
   return new Promise((r) => (socket.destroyed ? r() : socket.once('close', () => r())));
 }
 
+/** A SOCKS5 CONNECT through the proxy on `proxyPort` to 127.0.0.1:`port` (rejects on a refusal). */
+function socks5To(proxyPort: number, port: number) {
+  return SocksClient.createConnection({
+    proxy: { host: '127.0.0.1', port: proxyPort, type: 5 },
+    command: 'connect',
+    destination: { host: '127.0.0.1', port },
+    timeout: 5000,
+  });
+}
+
 const DEFAULT_JOB = ['-P127.0.0.1:0/auto', 'SOCKSTAP=all', 'CACHE=do'];
 const SEED_HTTP_FTP = ['-P127.0.0.1:0', 'SERVER=socks', 'CACHE=do', 'SOCKSTAP=http,ftp'];
 const SEED_ALL = ['-P127.0.0.1:0', 'SERVER=socks', 'CACHE=do', 'SOCKSTAP=all'];
@@ -187,13 +197,7 @@ describe('what a destination spoke is remembered (the default job)', () => {
     proxy.cleanup();
   });
 
-  const connect = (port: number) =>
-    SocksClient.createConnection({
-      proxy: { host: '127.0.0.1', port: proxy.port(), type: 5 },
-      command: 'connect',
-      destination: { host: '127.0.0.1', port },
-      timeout: 5000,
-    });
+  const connect = (port: number) => socks5To(proxy.port(), port);
 
   test('a banner on a never-seen port is tapped; once it is learnt, a closed port there is REP 5; a reload forgets', async () => {
     const srv = await bannerServer('200 news.test NNTP service ready\r\n');
@@ -252,16 +256,9 @@ describe('STRATEGY=dial-first pins a rule to the real outcome', () => {
   });
 
   test('the pinned destination is refused at once (REP 5); another closed port is answered cache-first', async () => {
-    const socksTo = (p: number) =>
-      SocksClient.createConnection({
-        proxy: { host: '127.0.0.1', port: proxy.port(), type: 5 },
-        command: 'connect',
-        destination: { host: '127.0.0.1', port: p },
-        timeout: 5000,
-      });
-    await assert.rejects(socksTo(port), /ConnectionRefused|rejected/i);
+    await assert.rejects(socks5To(proxy.port(), port), /ConnectionRefused|rejected/i);
     const other = await closedPort();
-    const { socket } = await socksTo(other);
+    const { socket } = await socks5To(proxy.port(), other);
     await closed(socket);
   });
 });
@@ -300,15 +297,7 @@ for (const [job, args] of [
       await new Promise<void>((r) => rawServer.close(() => r()));
     });
 
-    const open = async (port: number): Promise<net.Socket> =>
-      (
-        await SocksClient.createConnection({
-          proxy: { host: '127.0.0.1', port: proxy.port(), type: 5 },
-          command: 'connect',
-          destination: { host: '127.0.0.1', port },
-          timeout: 5000,
-        })
-      ).socket;
+    const open = async (port: number): Promise<net.Socket> => (await socks5To(proxy.port(), port)).socket;
     const head = (path: string, eol = '\r\n'): string => `GET ${path} HTTP/1.1${eol}Host: 127.0.0.1:${origin.port}${eol}Connection: close${eol}${eol}`;
 
     test('a request sent after the sniff window is refused 403', async () => {
@@ -408,12 +397,7 @@ describe('no byte lost on the late-dial path (the default job)', () => {
       });
       await new Promise<void>((res) => srv.listen(0, '127.0.0.1', res));
       const port = (srv.address() as net.AddressInfo).port;
-      const { socket } = await SocksClient.createConnection({
-        proxy: { host: '127.0.0.1', port: proxy.port(), type: 5 },
-        command: 'connect',
-        destination: { host: '127.0.0.1', port },
-        timeout: 5000,
-      });
+      const { socket } = await socks5To(proxy.port(), port);
       socket.allowHalfOpen = true;
       const chunks: Buffer[] = [];
       socket.on('data', (d: Buffer) => chunks.push(d));
@@ -442,12 +426,7 @@ describe('a tapped tunnel in which nobody speaks', () => {
     const port = (srv.address() as net.AddressInfo).port;
     const proxy = await startProxy(['-P127.0.0.1:0/socks', 'SOCKSTAP=all', 'TIMEOUT=idle:1s,sniff:50ms']);
     try {
-      const { socket } = await SocksClient.createConnection({
-        proxy: { host: '127.0.0.1', port: proxy.port(), type: 5 },
-        command: 'connect',
-        destination: { host: '127.0.0.1', port },
-        timeout: 5000,
-      });
+      const { socket } = await socks5To(proxy.port(), port);
       socket.on('error', () => {});
       // Well past the sniff window the tunnel is still open and a late request is still sniffed.
       await sleep(300);
@@ -474,12 +453,7 @@ describe('a client that half-closes without a byte', () => {
     const port = (srv.address() as net.AddressInfo).port;
     const proxy = await startProxy(['-P127.0.0.1:0/socks', 'SOCKSTAP=all', 'TIMEOUT=sniff:100ms,idle:60s']);
     try {
-      const { socket } = await SocksClient.createConnection({
-        proxy: { host: '127.0.0.1', port: proxy.port(), type: 5 },
-        command: 'connect',
-        destination: { host: '127.0.0.1', port },
-        timeout: 5000,
-      });
+      const { socket } = await socks5To(proxy.port(), port);
       socket.allowHalfOpen = true;
       const got = readUntil(socket, 'bye', 5000);
       socket.end();
@@ -504,12 +478,7 @@ describe('a short first message of another protocol, after the window', () => {
     // Held until the verdict, the byte would wait 30 s; the echo is awaited for 10.
     const proxy = await startProxy(['-P127.0.0.1:0/socks', 'SOCKSTAP=all', 'CACHE=do', 'TIMEOUT=sniff:100ms,handshake:30s']);
     try {
-      const { socket } = await SocksClient.createConnection({
-        proxy: { host: '127.0.0.1', port: proxy.port(), type: 5 },
-        command: 'connect',
-        destination: { host: '127.0.0.1', port },
-        timeout: 5000,
-      });
+      const { socket } = await socks5To(proxy.port(), port);
       await sleep(300);
       const echoed = readUntil(socket, 'p', 10_000);
       socket.write('p');
