@@ -253,7 +253,7 @@ function ftpSession(socket: Socket, host: string): void {
         socket.end();
         return;
       default:
-        return reply('502 command not offered by the demo server'); // RFC 959 §4.2 / RFC 5321 §4.2.3: 502, command not implemented
+        return reply('502 command not offered by the demo server'); // RFC 959 §4.2, RFC 5321 §4.2.3: reply code 502 for a command this server does not offer
     }
   });
   socket.on('close', closePassive);
@@ -303,7 +303,7 @@ function smtpSession(socket: Socket): void {
         socket.end();
         return;
       default:
-        return reply('502 command not offered by the demo server'); // RFC 959 §4.2 / RFC 5321 §4.2.3: 502, command not implemented
+        return reply('502 command not offered by the demo server'); // RFC 959 §4.2, RFC 5321 §4.2.3: reply code 502 for a command this server does not offer
     }
   });
   reply('220 mail.example.test ESMTP sockstap demo banner');
