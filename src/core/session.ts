@@ -92,6 +92,21 @@ export class Session {
     socket.once('close', () => this.sockets.delete(socket));
   }
 
+  /** Bytes relayed from the client towards the server. */
+  countUp(n: number): void {
+    this.bytesUp += n;
+  }
+
+  /** Bytes relayed from the server towards the client. */
+  countDown(n: number): void {
+    this.bytesDown += n;
+  }
+
+  /** Record how the session ended, unless an earlier cause was recorded already (the first one wins). */
+  settle(result: string): void {
+    if (result && this.result === 'ok') this.result = result;
+  }
+
   /** Call `end` when the session is closed from outside (admin close, shutdown, limits). */
   onClose(end: () => void): void {
     this.closers.push(end);
@@ -114,7 +129,7 @@ export class Session {
 
   /** Ends every socket of the session at once (admin close, shutdown, limits). */
   close(result?: string): void {
-    if (result && this.result === 'ok') this.result = result;
+    if (result) this.settle(result);
     if (this.closed) return;
     this.closed = true;
     for (const s of this.sockets) s.destroy();
