@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import type { Config, HostPort, TapRule } from '../config/types.js';
 import type { Session } from '../core/session.js';
 import type { HttpCache } from '../cache/http-cache.js';
+import type { ExpectationRegistry } from '../core/expected.js';
 import type { ProxyEvents } from '../observe/events.js';
 import type { Logger } from '../observe/log.js';
 import type { SniffInfo } from '../sniff/types.js';
@@ -16,6 +17,8 @@ export interface TapServices {
   log: Logger;
   /** The HTTP cache when CACHE=do (for this rule), else null. */
   cache: HttpCache | null;
+  /** The instance's registry of expected tunnels (the FTP tap announces its data connections there). */
+  expectations: ExpectationRegistry;
 }
 
 export interface TapContext {

@@ -2,17 +2,18 @@
  * FTP data connections arrive at the proxy as tunnels of their own: a passive-mode client opens a
  * SOCKS CONNECT to the address of the 227/229 reply (RFC 959 §4.1.2 PASV, RFC 2428 §3 EPSV), an
  * active-mode client asks for a SOCKS BIND (RFC 1928 §4) and announces the bound address with
- * PORT/EPRT (RFC 959 §4.1.2, RFC 2428 §2). This registry lets the pipeline recognise such a tunnel
- * and hand it to the control session that expects it, so the transfer is counted, logged and
+ * PORT/EPRT (RFC 959 §4.1.2, RFC 2428 §2). This correlation, registered in the instance's registry
+ * of expected tunnels (core/expected.ts), lets the pipeline recognise such a tunnel and
+ * hand it to the control session that expects it, so the transfer is counted, logged and
  * (downloads) cached.
  *
  * Bounded: passive expectations expire after two minutes (the SOCKS4 document's time limit for the
  * server side) and are capped in number; live control sessions unregister themselves when they end.
  */
 import type { Socket } from 'node:net';
-import type { HostPort } from '../../config/types.js';
 import { normalizeAddress, type Session } from '../../core/session.js';
 import type { RelayResult } from '../../net/relay.js';
+import type { ExpectationRegistry, Expecter, ExpectedTunnel, TunnelQuery } from '../../core/expected.js';
 
 /** How long a PASV/EPSV announcement waits for its data tunnel. */
 export const EXPECT_TTL_MS = 2 * 60 * 1000;
@@ -66,129 +67,126 @@ export interface FtpControlLink {
   attach(conn: FtpDataConnection): void;
 }
 
-/** The pipeline's handle on a data tunnel it recognised. */
-export interface FtpDataClaim {
-  readonly controlSessionId: string;
-  /**
-   * CONNECT (passive mode): relay the two sockets until both ends are done, counting, and report
-   * to the control session. Resolves with the counts the pipeline adds to the data session.
-   */
-  run(client: Socket, server: Socket, session: Session, idleMs: number): Promise<RelayResult>;
-  /** BIND (active mode), or a CONNECT that could not be dialed: report how it went. */
-  finished(r: RelayResult): void;
-}
-
 interface Expectation {
   link: FtpControlLink;
   hosts: ReadonlySet<string>;
   expires: number;
 }
 
-const expectations = new Map<string, Expectation>();
-const controls = new Map<string, Set<FtpControlLink>>();
-
 const expectKey = (clientAddress: string, port: number): string => `${normalizeAddress(clientAddress)}|${port}`;
 const hostName = (h: string): string => normalizeAddress(h.toLowerCase().replace(/^\[|\]$/g, ''));
 
-function sweep(now: number): void {
-  for (const [k, e] of expectations) {
-    if (e.expires <= now) expectations.delete(k);
-  }
-}
-
-/** A 227/229 reply announced `port` on one of `hosts`: the next CONNECT there from this client is data. */
-const expectationWatchers = new Set<() => void>();
-
 /**
- * `fn` runs each time a data connection comes to be expected: a decision made for a CONNECT
- * before then may not hold for it (the native door's remembered decisions). Returns the undo.
+ * One instance's FTP correlation: the announcements and live control sessions of the FTP taps
+ * of one running sockstap, registered in its registry of expected tunnels.
  */
-export function watchExpectations(fn: () => void): () => void {
-  expectationWatchers.add(fn);
-  return () => expectationWatchers.delete(fn);
-}
+export class FtpCorrelation implements Expecter {
+  private readonly expectations = new Map<string, Expectation>();
+  private readonly controls = new Map<string, Set<FtpControlLink>>();
 
-export function expectPassiveData(clientAddress: string, hosts: Iterable<string>, port: number, link: FtpControlLink): void {
-  const now = Date.now();
-  if (expectations.size >= MAX_EXPECTATIONS) sweep(now);
-  while (expectations.size >= MAX_EXPECTATIONS) {
-    const oldest = expectations.keys().next();
-    if (oldest.done) break;
-    expectations.delete(oldest.value);
+  constructor(private readonly registry: ExpectationRegistry) {
+    registry.add(this);
   }
-  const key = expectKey(clientAddress, port);
-  expectations.delete(key); // re-insert: Map order is age order
-  expectations.set(key, { link, hosts: new Set([...hosts].map(hostName)), expires: now + EXPECT_TTL_MS });
-  for (const fn of expectationWatchers) fn();
-}
 
-/** Forget a session's announcements (it ended). */
-export function forgetPassiveData(link: FtpControlLink): void {
-  for (const [k, e] of expectations) if (e.link === link) expectations.delete(k);
-}
+  private sweep(now: number): void {
+    for (const [k, e] of this.expectations) {
+      if (e.expires <= now) this.expectations.delete(k);
+    }
+  }
 
-/** A control session is live: BIND requests from its client towards its server are its data. */
-export function registerControl(clientAddress: string, link: FtpControlLink): () => void {
-  const ip = normalizeAddress(clientAddress);
-  let set = controls.get(ip);
-  if (!set) controls.set(ip, (set = new Set()));
-  set.add(link);
-  return () => {
-    const s = controls.get(ip);
-    s?.delete(link);
-    if (s && s.size === 0) controls.delete(ip);
-    forgetPassiveData(link);
-  };
-}
+  /** A 227/229 reply announced `port` on one of `hosts`: the next CONNECT there from this client is data. */
+  expectPassive(clientAddress: string, hosts: Iterable<string>, port: number, link: FtpControlLink): void {
+    const now = Date.now();
+    const expectations = this.expectations;
+    if (expectations.size >= MAX_EXPECTATIONS) this.sweep(now);
+    while (expectations.size >= MAX_EXPECTATIONS) {
+      const oldest = expectations.keys().next();
+      if (oldest.done) break;
+      expectations.delete(oldest.value);
+    }
+    const key = expectKey(clientAddress, port);
+    expectations.delete(key); // re-insert: Map order is age order
+    expectations.set(key, { link, hosts: new Set([...hosts].map(hostName)), expires: now + EXPECT_TTL_MS });
+    this.registry.announced();
+  }
 
-/** Counts of what the registry holds (tests, metrics). */
-export function correlationStats(): { expectations: number; controls: number } {
-  sweep(Date.now());
-  let n = 0;
-  for (const s of controls.values()) n += s.size;
-  return { expectations: expectations.size, controls: n };
-}
+  /** Forget a session's announcements (it ended). */
+  forgetPassive(link: FtpControlLink): void {
+    for (const [k, e] of this.expectations) if (e.link === link) this.expectations.delete(k);
+  }
 
-/** Whether any FTP data connection is expected now (then every CONNECT must ask claimFtpDataTunnel). */
-export function ftpDataExpected(): boolean {
-  return expectations.size > 0;
-}
+  /** A control session is live: BIND requests from its client towards its server are its data. */
+  registerControl(clientAddress: string, link: FtpControlLink): () => void {
+    const ip = normalizeAddress(clientAddress);
+    let set = this.controls.get(ip);
+    if (!set) this.controls.set(ip, (set = new Set()));
+    set.add(link);
+    return () => {
+      const s = this.controls.get(ip);
+      s?.delete(link);
+      if (s && s.size === 0) this.controls.delete(ip);
+      this.forgetPassive(link);
+    };
+  }
 
-/**
- * The pipeline's question for every CONNECT and BIND tunnel: is this an FTP data connection a
- * tapped control session expects? A passive announcement is used once.
- */
-export function claimFtpDataTunnel(q: { clientAddress: string; dst: HostPort; command: string }): FtpDataClaim | null {
-  if (expectations.size === 0 && controls.size === 0) return null;
-  let link: FtpControlLink | null = null;
-  let mode: 'passive' | 'active';
-  if (q.command === 'connect') {
-    const key = expectKey(q.clientAddress, q.dst.port);
-    const e = expectations.get(key);
-    if (!e) return null;
-    if (e.expires <= Date.now() || !e.hosts.has(hostName(q.dst.host))) return null;
-    expectations.delete(key);
-    link = e.link;
-    mode = 'passive';
-  } else if (q.command === 'bind') {
-    // RFC 1928 §4: BIND names the host expected to connect in, the FTP server; pick the most
-    // recent live control session of this client to that server.
-    const set = controls.get(normalizeAddress(q.clientAddress));
-    if (!set) return null;
-    const host = hostName(q.dst.host);
-    for (const l of set) if (l.hosts.has(host) || host === '0.0.0.0' || host === '::') link = l;
-    if (!link) return null;
-    mode = 'active';
-  } else {
+  /** Counts of what the registry holds (tests, metrics). */
+  stats(): { expectations: number; controls: number } {
+    this.sweep(Date.now());
+    let n = 0;
+    for (const s of this.controls.values()) n += s.size;
+    return { expectations: this.expectations.size, controls: n };
+  }
+
+  /** The control session a tunnel belongs to, with the expectation key to spend (passive), or null. */
+  private find(q: TunnelQuery): { link: FtpControlLink; mode: 'passive' | 'active'; key?: string } | null {
+    if (this.expectations.size === 0 && this.controls.size === 0) return null;
+    if (q.command === 'connect') {
+      const key = expectKey(q.clientAddress, q.dst.port);
+      const e = this.expectations.get(key);
+      if (!e) return null;
+      if (e.expires <= Date.now() || !e.hosts.has(hostName(q.dst.host))) return null;
+      return { link: e.link, mode: 'passive', key };
+    }
+    if (q.command === 'bind') {
+      // RFC 1928 §4: BIND names the host expected to connect in, the FTP server; pick the most
+      // recent live control session of this client to that server.
+      const set = this.controls.get(normalizeAddress(q.clientAddress));
+      if (!set) return null;
+      const host = hostName(q.dst.host);
+      let link: FtpControlLink | null = null;
+      for (const l of set) if (l.hosts.has(host) || host === '0.0.0.0' || host === '::') link = l;
+      return link ? { link, mode: 'active' } : null;
+    }
     return null;
   }
-  const conn = new FtpDataConnection(mode, link.sessionId);
-  link.attach(conn);
-  return {
-    controlSessionId: link.sessionId,
-    run: (client, server, session, idleMs) => relayData(client, server, conn, session, idleMs),
-    finished: (r) => conn.end(r),
-  };
+
+  expects(q: TunnelQuery): boolean {
+    return this.find(q) !== null;
+  }
+
+  /** Is this CONNECT or BIND an FTP data connection a tapped control session expects? A passive announcement is used once. */
+  claim(q: TunnelQuery): ExpectedTunnel | null {
+    const found = this.find(q);
+    if (!found) return null;
+    if (found.key !== undefined) this.expectations.delete(found.key);
+    const { link, mode } = found;
+    const conn = new FtpDataConnection(mode, link.sessionId);
+    link.attach(conn);
+    return {
+      owner: link.sessionId,
+      proto: 'ftp-data',
+      run: (client, server, session, idleMs) => relayData(client, server, conn, session, idleMs),
+      finished: (r) => conn.end(r),
+      record: (session) => {
+        session.sections['ftp-data'] = { control: link.sessionId, mode };
+      },
+    };
+  }
+}
+
+/** The FTP correlation of the instance whose registry this is (created on first use). */
+export function ftpCorrelation(registry: ExpectationRegistry): FtpCorrelation {
+  return registry.part('ftp', (r) => new FtpCorrelation(r));
 }
 
 /**

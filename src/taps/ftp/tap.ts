@@ -15,7 +15,7 @@ import type { CacheWriter } from '../../cache/http-cache.js';
 import { LineReader, LineTooLongError, lineText } from '../../net/lines.js';
 import type { XferRecord } from '../../observe/events.js';
 import type { Tap, TapContext } from '../tap.js';
-import { expectPassiveData, registerControl, type FtpControlLink, type FtpDataConnection } from './correlate.js';
+import { ftpCorrelation, type FtpControlLink, type FtpDataConnection } from './correlate.js';
 import { checkFtpRequest } from './policy.js';
 import { ftpCacheHead, ftpUrl, resolvePath, type FtpPath } from './paths.js';
 import {
@@ -274,12 +274,12 @@ class FtpControl implements FtpControlLink {
     switch (cmd.verb) {
       case 'PASV': {
         const a = code === 227 ? parsePasvReply(text) : null;
-        if (a) expectPassiveData(this.ctx.session.clientAddress, [...this.hosts, a.host!], a.port, this);
+        if (a) ftpCorrelation(this.ctx.services.expectations).expectPassive(this.ctx.session.clientAddress, [...this.hosts, a.host!], a.port, this);
         break;
       }
       case 'EPSV': {
         const a = code === 229 ? parseEpsvReply(text) : null;
-        if (a) expectPassiveData(this.ctx.session.clientAddress, this.hosts, a.port, this);
+        if (a) ftpCorrelation(this.ctx.services.expectations).expectPassive(this.ctx.session.clientAddress, this.hosts, a.port, this);
         break;
       }
       case 'CWD':
@@ -383,7 +383,7 @@ export const ftpTap: Tap = async (ctx: TapContext): Promise<void> => {
   const server = ctx.server ?? (await ctx.dial());
   const control = new FtpControl(ctx, client, server);
   session.sections.ftp = control.section;
-  const unregister = registerControl(session.clientAddress, control);
+  const unregister = ftpCorrelation(ctx.services.expectations).registerControl(session.clientAddress, control);
   try {
     const raw = await interpret(ctx, control, client, server);
     if (raw) await ctx.relay(client, server);
