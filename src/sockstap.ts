@@ -10,12 +10,12 @@ import { startAdmin, type AdminServer } from './admin/server.js';
 import { loadAdminToken, type AdminToken } from './admin/token.js';
 import { loadConfig } from './config/load.js';
 import type { Config, DoorKind, ListenSpec } from './config/types.js';
-import { Pipeline } from './core/pipeline.js';
+import { Pipeline } from './pipeline/pipeline.js';
+import type { ExpectationRegistry } from './core/expected.js';
 import type { OwnAddress } from './net/destination.js';
 import { CertificateAuthority, caFiles } from './tls/ca.js';
 import { trustContext } from './tls/intercept.js';
 import { formatHostPort, Session } from './core/session.js';
-import type { Tunnel } from './core/tunnel.js';
 import { autoDoor, socksDoor } from './frontdoors/auto.js';
 import type { DoorContext, DoorHandler, TunnelSink } from './frontdoors/door.js';
 import { httpProxyDoor } from './frontdoors/http-proxy.js';
@@ -23,7 +23,6 @@ import { NativeSocksDoor } from './frontdoors/native-socks.js';
 import { nativeDoorAvailable } from './net/native-door.js';
 import { tcprelayDoor } from './frontdoors/portmap.js';
 import { prepareTransparentListener, transparentDoor } from './frontdoors/transparent.js';
-import { watchExpectations } from './taps/ftp/correlate.js';
 import { closeForwardPool } from './taps/http/forward.js';
 import { ruleCaches } from './taps/rules.js';
 import { HttpCache } from './cache/http-cache.js';
@@ -38,7 +37,7 @@ import { ConnectionLimits } from './policy/limits.js';
 import { QuotaService, type QuotaStatus } from './policy/quota.js';
 import { BandwidthShaper } from './policy/shaping.js';
 import { UsageStore } from './policy/usage.js';
-import { limitSubject } from './core/pipeline.js';
+import { limitSubject } from './pipeline/pipeline.js';
 import { LOG_FILES, prepareDirectories, type DirectoryNeed } from './observe/dirs.js';
 
 const DOORS: Partial<Record<DoorKind, DoorHandler>> = {
@@ -100,7 +99,7 @@ export class Sockstap {
   private current: Config;
   private listeners: Listener[] = [];
   private readonly pipeline: Pipeline;
-  /** What the doors hand their tunnels to: the pipeline, with the 'established' event on success replies. */
+  /** What the doors hand their tunnels to: the pipeline (which emits 'established' on success replies). */
   private readonly sink: TunnelSink;
   private readonly shutdown = shutdownController();
   private accessLog: AccessLogWriter;
@@ -111,6 +110,11 @@ export class Sockstap {
   /** The HTTP cache, open when CACHE=do (globally or in a SOCKSTAP rule's params). */
   private cache: HttpCache | null = null;
   readonly totals = { sessions: 0, refused: 0, bytesUp: 0, bytesDown: 0 };
+
+  /** The registry of expected tunnels of this instance (the FTP taps announce their data connections there). */
+  get expectations(): ExpectationRegistry {
+    return this.pipeline.expectations;
+  }
 
   constructor(config: Config, options: StartOptions = {}) {
     this.current = config;
@@ -137,7 +141,7 @@ export class Sockstap {
       ownAddresses: () => this.ownAddresses(),
       ca: () => this.ca,
     });
-    this.sink = observedSink(this.pipeline, this.events);
+    this.sink = this.pipeline;
   }
 
   config(): Config {
@@ -608,6 +612,7 @@ export class Sockstap {
     this.adoptAccounts(next);
     this.current = next;
     this.retireAccounts(previous, next);
+    this.pipeline.reloaded();
     for (const l of this.listeners) l.native?.reconfigure(next);
     if (next.logDir !== previous.logDir || next.logFormat !== previous.logFormat) {
       const oldAccess = this.accessLog;
@@ -681,34 +686,6 @@ function shutdownController(): AbortController {
   const c = new AbortController();
   setMaxListeners(0, c.signal);
   return c;
-}
-
-/**
- * The pipeline as the doors see it, with one addition: the first success reply of each tunnel
- * emits 'established', from which the metrics take the relay latency (accept → reply). Once per
- * tunnel, at handshake time; nothing on the data path.
- */
-function observedSink(pipeline: Pipeline, events: ProxyEvents): TunnelSink {
-  const observe = (tunnel: Tunnel): Tunnel => {
-    const reply = tunnel.replySuccess;
-    let sent = false;
-    tunnel.replySuccess = (bound) => {
-      if (!sent) {
-        sent = true;
-        events.emit('established', tunnel.session);
-      }
-      reply.call(tunnel, bound);
-    };
-    return tunnel;
-  };
-  return {
-    handle: (tunnel) => pipeline.handle(observe(tunnel)),
-    associateUdp: (tunnel) => pipeline.associateUdp(observe(tunnel)),
-    forwardHttp: (req, res, session) => pipeline.forwardHttp(req, res, session),
-    reverseHttp: (req, res, session, virtual) => pipeline.reverseHttp(req, res, session, virtual),
-    planDirect: (session, tags, dst) => pipeline.planDirect(session, tags, dst),
-    watchPlans: (fn) => watchExpectations(fn),
-  };
 }
 
 /** What must be writable at start: logs (with their files), state, and the cache when it is on. */

@@ -6,13 +6,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Config, HostPort, ListenSpec } from '../config/types.js';
-import type { ProxyError } from '../core/errors.js';
+import type { Plan } from '../core/plan.js';
 import type { Session } from '../core/session.js';
 import type { Tunnel } from '../core/tunnel.js';
 import type { ProxyEvents } from '../observe/events.js';
 import type { Logger } from '../observe/log.js';
 
-/** Where doors hand their work; implemented by core/pipeline.ts. */
+/** Where doors hand their work; implemented by pipeline/pipeline.ts. */
 export interface TunnelSink {
   /** Decide, dial, reply through the tunnel's callbacks, relay; resolves when the tunnel ends. */
   handle(tunnel: Tunnel): Promise<void>;
@@ -27,26 +27,18 @@ export interface TunnelSink {
   /** UDP ASSOCIATE (SOCKS5): set up the relay and keep it while `tunnel.socket` stays open. */
   associateUdp(tunnel: Tunnel): Promise<void>;
   /**
-   * For the native accept path (frontdoors/native-socks.ts): checkpoint 2 for a CONNECT, and
-   * whether the relay thread may dial and splice it by itself. Refusals are logged here. A sink
-   * without it has the native path hand every CONNECT to `handle()`.
+   * For the native accept path (frontdoors/native-socks.ts): the plan of a CONNECT the relay
+   * thread read (pipeline/plan.ts), the same plan `handle()` would execute. The thread dials and
+   * splices a `direct` one (and may remember it), replies to a `refuse` or `unreachable` one, and
+   * hands anything else to `handle()`. Refusals are logged here. A sink without it has the native
+   * path hand every CONNECT to `handle()`.
    */
-  planDirect?(session: Session, tags: readonly string[], dst: HostPort): Promise<DirectPlan>;
-  /** `fn` runs whenever direct plans made before may no longer hold (an FTP data connection is expected now). Returns the undo. */
+  plan?(session: Session, tags: readonly string[], dst: HostPort): Promise<Plan>;
+  /** `fn` runs whenever plans made before may no longer hold (pipeline/plan-memory.ts). Returns the undo. */
   watchPlans?(fn: () => void): () => void;
+  /** A tunnel the door replied to with success by other means (the relay thread): 'established'. */
+  established?(session: Session): void;
 }
-
-/**
- * What may happen to a CONNECT the relay thread read: refused (the door replies), handled by the
- * JavaScript pipeline as usual (a tap, an upstream, shaping or quotas, an FTP data connection,
- * a dual-stack name), or dialed to these addresses of one family in turn and spliced. A direct
- * plan holds for the same source, destination and port for `rememberMs` (0: decide each time):
- * the thread then dials them without asking.
- */
-export type DirectPlan =
-  | { kind: 'refuse'; error: ProxyError }
-  | { kind: 'javascript' }
-  | { kind: 'direct'; addresses: string[]; timeoutMs: number; idleMs: number; rememberMs: number };
 
 /** One per listener. */
 export interface DoorContext {

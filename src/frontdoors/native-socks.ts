@@ -1,14 +1,16 @@
 /**
  * The socks and auto doors on the native accept path (net/native-door.ts): the relay thread
- * accepts and reads the SOCKS5 handshake, and this door decides each CONNECT with the pipeline's
- * own checks (TunnelSink.planDirect). A CONNECT that goes direct, untapped and unshaped is dialed
- * and spliced by the thread: its session has no JavaScript socket, only its record. Everything
- * else becomes a JavaScript socket at the stage the thread reached and is served by the usual
- * doors: the whole handshake (SOCKS4, HTTP, authentication, a source not approved yet), the
- * request (BIND, UDP ASSOCIATE, anything malformed), or the pipeline (a CONNECT it takes over).
- * A direct plan may be remembered by the thread for a while (DirectPlan.rememberMs): the same
- * CONNECT from the same source is then dialed before this door hears of it, and it only opens
- * the session; a remembered dial that fails is decided again here.
+ * accepts and reads the SOCKS5 handshake, and this door asks the pipeline for each CONNECT's plan
+ * (TunnelSink.plan: the same planTunnel the JavaScript pipeline executes, nothing mirrored here).
+ * A `direct` plan is dialed and spliced by the thread: its session has no JavaScript socket, only
+ * its record. A refusal is replied here. Everything else becomes a JavaScript socket at the stage
+ * the thread reached and is served by the usual doors: the whole handshake (SOCKS4, HTTP,
+ * authentication, a source not approved yet), the request (BIND, UDP ASSOCIATE, anything
+ * malformed), or the pipeline (any other plan: it plans the tunnel again and executes it).
+ * A direct plan may be remembered by the thread for a while (its rememberMs): the same CONNECT
+ * from the same source is then dialed before this door hears of it, and it only opens the
+ * session; a remembered dial that fails is decided again here. When remembered plans are
+ * forgotten is said in one place, pipeline/plan-memory.ts (TunnelSink.watchPlans).
  */
 import type { Socket } from 'node:net';
 import type { Config, HostPort } from '../config/types.js';
@@ -16,7 +18,8 @@ import { codeFromSystemError, ProxyError, replyFor, toProxyError, type ProxyErro
 import type { Session } from '../core/session.js';
 import { DOOR_NOAUTH, door, NativeListener, type DoorEvents, type HandoffStage } from '../net/native-door.js';
 import type { SpliceResult } from '../net/splice.js';
-import type { DirectPlan, DoorContext, DoorHandler } from './door.js';
+import type { Plan } from '../core/plan.js';
+import type { DoorContext, DoorHandler } from './door.js';
 import { handOver, socks5AfterGreeting, socks5Tunnel } from './socks5.js';
 
 /** What the door needs of the proxy: checkpoint 1 and the session registry (sockstap.ts). */
@@ -32,7 +35,7 @@ export interface NativeHost {
 }
 
 const TAGS = ['socks', 'socks5'] as const;
-const JAVASCRIPT: DirectPlan = { kind: 'javascript' };
+const JAVASCRIPT: Plan = { kind: 'route', why: 'relay-js' };
 
 interface Pending {
   session: Session;
@@ -117,21 +120,22 @@ export class NativeSocksDoor implements DoorEvents {
 
   private decide(id: number, p: Pending): void {
     const { session, dst } = p;
-    const plan = this.ctx.sink.planDirect ? this.ctx.sink.planDirect(session, TAGS, dst) : Promise.resolve(JAVASCRIPT);
+    const plan = this.ctx.sink.plan ? this.ctx.sink.plan(session, TAGS, dst) : Promise.resolve(JAVASCRIPT);
     plan.then(
       (r) => this.decided(id, p, r),
       (err: unknown) => {
         this.ctx.log.error('native door decision failed', { session: session.id, reason: err instanceof Error ? err.message : String(err) });
-        this.decided(id, p, { kind: 'refuse', error: toProxyError(err) });
+        const e = toProxyError(err);
+        this.decided(id, p, { kind: 'refuse', code: e.code, reason: e.message });
       },
     );
   }
 
-  private decided(id: number, p: Pending, plan: DirectPlan): void {
+  private decided(id: number, p: Pending, plan: Plan): void {
     if (p.state !== 'deciding') return; // closed meanwhile
-    if (plan.kind === 'refuse') {
-      this.refuse(id, p, plan.error.code);
-    } else if (plan.kind === 'javascript') {
+    if (plan.kind === 'refuse' || plan.kind === 'unreachable') {
+      this.refuse(id, p, plan.code);
+    } else if (plan.kind !== 'direct') {
       p.state = 'taking';
       door.take(id);
     } else {
@@ -150,7 +154,7 @@ export class NativeSocksDoor implements DoorEvents {
   }
 
   private refuse(id: number, p: Pending, code: ProxyErrorCode): void {
-    if (p.session.result === 'ok') p.session.result = code;
+    p.session.settle(code);
     door.reply(id, replyFor(code).socks5);
     this.finish(id, p);
   }
@@ -184,7 +188,7 @@ export class NativeSocksDoor implements DoorEvents {
     const p = this.pending.get(id);
     if (!p || p.state !== 'dialing') return;
     p.state = 'spliced';
-    this.ctx.events.emit('established', p.session);
+    this.ctx.sink.established?.(p.session);
   }
 
   done(id: number, r: SpliceResult): void {
@@ -192,14 +196,14 @@ export class NativeSocksDoor implements DoorEvents {
     if (!p) return;
     p.session.bytesUp = r.up;
     p.session.bytesDown = r.down;
-    if (p.session.result === 'ok') p.session.result = r.result;
+    p.session.settle(r.result);
     this.finish(id, p);
   }
 
   gone(id: number): void {
     const p = this.pending.get(id);
     if (!p) return;
-    if (p.session.result === 'ok') p.session.result = 'client-gone';
+    p.session.settle('client-gone');
     this.finish(id, p);
   }
 

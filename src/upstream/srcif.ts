@@ -7,7 +7,7 @@
  * upstream proxy. ADDRESS must be an address of this host (os.networkInterfaces(), or any of
  * 127.0.0.0/8, which Linux's loopback answers for), else the configuration is refused (exit 2).
  * The native accept path's direct plans do not bind: a CONNECT a rule applies to is handed to the
- * JavaScript pipeline (core/pipeline.ts planDirect).
+ * JavaScript pipeline (pipeline/plan.ts planTunnel).
  */
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';

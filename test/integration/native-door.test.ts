@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { loadConfig } from '../../src/config/load.js';
 import type { SessionRecord } from '../../src/core/session.js';
 import { nativeDoorAvailable, nativeDoorStats } from '../../src/net/native-door.js';
-import { expectPassiveData, forgetPassiveData, type FtpControlLink } from '../../src/taps/ftp/correlate.js';
+import { ftpCorrelation, type FtpControlLink } from '../../src/taps/ftp/correlate.js';
 import { nativeUnavailable } from '../../src/net/original-dst.js';
 import { curl, startEcho, startOrigin, PAGE, type EchoServer, type Origin } from '../helpers/origin.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
@@ -331,16 +331,17 @@ describe('native accept path', { skip: noNative }, () => {
   test('an FTP data connection announced by a tapped session makes the door forget its decisions', async () => {
     const memo = await startEcho();
     const link: FtpControlLink = { sessionId: 'test', hosts: new Set(['127.0.0.1']), attach: () => {} };
+    const ftp = ftpCorrelation(proxy.proxy.expectations);
     try {
       const r1 = (await decidedThenRemembered(memo.port)) + 1;
-      expectPassiveData('127.0.0.9', ['127.0.0.1'], 9, link);
-      forgetPassiveData(link);
+      ftp.expectPassive('127.0.0.9', ['127.0.0.1'], 9, link);
+      ftp.forgetPassive(link);
       assert.equal(await once(proxy.port(), memo.port), 0);
       assert.equal(nativeDoorStats().remembered, r1, 'decided again after the announcement');
       assert.equal(await once(proxy.port(), memo.port), 0);
       assert.equal(nativeDoorStats().remembered, r1 + 1);
     } finally {
-      forgetPassiveData(link);
+      ftp.forgetPassive(link);
       await memo.close();
     }
   });
