@@ -130,6 +130,7 @@ export function checkpoint(base: Config, session: Session, rule: TapRule | null,
     user: session.user,
     dst,
     dstAddresses: rulesNeedAddresses(config) ? reached : undefined,
+    now: q.now,
   });
   if (!decision.allowed) return new ProxyError('EDENIED', `destination ${dst.host}:${dst.port} refused by ${decision.by}`);
   const window = session.user !== null ? config.userWindows?.[session.user] : undefined;
