@@ -14,7 +14,7 @@ import type { TunnelCommand } from '../../src/core/session.js';
 import { needsAddresses, planTunnel, type PlanRequest } from '../../src/pipeline/plan.js';
 import { rememberMs } from '../../src/pipeline/plan-memory.js';
 import type { Resolution } from '../../src/net/destination.js';
-import type { TimeWindow } from '../../src/policy/timewindow.js';
+import type { TimeWindow } from '../../src/config/types.js';
 
 const A: LookupAddress[] = [{ address: '192.0.2.10', family: 4 }];
 
