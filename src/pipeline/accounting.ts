@@ -93,7 +93,7 @@ export class Accounting {
     // BANDWIDTH=/QUOTA=: a shape only for a connection a limit covers; otherwise the fast relay.
     const limited = this.admitShape(session, config, rule);
     if (limited === 'refused') {
-      // Used up between authorize() and here (another connection): the door has replied, so cut.
+      // Used up between checkpoint 2 and here (another connection): the door has replied, so cut.
       client.destroy();
       server.destroy();
       return;

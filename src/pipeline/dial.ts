@@ -69,7 +69,7 @@ export class Dialer {
   }
 
   /**
-   * The lookup for a dial to `dst`: the answer authorize() checked for this session (pinned), else
+   * The lookup for a dial to `dst`: the answer checkpoint 2 checked for this session (pinned), else
    * one resolution through the name cache, which is then pinned, after the own-address check.
    */
   lookupFor(session: Session, config: Config, dst: HostPort): LookupFunction {
