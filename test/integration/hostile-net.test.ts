@@ -138,7 +138,7 @@ describe('one resolution per connection: DNS rebinding cannot pass the rule (fin
   });
 });
 
-// RELAY=splice: the native accept path decides SOCKS5 CONNECTs (Pipeline.planDirect); js: the JavaScript doors.
+// RELAY=splice: the native accept path decides SOCKS5 CONNECTs (planTunnel, src/pipeline/plan.ts); js: the JavaScript doors.
 for (const relay of ['splice', 'js']) describe(`the proxy never relays to itself (finding 5), RELAY=${relay}`, () => {
   let echo: EchoServer;
   let proxy: TestProxy;
