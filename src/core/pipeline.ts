@@ -28,7 +28,8 @@ import { requestRulesMayApply } from '../policy/http-rules.js';
 import { chooseStrategy, DestinationMemory } from './destinations.js';
 import type { HttpTapContext } from '../taps/http/tap.js';
 import type { TapContext } from '../taps/tap.js';
-import { absoluteTarget, denyHttp } from '../taps/http/forward.js';
+import { denyHttp } from '../taps/http/forward.js';
+import { absoluteHttpTarget } from '../http1/authority.js';
 import { serveHttp } from '../taps/http/cached.js';
 import { applyMounts, mountRequestOf } from '../taps/http/mount.js';
 import { PROXY_VIA } from '../taps/http/headers.js';
@@ -1070,8 +1071,8 @@ export class Pipeline implements TunnelSink {
       this.fetchFtpUrl(req, res, session);
       return;
     }
-    // absoluteTarget keeps the path byte for byte (new URL() would normalise it).
-    const target = absoluteTarget(req.url ?? '');
+    // absoluteHttpTarget keeps the path byte for byte (new URL() would normalise it).
+    const target = absoluteHttpTarget(req.url ?? '');
     if (!target) {
       denyHttp(req, res, session, this.deps.events, 'EPROTO', 'the HTTP door forwards absolute http:// URLs only');
       return;

@@ -16,6 +16,7 @@ import type { DoorContext, DoorHandler } from './door.js';
 import { socketBytes } from '../net/splice.js';
 import { prepareShaping } from '../net/shaped-socket.js';
 import { isPacPath, PAC_CONTENT_TYPE, servePac } from './pac.js';
+import { parseAuthority, parseUrl } from '../http1/authority.js';
 
 /** Largest request head accepted; a larger one gets 431 (RFC 6585 §5) and the connection closes. */
 export const MAX_HEADER_BYTES = 64 * 1024;
@@ -41,47 +42,6 @@ interface ConnectionState {
 const connections = new WeakMap<Socket, ConnectionState>();
 const servers = new WeakMap<DoorContext, Server>();
 const answeredWithError = new WeakSet<Socket>();
-
-/**
- * A CONNECT authority (`host:port`, `[v6]:port`, RFC 9110 §9.3.6) or, with a default port, the
- * authority of a URI whose port may be omitted. Null when malformed.
- */
-export function parseAuthority(text: string, defaultPort?: number): HostPort | null {
-  let host: string;
-  let portText: string;
-  if (text.startsWith('[')) {
-    const close = text.indexOf(']');
-    if (close < 0) return null;
-    host = text.slice(1, close);
-    const rest = text.slice(close + 1);
-    if (rest === '' && defaultPort !== undefined) portText = '';
-    else if (rest.startsWith(':')) portText = rest.slice(1);
-    else return null;
-    if (!/^[0-9A-Fa-f:.]+$/.test(host) || !host.includes(':')) return null;
-  } else {
-    const colon = text.lastIndexOf(':');
-    if (colon < 0) {
-      if (defaultPort === undefined) return null;
-      host = text;
-      portText = '';
-    } else {
-      host = text.slice(0, colon);
-      portText = text.slice(colon + 1);
-    }
-    // reg-name or IPv4 (RFC 3986 §3.2.2); a bare IPv6 without brackets is ambiguous and refused.
-    if (!/^[A-Za-z0-9._~!$&'()*+,;=%-]+$/.test(host)) return null;
-  }
-  let port: number;
-  if (portText === '') {
-    if (defaultPort === undefined) return null;
-    port = defaultPort;
-  } else {
-    if (!/^\d{1,5}$/.test(portText)) return null;
-    port = Number(portText);
-  }
-  if (port < 1 || port > 65535 || host === '') return null;
-  return { host: host.toLowerCase(), port };
-}
 
 /** The user and password of `Proxy-Authorization: Basic ...` (RFC 7617), or null. */
 export function parseBasicCredentials(header: string | undefined): { user: string; password: string } | null {
@@ -231,11 +191,9 @@ function onRequest(req: IncomingMessage, res: ServerResponse): void {
   }
   const target = req.url ?? '';
   // http:// is forwarded; ftp:// is fetched by sockstap's own FTP client (taps/ftp/url.ts).
-  const scheme = /^(http|ftp):\/\/([^/?#]*)/i.exec(target);
-  const isAbsolute = scheme !== null;
-  const authority = scheme ? scheme[2]! : '';
-  const defaultPort = scheme && scheme[1]!.toLowerCase() === 'ftp' ? 21 : 80;
-  const dst = isAbsolute ? parseAuthority(authority.slice(authority.lastIndexOf('@') + 1), defaultPort) : null;
+  const isAbsolute = /^(http|ftp):\/\//i.test(target);
+  const url = isAbsolute ? parseUrl(target) : null;
+  const dst = url ? { host: url.host, port: url.port } : null;
   beginRequest(req, state, dst);
   res.once('close', () => endRequest(socket, state));
   const { session, ctx } = state;
@@ -282,7 +240,7 @@ function onRequest(req: IncomingMessage, res: ServerResponse): void {
       return;
     }
     // What the dashboard and sessions.jsonl call this session: the protocol of its requests.
-    if (session.proto === 'raw') session.proto = defaultPort === 21 ? 'ftp' : 'http';
+    if (session.proto === 'raw') session.proto = url?.scheme === 'ftp' ? 'ftp' : 'http';
     ctx.sink.forwardHttp(req, res, session);
   }
 }

@@ -30,13 +30,13 @@ import { checkHttpRequest } from '../../policy/http-rules.js';
 import {
   denyHttp,
   forwardHttpRequest,
-  urlAuthority,
   type BodySink,
   type ForwardOptions,
   type ForwardRoute,
   type ForwardTarget,
   type ResponsePlan,
 } from './forward.js';
+import { urlAuthority } from '../../http1/authority.js';
 import { appendVia, applyHeaderEdits, headersFromRaw, mediaType, rawFromHeaders, rawHeaderValue } from './headers.js';
 import { applyMounts, mapBackHeaders, mountRequestOf } from './mount.js';
 import { sendFile, type SendFile } from '../../cache/send-file.js';

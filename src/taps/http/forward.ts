@@ -22,6 +22,7 @@ import type { Session } from '../../core/session.js';
 import type { AccessRecord, ProxyEvents } from '../../observe/events.js';
 import type { Logger } from '../../observe/log.js';
 import type { HeaderEdits } from '../../config/types.js';
+import { targetAuthority } from '../../http1/authority.js';
 import { appendVia, applyHeaderEdits, MAX_HEAD_BYTES, MAX_HEAD_FIELDS, mediaType, requestBodyKind, withoutHopByHop } from './headers.js';
 
 export interface ForwardTarget {
@@ -234,59 +235,6 @@ export function closeForwardPool(): void {
   const old = pool;
   pool = newPool();
   old.destroy();
-}
-
-/** The authority of a URL of this scheme: the port left out when it is the scheme's default. */
-export function urlAuthority(scheme: string, target: { host: string; port: number }): string {
-  const host = target.host.includes(':') ? `[${target.host}]` : target.host;
-  return target.port === (scheme === 'https' ? 443 : 80) ? host : `${host}:${target.port}`;
-}
-
-/** The authority of a target as the Host field spells it (RFC 9110 §7.2): port omitted when 80. */
-export function targetAuthority(target: { host: string; port: number }): string {
-  const host = target.host.includes(':') ? `[${target.host}]` : target.host;
-  return target.port === 80 ? host : `${host}:${target.port}`;
-}
-
-const HOST_NAME = /^[A-Za-z0-9._~!$&'()*+,;=%-]+$/;
-
-/**
- * The target of an absolute-form request (RFC 9112 §3.2.2) with an `http` URI, or null when the
- * request target is not one. The path is kept byte for byte (no URL normalisation), fragment
- * dropped, userinfo ignored.
- */
-export function absoluteTarget(requestTarget: string): ForwardTarget | null {
-  const m = /^http:\/\/([^/?#]*)([^#]*)/i.exec(requestTarget);
-  if (!m) return null;
-  let authority = m[1]!;
-  const at = authority.lastIndexOf('@');
-  if (at >= 0) authority = authority.slice(at + 1);
-  let host: string;
-  let portText = '';
-  if (authority.startsWith('[')) {
-    const close = authority.indexOf(']');
-    if (close < 0) return null;
-    host = authority.slice(1, close);
-    const rest = authority.slice(close + 1);
-    if (rest && !rest.startsWith(':')) return null;
-    portText = rest.slice(1);
-    if (!/^[0-9A-Fa-f:.]+$/.test(host) || !host.includes(':')) return null;
-  } else {
-    const colon = authority.lastIndexOf(':');
-    host = colon >= 0 ? authority.slice(0, colon) : authority;
-    portText = colon >= 0 ? authority.slice(colon + 1) : '';
-    if (!HOST_NAME.test(host)) return null;
-  }
-  let port = 80;
-  if (portText) {
-    if (!/^\d{1,5}$/.test(portText)) return null;
-    port = Number(portText);
-    if (port < 1 || port > 65535) return null;
-  }
-  let path = m[2]!;
-  if (path === '') path = '/';
-  else if (path.startsWith('?')) path = `/${path}`;
-  return { host: host.toLowerCase(), port, path };
 }
 
 /** Bytes of the response head Node wrote or queued (status line and fields). */

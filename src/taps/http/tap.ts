@@ -18,7 +18,8 @@ import type { HostPort } from '../../config/types.js';
 import { toProxyError, replyFor } from '../../core/errors.js';
 import { checkHttpRequest } from '../../policy/http-rules.js';
 import type { Tap, TapContext } from '../tap.js';
-import { absoluteTarget, denyHttp, targetAuthority, urlAuthority, type ForwardRoute, type ForwardTarget } from './forward.js';
+import { denyHttp, type ForwardRoute, type ForwardTarget } from './forward.js';
+import { absoluteHttpTarget, targetAuthority, urlAuthority } from '../../http1/authority.js';
 import { MAX_HEAD_BYTES, MAX_HEAD_FIELDS, PROXY_VIA } from './headers.js';
 import { serveHttp } from './cached.js';
 import { verifyTunnelHost, type HostVerdict } from './host-check.js';
@@ -100,7 +101,7 @@ function dialFor(state: TapState, dst: HostPort, scheme: 'http' | 'https' = sche
 /** The path of a request in the tunnel: origin-form as sent, or the path of an absolute-form one. */
 function requestPath(url: string): string {
   if (url.startsWith('/') || url === '*') return url;
-  const t = absoluteTarget(url);
+  const t = absoluteHttpTarget(url);
   return t ? t.path : url;
 }
 
