@@ -26,12 +26,9 @@ import { TAPS } from '../taps/registry.js';
 import { pickTapRule, ruleCaches, ruleStrategy } from '../taps/rules.js';
 import { requestRulesMayApply } from '../policy/http-rules.js';
 import { chooseStrategy, DestinationMemory } from './destinations.js';
-import type { HttpTapContext } from '../taps/http/tap.js';
-import type { TapContext } from '../taps/tap.js';
-import { denyHttp } from '../taps/http/forward.js';
-import { absoluteHttpTarget } from '../http1/authority.js';
-import { serveHttp } from '../taps/http/cached.js';
-import { applyMounts, mountRequestOf } from '../taps/http/mount.js';
+import type { HttpDoorRequest, HttpTap, HttpTapContext } from '../taps/http/tap.js';
+import type { Tap, TapContext } from '../taps/tap.js';
+import { refuseRequest } from '../http1/error-page.js';
 import { PROXY_VIA } from '../taps/http/headers.js';
 import { dialSpoofed } from '../net/spoof.js';
 import { dialRoute, httpRoutesFor, mayRouteHttpToProxy, queryFor, routesDirect, type HttpRoute } from '../upstream/router.js';
@@ -79,6 +76,8 @@ export interface PipelineDeps {
   ownAddresses?(): readonly OwnAddress[];
   /** The CA of TLS interception, loaded when an STLS=mitm rule needs it; absent or null: none. */
   ca?: () => CertificateAuthority | null;
+  /** This instance's HTTP tap: tapped HTTP tunnels and the HTTP door's requests. */
+  http: HttpTap;
 }
 
 export const VIA = PROXY_VIA;
@@ -603,7 +602,7 @@ export class Pipeline implements TunnelSink {
     };
     const upgradeTls = peek.proto !== 'http' && peek.proto !== 'tls' ? this.starttlsUpgrade(tunnel, config) : undefined;
     if (upgradeTls) ctx.upgradeTls = upgradeTls;
-    const tap = want.has(peek.proto) ? TAPS[peek.proto] : undefined;
+    const tap = want.has(peek.proto) ? this.tapFor(peek.proto) : undefined;
     if (tap) {
       // Every byte the tap moves to and from the client passes BANDWIDTH=/QUOTA= (issue 12 item 5).
       if (!this.shapeClient(session, tunnel.socket, base, rule)) {
@@ -846,7 +845,7 @@ export class Pipeline implements TunnelSink {
       return true;
     }
     const ctx = this.httpsContext(tunnel, rule, config, peek, cache, name, client, upstream.socket);
-    const tap = inner.proto === 'http' || rule.protocols.includes(inner.proto) ? TAPS[inner.proto] : undefined;
+    const tap = inner.proto === 'http' || rule.protocols.includes(inner.proto) ? this.tapFor(inner.proto) : undefined;
     if (tap) await tap(ctx);
     else await this.relayCounted(session, client, upstream.socket, config);
     countBytes();
@@ -959,7 +958,7 @@ export class Pipeline implements TunnelSink {
     });
     const ctx = this.httpsContext(tunnel, rule, config, peek, cache, name, client, null);
     if (inner.proto === 'http') {
-      await TAPS.http!(ctx);
+      await this.deps.http.tunnel(ctx);
     } else if (inner.firstSpeaker === null && (inner.clientEnded || client.destroyed)) {
       client.destroy();
     } else {
@@ -1035,7 +1034,7 @@ export class Pipeline implements TunnelSink {
     try {
       url = new URL(req.url ?? '');
     } catch {
-      denyHttp(req, res, session, this.deps.events, 'EPROTO', 'the ftp:// URL is malformed');
+      refuseRequest(req, res, session, this.deps.events, 'EPROTO', 'the ftp:// URL is malformed');
       return;
     }
     const dst: HostPort = { host: url.hostname.replace(/^\[|\]$/g, ''), port: url.port ? Number(url.port) : 21 };
@@ -1061,7 +1060,7 @@ export class Pipeline implements TunnelSink {
         (err: unknown) => {
           const e = toProxyError(err);
           this.refused(session, e, 'ftp url');
-          denyHttp(req, res, session, this.deps.events, e.code, e.message);
+          refuseRequest(req, res, session, this.deps.events, e.code, e.message);
         },
       );
   }
@@ -1071,73 +1070,37 @@ export class Pipeline implements TunnelSink {
       this.fetchFtpUrl(req, res, session);
       return;
     }
-    // absoluteHttpTarget keeps the path byte for byte (new URL() would normalise it).
-    const target = absoluteHttpTarget(req.url ?? '');
-    if (!target) {
-      denyHttp(req, res, session, this.deps.events, 'EPROTO', 'the HTTP door forwards absolute http:// URLs only');
-      return;
-    }
-    this.serveForwarded(req, res, session, target, this.deps.config(), false);
+    this.deps.http.serveDoorRequest(req, res, this.httpDoorRequest(req, session));
   }
 
   /** Origin-form requests a MOUNT maps (reverse proxy): served like forwardHttp's, to the real URL. */
   reverseHttp(req: IncomingMessage, res: ServerResponse, session: Session, virtual: HostPort & { path: string }): boolean {
-    const config = this.deps.config();
-    const mounted = applyMounts(config.mounts, virtual, mountRequestOf(req, session, true));
-    if (!mounted) return false;
-    session.dst ??= { host: mounted.host, port: mounted.port };
-    this.serveForwarded(req, res, session, virtual, config, true);
-    return true;
+    return this.deps.http.serveDoorRequest(req, res, this.httpDoorRequest(req, session), virtual);
   }
 
-  /**
-   * Checkpoint 2 for an absolute-form target, then serveHttp. An origin-form (`reverse`) target is
-   * virtual: serveHttp maps it and passes the real destination through checkpoint 2 itself.
-   */
-  private serveForwarded(
-    req: IncomingMessage,
-    res: ServerResponse,
-    session: Session,
-    target: HostPort & { path: string },
-    config: Config,
-    reverse: boolean,
-  ): void {
-    const dst: HostPort = { host: target.host, port: target.port };
-    session.command = 'http';
-    session.dst ??= dst;
+  /** What the HTTP tap needs of the pipeline for a request of the HTTP door. */
+  private httpDoorRequest(req: IncomingMessage, session: Session): HttpDoorRequest {
+    const config = this.deps.config();
     const routesFor = this.httpRoutes(config, session);
-    Promise.resolve()
-      .then(() => {
+    return {
+      session,
+      config,
+      cache: config.cache.enabled ? this.deps.cache() : null,
+      admit: async (dst) => {
         this.acquireUser(session);
-        return reverse ? undefined : this.authorize(session, ['http'], dst);
-      })
-      .then(
-        () =>
-          // BANDWIDTH=/QUOTA= on the door's client connection, from its first request on.
-          this.shapeClient(session, req.socket, config, null) &&
-          // The same path as tapped HTTP (taps/http/cached.ts): MOUNT, checkpoint 3, header
-          // rules, the cache (CACHE=do) and access.log.
-          serveHttp(req, res, {
-            session,
-            target,
-            host: 'target',
-            dial: (d) => this.dial(d, session),
-            authorize: async (d) => void (await this.authorize(session, ['http'], d)),
-            cache: config.cache.enabled ? this.deps.cache() : null,
-            config,
-            events: this.deps.events,
-            log: this.deps.log,
-            via: VIA,
-            timeouts: config.timeouts,
-            ...(routesFor ? { routesFor } : {}),
-            ...(reverse ? { originForm: true } : {}),
-          }),
-        (err: unknown) => {
-          const e = toProxyError(err);
-          this.refused(session, e, 'http request');
-          denyHttp(req, res, session, this.deps.events, e.code, e.message);
-        },
-      );
+        if (dst) await this.authorize(session, ['http'], dst);
+      },
+      shape: () => this.shapeClient(session, req.socket, config, null),
+      dial: (d) => this.dial(d, session),
+      authorize: async (d) => void (await this.authorize(session, ['http'], d)),
+      refused: (e) => this.refused(session, e, 'http request'),
+      ...(routesFor ? { routesFor } : {}),
+    };
+  }
+
+  /** The tap of a sniffed protocol: this instance's HTTP tap, or the registry's. */
+  private tapFor(proto: string): Tap | undefined {
+    return proto === 'http' ? this.deps.http.tunnel : TAPS[proto];
   }
 }
 

@@ -15,15 +15,18 @@
  */
 import http, { type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
 import type { HostPort, Timeouts } from '../../config/types.js';
 import { codeFromSystemError, ProxyError, replyFor, type ProxyErrorCode } from '../../core/errors.js';
 import type { Session } from '../../core/session.js';
-import type { AccessRecord, ProxyEvents } from '../../observe/events.js';
+import type { ProxyEvents } from '../../observe/events.js';
 import type { Logger } from '../../observe/log.js';
 import type { HeaderEdits } from '../../config/types.js';
 import { targetAuthority } from '../../http1/authority.js';
-import { appendVia, applyHeaderEdits, MAX_HEAD_BYTES, MAX_HEAD_FIELDS, mediaType, requestBodyKind, withoutHopByHop } from './headers.js';
+import { accessRecord, headBytes } from '../../http1/access.js';
+import { errorPage, writeErrorPage } from '../../http1/error-page.js';
+import { MAX_HEAD_BYTES, MAX_HEAD_FIELDS } from '../../http1/server.js';
+import { appendVia, applyHeaderEdits, mediaType, requestBodyKind, withoutHopByHop } from './headers.js';
+import { ROUTE, type OriginPool, type PoolRoute, type RoutedArgs } from './origin-pool.js';
 
 export interface ForwardTarget {
   /** Origin host: a DNS name or an IP literal (IPv6 without brackets). */
@@ -51,6 +54,8 @@ export interface ForwardRoute {
 
 export interface ForwardOptions {
   session: Session;
+  /** The running instance's origin pool (origin-pool.ts). */
+  origins: OriginPool;
   target: ForwardTarget;
   /** The pipeline's dialer (routing, upstream proxies); rejects with a ProxyError. */
   dial(dst: HostPort): Promise<Socket>;
@@ -110,243 +115,12 @@ export interface BodySink {
  */
 export type ResponsePlan = { kind: 'relay'; resultCode: string; sink?: BodySink | null } | { kind: 'taken' };
 
-/** Per origin (host, port, pool key): at most this many connections at once; more requests queue. */
-const MAX_SOCKETS_PER_ORIGIN = 64;
-/** Idle keep-alive connections kept per origin. */
-const MAX_FREE_SOCKETS_PER_ORIGIN = 16;
-/** All origin connections of the pool together. */
-const MAX_TOTAL_SOCKETS = 4096;
-/**
- * How long an idle origin connection is kept. Node shortens it to the origin's own
- * `Keep-Alive: timeout=N` hint, so we rarely reuse a connection the origin is closing.
- */
-const FREE_SOCKET_TIMEOUT_MS = 15_000;
-
-/** How a request of the pool reaches its origin; carried inside the request options. */
-interface PoolRoute {
-  dial(dst: HostPort): Promise<Socket>;
-  key: string;
-}
-
-const ROUTE = Symbol('sockstap.forward.route');
-
-/** Errors of making a pool connection (nothing of the request was sent): a next route may be tried. */
-const dialFailures = new WeakSet<Error>();
-
-type RoutedArgs = http.ClientRequestArgs & { [ROUTE]?: PoolRoute };
-
 /**
  * RFC 9110 §9.2.2: the methods a client (and so a proxy) may send again after a failure without
  * changing the effect; only these are retried, and only without a body (the body has been
  * streamed away).
  */
 const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
-
-/**
- * A keep-alive agent whose connections come from the pipeline's dialer instead of
- * `net.connect`, pooled per origin and route.
- */
-class DialingAgent extends http.Agent {
-  override createConnection(
-    options: http.ClientRequestArgs,
-    callback?: (err: Error | null, stream: Duplex) => void,
-  ): Duplex | null | undefined {
-    const route = (options as RoutedArgs)[ROUTE];
-    const host = String(options.host ?? '');
-    const port = Number(options.port);
-    if (!callback) throw new Error('DialingAgent needs the callback form of createConnection');
-    if (!route) {
-      callback(new ProxyError('EUPSTREAM', 'request without a route reached the forwarding pool'), undefined as never);
-      return undefined;
-    }
-    route.dial({ host, port }).then(
-      (socket) => callback(null, socket),
-      (err: unknown) => {
-        const e = err instanceof Error ? err : new Error(String(err));
-        dialFailures.add(e);
-        // Node's oncreate() only reads the socket argument when err is null.
-        callback(e, undefined as never);
-      },
-    );
-    return undefined;
-  }
-
-  override getName(options?: http.ClientRequestArgs): string {
-    const route = options ? (options as RoutedArgs)[ROUTE] : undefined;
-    return `${super.getName(options)}|${route?.key ?? ''}`;
-  }
-
-  /**
-   * A connection goes back to the pool only while both directions are open. Origin connections
-   * are dialed with `allowHalfOpen` (the tunnel relay forwards a FIN), so an origin that closes
-   * an idle keep-alive connection (Apache after 5 s, announcing no `timeout=`) leaves it
-   * half-closed rather than closed: reused, the request would be written into a connection
-   * nobody reads, and neither an answer nor an error would ever come.
-   */
-  override keepSocketAlive(socket: Socket): boolean {
-    if (!reusable(socket)) return false;
-    // Node's own decision (the origin's `Keep-Alive: timeout=` hint); typed void, returns a boolean.
-    if (!(super.keepSocketAlive(socket) as unknown as boolean)) return false;
-    socket.once('end', dropIdle);
-    return true;
-  }
-
-  override reuseSocket(socket: Socket, req: ClientRequest): void {
-    socket.removeListener('end', dropIdle);
-    super.reuseSocket(socket, req);
-  }
-}
-
-function reusable(socket: Socket): boolean {
-  return !socket.destroyed && !socket.readableEnded && socket.readable && socket.writable && !socket.errored;
-}
-
-/**
- * The origin ended an idle pooled connection: closed and out of the pool at once, the way Node
- * removes a free connection that errors (`agentRemove`), so no request can pick it in between.
- */
-function dropIdle(this: Socket): void {
-  this.destroy();
-  this.emit('agentRemove');
-}
-
-let pool = newPool();
-
-/**
- * The retry of a request that met a closed pooled connection goes through this agent: it keeps
- * nothing, so the retry always gets a connection of its own, never another pooled one that the
- * origin may have closed at the same moment.
- */
-const freshAgent = new DialingAgent({ keepAlive: false, maxTotalSockets: MAX_TOTAL_SOCKETS });
-
-function newPool(): DialingAgent {
-  return new DialingAgent({
-    keepAlive: true,
-    maxSockets: MAX_SOCKETS_PER_ORIGIN,
-    maxFreeSockets: MAX_FREE_SOCKETS_PER_ORIGIN,
-    maxTotalSockets: MAX_TOTAL_SOCKETS,
-    timeout: FREE_SOCKET_TIMEOUT_MS,
-    scheduling: 'lifo',
-  });
-}
-
-/** Closes every pooled origin connection (shutdown, tests). Later requests open new ones. */
-export function closeForwardPool(): void {
-  const old = pool;
-  pool = newPool();
-  old.destroy();
-}
-
-/** Bytes of the response head Node wrote or queued (status line and fields). */
-function headBytes(res: ServerResponse): number {
-  // `_header` is Node's serialized response head; it is not in the typings but has been stable
-  // since Node 0.x and is the only exact measure of what the head cost on the wire.
-  const head = (res as unknown as { _header?: string | null })._header;
-  return typeof head === 'string' ? Buffer.byteLength(head, 'latin1') : 0;
-}
-
-function baseRecord(req: IncomingMessage, session: Session, url: string): Omit<AccessRecord, 'time' | 'elapsedMs' | 'resultCode' | 'status' | 'bytes' | 'hierarchy' | 'contentType'> {
-  const record: Omit<AccessRecord, 'time' | 'elapsedMs' | 'resultCode' | 'status' | 'bytes' | 'hierarchy' | 'contentType'> = {
-    clientAddress: session.clientAddress,
-    method: req.method ?? '-',
-    url,
-    user: session.user,
-    httpVersion: req.httpVersion,
-    sessionId: session.id,
-  };
-  const referer = req.headers.referer;
-  const userAgent = req.headers['user-agent'];
-  if (referer) record.referer = referer;
-  if (userAgent) record.userAgent = userAgent;
-  return record;
-}
-
-/**
- * Writes a proxy-generated error page (status from the one reply table) unless a response head
- * was already sent, in which case the client connection is cut. Returns the bytes written.
- */
-function writeErrorPage(
-  req: IncomingMessage,
-  res: ServerResponse,
-  status: number,
-  message: string,
-  extra: Record<string, string> = {},
-): number {
-  if (res.headersSent || res.destroyed) {
-    res.destroy();
-    return 0;
-  }
-  const reason = http.STATUS_CODES[status] ?? 'Error';
-  const body = `sockstap: ${status} ${reason}\n${message}\n`;
-  const headers: Record<string, string | number> = {
-    'Content-Type': 'text/plain; charset=utf-8',
-    'Content-Length': Buffer.byteLength(body),
-    'Cache-Control': 'no-store',
-    ...extra,
-  };
-  // A request body we never read would have to be drained before the next request: close instead.
-  if (!req.complete) headers.Connection = 'close';
-  res.writeHead(status, reason, headers);
-  res.end(req.method === 'HEAD' ? undefined : body);
-  return headBytes(res) + (req.method === 'HEAD' ? 0 : Buffer.byteLength(body));
-}
-
-/**
- * Squid's result code for a request the proxy answered itself: TCP_DENIED when policy or
- * authentication refused it, NONE (Squid's TAG_NONE) for a request it could not make sense of,
- * TCP_MISS when it tried the origin and failed.
- */
-function refusalResultCode(code: ProxyErrorCode): string {
-  switch (code) {
-    case 'EDENIED':
-    case 'EAUTH':
-    case 'ELIMIT':
-    case 'EIDENTUNREACH':
-    case 'EIDENTMISMATCH':
-    case 'EBINDPEER':
-    case 'EQUOTA':
-      return 'TCP_DENIED';
-    case 'EPROTO':
-    case 'ECMDNOTSUP':
-    case 'EATYPNOTSUP':
-      return 'TAG_NONE';
-    default:
-      return 'TCP_MISS';
-  }
-}
-
-/**
- * Refuses a request with the reply of `code` (403 for EDENIED, 407 with a Basic challenge for
- * EAUTH, 502/504 for dial failures, ...) and records it as TCP_DENIED (policy and authentication)
- * or TCP_MISS (anything else) in access.log. For the pipeline when policy or the dialer says no.
- */
-export function denyHttp(
-  req: IncomingMessage,
-  res: ServerResponse,
-  session: Session,
-  events: ProxyEvents,
-  code: ProxyErrorCode,
-  message: string,
-  url: string = req.url ?? '-',
-  mountedFrom?: string,
-): void {
-  const started = Date.now();
-  const status = replyFor(code).http;
-  const extra: Record<string, string> =
-    code === 'EAUTH' ? { 'Proxy-Authenticate': 'Basic realm="sockstap"' } : {};
-  const bytes = writeErrorPage(req, res, status, message, extra);
-  events.emit('access', {
-    ...baseRecord(req, session, url),
-    ...(mountedFrom !== undefined ? { mountedFrom } : {}),
-    time: Date.now(),
-    elapsedMs: Date.now() - started,
-    resultCode: refusalResultCode(code),
-    status,
-    bytes,
-    hierarchy: 'HIER_NONE/-',
-    contentType: 'text/plain',
-  });
-}
 
 /**
  * Request options for one route of the router: absolute-form to an HTTP proxy (RFC 9112 §3.2.2)
@@ -432,18 +206,18 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
   const record = (code: string, bytes: number): void => {
     if (recorded) return;
     recorded = true;
-    const now = Date.now();
-    events.emit('access', {
-      ...baseRecord(req, session, url),
-      ...(opts.mountedFrom !== undefined ? { mountedFrom: opts.mountedFrom } : {}),
-      time: now,
-      elapsedMs: now - started,
-      resultCode: code,
-      status,
-      bytes,
-      hierarchy: peer ? `${hierarchyCode}/${peer}` : 'HIER_NONE/-',
-      contentType,
-    });
+    events.emit(
+      'access',
+      accessRecord(req, session, started, {
+        resultCode: code,
+        status,
+        bytes,
+        url,
+        hierarchy: peer ? `${hierarchyCode}/${peer}` : 'HIER_NONE/-',
+        contentType,
+        mountedFrom: opts.mountedFrom,
+      }),
+    );
     finish();
   };
 
@@ -463,7 +237,7 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
     contentType = 'text/plain';
     log.info('origin request failed', { session: session.id, url, code, status });
     req.unpipe();
-    const bytes = writeErrorPage(req, res, status, `${code}: ${message}`);
+    const bytes = writeErrorPage(req, res, errorPage(status, `${code}: ${message}`));
     record('TCP_MISS', bytes);
   };
 
@@ -487,9 +261,9 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
     try {
       request = http.request(
         upstream
-          ? ({ ...upstreamArgs(upstream, target, authority, headers, route.key), agent: retried ? freshAgent : pool, method, setHost: false, maxHeaderSize: MAX_HEAD_BYTES } as RoutedArgs)
+          ? ({ ...upstreamArgs(upstream, target, authority, headers, route.key), agent: opts.origins.agent(retried), method, setHost: false, maxHeaderSize: MAX_HEAD_BYTES } as RoutedArgs)
           : ({
-              agent: retried ? freshAgent : pool,
+              agent: opts.origins.agent(retried),
               maxHeaderSize: MAX_HEAD_BYTES,
               host: target.host,
               port: target.port,
@@ -559,7 +333,7 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
       }
       // The route's connection could not be made, so nothing of the request left: the next
       // route gets it (dialRoute's fallback, request by request).
-      if (upstream && !proxyRes && dialFailures.has(err) && err.code !== 'ESHUTDOWN' && tryNextRoute(upstream, codeFromSystemError(err), err.message)) return;
+      if (upstream && !proxyRes && opts.origins.isDialFailure(err) && err.code !== 'ESHUTDOWN' && tryNextRoute(upstream, codeFromSystemError(err), err.message)) return;
       if (
         (request.reusedSocket || metEnded) &&
         !retried &&
