@@ -1,7 +1,8 @@
 /**
  * The HTTP proxy front door: absolute-form requests (`GET http://host/path`, RFC 9112 §3.2.2) and
- * CONNECT (`CONNECT host:443`, RFC 9110 §9.3.6), parsed by Node's own HTTP server (llhttp), which
- * handles keep-alive, chunking and pipelining. The door checks `Proxy-Authorization: Basic` on
+ * CONNECT (`CONNECT host:443`, RFC 9110 §9.3.6), parsed by Node's own HTTP server (llhttp) made by
+ * the HTTP/1 engine's factory (http1/server.ts: head limits, head timer, parse-error reply), one
+ * per listener. The door checks `Proxy-Authorization: Basic` on
  * every request, hands absolute-form requests to the pipeline's `forwardHttp`, and turns CONNECT
  * into a `Tunnel`. It never dials.
  */
@@ -22,8 +23,8 @@ import { closeAfterReply, createInternalServer, Http1Connection, type InternalSe
 
 /** How long an idle keep-alive client connection is kept between requests. */
 const KEEP_ALIVE_TIMEOUT_MS = 5_000;
-export { PROXY_REALM } from '../http1/error-page.js';
 
+/** One internal server per listener's door context (so per running instance). */
 const servers = new WeakMap<DoorContext, InternalServer>();
 
 /** The user and password of `Proxy-Authorization: Basic ...` (RFC 7617), or null. */
