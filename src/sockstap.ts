@@ -23,7 +23,7 @@ import { NativeSocksDoor } from './frontdoors/native-socks.js';
 import { nativeDoorAvailable } from './net/native-door.js';
 import { tcprelayDoor } from './frontdoors/portmap.js';
 import { prepareTransparentListener, transparentDoor } from './frontdoors/transparent.js';
-import { closeForwardPool } from './taps/http/forward.js';
+import { HttpTap } from './taps/http/tap.js';
 import { ruleCaches } from './taps/rules.js';
 import { HttpCache } from './cache/http-cache.js';
 import { AccessLogWriter } from './observe/access-log.js';
@@ -99,6 +99,8 @@ export class Sockstap {
   private current: Config;
   private listeners: Listener[] = [];
   private readonly pipeline: Pipeline;
+  /** This instance's HTTP tap, which owns its origin pool. */
+  private readonly httpTap: HttpTap;
   /** What the doors hand their tunnels to: the pipeline (which emits 'established' on success replies). */
   private readonly sink: TunnelSink;
   private readonly shutdown = shutdownController();
@@ -129,6 +131,7 @@ export class Sockstap {
     this.events.on('xfer', (r) => this.xferlog.write(r));
     this.events.on('session-end', (s) => this.countUsage(s));
     const quotas = this.quotas;
+    this.httpTap = new HttpTap({ events: this.events, log: this.log });
     this.pipeline = new Pipeline({
       config: () => this.current,
       cache: () => this.cache,
@@ -140,6 +143,7 @@ export class Sockstap {
       shutdown: this.shutdown.signal,
       ownAddresses: () => this.ownAddresses(),
       ca: () => this.ca,
+      http: this.httpTap,
     });
     this.sink = this.pipeline;
   }
@@ -662,7 +666,7 @@ export class Sockstap {
       for (const s of this.sessions.values()) s.close('ESHUTDOWN');
       await closing;
       await this.admin?.close();
-      closeForwardPool();
+      this.httpTap.close();
       await this.cache?.close();
       // Let the destroyed sessions write their records before the files close (bounded wait).
       for (let i = 0; i < 200 && this.sessions.size > 0; i++) await new Promise((r) => setTimeout(r, 10));

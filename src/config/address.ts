@@ -6,6 +6,7 @@ import ipaddr from 'ipaddr.js';
 import type { HostPort } from './types.js';
 import { ConfigError } from './types.js';
 import { parsePort } from './units.js';
+import { splitAuthority } from '../http1/authority.js';
 
 // RFC 1123 labels, plus '_' which real networks use; a trailing dot is allowed.
 const HOST_NAME_RE = /^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
@@ -24,30 +25,23 @@ export function checkHost(host: string, param: string): string {
 export function parseHostPort(text: string, param: string, hostOptional = false): HostPort {
   const t = text.trim();
   const expected = hostOptional ? '[HOST:]PORT' : 'HOST:PORT';
-  let host: string;
-  let portText: string;
-  if (t.startsWith('[')) {
-    const close = t.indexOf(']');
-    if (close < 0 || t[close + 1] !== ':') {
-      throw new ConfigError(param, `expected ${expected} with an IPv6 address in brackets, got ${JSON.stringify(text)}`);
-    }
-    host = t.slice(1, close);
+  const parts = splitAuthority(t);
+  if (!parts.ok && parts.reason === 'bare-ipv6') {
+    throw new ConfigError(param, `an IPv6 address needs brackets, as in [::1]:1080; got ${JSON.stringify(text)}`);
+  }
+  if (!parts.ok || (parts.bracketed && parts.port === null)) {
+    throw new ConfigError(param, `expected ${expected} with an IPv6 address in brackets, got ${JSON.stringify(text)}`);
+  }
+  let host = parts.host;
+  let portText = parts.port ?? '';
+  if (parts.bracketed) {
     if (!ipaddr.IPv6.isValid(host)) throw new ConfigError(param, `bad IPv6 address ${JSON.stringify(host)}`);
-    portText = t.slice(close + 2);
+  } else if (parts.port === null) {
+    if (!hostOptional) throw new ConfigError(param, `expected ${expected}, got ${JSON.stringify(text)}`);
+    host = '';
+    portText = t;
   } else {
-    const colon = t.lastIndexOf(':');
-    if (colon < 0) {
-      if (!hostOptional) throw new ConfigError(param, `expected ${expected}, got ${JSON.stringify(text)}`);
-      host = '';
-      portText = t;
-    } else {
-      host = t.slice(0, colon);
-      portText = t.slice(colon + 1);
-      if (host.includes(':')) {
-        throw new ConfigError(param, `an IPv6 address needs brackets, as in [::1]:1080; got ${JSON.stringify(text)}`);
-      }
-      checkHost(host, param);
-    }
+    checkHost(host, param);
   }
   return { host, port: parsePort(portText, param) };
 }

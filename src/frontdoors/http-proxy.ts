@@ -1,87 +1,31 @@
 /**
  * The HTTP proxy front door: absolute-form requests (`GET http://host/path`, RFC 9112 §3.2.2) and
- * CONNECT (`CONNECT host:443`, RFC 9110 §9.3.6), parsed by Node's own HTTP server (llhttp), which
- * handles keep-alive, chunking and pipelining. The door checks `Proxy-Authorization: Basic` on
+ * CONNECT (`CONNECT host:443`, RFC 9110 §9.3.6), parsed by Node's own HTTP server (llhttp) made by
+ * the HTTP/1 engine's factory (http1/server.ts: head limits, head timer, parse-error reply), one
+ * per listener. The door checks `Proxy-Authorization: Basic` on
  * every request, hands absolute-form requests to the pipeline's `forwardHttp`, and turns CONNECT
  * into a `Tunnel`. It never dials.
  */
-import http, { type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Accounts, HostPort } from '../config/types.js';
 import { replyFor, type ProxyErrorCode } from '../core/errors.js';
 import type { Session } from '../core/session.js';
 import type { Tunnel } from '../core/tunnel.js';
-import type { AccessRecord } from '../observe/events.js';
 import type { DoorContext, DoorHandler } from './door.js';
 import { socketBytes } from '../net/splice.js';
 import { prepareShaping } from '../net/shaped-socket.js';
 import { isPacPath, PAC_CONTENT_TYPE, servePac } from './pac.js';
+import { parseAuthority, parseUrl } from '../http1/authority.js';
+import { accessRecord } from '../http1/access.js';
+import { errorPage, rawErrorPage, refuseRequest } from '../http1/error-page.js';
+import { closeAfterReply, createInternalServer, Http1Connection, type InternalServer } from '../http1/server.js';
 
-/** Largest request head accepted; a larger one gets 431 (RFC 6585 §5) and the connection closes. */
-export const MAX_HEADER_BYTES = 64 * 1024;
-/**
- * Node's field-count limit, set so that only the byte limit binds (the shortest field line is 4
- * bytes): Node's default count cuts a head of about 1,000 fields (issue 13, finding 10).
- */
-const MAX_HEADER_FIELDS = MAX_HEADER_BYTES / 4;
 /** How long an idle keep-alive client connection is kept between requests. */
 const KEEP_ALIVE_TIMEOUT_MS = 5_000;
-export const PROXY_REALM = 'sockstap';
 
-/** What the door keeps about one client connection. */
-interface ConnectionState {
-  session: Session;
-  ctx: DoorContext;
-  /** Requests (and CONNECTs) whose exchange has not finished. */
-  inFlight: number;
-  /** Closes a connection whose next request head does not arrive in time. */
-  headTimer: NodeJS.Timeout | null;
-}
-
-const connections = new WeakMap<Socket, ConnectionState>();
-const servers = new WeakMap<DoorContext, Server>();
-const answeredWithError = new WeakSet<Socket>();
-
-/**
- * A CONNECT authority (`host:port`, `[v6]:port`, RFC 9110 §9.3.6) or, with a default port, the
- * authority of a URI whose port may be omitted. Null when malformed.
- */
-export function parseAuthority(text: string, defaultPort?: number): HostPort | null {
-  let host: string;
-  let portText: string;
-  if (text.startsWith('[')) {
-    const close = text.indexOf(']');
-    if (close < 0) return null;
-    host = text.slice(1, close);
-    const rest = text.slice(close + 1);
-    if (rest === '' && defaultPort !== undefined) portText = '';
-    else if (rest.startsWith(':')) portText = rest.slice(1);
-    else return null;
-    if (!/^[0-9A-Fa-f:.]+$/.test(host) || !host.includes(':')) return null;
-  } else {
-    const colon = text.lastIndexOf(':');
-    if (colon < 0) {
-      if (defaultPort === undefined) return null;
-      host = text;
-      portText = '';
-    } else {
-      host = text.slice(0, colon);
-      portText = text.slice(colon + 1);
-    }
-    // reg-name or IPv4 (RFC 3986 §3.2.2); a bare IPv6 without brackets is ambiguous and refused.
-    if (!/^[A-Za-z0-9._~!$&'()*+,;=%-]+$/.test(host)) return null;
-  }
-  let port: number;
-  if (portText === '') {
-    if (defaultPort === undefined) return null;
-    port = defaultPort;
-  } else {
-    if (!/^\d{1,5}$/.test(portText)) return null;
-    port = Number(portText);
-  }
-  if (port < 1 || port > 65535 || host === '') return null;
-  return { host: host.toLowerCase(), port };
-}
+/** One internal server per listener's door context (so per running instance). */
+const servers = new WeakMap<DoorContext, InternalServer>();
 
 /** The user and password of `Proxy-Authorization: Basic ...` (RFC 7617), or null. */
 export function parseBasicCredentials(header: string | undefined): { user: string; password: string } | null {
@@ -111,100 +55,12 @@ function authenticate(req: IncomingMessage, accounts: Accounts | null): string |
   );
 }
 
-function page(status: number, message: string): { head: string; body: string } {
-  const reason = http.STATUS_CODES[status] ?? 'Error';
-  const body = `sockstap: ${status} ${reason}\n${message}\n`;
-  return { head: `HTTP/1.1 ${status} ${reason}`, body };
-}
-
-function armHeadTimer(socket: Socket, state: ConnectionState): void {
-  if (state.headTimer) clearTimeout(state.headTimer);
-  const ms = state.ctx.config().timeouts.handshake;
-  state.headTimer = setTimeout(() => {
-    state.headTimer = null;
-    if (state.inFlight > 0 || socket.destroyed) return;
-    state.ctx.log.info('http request head not received in time', {
-      session: state.session.id,
-      client: state.session.clientLabel,
-      ms,
-    });
-    socket.destroy();
-  }, ms);
-  state.headTimer.unref();
-}
-
-function disarmHeadTimer(state: ConnectionState): void {
-  if (state.headTimer) clearTimeout(state.headTimer);
-  state.headTimer = null;
-}
-
-/** Counts a request, sets the session's view of it, and returns the connection state. */
-function beginRequest(req: IncomingMessage, state: ConnectionState, dst: HostPort | null): void {
-  const { session } = state;
-  disarmHeadTimer(state);
-  state.inFlight++;
+/** Sets the session's view of a request. */
+function noteRequest(req: IncomingMessage, session: Session, dst: HostPort | null): void {
   if (!session.dst && dst) session.dst = dst;
   const section = (session.sections.http ??= { requests: 0 }) as { requests: number };
   section.requests++;
   if (session.command === null) session.command = req.method === 'CONNECT' ? 'connect' : 'http';
-}
-
-function endRequest(socket: Socket, state: ConnectionState): void {
-  state.inFlight = Math.max(0, state.inFlight - 1);
-  if (state.inFlight === 0 && !socket.destroyed) armHeadTimer(socket, state);
-}
-
-function emitAccess(
-  state: ConnectionState,
-  req: IncomingMessage,
-  fields: Pick<AccessRecord, 'resultCode' | 'status' | 'bytes' | 'url' | 'hierarchy' | 'contentType'>,
-  started: number,
-): void {
-  const now = Date.now();
-  const record: AccessRecord = {
-    time: now,
-    elapsedMs: now - started,
-    clientAddress: state.session.clientAddress,
-    method: req.method ?? '-',
-    user: state.session.user,
-    httpVersion: req.httpVersion,
-    sessionId: state.session.id,
-    ...fields,
-  };
-  const referer = req.headers.referer;
-  const userAgent = req.headers['user-agent'];
-  if (referer) record.referer = referer;
-  if (userAgent) record.userAgent = userAgent;
-  state.ctx.events.emit('access', record);
-}
-
-/** A door-made reply to a non-CONNECT request (400 not a proxy request, 407), recorded in access.log. */
-function replyToRequest(
-  state: ConnectionState,
-  req: IncomingMessage,
-  res: ServerResponse,
-  status: number,
-  message: string,
-  resultCode: string,
-): void {
-  const started = Date.now();
-  const { head, body } = page(status, message);
-  const headers: Record<string, string | number> = {
-    'Content-Type': 'text/plain; charset=utf-8',
-    'Content-Length': Buffer.byteLength(body),
-    'Cache-Control': 'no-store',
-  };
-  if (status === 407) headers['Proxy-Authenticate'] = `Basic realm="${PROXY_REALM}"`;
-  // An unread request body would have to be drained first: close instead.
-  if (!req.complete) headers.Connection = 'close';
-  res.writeHead(status, http.STATUS_CODES[status], headers);
-  res.end(req.method === 'HEAD' ? undefined : body);
-  // `_header` is Node's serialized response head: not in the typings, stable since Node 0.x, and
-  // the exact measure of what the head cost on the wire.
-  const written = (res as unknown as { _header?: string | null })._header;
-  const headBytes = typeof written === 'string' ? Buffer.byteLength(written, 'latin1') : Buffer.byteLength(head);
-  const bytes = headBytes + (req.method === 'HEAD' ? 0 : Buffer.byteLength(body));
-  emitAccess(state, req, { resultCode, status, bytes, url: req.url ?? '-', hierarchy: 'HIER_NONE/-', contentType: 'text/plain' }, started);
 }
 
 /**
@@ -222,23 +78,15 @@ function reverseTarget(req: IncomingMessage, path: string): (HostPort & { path: 
   return { host: local.replace(/^::ffff:(?=\d+\.)/, ''), port: req.socket.localPort ?? 80, path };
 }
 
-function onRequest(req: IncomingMessage, res: ServerResponse): void {
+function onRequest(req: IncomingMessage, res: ServerResponse, conn: Http1Connection, ctx: DoorContext): void {
   const socket = req.socket;
-  const state = connections.get(socket);
-  if (!state) {
-    res.destroy();
-    return;
-  }
   const target = req.url ?? '';
   // http:// is forwarded; ftp:// is fetched by sockstap's own FTP client (taps/ftp/url.ts).
-  const scheme = /^(http|ftp):\/\/([^/?#]*)/i.exec(target);
-  const isAbsolute = scheme !== null;
-  const authority = scheme ? scheme[2]! : '';
-  const defaultPort = scheme && scheme[1]!.toLowerCase() === 'ftp' ? 21 : 80;
-  const dst = isAbsolute ? parseAuthority(authority.slice(authority.lastIndexOf('@') + 1), defaultPort) : null;
-  beginRequest(req, state, dst);
-  res.once('close', () => endRequest(socket, state));
-  const { session, ctx } = state;
+  const isAbsolute = /^(http|ftp):\/\//i.test(target);
+  const url = isAbsolute ? parseUrl(target) : null;
+  const dst = url ? { host: url.host, port: url.port } : null;
+  const { session } = conn;
+  noteRequest(req, session, dst);
   if (!session.frontProtocol) session.frontProtocol = 'http';
 
   if (!isAbsolute && isPacPath(target)) {
@@ -248,7 +96,7 @@ function onRequest(req: IncomingMessage, res: ServerResponse): void {
     const listeners = ctx.listeners?.() ?? [{ door: ctx.listen.door, host: ctx.listen.host, port: socket.localPort ?? ctx.listen.port }];
     const bytes = servePac(req, res, ctx.config(), listeners);
     const url = `http://${req.headers.host ?? socket.localAddress ?? '-'}${target}`;
-    emitAccess(state, req, { resultCode: 'TCP_MISS', status: res.statusCode, bytes, url, hierarchy: 'HIER_NONE/-', contentType: PAC_CONTENT_TYPE }, started);
+    ctx.events.emit('access', accessRecord(req, session, started, { resultCode: 'TCP_MISS', status: res.statusCode, bytes, url, hierarchy: 'HIER_NONE/-', contentType: PAC_CONTENT_TYPE }));
     return;
   }
 
@@ -264,7 +112,7 @@ function onRequest(req: IncomingMessage, res: ServerResponse): void {
 
   function afterAuthentication(user: string | null | false): void {
     if (user === false) {
-      replyToRequest(state!, req, res, 407, 'This proxy needs a user name and password (Proxy-Authorization: Basic).', 'TCP_DENIED');
+      refuseRequest(req, res, session, ctx.events, 'EAUTH', 'This proxy needs a user name and password (Proxy-Authorization: Basic).');
       return;
     }
     if (user !== null) session.user = user;
@@ -278,40 +126,20 @@ function onRequest(req: IncomingMessage, res: ServerResponse): void {
       const message = /^[a-z][a-z0-9+.-]*:\/\//i.test(target)
         ? `sockstap forwards http:// and ftp:// URLs only; use CONNECT for ${target.split(':', 1)[0]}.`
         : 'This is sockstap, an HTTP proxy: send the full URL (GET http://host/path) or CONNECT host:port.';
-      replyToRequest(state!, req, res, 400, message, 'TAG_NONE');
+      refuseRequest(req, res, session, ctx.events, 'EPROTO', message);
       return;
     }
     // What the dashboard and sessions.jsonl call this session: the protocol of its requests.
-    if (session.proto === 'raw') session.proto = defaultPort === 21 ? 'ftp' : 'http';
+    if (session.proto === 'raw') session.proto = url?.scheme === 'ftp' ? 'ftp' : 'http';
     ctx.sink.forwardHttp(req, res, session);
   }
 }
 
-/**
- * Ends a client connection after a final error reply without losing the reply: the client may
- * still be sending (a CONNECT payload, the rest of an oversized head), and closing a socket with
- * unread input resets it, which can destroy our reply before the client reads it. So the input is
- * read and dropped until the client closes, for at most `graceMs`.
- */
-function closeAfterReply(socket: Socket, graceMs: number): void {
-  socket.removeAllListeners('data');
-  socket.on('data', () => {});
-  socket.resume();
-  const timer = setTimeout(() => socket.destroy(), graceMs);
-  timer.unref();
-  socket.once('close', () => clearTimeout(timer));
-}
-
-function onConnect(req: IncomingMessage, socket: Socket, head: Buffer): void {
-  const state = connections.get(socket);
-  if (!state) {
-    socket.destroy();
-    return;
-  }
+function onConnect(req: IncomingMessage, socket: Socket, head: Buffer, conn: Http1Connection, ctx: DoorContext): void {
   const started = Date.now();
-  const { session, ctx } = state;
+  const { session } = conn;
   const dst = parseAuthority(req.url ?? '');
-  beginRequest(req, state, dst);
+  noteRequest(req, session, dst);
   // Node has detached its parser and listeners; from here the socket is ours (no keep-alive timer).
   socket.setTimeout(0);
   const url = req.url ?? '-';
@@ -324,20 +152,14 @@ function onConnect(req: IncomingMessage, socket: Socket, head: Buffer): void {
     replied = true;
     status = replyFor(code).http;
     if (denied) resultCode = 'TCP_DENIED';
-    const { head: statusLine, body } = page(status, message);
-    const extra = code === 'EAUTH' ? `Proxy-Authenticate: Basic realm="${PROXY_REALM}"\r\n` : '';
     // After a non-2xx answer to CONNECT the connection closes after the empty line (RFC 9110 §9.3.6).
     closeAfterReply(socket, ctx.config().timeouts.handshake);
-    socket.end(
-      `${statusLine}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-        `Cache-Control: no-store\r\n${extra}Connection: close\r\n\r\n${body}`,
-    );
+    socket.end(rawErrorPage(errorPage(status, message)));
   };
   const finish = (): void => {
     const hierarchy =
       status === 200 && session.dst ? session.hierarchy() : 'HIER_NONE/-';
-    emitAccess(state, req, { resultCode, status, bytes: socketBytes(socket).written, url, hierarchy, contentType: '-' }, started);
-    endRequest(socket, state);
+    ctx.events.emit('access', accessRecord(req, session, started, { resultCode, status, bytes: socketBytes(socket).written, url, hierarchy, contentType: '-' }));
   };
 
   if (!session.frontProtocol || session.frontProtocol === 'http') session.frontProtocol = 'connect';
@@ -415,97 +237,31 @@ function onConnect(req: IncomingMessage, socket: Socket, head: Buffer): void {
   }
 }
 
-/**
- * Node's server writes a bare status on parse errors; we answer with a readable page and log it
- * the way Squid logs unparsable requests (`NONE/400 ... NONE error:invalid-request`).
- */
-function onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
-  const state = connections.get(socket);
-  // Node may report a broken connection more than once; one answer is enough.
-  if (answeredWithError.has(socket)) return;
-  answeredWithError.add(socket);
-  // A response already on its way cannot be followed by an error reply on the same connection.
-  if (!socket.writable || (state && state.inFlight > 0)) {
-    socket.destroy();
-    return;
-  }
-  let status = 400;
-  let message = 'The request could not be parsed as HTTP.';
-  let url = 'error:invalid-request';
-  if (err.code === 'HPE_HEADER_OVERFLOW') {
-    status = 431;
-    message = `The request head is larger than ${MAX_HEADER_BYTES} bytes.`;
-    url = 'error:request-too-large';
-  } else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
-    status = 408;
-    message = 'The request did not arrive in time.';
-    url = 'error:request-timeout';
-  } else if (err.code === 'ECONNRESET' || err.code === 'EPIPE') {
-    socket.destroy();
-    return;
-  }
-  const { head, body } = page(status, message);
-  closeAfterReply(socket, state ? state.ctx.config().timeouts.handshake : KEEP_ALIVE_TIMEOUT_MS);
-  const reply =
-    `${head}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-    `Connection: close\r\n\r\n${body}`;
-  socket.end(reply);
-  if (state) {
-    const now = Date.now();
-    state.ctx.events.emit('access', {
-      time: now,
-      elapsedMs: 0,
-      clientAddress: state.session.clientAddress,
-      resultCode: 'NONE',
-      status,
-      bytes: Buffer.byteLength(reply),
-      method: 'NONE',
-      url,
-      user: state.session.user,
-      hierarchy: 'HIER_NONE/-',
-      contentType: '-',
-      sessionId: state.session.id,
-    });
-    state.ctx.log.info('bad http request', { session: state.session.id, client: state.session.clientLabel, status, code: err.code });
-  }
-}
-
-function serverFor(ctx: DoorContext): Server {
+function serverFor(ctx: DoorContext): InternalServer {
   let server = servers.get(ctx);
   if (server) return server;
-  server = http.createServer({
-    maxHeaderSize: MAX_HEADER_BYTES,
-    keepAlive: true,
-    // The door's own head timer enforces the handshake timeout: Node only runs its
-    // headersTimeout check on servers that listen themselves.
-    headersTimeout: 0,
-    requestTimeout: 0,
+  server = createInternalServer({
+    keepAliveTimeoutMs: KEEP_ALIVE_TIMEOUT_MS,
+    request: (req, res, conn) => onRequest(req, res, conn, ctx),
+    connect: (req, socket, head, conn) => onConnect(req, socket, head, conn, ctx),
   });
-  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
-  // Every field within MAX_HEADER_BYTES (a larger head gets 431), never Node's default count.
-  server.maxHeadersCount = MAX_HEADER_FIELDS;
-  server.on('request', onRequest);
-  // With a listener, Node does not answer `Expect: 100-continue` itself: the forwarder relays the
-  // origin's 100 or its final answer (RFC 9110 §10.1.1).
-  server.on('checkContinue', onRequest);
-  server.on('connect', onConnect);
-  server.on('clientError', onClientError);
   servers.set(ctx, server);
   return server;
 }
 
 export const httpProxyDoor: DoorHandler = (socket: Socket, session: Session, ctx: DoorContext): void => {
-  const state: ConnectionState = { session, ctx, inFlight: 0, headTimer: null };
-  connections.set(socket, state);
   if (!session.frontProtocol) session.frontProtocol = 'http';
-  armHeadTimer(socket, state);
-  socket.once('close', () => disarmHeadTimer(state));
   // BANDWIDTH=/QUOTA= will shape this connection once its first request names the user: the
   // parser must read through the stream for that (net/shaped-socket.ts).
   const { limits } = ctx.config();
   if (limits.bandwidth.length > 0 || limits.quota.length > 0) prepareShaping(socket);
-  serverFor(ctx).emit('connection', socket);
-  // Node's parser reads straight from the socket handle; resuming also delivers bytes that an
-  // earlier peek unshifted into the stream buffer, ahead of anything newer.
-  socket.resume();
+  serverFor(ctx).accept(
+    new Http1Connection(socket, session, {
+      events: ctx.events,
+      log: ctx.log,
+      handshakeMs: () => ctx.config().timeouts.handshake,
+      headTimeoutLog: 'http request head not received in time',
+      parseErrorLog: 'bad http request',
+    }),
+  );
 };

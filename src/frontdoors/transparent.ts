@@ -19,6 +19,7 @@ import { normalizeAddress } from '../core/session.js';
 import type { Logger } from '../observe/log.js';
 import { native, nativeUnavailable, NativeSocketError, originalDst, setTransparent } from '../net/original-dst.js';
 import { sniffClient } from '../sniff/index.js';
+import { requestHeadAuthority } from '../http1/authority.js';
 import type { DoorHandler } from './door.js';
 
 /** How the door found the destination; recorded in sessions.jsonl as `transparent: { via }`. */
@@ -110,29 +111,6 @@ export function kernelDestination(socket: Socket, listenPort: number): Transpare
   return null;
 }
 
-/** Host header value → host and port ("[::1]:8080", "example.test", "example.test:81"). */
-function parseHostHeader(value: string, defaultPort: number): HostPort | null {
-  const v = value.trim();
-  const m = /^\[([0-9a-fA-F:.]+)\](?::(\d{1,5}))?$/.exec(v) ?? /^([^:\s/]+)(?::(\d{1,5}))?$/.exec(v);
-  if (!m || !m[1]) return null;
-  const port = m[2] ? Number(m[2]) : defaultPort;
-  if (port < 1 || port > 65535) return null;
-  return { host: m[1].toLowerCase(), port };
-}
-
-/** The Host of a complete request head (absolute-form target first, RFC 9112 §3.2.2). */
-function hostOfRequestHead(head: string): HostPort | null {
-  const lines = head.split('\r\n');
-  const target = lines[0]?.split(' ')[1] ?? '';
-  const abs = /^http:\/\/([^/?#]+)/i.exec(target);
-  if (abs?.[1]) return parseHostHeader(abs[1], 80);
-  for (const line of lines.slice(1)) {
-    const m = /^host:(.*)$/i.exec(line);
-    if (m?.[1] !== undefined) return parseHostHeader(m[1], 80);
-  }
-  return null;
-}
-
 /**
  * Fallback: read the client's first bytes until they name a server (TLS SNI, HTTP Host) or
  * cannot, then put every byte back in front of the stream. Resolves null when nothing names one,
@@ -164,7 +142,7 @@ export function peekServerName(socket: Socket, timeoutMs: number): Promise<Trans
       if (v.proto !== 'http') return null;
       const end = bytes.indexOf('\r\n\r\n');
       if (end < 0) return length >= FALLBACK_MAX_BYTES ? null : 'more';
-      const dst = hostOfRequestHead(bytes.subarray(0, end).toString('latin1'));
+      const dst = requestHeadAuthority(bytes.subarray(0, end).toString('latin1'));
       return dst ? { dst, via: 'host' } : null;
     };
     const onReadable = (): void => {

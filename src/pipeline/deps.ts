@@ -7,6 +7,9 @@ import type { Logger } from '../observe/log.js';
 import type { ConnectionLimits } from '../policy/limits.js';
 import type { QuotaService } from '../policy/quota.js';
 import type { BandwidthShaper } from '../policy/shaping.js';
+import type { HttpTap } from '../taps/http/tap.js';
+import { TAPS } from '../taps/registry.js';
+import type { Tap } from '../taps/tap.js';
 import type { CertificateAuthority } from '../tls/ca.js';
 
 export interface PipelineDeps {
@@ -26,7 +29,14 @@ export interface PipelineDeps {
   ownAddresses?(): readonly OwnAddress[];
   /** The CA of TLS interception, loaded when an STLS=mitm rule needs it; absent or null: none. */
   ca?: () => CertificateAuthority | null;
+  /** This instance's HTTP tap: tapped HTTP tunnels and the HTTP door's requests. */
+  http: HttpTap;
 }
 
 /** The most a peek reads from each direction: a TLS ClientHello of 16 KiB with its record headers. */
 export const SNIFF_MAX_BYTES = 17 * 1024;
+
+/** The tap of a sniffed protocol: this instance's HTTP tap, or the registry's. */
+export function tapFor(deps: Pick<PipelineDeps, 'http'>, proto: string): Tap | undefined {
+  return proto === 'http' ? deps.http.tunnel : TAPS[proto];
+}

@@ -13,7 +13,6 @@ import { ProxyError, toProxyError } from '../core/errors.js';
 import type { Tunnel } from '../core/tunnel.js';
 import { peekTunnel, type PeekResult } from '../net/peek.js';
 import type { HttpTapContext } from '../taps/http/tap.js';
-import { TAPS } from '../taps/registry.js';
 import type { TapContext } from '../taps/tap.js';
 import type { CertificateAuthority } from '../tls/ca.js';
 import { acceptClientTls, connectServerTls, PinnedNames, serveTlsFailurePage, stlsDecision } from '../tls/intercept.js';
@@ -22,7 +21,7 @@ import type { Accounting } from './accounting.js';
 import type { Decider } from './decide.js';
 import type { PipelineDeps } from './deps.js';
 import type { Dialer } from './dial.js';
-import { SNIFF_MAX_BYTES } from './deps.js';
+import { SNIFF_MAX_BYTES, tapFor } from './deps.js';
 
 /** A close this soon after the TLS handshake, with no request, is a client refusing the leaf. */
 const PINNING_CLOSE_MS = 1000;
@@ -232,7 +231,7 @@ export class Interceptor {
       return true;
     }
     const ctx = this.httpsContext(tunnel, rule, config, peek, cache, name, client, upstream.socket);
-    const tap = inner.proto === 'http' || rule.protocols.includes(inner.proto) ? TAPS[inner.proto] : undefined;
+    const tap = inner.proto === 'http' || rule.protocols.includes(inner.proto) ? tapFor(this.deps, inner.proto) : undefined;
     if (tap) await tap(ctx);
     else await this.acct.relayCounted(session, client, upstream.socket, config);
     countBytes();
@@ -345,7 +344,7 @@ export class Interceptor {
     });
     const ctx = this.httpsContext(tunnel, rule, config, peek, cache, name, client, null);
     if (inner.proto === 'http') {
-      await TAPS.http!(ctx);
+      await this.deps.http.tunnel(ctx);
     } else if (inner.firstSpeaker === null && (inner.clientEnded || client.destroyed)) {
       client.destroy();
     } else {

@@ -26,11 +26,10 @@ import { runUdpAssociate } from '../net/udp-relay.js';
 import { checkDestination, destinationAddresses } from '../policy/acl.js';
 import { requestRulesMayApply } from '../policy/http-rules.js';
 import type { HttpTapContext } from '../taps/http/tap.js';
-import { TAPS } from '../taps/registry.js';
 import { ruleCaches, ruleStrategy } from '../taps/rules.js';
 import { Accounting, relayMode } from './accounting.js';
 import { Decider } from './decide.js';
-import { SNIFF_MAX_BYTES, type PipelineDeps } from './deps.js';
+import { SNIFF_MAX_BYTES, tapFor, type PipelineDeps } from './deps.js';
 import { Dialer } from './dial.js';
 import { Expectations } from './expectations.js';
 import { HttpDoor } from './http-door.js';
@@ -358,7 +357,7 @@ export class Pipeline implements TunnelSink {
     };
     const upgradeTls = peek.proto !== 'http' && peek.proto !== 'tls' ? this.tls.starttlsUpgrade(tunnel, config) : undefined;
     if (upgradeTls) ctx.upgradeTls = upgradeTls;
-    const tap = want.has(peek.proto) ? TAPS[peek.proto] : undefined;
+    const tap = want.has(peek.proto) ? tapFor(this.deps, peek.proto) : undefined;
     if (tap) {
       // Every byte the tap moves to and from the client passes BANDWIDTH=/QUOTA= (issue 12 item 5).
       if (!this.acct.shapeClient(session, tunnel.socket, base, rule)) {

@@ -5,8 +5,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
-import { parseAuthority, parseBasicCredentials } from '../../src/frontdoors/http-proxy.js';
-import { absoluteTarget, targetAuthority } from '../../src/taps/http/forward.js';
+import { parseBasicCredentials } from '../../src/frontdoors/http-proxy.js';
+import { absoluteHttpTarget as absoluteTarget, parseAuthority, targetAuthority } from '../../src/http1/authority.js';
 import {
   appendVia,
   connectionOptions,

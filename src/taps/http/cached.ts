@@ -28,21 +28,25 @@ import type { ProxyEvents } from '../../observe/events.js';
 import type { Logger } from '../../observe/log.js';
 import { checkHttpRequest } from '../../policy/http-rules.js';
 import {
-  denyHttp,
   forwardHttpRequest,
-  urlAuthority,
   type BodySink,
   type ForwardOptions,
   type ForwardRoute,
   type ForwardTarget,
   type ResponsePlan,
 } from './forward.js';
+import { urlAuthority } from '../../http1/authority.js';
+import { accessRecord, headBytes } from '../../http1/access.js';
+import { forbiddenPage, refuseRequest } from '../../http1/error-page.js';
+import type { OriginPool } from './origin-pool.js';
 import { appendVia, applyHeaderEdits, headersFromRaw, mediaType, rawFromHeaders, rawHeaderValue } from './headers.js';
 import { applyMounts, mapBackHeaders, mountRequestOf } from './mount.js';
 import { sendFile, type SendFile } from '../../cache/send-file.js';
 
 export interface ServeOptions {
   session: Session;
+  /** The running instance's origin pool. */
+  origins: OriginPool;
   /** Where the request goes as received: the absolute-form target, or the tunnel's destination and path. */
   target: ForwardTarget;
   /** `keep` for a tapped tunnel (forward the client's Host), `target` for absolute-form. */
@@ -97,47 +101,10 @@ const CONDITIONAL_FIELDS = ['if-none-match', 'if-modified-since', 'if-match', 'i
 /** Fields a 304 carries (RFC 9110 §15.4.5). */
 const NOT_MODIFIED_FIELDS = ['cache-control', 'content-location', 'date', 'etag', 'expires', 'vary', 'last-modified', 'age'];
 
-function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
-/** The 403 page of checkpoint 3: HTML, since a browser shows it where the page would have been. */
+/** The 403 of checkpoint 3, logged. */
 function denyRequest(req: IncomingMessage, res: ServerResponse, o: ServeOptions, url: string, by: string, mountedFrom?: string): void {
-  const started = Date.now();
-  const body =
-    `<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>403 Forbidden</title></head><body>\n` +
-    `<h1>403 Forbidden</h1>\n<p>sockstap does not allow ${escapeHtml(req.method ?? 'this request')} ` +
-    `<code>${escapeHtml(url)}</code>.</p>\n<p>Refused by <code>${escapeHtml(by)}</code>.</p>\n</body></html>\n`;
-  let bytes = 0;
-  if (!res.headersSent && !res.destroyed) {
-    const headers: Record<string, string | number> = {
-      'Content-Type': 'text/html; charset=utf-8',
-      'Content-Length': Buffer.byteLength(body),
-      'Cache-Control': 'no-store',
-    };
-    // An unread request body would have to be drained before the next request: close instead.
-    if (!req.complete) headers.Connection = 'close';
-    res.writeHead(403, headers);
-    res.end(req.method === 'HEAD' ? undefined : body);
-    bytes = Buffer.byteLength(body);
-  }
   o.log.info('http request refused', { session: o.session.id, url, method: req.method, by });
-  o.events.emit('access', {
-    time: Date.now(),
-    elapsedMs: Date.now() - started,
-    clientAddress: o.session.clientAddress,
-    resultCode: 'TCP_DENIED',
-    status: 403,
-    bytes,
-    method: req.method ?? '-',
-    url,
-    ...(mountedFrom !== undefined ? { mountedFrom } : {}),
-    user: o.session.user,
-    hierarchy: 'HIER_NONE/-',
-    contentType: 'text/html',
-    httpVersion: req.httpVersion,
-    sessionId: o.session.id,
-  });
+  refuseRequest(req, res, o.session, o.events, 'EDENIED', '', url, mountedFrom, forbiddenPage(req.method, url, by));
 }
 
 /** The weak comparison of entity tags (RFC 9110 §8.8.3.2) of If-None-Match against a stored ETag. */
@@ -233,7 +200,7 @@ export function serveHttp(req: IncomingMessage, res: ServerResponse, o: ServeOpt
   const asked = `${askedScheme}://${urlAuthority(askedScheme, target)}${target.path}`;
   if (o.originForm && !mounted) {
     // The door matched a MOUNT under the configuration it saw; a reload has removed it since.
-    denyHttp(req, res, o.session, o.events, 'EPROTO', 'no MOUNT serves this path (the configuration changed)', asked);
+    refuseRequest(req, res, o.session, o.events, 'EPROTO', 'no MOUNT serves this path (the configuration changed)', asked);
     return;
   }
   let mapResponseHead: ((raw: string[]) => void) | undefined;
@@ -273,7 +240,7 @@ export function serveHttp(req: IncomingMessage, res: ServerResponse, o: ServeOpt
     () => serveAllowed(req, res, scheme === askedScheme ? o : { ...o, scheme }, target, hostMode, url, method, { mountedFrom, mapResponseHead }, keyHost),
     (err: unknown) => {
       const e = toProxyError(err);
-      denyHttp(req, res, o.session, o.events, e.code, e.message, url, mountedFrom);
+      refuseRequest(req, res, o.session, o.events, e.code, e.message, url, mountedFrom);
     },
   );
 }
@@ -307,6 +274,7 @@ function serveAllowed(
   }): void => {
     const options: ForwardOptions = {
       session: o.session,
+      origins: o.origins,
       target,
       dial: (d) => o.dial(d, o.scheme ?? 'http'),
       events: o.events,
@@ -543,26 +511,18 @@ async function serveStored(
   const record = (aborted: boolean): void => {
     if (recorded) return;
     recorded = true;
-    const written = (res as unknown as { _header?: string | null })._header;
-    const headLen = typeof written === 'string' ? Buffer.byteLength(written, 'latin1') : 0;
-    o.events.emit('access', {
-      time: Date.now(),
-      elapsedMs: Date.now() - started,
-      clientAddress: o.session.clientAddress,
-      resultCode: aborted ? `${code}_ABORTED` : code,
-      status,
-      bytes: headLen + bodyBytes,
-      method: req.method ?? '-',
-      url: s.url,
-      ...(s.mount.mountedFrom !== undefined ? { mountedFrom: s.mount.mountedFrom } : {}),
-      user: o.session.user,
-      hierarchy: 'HIER_NONE/-',
-      contentType: mediaType(typeof head.headers['content-type'] === 'string' ? head.headers['content-type'] : undefined),
-      httpVersion: req.httpVersion,
-      sessionId: o.session.id,
-      ...(req.headers.referer ? { referer: req.headers.referer } : {}),
-      ...(req.headers['user-agent'] ? { userAgent: req.headers['user-agent'] } : {}),
-    });
+    o.events.emit(
+      'access',
+      accessRecord(req, o.session, started, {
+        resultCode: aborted ? `${code}_ABORTED` : code,
+        status,
+        bytes: headBytes(res) + bodyBytes,
+        url: s.url,
+        hierarchy: 'HIER_NONE/-',
+        contentType: mediaType(typeof head.headers['content-type'] === 'string' ? head.headers['content-type'] : undefined),
+        mountedFrom: s.mount.mountedFrom,
+      }),
+    );
   };
   res.once('finish', () => {
     if (mem && withBody) bodyBytes = length;

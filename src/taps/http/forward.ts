@@ -1,12 +1,14 @@
 /**
  * The HTTP forwarding engine: the one code path every proxied HTTP request takes to its origin
- * (absolute-form requests of the HTTP door now; tapped HTTP and the cache later).
+ * (the HTTP door's and the HTTP tap's, after MOUNT, policy and the cache: cached.ts), one
+ * `OriginExchange` per request.
  *
  * It streams both bodies, keeps chunked framing working (Node's parser removes it on the way in and
  * Node's writer adds it on the way out), removes hop-by-hop fields and appends Via in both
  * directions (RFC 9110 §7.6), relays `100 Continue` (RFC 9110 §10.1.1), reuses origin connections
- * through a bounded keep-alive pool whose sockets come from the pipeline's dialer, and emits one
- * access record per request. A failure before the response head becomes a readable 502/504 page;
+ * through the running instance's bounded keep-alive pool (origin-pool.ts) whose sockets come from
+ * the pipeline's dialer, and emits one access record per request (http1/access.ts). A failure
+ * before the response head becomes a readable 502/504 page (http1/error-page.ts);
  * after it, the client connection is cut so the client sees the truncation.
  *
  * When the router sends a request to an HTTP upstream (`routes`), it goes there in absolute-form
@@ -15,14 +17,18 @@
  */
 import http, { type ClientRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
 import type { HostPort, Timeouts } from '../../config/types.js';
 import { codeFromSystemError, ProxyError, replyFor, type ProxyErrorCode } from '../../core/errors.js';
 import type { Session } from '../../core/session.js';
-import type { AccessRecord, ProxyEvents } from '../../observe/events.js';
+import type { ProxyEvents } from '../../observe/events.js';
 import type { Logger } from '../../observe/log.js';
 import type { HeaderEdits } from '../../config/types.js';
-import { appendVia, applyHeaderEdits, MAX_HEAD_BYTES, MAX_HEAD_FIELDS, mediaType, requestBodyKind, withoutHopByHop } from './headers.js';
+import { targetAuthority } from '../../http1/authority.js';
+import { accessRecord, headBytes } from '../../http1/access.js';
+import { errorPage, writeErrorPage } from '../../http1/error-page.js';
+import { MAX_HEAD_BYTES, MAX_HEAD_FIELDS } from '../../http1/server.js';
+import { appendVia, applyHeaderEdits, mediaType, requestBodyKind, withoutHopByHop } from './headers.js';
+import { ROUTE, type OriginPool, type PoolRoute, type RoutedArgs } from './origin-pool.js';
 
 export interface ForwardTarget {
   /** Origin host: a DNS name or an IP literal (IPv6 without brackets). */
@@ -50,6 +56,8 @@ export interface ForwardRoute {
 
 export interface ForwardOptions {
   session: Session;
+  /** The running instance's origin pool (origin-pool.ts). */
+  origins: OriginPool;
   target: ForwardTarget;
   /** The pipeline's dialer (routing, upstream proxies); rejects with a ProxyError. */
   dial(dst: HostPort): Promise<Socket>;
@@ -109,296 +117,12 @@ export interface BodySink {
  */
 export type ResponsePlan = { kind: 'relay'; resultCode: string; sink?: BodySink | null } | { kind: 'taken' };
 
-/** Per origin (host, port, pool key): at most this many connections at once; more requests queue. */
-const MAX_SOCKETS_PER_ORIGIN = 64;
-/** Idle keep-alive connections kept per origin. */
-const MAX_FREE_SOCKETS_PER_ORIGIN = 16;
-/** All origin connections of the pool together. */
-const MAX_TOTAL_SOCKETS = 4096;
-/**
- * How long an idle origin connection is kept. Node shortens it to the origin's own
- * `Keep-Alive: timeout=N` hint, so we rarely reuse a connection the origin is closing.
- */
-const FREE_SOCKET_TIMEOUT_MS = 15_000;
-
-/** How a request of the pool reaches its origin; carried inside the request options. */
-interface PoolRoute {
-  dial(dst: HostPort): Promise<Socket>;
-  key: string;
-}
-
-const ROUTE = Symbol('sockstap.forward.route');
-
-/** Errors of making a pool connection (nothing of the request was sent): a next route may be tried. */
-const dialFailures = new WeakSet<Error>();
-
-type RoutedArgs = http.ClientRequestArgs & { [ROUTE]?: PoolRoute };
-
 /**
  * RFC 9110 §9.2.2: the methods a client (and so a proxy) may send again after a failure without
  * changing the effect; only these are retried, and only without a body (the body has been
  * streamed away).
  */
 const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
-
-/**
- * A keep-alive agent whose connections come from the pipeline's dialer instead of
- * `net.connect`, pooled per origin and route.
- */
-class DialingAgent extends http.Agent {
-  override createConnection(
-    options: http.ClientRequestArgs,
-    callback?: (err: Error | null, stream: Duplex) => void,
-  ): Duplex | null | undefined {
-    const route = (options as RoutedArgs)[ROUTE];
-    const host = String(options.host ?? '');
-    const port = Number(options.port);
-    if (!callback) throw new Error('DialingAgent needs the callback form of createConnection');
-    if (!route) {
-      callback(new ProxyError('EUPSTREAM', 'request without a route reached the forwarding pool'), undefined as never);
-      return undefined;
-    }
-    route.dial({ host, port }).then(
-      (socket) => callback(null, socket),
-      (err: unknown) => {
-        const e = err instanceof Error ? err : new Error(String(err));
-        dialFailures.add(e);
-        // Node's oncreate() only reads the socket argument when err is null.
-        callback(e, undefined as never);
-      },
-    );
-    return undefined;
-  }
-
-  override getName(options?: http.ClientRequestArgs): string {
-    const route = options ? (options as RoutedArgs)[ROUTE] : undefined;
-    return `${super.getName(options)}|${route?.key ?? ''}`;
-  }
-
-  /**
-   * A connection goes back to the pool only while both directions are open. Origin connections
-   * are dialed with `allowHalfOpen` (the tunnel relay forwards a FIN), so an origin that closes
-   * an idle keep-alive connection (Apache after 5 s, announcing no `timeout=`) leaves it
-   * half-closed rather than closed: reused, the request would be written into a connection
-   * nobody reads, and neither an answer nor an error would ever come.
-   */
-  override keepSocketAlive(socket: Socket): boolean {
-    if (!reusable(socket)) return false;
-    // Node's own decision (the origin's `Keep-Alive: timeout=` hint); typed void, returns a boolean.
-    if (!(super.keepSocketAlive(socket) as unknown as boolean)) return false;
-    socket.once('end', dropIdle);
-    return true;
-  }
-
-  override reuseSocket(socket: Socket, req: ClientRequest): void {
-    socket.removeListener('end', dropIdle);
-    super.reuseSocket(socket, req);
-  }
-}
-
-function reusable(socket: Socket): boolean {
-  return !socket.destroyed && !socket.readableEnded && socket.readable && socket.writable && !socket.errored;
-}
-
-/**
- * The origin ended an idle pooled connection: closed and out of the pool at once, the way Node
- * removes a free connection that errors (`agentRemove`), so no request can pick it in between.
- */
-function dropIdle(this: Socket): void {
-  this.destroy();
-  this.emit('agentRemove');
-}
-
-let pool = newPool();
-
-/**
- * The retry of a request that met a closed pooled connection goes through this agent: it keeps
- * nothing, so the retry always gets a connection of its own, never another pooled one that the
- * origin may have closed at the same moment.
- */
-const freshAgent = new DialingAgent({ keepAlive: false, maxTotalSockets: MAX_TOTAL_SOCKETS });
-
-function newPool(): DialingAgent {
-  return new DialingAgent({
-    keepAlive: true,
-    maxSockets: MAX_SOCKETS_PER_ORIGIN,
-    maxFreeSockets: MAX_FREE_SOCKETS_PER_ORIGIN,
-    maxTotalSockets: MAX_TOTAL_SOCKETS,
-    timeout: FREE_SOCKET_TIMEOUT_MS,
-    scheduling: 'lifo',
-  });
-}
-
-/** Closes every pooled origin connection (shutdown, tests). Later requests open new ones. */
-export function closeForwardPool(): void {
-  const old = pool;
-  pool = newPool();
-  old.destroy();
-}
-
-/** The authority of a URL of this scheme: the port left out when it is the scheme's default. */
-export function urlAuthority(scheme: string, target: { host: string; port: number }): string {
-  const host = target.host.includes(':') ? `[${target.host}]` : target.host;
-  return target.port === (scheme === 'https' ? 443 : 80) ? host : `${host}:${target.port}`;
-}
-
-/** The authority of a target as the Host field spells it (RFC 9110 §7.2): port omitted when 80. */
-export function targetAuthority(target: { host: string; port: number }): string {
-  const host = target.host.includes(':') ? `[${target.host}]` : target.host;
-  return target.port === 80 ? host : `${host}:${target.port}`;
-}
-
-const HOST_NAME = /^[A-Za-z0-9._~!$&'()*+,;=%-]+$/;
-
-/**
- * The target of an absolute-form request (RFC 9112 §3.2.2) with an `http` URI, or null when the
- * request target is not one. The path is kept byte for byte (no URL normalisation), fragment
- * dropped, userinfo ignored.
- */
-export function absoluteTarget(requestTarget: string): ForwardTarget | null {
-  const m = /^http:\/\/([^/?#]*)([^#]*)/i.exec(requestTarget);
-  if (!m) return null;
-  let authority = m[1]!;
-  const at = authority.lastIndexOf('@');
-  if (at >= 0) authority = authority.slice(at + 1);
-  let host: string;
-  let portText = '';
-  if (authority.startsWith('[')) {
-    const close = authority.indexOf(']');
-    if (close < 0) return null;
-    host = authority.slice(1, close);
-    const rest = authority.slice(close + 1);
-    if (rest && !rest.startsWith(':')) return null;
-    portText = rest.slice(1);
-    if (!/^[0-9A-Fa-f:.]+$/.test(host) || !host.includes(':')) return null;
-  } else {
-    const colon = authority.lastIndexOf(':');
-    host = colon >= 0 ? authority.slice(0, colon) : authority;
-    portText = colon >= 0 ? authority.slice(colon + 1) : '';
-    if (!HOST_NAME.test(host)) return null;
-  }
-  let port = 80;
-  if (portText) {
-    if (!/^\d{1,5}$/.test(portText)) return null;
-    port = Number(portText);
-    if (port < 1 || port > 65535) return null;
-  }
-  let path = m[2]!;
-  if (path === '') path = '/';
-  else if (path.startsWith('?')) path = `/${path}`;
-  return { host: host.toLowerCase(), port, path };
-}
-
-/** Bytes of the response head Node wrote or queued (status line and fields). */
-function headBytes(res: ServerResponse): number {
-  // `_header` is Node's serialized response head; it is not in the typings but has been stable
-  // since Node 0.x and is the only exact measure of what the head cost on the wire.
-  const head = (res as unknown as { _header?: string | null })._header;
-  return typeof head === 'string' ? Buffer.byteLength(head, 'latin1') : 0;
-}
-
-function baseRecord(req: IncomingMessage, session: Session, url: string): Omit<AccessRecord, 'time' | 'elapsedMs' | 'resultCode' | 'status' | 'bytes' | 'hierarchy' | 'contentType'> {
-  const record: Omit<AccessRecord, 'time' | 'elapsedMs' | 'resultCode' | 'status' | 'bytes' | 'hierarchy' | 'contentType'> = {
-    clientAddress: session.clientAddress,
-    method: req.method ?? '-',
-    url,
-    user: session.user,
-    httpVersion: req.httpVersion,
-    sessionId: session.id,
-  };
-  const referer = req.headers.referer;
-  const userAgent = req.headers['user-agent'];
-  if (referer) record.referer = referer;
-  if (userAgent) record.userAgent = userAgent;
-  return record;
-}
-
-/**
- * Writes a proxy-generated error page (status from the one reply table) unless a response head
- * was already sent, in which case the client connection is cut. Returns the bytes written.
- */
-function writeErrorPage(
-  req: IncomingMessage,
-  res: ServerResponse,
-  status: number,
-  message: string,
-  extra: Record<string, string> = {},
-): number {
-  if (res.headersSent || res.destroyed) {
-    res.destroy();
-    return 0;
-  }
-  const reason = http.STATUS_CODES[status] ?? 'Error';
-  const body = `sockstap: ${status} ${reason}\n${message}\n`;
-  const headers: Record<string, string | number> = {
-    'Content-Type': 'text/plain; charset=utf-8',
-    'Content-Length': Buffer.byteLength(body),
-    'Cache-Control': 'no-store',
-    ...extra,
-  };
-  // A request body we never read would have to be drained before the next request: close instead.
-  if (!req.complete) headers.Connection = 'close';
-  res.writeHead(status, reason, headers);
-  res.end(req.method === 'HEAD' ? undefined : body);
-  return headBytes(res) + (req.method === 'HEAD' ? 0 : Buffer.byteLength(body));
-}
-
-/**
- * Squid's result code for a request the proxy answered itself: TCP_DENIED when policy or
- * authentication refused it, NONE (Squid's TAG_NONE) for a request it could not make sense of,
- * TCP_MISS when it tried the origin and failed.
- */
-function refusalResultCode(code: ProxyErrorCode): string {
-  switch (code) {
-    case 'EDENIED':
-    case 'EAUTH':
-    case 'ELIMIT':
-    case 'EIDENTUNREACH':
-    case 'EIDENTMISMATCH':
-    case 'EBINDPEER':
-    case 'EQUOTA':
-      return 'TCP_DENIED';
-    case 'EPROTO':
-    case 'ECMDNOTSUP':
-    case 'EATYPNOTSUP':
-      return 'TAG_NONE';
-    default:
-      return 'TCP_MISS';
-  }
-}
-
-/**
- * Refuses a request with the reply of `code` (403 for EDENIED, 407 with a Basic challenge for
- * EAUTH, 502/504 for dial failures, ...) and records it as TCP_DENIED (policy and authentication)
- * or TCP_MISS (anything else) in access.log. For the pipeline when policy or the dialer says no.
- */
-export function denyHttp(
-  req: IncomingMessage,
-  res: ServerResponse,
-  session: Session,
-  events: ProxyEvents,
-  code: ProxyErrorCode,
-  message: string,
-  url: string = req.url ?? '-',
-  mountedFrom?: string,
-): void {
-  const started = Date.now();
-  const status = replyFor(code).http;
-  const extra: Record<string, string> =
-    code === 'EAUTH' ? { 'Proxy-Authenticate': 'Basic realm="sockstap"' } : {};
-  const bytes = writeErrorPage(req, res, status, message, extra);
-  events.emit('access', {
-    ...baseRecord(req, session, url),
-    ...(mountedFrom !== undefined ? { mountedFrom } : {}),
-    time: Date.now(),
-    elapsedMs: Date.now() - started,
-    resultCode: refusalResultCode(code),
-    status,
-    bytes,
-    hierarchy: 'HIER_NONE/-',
-    contentType: 'text/plain',
-  });
-}
 
 /**
  * Request options for one route of the router: absolute-form to an HTTP proxy (RFC 9112 §3.2.2)
@@ -420,20 +144,11 @@ function upstreamArgs(upstream: ForwardRoute, target: ForwardTarget, authority: 
 const STALE_CONNECTION_ERRORS = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
 
 /**
- * Forwards one request to its origin and streams the answer back. Never throws; every outcome
- * (response, origin failure, client abort) ends in exactly one access record.
+ * The request head for the origin: hop-by-hop fields out (RFC 9110 §7.6.1), Host from the target
+ * (RFC 9112 §3.2.2: a proxy replaces the Host of an absolute-form request) unless a tapped tunnel
+ * keeps the client's own, a body of unknown length re-framed as chunked, Via appended.
  */
-export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, opts: ForwardOptions): void {
-  const { session, target, log, events } = opts;
-  const started = Date.now();
-  const authority = targetAuthority(target);
-  const url = opts.url ?? `http://${authority}${target.path}`;
-  const method = req.method ?? 'GET';
-  const bodyKind = requestBodyKind(req.headers);
-
-  // Request head for the origin: hop-by-hop fields out (RFC 9110 §7.6.1), Host from the target
-  // (RFC 9112 §3.2.2: a proxy replaces the Host of an absolute-form request) unless a tapped
-  // tunnel keeps the client's own, Via appended.
+function originHead(req: IncomingMessage, opts: ForwardOptions, authority: string, chunked: boolean): string[] {
   const headers = withoutHopByHop(opts.rawHeaders ?? req.rawHeaders);
   let host = authority;
   for (let i = headers.length - 2; i >= 0; i -= 2) {
@@ -443,217 +158,259 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
   }
   headers.unshift('Host', host);
   // Transfer-Encoding is hop-by-hop: a body of unknown length is re-framed as chunked.
-  if (bodyKind === 'chunked') headers.push('Transfer-Encoding', 'chunked');
+  if (chunked) headers.push('Transfer-Encoding', 'chunked');
   appendVia(headers, req.httpVersion, opts.via);
+  return headers;
+}
 
-  const route: PoolRoute = {
-    dial: opts.dial,
-    key: opts.poolKey ?? `${session.user ?? ''}@${session.clientAddress}`,
-  };
-  let hierarchyCode = opts.hierarchyCode ?? (session.route === 'direct' ? 'HIER_DIRECT' : 'FIRSTUP_PARENT');
-  const routes = opts.routes && opts.routes.length > 0 ? opts.routes : null;
-  let attempt = 0;
+/**
+ * RFC 9110 §15.2: a 1xx interim response other than 100 and 101 (103 Early Hints, 102) is relayed
+ * as it comes, to HTTP/1.1 clients only, and never stored (the cache sees only the final response).
+ */
+function relayInterim(req: IncomingMessage, res: ServerResponse, info: http.InformationEvent): void {
+  const code = info.statusCode;
+  if (code === 101 || code < 102 || code > 199 || res.headersSent || res.destroyed || req.httpVersion === '1.0') return;
+  let head = `HTTP/1.1 ${code} ${info.statusMessage || http.STATUS_CODES[code] || ''}\r\n`;
+  const raw = info.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
+  (res as unknown as { _writeRaw(data: string, encoding: BufferEncoding): void })._writeRaw(`${head}\r\n`, 'latin1');
+}
 
-  let recorded = false;
-  let finished = false;
-  let resultCode = 'TCP_MISS';
-  let sink: BodySink | null = null;
-  let bodyBytes = 0;
-  let status = 0;
-  let contentType = '';
-  let peer = '';
-  let proxyReq: ClientRequest | null = null;
-  let proxyRes: IncomingMessage | null = null;
-  let retried = false;
+/**
+ * One request's exchange with its origin (or HTTP upstream): the attempts along the routes, the
+ * one retry of a stale pooled connection, the response relayed (and fed to a sink), and exactly
+ * one access record whatever the outcome.
+ */
+class OriginExchange {
+  private readonly started = Date.now();
+  private readonly authority: string;
+  private readonly url: string;
+  private readonly method: string;
+  private readonly bodyKind: ReturnType<typeof requestBodyKind>;
+  private readonly headers: string[];
+  private readonly route: PoolRoute;
+  private readonly routes: readonly ForwardRoute[] | null;
+  private hierarchyCode: string;
+  private attempt = 0;
+  private recorded = false;
+  private finished = false;
+  private resultCode = 'TCP_MISS';
+  private sink: BodySink | null = null;
+  private bodyBytes = 0;
+  private status = 0;
+  private contentType = '';
+  private peer = '';
+  private proxyReq: ClientRequest | null = null;
+  private proxyRes: IncomingMessage | null = null;
+  private retried = false;
   /** Whether the origin sent any byte of an answer on the connection of the current attempt. */
-  let answered: () => boolean = () => false;
+  private answered: () => boolean = () => false;
   /** The connection handed to this attempt was already ended by the origin (closed unused). */
-  let metEnded = false;
+  private metEnded = false;
 
-  const finish = (): void => {
-    if (finished) return;
-    finished = true;
-    opts.onFinished?.();
-  };
-  /** The body will not complete: the sink (if any) is abandoned. */
-  const dropSink = (): void => {
-    const s = sink;
-    sink = null;
-    s?.abort();
-  };
-  const record = (code: string, bytes: number): void => {
-    if (recorded) return;
-    recorded = true;
-    const now = Date.now();
-    events.emit('access', {
-      ...baseRecord(req, session, url),
-      ...(opts.mountedFrom !== undefined ? { mountedFrom: opts.mountedFrom } : {}),
-      time: now,
-      elapsedMs: now - started,
-      resultCode: code,
-      status,
-      bytes,
-      hierarchy: peer ? `${hierarchyCode}/${peer}` : 'HIER_NONE/-',
-      contentType,
+  constructor(
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+    private readonly opts: ForwardOptions,
+  ) {
+    const { session, target } = opts;
+    this.authority = targetAuthority(target);
+    this.url = opts.url ?? `http://${this.authority}${target.path}`;
+    this.method = req.method ?? 'GET';
+    this.bodyKind = requestBodyKind(req.headers);
+    this.headers = originHead(req, opts, this.authority, this.bodyKind === 'chunked');
+    this.route = { dial: opts.dial, key: opts.poolKey ?? `${session.user ?? ''}@${session.clientAddress}` };
+    this.hierarchyCode = opts.hierarchyCode ?? (session.route === 'direct' ? 'HIER_DIRECT' : 'FIRSTUP_PARENT');
+    this.routes = opts.routes && opts.routes.length > 0 ? opts.routes : null;
+  }
+
+  start(): void {
+    const { req, res } = this;
+    // The client went away (or its connection was closed) before the response finished.
+    res.once('close', () => {
+      if (this.recorded) return;
+      this.proxyReq?.destroy();
+      this.proxyRes?.destroy();
+      this.dropSink();
+      this.record(`${this.resultCode}_ABORTED`, headBytes(res) + this.bodyBytes);
     });
-    finish();
-  };
+    req.once('error', () => this.proxyReq?.destroy());
+    res.once('finish', () => this.record(this.resultCode, headBytes(res) + this.bodyBytes));
+    this.send();
+  }
 
-  const fail = (err: unknown): void => {
-    if (recorded) return;
+  private finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.opts.onFinished?.();
+  }
+
+  /** The body will not complete: the sink (if any) is abandoned. */
+  private dropSink(): void {
+    const s = this.sink;
+    this.sink = null;
+    s?.abort();
+  }
+
+  private record(code: string, bytes: number): void {
+    if (this.recorded) return;
+    this.recorded = true;
+    this.opts.events.emit(
+      'access',
+      accessRecord(this.req, this.opts.session, this.started, {
+        resultCode: code,
+        status: this.status,
+        bytes,
+        url: this.url,
+        hierarchy: this.peer ? `${this.hierarchyCode}/${this.peer}` : 'HIER_NONE/-',
+        contentType: this.contentType,
+        mountedFrom: this.opts.mountedFrom,
+      }),
+    );
+    this.finish();
+  }
+
+  private fail(err: unknown): void {
+    if (this.recorded) return;
+    const { req, res, opts } = this;
     const code = codeFromSystemError(err);
     const message = err instanceof Error ? err.message : String(err);
-    dropSink();
+    this.dropSink();
     if (res.headersSent) {
       // The head is out: all we can do is cut the connection so the client sees the truncation.
-      log.info('origin failed mid-response', { session: session.id, url, code });
+      opts.log.info('origin failed mid-response', { session: opts.session.id, url: this.url, code });
       res.destroy();
-      record(`${resultCode}_ABORTED`, headBytes(res) + bodyBytes);
+      this.record(`${this.resultCode}_ABORTED`, headBytes(res) + this.bodyBytes);
       return;
     }
-    status = replyFor(code).http;
-    contentType = 'text/plain';
-    log.info('origin request failed', { session: session.id, url, code, status });
+    this.status = replyFor(code).http;
+    this.contentType = 'text/plain';
+    opts.log.info('origin request failed', { session: opts.session.id, url: this.url, code, status: this.status });
     req.unpipe();
-    const bytes = writeErrorPage(req, res, status, `${code}: ${message}`);
-    record('TCP_MISS', bytes);
-  };
+    this.record('TCP_MISS', writeErrorPage(req, res, errorPage(this.status, `${code}: ${message}`)));
+  }
 
-  // The client went away (or its connection was closed) before the response finished.
-  res.once('close', () => {
-    if (recorded) return;
-    proxyReq?.destroy();
-    proxyRes?.destroy();
-    dropSink();
-    record(`${resultCode}_ABORTED`, headBytes(res) + bodyBytes);
-  });
-  req.once('error', () => proxyReq?.destroy());
+  /** The options of this attempt's request: along its route (router.ts), or to the target through `dial`. */
+  private requestArgs(upstream: ForwardRoute | undefined): RoutedArgs {
+    const { opts, method } = this;
+    const common = { agent: opts.origins.agent(this.retried), method, setHost: false, maxHeaderSize: MAX_HEAD_BYTES };
+    if (upstream) return { ...upstreamArgs(upstream, opts.target, this.authority, this.headers, this.route.key), ...common };
+    return { ...common, host: opts.target.host, port: opts.target.port, path: opts.target.path, headers: this.headers, [ROUTE]: this.route };
+  }
 
-  const send = (): void => {
-    const upstream = routes?.[attempt];
+  private send(): void {
+    const { req, res, opts } = this;
+    const upstream = this.routes?.[this.attempt];
     if (upstream) {
-      session.route = upstream.route;
-      hierarchyCode = opts.hierarchyCode ?? (upstream.route === 'direct' ? 'HIER_DIRECT' : 'FIRSTUP_PARENT');
+      opts.session.route = upstream.route;
+      this.hierarchyCode = opts.hierarchyCode ?? (upstream.route === 'direct' ? 'HIER_DIRECT' : 'FIRSTUP_PARENT');
     }
     let request: ClientRequest;
     try {
-      request = http.request(
-        upstream
-          ? ({ ...upstreamArgs(upstream, target, authority, headers, route.key), agent: retried ? freshAgent : pool, method, setHost: false, maxHeaderSize: MAX_HEAD_BYTES } as RoutedArgs)
-          : ({
-              agent: retried ? freshAgent : pool,
-              maxHeaderSize: MAX_HEAD_BYTES,
-              host: target.host,
-              port: target.port,
-              method,
-              path: target.path,
-              headers,
-              setHost: false,
-              [ROUTE]: route,
-            } as RoutedArgs),
-      );
+      request = http.request(this.requestArgs(upstream));
     } catch (err) {
       // Node validates method, path and fields before sending anything.
-      fail(new ProxyError('EPROTO', `cannot forward this request: ${err instanceof Error ? err.message : String(err)}`));
+      this.fail(new ProxyError('EPROTO', `cannot forward this request: ${err instanceof Error ? err.message : String(err)}`));
       return;
     }
-    proxyReq = request;
+    this.proxyReq = request;
     // The response's fields, all of them within MAX_HEAD_BYTES (Node's client default keeps about
     // 1,000 and drops the rest without a word); read when the parser is attached to the socket.
     request.maxHeadersCount = MAX_HEAD_FIELDS;
     request.setTimeout(opts.timeouts.idle, () => {
-      request.destroy(new ProxyError('ETIMEDOUT', `no answer from ${authority} within ${opts.timeouts.idle} ms`));
+      request.destroy(new ProxyError('ETIMEDOUT', `no answer from ${this.authority} within ${opts.timeouts.idle} ms`));
     });
-    request.once('socket', (socket) => {
-      const s = socket as Socket;
-      const readBefore = s.bytesRead;
-      answered = () => s.bytesRead > readBefore;
-      // Node hands a freed connection straight to a queued request without asking the pool
-      // (keepSocketAlive): one the origin has ended would take the request and never answer.
-      if (s.readableEnded && !s.destroyed) {
-        metEnded = true;
-        s.destroy();
-        return;
-      }
-      // A tunnel's pre-dialed server socket arrives paused (the pipeline peeked it); Node's client
-      // has installed its reader by the time 'socket' is emitted, so nothing is lost by resuming.
-      if (s.isPaused()) s.resume();
-      const remember = (): void => {
-        // Squid's hierarchy names the parent a request went to (FIRSTUP_PARENT/host).
-        peer = upstream?.proxy?.host ?? s.remoteAddress ?? target.host;
-      };
-      if (s.remoteAddress) remember();
-      else s.once('connect', remember);
-    });
+    request.once('socket', (socket) => this.onSocket(socket as Socket, upstream));
     // RFC 9110 §10.1.1: the origin's 100 goes on to the client, which then sends the body.
     request.on('continue', () => {
       if (!res.headersSent && !res.destroyed) res.writeContinue();
     });
-    // RFC 9110 §15.2: other 1xx interim responses (103 Early Hints, 102) are relayed as they come,
-    // to HTTP/1.1 clients only, and never stored (the cache sees only the final response).
-    request.on('information', (info) => {
-      const code = info.statusCode;
-      if (code === 101 || code < 102 || code > 199 || res.headersSent || res.destroyed || req.httpVersion === '1.0') return;
-      let head = `HTTP/1.1 ${code} ${info.statusMessage || http.STATUS_CODES[code] || ''}\r\n`;
-      const raw = info.rawHeaders;
-      for (let i = 0; i + 1 < raw.length; i += 2) head += `${raw[i]}: ${raw[i + 1]}\r\n`;
-      (res as unknown as { _writeRaw(data: string, encoding: BufferEncoding): void })._writeRaw(`${head}\r\n`, 'latin1');
-    });
-    request.once('error', (err: NodeJS.ErrnoException) => {
-      if (recorded) return;
-      if (proxyRes?.complete && typeof err.code === 'string' && err.code.startsWith('HPE_')) {
-        // RFC 9112 §6.3: the message ended where its Content-Length said; bytes after it are not
-        // a response. Node's parser complains about them and closes the origin connection (so it
-        // is never reused); the complete response goes on to the client as it is.
-        request.on('error', () => undefined);
-        log.info('origin sent bytes past the end of its response; its connection is closed', { session: session.id, url, code: err.code });
-        return;
-      }
-      // The route's connection could not be made, so nothing of the request left: the next
-      // route gets it (dialRoute's fallback, request by request).
-      if (upstream && !proxyRes && dialFailures.has(err) && err.code !== 'ESHUTDOWN' && tryNextRoute(upstream, codeFromSystemError(err), err.message)) return;
-      if (
-        (request.reusedSocket || metEnded) &&
-        !retried &&
-        !proxyRes &&
-        !answered() &&
-        bodyKind === 'none' &&
-        IDEMPOTENT_METHODS.has(method.toUpperCase()) &&
-        err.code !== undefined &&
-        STALE_CONNECTION_ERRORS.has(err.code)
-      ) {
-        // The origin closed a pooled connection as we reused it, before any byte of an answer:
-        // an idempotent request without a body is sent again, once, on a new connection (never
-        // another pooled one: freshAgent).
-        log.debug('pooled origin connection closed under the request, retrying on a new one', { session: session.id, url, code: err.code });
-        retried = true;
-        send();
-        return;
-      }
-      fail(err);
-    });
-    request.once('response', (response) => onResponse(request, response, upstream));
-    if (bodyKind === 'none') request.end();
+    request.on('information', (info) => relayInterim(req, res, info));
+    request.once('error', (err: NodeJS.ErrnoException) => this.onRequestError(request, err, upstream));
+    request.once('response', (response) => this.onResponse(request, response, upstream));
+    if (this.bodyKind === 'none') request.end();
     // Through routes the body waits for a connection, so it is still unread if the next route must take it.
     else if (upstream) request.once('socket', () => req.pipe(request));
     else req.pipe(request);
-  };
+  }
+
+  private onSocket(s: Socket, upstream: ForwardRoute | undefined): void {
+    const readBefore = s.bytesRead;
+    this.answered = () => s.bytesRead > readBefore;
+    // Node hands a freed connection straight to a queued request without asking the pool
+    // (keepSocketAlive): one the origin has ended would take the request and never answer.
+    if (s.readableEnded && !s.destroyed) {
+      this.metEnded = true;
+      s.destroy();
+      return;
+    }
+    // A tunnel's pre-dialed server socket arrives paused (the pipeline peeked it); Node's client
+    // has installed its reader by the time 'socket' is emitted, so nothing is lost by resuming.
+    if (s.isPaused()) s.resume();
+    const remember = (): void => {
+      // Squid's hierarchy names the parent a request went to (FIRSTUP_PARENT/host).
+      this.peer = upstream?.proxy?.host ?? s.remoteAddress ?? this.opts.target.host;
+    };
+    if (s.remoteAddress) remember();
+    else s.once('connect', remember);
+  }
+
+  /**
+   * The origin closed a pooled connection as we reused it, before any byte of an answer: an
+   * idempotent request without a body may be sent again, once, on a new connection.
+   */
+  private mayRetry(request: ClientRequest, err: NodeJS.ErrnoException): boolean {
+    return (
+      (request.reusedSocket || this.metEnded) &&
+      !this.retried &&
+      !this.proxyRes &&
+      !this.answered() &&
+      this.bodyKind === 'none' &&
+      IDEMPOTENT_METHODS.has(this.method.toUpperCase()) &&
+      err.code !== undefined &&
+      STALE_CONNECTION_ERRORS.has(err.code)
+    );
+  }
+
+  private onRequestError(request: ClientRequest, err: NodeJS.ErrnoException, upstream: ForwardRoute | undefined): void {
+    if (this.recorded) return;
+    const { opts } = this;
+    if (this.proxyRes?.complete && typeof err.code === 'string' && err.code.startsWith('HPE_')) {
+      // RFC 9112 §6.3: the message ended where its Content-Length said; bytes after it are not
+      // a response. Node's parser complains about them and closes the origin connection (so it
+      // is never reused); the complete response goes on to the client as it is.
+      request.on('error', () => undefined);
+      opts.log.info('origin sent bytes past the end of its response; its connection is closed', { session: opts.session.id, url: this.url, code: err.code });
+      return;
+    }
+    // The route's connection could not be made, so nothing of the request left: the next
+    // route gets it (dialRoute's fallback, request by request).
+    if (upstream && !this.proxyRes && opts.origins.isDialFailure(err) && err.code !== 'ESHUTDOWN' && this.tryNextRoute(upstream, codeFromSystemError(err), err.message)) return;
+    if (this.mayRetry(request, err)) {
+      // Never on another pooled connection (the pool's fresh agent).
+      opts.log.debug('pooled origin connection closed under the request, retrying on a new one', { session: opts.session.id, url: this.url, code: err.code });
+      this.retried = true;
+      this.send();
+      return;
+    }
+    this.fail(err);
+  }
 
   /** Sends the request along the next route, if there is one; false when none is left. */
-  const tryNextRoute = (failed: ForwardRoute, code: ProxyErrorCode, reason: string): boolean => {
-    const next = routes?.[attempt + 1];
+  private tryNextRoute(failed: ForwardRoute, code: ProxyErrorCode, reason: string): boolean {
+    const next = this.routes?.[this.attempt + 1];
     if (!next) return false;
-    log.info('route failed, trying the next', { session: session.id, route: failed.route, code, reason, next: next.route });
-    attempt++;
-    proxyRes = null;
-    peer = '';
-    send();
+    this.opts.log.info('route failed, trying the next', { session: this.opts.session.id, route: failed.route, code, reason, next: next.route });
+    this.attempt++;
+    this.proxyRes = null;
+    this.peer = '';
+    this.send();
     return true;
-  };
+  }
 
-  const onResponse = (request: ClientRequest, response: IncomingMessage, upstream: ForwardRoute | undefined): void => {
-    proxyRes = response;
-    if (res.destroyed) {
+  private onResponse(request: ClientRequest, response: IncomingMessage, upstream: ForwardRoute | undefined): void {
+    this.proxyRes = response;
+    if (this.res.destroyed) {
       response.destroy();
       return;
     }
@@ -663,75 +420,80 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
       // and the next route is tried — unless the request body already went to this one.
       response.resume();
       const reason = `${upstream.route} refused sockstap's proxy credentials (407)`;
-      if (bodyKind === 'none' && tryNextRoute(upstream, 'EUPSTREAMAUTH', reason)) return;
+      if (this.bodyKind === 'none' && this.tryNextRoute(upstream, 'EUPSTREAMAUTH', reason)) return;
       request.destroy();
-      fail(new ProxyError('EUPSTREAMAUTH', reason));
+      this.fail(new ProxyError('EUPSTREAMAUTH', reason));
       return;
     }
-    if (!opts.onResponseHead) {
-      relayResponse(request, response);
+    const onHead = this.opts.onResponseHead;
+    if (!onHead) {
+      this.relayResponse(request, response);
       return;
     }
     let planned: ResponsePlan | Promise<ResponsePlan>;
     try {
-      planned = opts.onResponseHead(response);
+      planned = onHead(response);
     } catch (err) {
       response.destroy();
-      fail(err);
+      this.fail(err);
       return;
     }
     Promise.resolve(planned).then(
-      (plan) => {
-        if (recorded) {
-          if (plan.kind === 'relay') plan.sink?.abort();
-          response.destroy();
-          return;
-        }
-        if (plan.kind === 'taken') {
-          // The caller answers; this response only has to be read to its end so the origin
-          // connection can go back to the pool.
-          recorded = true;
-          response.resume();
-          finish();
-          return;
-        }
-        resultCode = plan.resultCode;
-        sink = plan.sink ?? null;
-        relayResponse(request, response);
-      },
+      (plan) => this.follow(plan, request, response),
       (err: unknown) => {
         response.destroy();
-        fail(err);
+        this.fail(err);
       },
     );
-  };
+  }
 
-  const relayResponse = (request: ClientRequest, response: IncomingMessage): void => {
-    status = response.statusCode ?? 502;
-    contentType = mediaType(response.headers['content-type']);
+  /** Carries out the caller's plan for the response. */
+  private follow(plan: ResponsePlan, request: ClientRequest, response: IncomingMessage): void {
+    if (this.recorded) {
+      if (plan.kind === 'relay') plan.sink?.abort();
+      response.destroy();
+      return;
+    }
+    if (plan.kind === 'taken') {
+      // The caller answers; this response only has to be read to its end so the origin
+      // connection can go back to the pool.
+      this.recorded = true;
+      response.resume();
+      this.finish();
+      return;
+    }
+    this.resultCode = plan.resultCode;
+    this.sink = plan.sink ?? null;
+    this.relayResponse(request, response);
+  }
+
+  private relayResponse(request: ClientRequest, response: IncomingMessage): void {
+    const { req, res, opts } = this;
+    this.status = response.statusCode ?? 502;
+    this.contentType = mediaType(response.headers['content-type']);
     const out = withoutHopByHop(response.rawHeaders);
     opts.mapResponseHead?.(out);
     if (opts.responseEdits) applyHeaderEdits(out, opts.responseEdits);
     appendVia(out, response.httpVersion, opts.via);
     try {
-      res.writeHead(status, response.statusMessage, out);
+      res.writeHead(this.status, response.statusMessage, out);
     } catch (err) {
       // A field Node refuses to send (it validates stricter on output than on input).
       response.destroy();
       request.destroy();
-      status = 0;
-      fail(new ProxyError('EUPSTREAM', `unusable response head from ${authority}: ${err instanceof Error ? err.message : String(err)}`));
+      this.status = 0;
+      this.fail(new ProxyError('EUPSTREAM', `unusable response head from ${this.authority}: ${err instanceof Error ? err.message : String(err)}`));
       return;
     }
     response.on('data', (chunk: Buffer) => {
-      bodyBytes += chunk.length;
-      sink?.write(chunk);
+      this.bodyBytes += chunk.length;
+      this.sink?.write(chunk);
     });
     response.pipe(res);
     response.once('end', () => {
       // Node emits 'end' only for a body that arrived whole (framing complete).
-      const s = sink;
-      sink = null;
+      const s = this.sink;
+      this.sink = null;
       s?.end();
       // The origin answered before taking the whole request body (an error, or a final answer
       // to Expect: 100-continue): that origin connection cannot be reused.
@@ -740,10 +502,15 @@ export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, op
         request.destroy();
       }
     });
-    response.once('error', (err) => fail(err));
-    response.once('aborted', () => fail(new ProxyError('EUPSTREAM', `${authority} closed the connection mid-response`)));
-  };
+    response.once('error', (err) => this.fail(err));
+    response.once('aborted', () => this.fail(new ProxyError('EUPSTREAM', `${this.authority} closed the connection mid-response`)));
+  }
+}
 
-  res.once('finish', () => record(resultCode, headBytes(res) + bodyBytes));
-  send();
+/**
+ * Forwards one request to its origin and streams the answer back. Never throws; every outcome
+ * (response, origin failure, client abort) ends in exactly one access record.
+ */
+export function forwardHttpRequest(req: IncomingMessage, res: ServerResponse, opts: ForwardOptions): void {
+  new OriginExchange(req, res, opts).start();
 }

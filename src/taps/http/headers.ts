@@ -13,17 +13,6 @@ import type { HeaderEdits } from '../../config/types.js';
 /** This proxy's Via entry (RFC 9110 §7.6.3); the version is replaced by the received one. */
 export const PROXY_VIA = '1.1 sockstap';
 
-/** Largest HTTP head (request or response) sockstap reads: a larger request gets 431, a larger response 502. */
-export const MAX_HEAD_BYTES = 64 * 1024;
-
-/**
- * Node's field-count limit (`maxHeadersCount`), set so that it can never bind before the byte
- * limit does: the shortest field line (`a:` CRLF) is 4 bytes. Node's defaults (2,000 on servers,
- * and on clients too) cut a head of about 1,000 fields, or drop the rest silently (issue 13,
- * finding 10); every field within MAX_HEAD_BYTES is forwarded instead.
- */
-export const MAX_HEAD_FIELDS = MAX_HEAD_BYTES / 4;
-
 /** Fields that never cross a proxy (RFC 9110 §7.6.1, plus the de facto Proxy-Connection). */
 export const HOP_BY_HOP_FIELDS: ReadonlySet<string> = new Set([
   'connection',

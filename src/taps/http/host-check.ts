@@ -25,6 +25,7 @@
 import { isIP } from 'node:net';
 import type { HostPort } from '../../config/types.js';
 import type { NameCache } from '../../net/dns.js';
+import { splitAuthority } from '../../http1/authority.js';
 
 export type HostVerdict =
   /**
@@ -60,24 +61,14 @@ function canonicalName(name: string): string {
 
 /** `host[:port]` of a Host field value (RFC 9110 §7.2, RFC 3986 §3.2.2), or null when malformed. */
 export function parseHostField(value: string): { host: string; port: number | null } | null {
-  const v = value.trim();
-  let host: string;
-  let portText: string | undefined;
-  const v6 = /^\[([0-9A-Fa-f:.]+)\](?::(\d*))?$/.exec(v);
-  if (v6) {
-    host = v6[1]!;
-    portText = v6[2];
-    if (isIP(host) !== 6) return null;
-  } else {
-    const m = /^([^:]+)(?::(\d*))?$/.exec(v);
-    if (!m) return null;
-    host = m[1]!;
-    portText = m[2];
-    if (isIP(host) !== 4 && !NAME.test(host)) return null;
-  }
-  if (portText === undefined || portText === '') return { host, port: null };
-  if (portText.length > 5) return null;
-  const port = Number(portText);
+  // The one authority lexer (http1/authority.ts); the host keeps its case, which the check ignores.
+  const p = splitAuthority(value.trim());
+  if (!p.ok) return null;
+  const { host } = p;
+  if (p.bracketed ? isIP(host) !== 6 : isIP(host) !== 4 && !NAME.test(host)) return null;
+  if (p.port === null || p.port === '') return { host, port: null };
+  if (!/^\d{1,5}$/.test(p.port)) return null;
+  const port = Number(p.port);
   return port >= 1 && port <= 65535 ? { host, port } : null;
 }
 

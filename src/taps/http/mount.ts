@@ -21,6 +21,7 @@ import type { IncomingMessage } from 'node:http';
 import { isIP } from 'node:net';
 import type { Session } from '../../core/session.js';
 import type { Mount } from '../../config/types.js';
+import { parseAuthority, parseUrl, targetAuthority } from '../../http1/authority.js';
 
 export interface MountTarget {
   host: string;
@@ -62,24 +63,13 @@ export interface CompiledMount {
 /** A compiled list is kept per Config's mounts array (configs are immutable; a reload builds a new one). */
 const compiledCache = new WeakMap<readonly Mount[], CompiledMount[]>();
 
-function splitUrl(url: string): { host: string; port: number; portGiven: boolean; path: string } | null {
-  const m = /^([a-z][a-z0-9+.-]*):\/\/(\[[^\]]+\]|[^/:?#]*)(?::(\d{1,5}))?([^#]*)$/i.exec(url);
-  if (!m) return null;
-  // Only http is served by this tap; another scheme's default port is the only difference here.
-  const scheme = m[1]!.toLowerCase();
-  const defaultPort = scheme === 'https' ? 443 : scheme === 'ftp' ? 21 : 80;
-  const host = m[2]!.replace(/^\[|\]$/g, '').toLowerCase();
-  const port = m[3] ? Number(m[3]) : defaultPort;
-  return { host, port, portGiven: m[3] !== undefined, path: m[4] || '/' };
-}
-
 function compile(mount: Mount): CompiledMount | null {
   let host: string | null = null;
   let port = 80;
   let portGiven = false;
   let vpath = mount.from;
   if (!mount.from.startsWith('/')) {
-    const u = splitUrl(mount.from);
+    const u = parseUrl(mount.from);
     if (!u) return null;
     host = u.host;
     port = u.port;
@@ -88,7 +78,7 @@ function compile(mount: Mount): CompiledMount | null {
   }
   const prefix = vpath.endsWith('*');
   if (prefix) vpath = vpath.slice(0, -1);
-  const r = splitUrl(mount.to);
+  const r = parseUrl(mount.to);
   if (!r) return null;
   const realPrefix = r.path.endsWith('*');
   return {
@@ -115,25 +105,13 @@ function compiled(mounts: readonly Mount[]): CompiledMount[] {
   return list;
 }
 
-/** The host name of a Host field (lower case, without port or brackets), null without one. */
-function hostFieldName(host: string | undefined): string | null {
-  if (!host) return null;
-  const h = host.trim().toLowerCase();
-  if (h.startsWith('[')) {
-    const close = h.indexOf(']');
-    return close > 0 ? h.slice(1, close) : null;
-  }
-  const colon = h.indexOf(':');
-  return (colon >= 0 ? h.slice(0, colon) : h) || null;
-}
-
 /** What a request's MOUNT conditions are asked about. */
 export function mountRequestOf(req: IncomingMessage, session: Session, originForm: boolean): MountRequest {
   return {
     clientAddress: session.clientAddress,
     user: session.user,
     method: (req.method ?? 'GET').toUpperCase(),
-    vhost: hostFieldName(req.headers.host),
+    vhost: req.headers.host === undefined ? null : (parseAuthority(req.headers.host.trim(), 80)?.host ?? null),
     ...(originForm ? { originForm: true } : {}),
   };
 }
@@ -189,11 +167,6 @@ export function applyMounts(mounts: readonly Mount[], target: MountTarget, reque
   return null;
 }
 
-function authority(host: string, port: number): string {
-  const h = host.includes(':') ? `[${host}]` : host;
-  return port === 80 ? h : `${h}:${port}`;
-}
-
 /**
  * A response URL (Location, Content-Location) mapped from the real URL back to the virtual one
  * the client asked for, or null when it does not point into the real URL. `asked` is the
@@ -206,7 +179,7 @@ export function mapBack(mounted: Mounted, value: string, asked: { host: string; 
   let path: string;
   const abs = /^[a-z][a-z0-9+.-]*:\/\//i.test(value);
   if (abs) {
-    const u = splitUrl(value);
+    const u = parseUrl(value);
     if (!u || !/^http:/i.test(value) || u.host !== c.real.host || u.port !== c.real.port) return null;
     path = u.path;
   } else if (value.startsWith('/') && !value.startsWith('//')) {
@@ -229,7 +202,7 @@ export function mapBack(mounted: Mounted, value: string, asked: { host: string; 
   const vpath = c.vpath + rest;
   if (!abs) return vpath;
   // The mount matched the asked authority (or names none): that is where the client goes back.
-  return `http://${authority(asked.host, asked.port)}${vpath}`;
+  return `http://${targetAuthority(asked)}${vpath}`;
 }
 
 /** Maps Location and Content-Location of a raw response head back to the virtual URL (in place). */

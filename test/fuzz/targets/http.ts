@@ -6,7 +6,7 @@
  * decoded by llhttp; the target checks that the body never exceeds the bytes sent.
  */
 import { sniffClient, sniffHttp2Preface, sniffRequestLine } from '../../../src/sniff/index.js';
-import { absoluteTarget } from '../../../src/taps/http/forward.js';
+import { absoluteHttpTarget as absoluteTarget } from '../../../src/http1/authority.js';
 import {
   appendVia,
   connectionOptions,
