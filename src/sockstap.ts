@@ -39,6 +39,7 @@ import { QuotaService, type QuotaStatus } from './policy/quota.js';
 import { BandwidthShaper } from './policy/shaping.js';
 import { UsageStore } from './policy/usage.js';
 import { limitSubject } from './core/pipeline.js';
+import { Runtime } from './runtime.js';
 import { LOG_FILES, prepareDirectories, type DirectoryNeed } from './observe/dirs.js';
 
 const DOORS: Partial<Record<DoorKind, DoorHandler>> = {
@@ -111,6 +112,8 @@ export class Sockstap {
   /** The HTTP cache, open when CACHE=do (globally or in a SOCKSTAP rule's params). */
   private cache: HttpCache | null = null;
   readonly totals = { sessions: 0, refused: 0, bytesUp: 0, bytesDown: 0 };
+  /** This instance's own state (name cache, article stores, ...), handed to what needs it. */
+  readonly runtime = new Runtime();
 
   constructor(config: Config, options: StartOptions = {}) {
     this.current = config;
@@ -136,6 +139,7 @@ export class Sockstap {
       shutdown: this.shutdown.signal,
       ownAddresses: () => this.ownAddresses(),
       ca: () => this.ca,
+      runtime: this.runtime,
     });
     this.sink = observedSink(this.pipeline, this.events);
   }
@@ -419,6 +423,7 @@ export class Sockstap {
       listen: spec,
       target: spec.target,
       idleMs: this.current.timeouts.idle,
+      names: this.runtime.names(this.current.dns),
       allow: (address) => checkSource(this.current, address).allowed,
       onSessionEnd: (r) => this.log.info('udp session', { client: r.client, dst: r.dst, up: r.bytesUp, down: r.bytesDown, result: r.result }),
     });

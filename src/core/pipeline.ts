@@ -34,7 +34,7 @@ import { applyMounts, mountRequestOf } from '../taps/http/mount.js';
 import { PROXY_VIA } from '../taps/http/headers.js';
 import { dialSpoofed } from '../net/spoof.js';
 import { dialRoute, httpRoutesFor, mayRouteHttpToProxy, queryFor, routesDirect, type HttpRoute } from '../upstream/router.js';
-import { nameCache } from '../net/dns.js';
+import type { Runtime } from '../runtime.js';
 import {
   addressesOf,
   literalReach,
@@ -78,6 +78,8 @@ export interface PipelineDeps {
   ownAddresses?(): readonly OwnAddress[];
   /** The CA of TLS interception, loaded when an STLS=mitm rule needs it; absent or null: none. */
   ca?: () => CertificateAuthority | null;
+  /** This instance's state: the name cache, the article stores, ... (src/runtime.ts). */
+  runtime: Runtime;
 }
 
 export const VIA = PROXY_VIA;
@@ -117,7 +119,7 @@ export class Pipeline implements TunnelSink {
     if (session.door === 'transparent' && config.spoof) {
       // SPOOF=client: the server sees the client's own address (full transparency, TPROXY routing).
       session.route = 'direct (spoofed)';
-      return dialSpoofed(dst, session.clientAddress, config.timeouts.connect, { signal: this.deps.shutdown });
+      return dialSpoofed(dst, session.clientAddress, config.timeouts.connect, { signal: this.deps.shutdown, names: this.deps.runtime.names(config.dns) });
     }
     const tapRule = pickTapRule(config, { clientAddress: session.clientAddress, user: session.user, dst });
     return dialRoute(config, dst, session, {
@@ -125,6 +127,7 @@ export class Pipeline implements TunnelSink {
       signal: this.deps.shutdown,
       tapRule,
       lookup: this.lookupFor(session, config, dst),
+      names: this.deps.runtime.names(config.dns),
       onFallback: (failed, err, next) =>
         this.deps.log.info('route failed, trying the next', { session: session.id, route: failed, code: err.code, reason: err.message, next }),
     });
@@ -148,6 +151,7 @@ export class Pipeline implements TunnelSink {
         signal: this.deps.shutdown,
         tapRule,
         lookup: this.lookupFor(session, config, normaliseDst(dst)),
+        names: this.deps.runtime.names(config.dns),
         ...(proto !== undefined ? { proto } : {}),
       });
     };
@@ -158,7 +162,7 @@ export class Pipeline implements TunnelSink {
    * one resolution through the name cache, which is then pinned, after the own-address check.
    */
   private lookupFor(session: Session, config: Config, dst: HostPort): LookupFunction {
-    const names = nameCache(config.dns);
+    const names = this.deps.runtime.names(config.dns);
     return names.lookupFunction(async (host) => {
       const name = normaliseHost(host);
       if (name !== dst.host) return names.resolve(name); // an upstream hop's own name
@@ -208,7 +212,7 @@ export class Pipeline implements TunnelSink {
     if (isIP(dst.host) !== 0) {
       reached = reachedAddresses([dst.host]);
     } else if (rulesNeedAddresses(config) || (!nameOnly && this.resolvesHere(config, session, dst))) {
-      resolution = await resolveForSession(session, nameCache(config.dns), dst.host);
+      resolution = await resolveForSession(session, this.deps.runtime.names(config.dns), dst.host);
       reached = reachedAddresses(addressesOf(resolution));
     }
     if (!nameOnly) {
@@ -291,7 +295,7 @@ export class Pipeline implements TunnelSink {
     // The addresses authorize() checked are the ones dialed: one resolution per connection.
     let found;
     try {
-      const r = checked ?? pinnedResolution(session, normaliseHost(dst.host)) ?? (await nameCache(config.dns).resolve(dst.host));
+      const r = checked ?? pinnedResolution(session, normaliseHost(dst.host)) ?? (await this.deps.runtime.names(config.dns).resolve(dst.host));
       if (r instanceof ProxyError) throw r;
       found = r;
     } catch (err) {
@@ -310,7 +314,7 @@ export class Pipeline implements TunnelSink {
       addresses: found.map((a) => a.address),
       timeoutMs: config.timeouts.connect,
       idleMs: config.timeouts.idle,
-      rememberMs: decisionsKeep(config) ? nameCache(config.dns).remainingMs(dst.host) : 0,
+      rememberMs: decisionsKeep(config) ? this.deps.runtime.names(config.dns).remainingMs(dst.host) : 0,
     };
   }
 
@@ -347,7 +351,7 @@ export class Pipeline implements TunnelSink {
         timeoutMs: (rule ?? config).timeouts.connect,
         idleMs: (rule ?? config).timeouts.idle,
         mode: relayMode(config),
-        resolve: (host) => destinationAddresses(host, nameCache(config.dns)),
+        resolve: (host) => destinationAddresses(host, this.deps.runtime.names(config.dns)),
         ...(limited?.shape ? { shape: limited.shape } : {}),
       });
       limited?.meter?.release();
@@ -593,7 +597,7 @@ export class Pipeline implements TunnelSink {
       rule,
       info: peek.info,
       config,
-      services: { events: this.deps.events, log: this.deps.log, cache },
+      services: { events: this.deps.events, log: this.deps.log, cache, runtime: this.deps.runtime },
       dial: () => this.dialOwned(tunnel.dst, session),
       dialTo: (dst) => this.dialOwned(dst, session),
       authorize: async (dst) => void (await this.authorize(session, [peek.proto, ...tunnel.tags], dst, rule)),
@@ -882,7 +886,7 @@ export class Pipeline implements TunnelSink {
       rule,
       info: peek.info,
       config,
-      services: { events: this.deps.events, log: this.deps.log, cache },
+      services: { events: this.deps.events, log: this.deps.log, cache, runtime: this.deps.runtime },
       scheme: 'https',
       dial: () => dialTls(tunnel.dst),
       dialTo: async (dst, scheme) => {
@@ -1012,6 +1016,7 @@ export class Pipeline implements TunnelSink {
     const config = this.deps.config();
     const r = await runUdpAssociate(tunnel, {
       idleMs: config.timeouts.idle,
+      names: this.deps.runtime.names(config.dns),
       // Checkpoint 2 for every datagram's destination; names are matched as names, an address
       // as what it reaches (0.0.0.0 is the local host).
       checkDestination: (host, port) =>

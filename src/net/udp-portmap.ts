@@ -8,7 +8,7 @@ import dgram, { type Socket as UdpSocket } from 'node:dgram';
 import { isIP } from 'node:net';
 import type { HostPort } from '../config/types.js';
 import { formatHostPort, normalizeAddress } from '../core/session.js';
-import { NameCache, nameCache } from './dns.js';
+import type { NameCache } from './dns.js';
 
 export interface UdpPortmapOptions {
   listen: { host: string; port: number };
@@ -17,7 +17,8 @@ export interface UdpPortmapOptions {
   idleMs: number;
   /** Most client sessions at once; a new client beyond it is dropped. Default 1024. */
   maxSessions?: number;
-  names?: NameCache;
+  /** The running instance's name cache, for a named target. */
+  names: NameCache;
   /** Checkpoint 1 (RELIABLE): datagrams from a source it refuses are dropped. */
   allow?(clientAddress: string): boolean;
   /** Called once per ended session, with its counts. */
@@ -57,7 +58,7 @@ export class UdpPortmap {
   private readonly maxSessions: number;
 
   constructor(private readonly options: UdpPortmapOptions) {
-    this.names = options.names ?? nameCache(undefined);
+    this.names = options.names;
     this.maxSessions = options.maxSessions ?? 1024;
   }
 

@@ -10,12 +10,15 @@ import type { HttpCache } from '../cache/http-cache.js';
 import type { ProxyEvents } from '../observe/events.js';
 import type { Logger } from '../observe/log.js';
 import type { SniffInfo } from '../sniff/types.js';
+import type { Runtime } from '../runtime.js';
 
 export interface TapServices {
   events: ProxyEvents;
   log: Logger;
   /** The HTTP cache when CACHE=do (for this rule), else null. */
   cache: HttpCache | null;
+  /** The running instance's state (name cache, article stores): src/runtime.ts. */
+  runtime: Runtime;
 }
 
 export interface TapContext {

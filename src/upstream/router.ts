@@ -16,7 +16,7 @@ import type { LookupFunction, Socket } from 'node:net';
 import type { Config, HostPort, RouteRule, TapRule, Upstream } from '../config/types.js';
 import { ProxyError, toProxyError } from '../core/errors.js';
 import { normalizeAddress, type Session } from '../core/session.js';
-import { nameCache } from '../net/dns.js';
+import type { NameCache } from '../net/dns.js';
 import { dialChain, type ChainOptions } from './chain.js';
 import { chainLabel, hopFromUpstream, type Chain, type Hop } from './hop.js';
 import { basicCredentials } from './http-connect.js';
@@ -133,6 +133,8 @@ export interface RouteDialOptions {
   tapRule?: TapRule | null;
   /** The lookup for names dialed directly (net/destination.ts pins them per connection). */
   lookup?: LookupFunction;
+  /** The running instance's name cache (HOSTS=, YAML `dns:`) for names a hop resolves here. */
+  names: NameCache;
   /** Told about each chain that failed before the next is tried. */
   onFallback?: (failed: string, err: ProxyError, next: string) => void;
 }
@@ -144,7 +146,7 @@ export interface RouteDialOptions {
  */
 export async function dialRoute(config: Config, dst: HostPort, session: Session, options: RouteDialOptions): Promise<Socket> {
   const plan = dialPlan(config, queryFor(session, dst, options.tapRule));
-  const names = nameCache(config.dns);
+  const names = options.names;
   // Built only on failure: an Error captures a stack trace, too dear for every dial.
   let last: ProxyError | null = null;
   for (let i = 0; i < plan.chains.length; i++) {
@@ -211,7 +213,7 @@ function absoluteFormRoute(config: Config, chain: Chain, proxy: Hop, options: Ro
         {
           timeoutMs: options.timeoutMs,
           signal: options.signal,
-          names: nameCache(config.dns),
+          names: options.names,
           // An absolute-form route to one proxy dials it directly: that dial is the first hop's.
           ...(before.length === 0 ? { onFirstHop: undefined } : healthHook(chain, plan)),
         },
@@ -264,7 +266,7 @@ export function httpRoutesFor(config: Config, dst: HostPort, session: Session, o
   const plan = dialPlan(config, q);
   const first = plan.chains[0];
   if (!first || first[first.length - 1]?.kind !== 'http') return null;
-  const names = nameCache(config.dns);
+  const names = options.names;
   return plan.chains.map((chain): HttpRoute => {
     const last = chain[chain.length - 1];
     if (last?.kind === 'http') return absoluteFormRoute(config, chain, last, options, plan);

@@ -22,7 +22,6 @@ import { absoluteTarget, denyHttp, targetAuthority, urlAuthority, type ForwardRo
 import { MAX_HEAD_BYTES, MAX_HEAD_FIELDS, PROXY_VIA } from './headers.js';
 import { serveHttp } from './cached.js';
 import { verifyTunnelHost, type HostVerdict } from './host-check.js';
-import { nameCache } from '../../net/dns.js';
 import { socketBytes } from '../../net/splice.js';
 
 /** Largest request head accepted; a larger one gets 431 (RFC 6585 §5), as at the HTTP door. */
@@ -141,7 +140,7 @@ function schemeOf(ctx: TapContext): 'http' | 'https' {
 function verifyHost(req: IncomingMessage, ctx: TapContext): Promise<HostVerdict> {
   const local = ctx.client.localAddress;
   const relay = ctx.session.door === 'tcprelay' && local && ctx.client.localPort ? { host: local, port: ctx.client.localPort } : undefined;
-  return verifyTunnelHost(req.rawHeaders, ctx.dst, nameCache(ctx.config.dns), relay, ctx.scheme === 'https' ? 443 : 80);
+  return verifyTunnelHost(req.rawHeaders, ctx.dst, ctx.services.runtime.names(ctx.config.dns), relay, ctx.scheme === 'https' ? 443 : 80);
 }
 
 /** A request whose Host does not name the tunnel's destination: 400, access.log and sockstap.log. */

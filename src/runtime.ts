@@ -1,0 +1,33 @@
+/**
+ * The state of one running sockstap instance that outlives a connection: built by sockstap.ts at
+ * start and passed down to what needs a piece of it (the pipeline, the doors, the taps). Nothing
+ * below keeps such state at module level, so two instances in one process (as the tests run them)
+ * share no name cache, article store, upstream mark or TLS session.
+ */
+import { DEFAULT_DNS, NameCache, sameDnsSettings, type DnsSettings } from './net/dns.js';
+import { ArticleStore } from './taps/nntp/article-store.js';
+
+export class Runtime {
+  private nameCache: NameCache | null = null;
+  private readonly articleStores = new Map<string, ArticleStore>();
+
+  /**
+   * The name cache for these settings (HOSTS=, YAML `dns:`): one per instance, started anew when a
+   * reload changes the settings.
+   */
+  names(settings: Readonly<DnsSettings> | undefined): NameCache {
+    const s = settings ?? DEFAULT_DNS;
+    if (!this.nameCache || !sameDnsSettings(this.nameCache.settings, s)) this.nameCache = new NameCache(s);
+    return this.nameCache;
+  }
+
+  /** The NNTP tap's article store in `dir` (STATEDIR/nntp-cache): one per directory. */
+  articleStore(dir: string): ArticleStore {
+    let s = this.articleStores.get(dir);
+    if (!s) {
+      s = new ArticleStore(dir);
+      this.articleStores.set(dir, s);
+    }
+    return s;
+  }
+}
