@@ -419,13 +419,25 @@ export class Sockstap {
   private async openUdpPortmap(spec: ListenSpec): Promise<Listener> {
     const label = formatHostPort(spec.host || '*', spec.port);
     if (!spec.target) throw new StartError(`-P${label}/udprelay: no destination (udprelay://HOST:PORT)`);
+    const target = spec.target;
+    let listen = label;
     const map = new UdpPortmap({
       listen: spec,
-      target: spec.target,
+      target,
       idleMs: this.current.timeouts.idle,
-      names: this.runtime.names(this.current.dns),
-      allow: (address) => checkSource(this.current, address).allowed,
-      onSessionEnd: (r) => this.log.info('udp session', { client: r.client, dst: r.dst, up: r.bytesUp, down: r.bytesDown, result: r.result }),
+      names: () => this.runtime.names(this.current.dns),
+      // Each client association is a session like a TCP door's connection: RELIABLE, MAXIMA, listed live.
+      openSession: (address, port) => {
+        const session = new Session({ clientAddress: address, clientPort: port, door: 'udprelay', listen });
+        session.frontProtocol = 'udprelay';
+        session.command = 'udp';
+        session.dst = { host: target.host, port: target.port };
+        return this.admitSource(session) ? session : null;
+      },
+      onSessionEnd: (r, session) => {
+        this.log.info('udp session', { client: r.client, dst: r.dst, up: r.bytesUp, down: r.bytesDown, result: r.result });
+        if (session) this.endSession(session, null);
+      },
     });
     let bound: { address: string; port: number };
     try {
@@ -435,7 +447,8 @@ export class Sockstap {
       const why = e.code === 'EADDRINUSE' ? 'address already in use' : e.message;
       throw new StartError(`cannot listen on ${label} (udprelay): ${why}`, { cause: err });
     }
-    this.log.info('listening', { door: 'udprelay', addr: formatHostPort(bound.address, bound.port), to: formatHostPort(spec.target.host, spec.target.port) });
+    listen = formatHostPort(bound.address, bound.port);
+    this.log.info('listening', { door: 'udprelay', addr: listen, to: formatHostPort(target.host, target.port) });
     return { spec, key: specKey(spec), bound: { host: bound.address, port: bound.port }, close: () => map.close() };
   }
 
@@ -488,28 +501,31 @@ export class Sockstap {
   private accept(socket: Socket, door: DoorHandler, ctx: DoorContext, listen: string): Session | null {
     // Errors after this point are handled by whoever owns the socket; never crash on one.
     socket.on('error', noop);
-    const config = this.current;
     const remote = socket.remoteAddress;
     if (!remote) {
       socket.destroy();
       return null;
     }
     const session = new Session({ clientAddress: remote, clientPort: socket.remotePort ?? 0, door: ctx.listen.door, listen });
-    const decision = checkSource(config, session.clientAddress);
-    if (!decision.allowed) {
-      this.totals.refused++;
-      this.events.emit('refused', { time: session.startMs, door: ctx.listen.door, client: session.clientLabel, code: 'EDENIED', by: decision.by });
-      this.log.info('source refused', { client: session.clientLabel, listen, by: decision.by });
-      socket.destroy();
-      return null;
-    }
-    if (!this.admit(session)) {
+    if (!this.admitSource(session)) {
       socket.destroy();
       return null;
     }
     this.attach(session, socket);
     door(socket, session, ctx);
     return session;
+  }
+
+  /** Checkpoint 1 (RELIABLE), then MAXIMA (admit()). False when refused (logged, counted). */
+  private admitSource(session: Session): boolean {
+    const decision = checkSource(this.current, session.clientAddress);
+    if (!decision.allowed) {
+      this.totals.refused++;
+      this.events.emit('refused', { time: session.startMs, door: session.door, client: session.clientLabel, code: 'EDENIED', by: decision.by });
+      this.log.info('source refused', { client: session.clientLabel, listen: session.listen, by: decision.by });
+      return false;
+    }
+    return this.admit(session);
   }
 
   /** MAXIMA for the session's source; then it is live (the admin API lists it). False when refused (logged). */

@@ -92,6 +92,7 @@ describe('udprelay', () => {
   let relay: UdpPortmap;
   let port = 0;
   const ended: UdpSessionRecord[] = [];
+  const names = new NameCache();
   before(async () => {
     echo = dgram.createSocket('udp4');
     echo.on('message', (msg, rinfo) => echo.send(Buffer.concat([Buffer.from('echo:'), msg]), rinfo.port, rinfo.address));
@@ -101,7 +102,7 @@ describe('udprelay', () => {
       listen: { host: '127.0.0.1', port: 0 },
       target: { host: '127.0.0.1', port: echo.address().port },
       idleMs: 300,
-      names: new NameCache(),
+      names: () => names,
       onSessionEnd: (r) => ended.push(r),
     });
     port = (await relay.start()).port;
