@@ -201,7 +201,7 @@ export const transparentDoor: DoorHandler = (socket, session, ctx) => {
   const proceed = (d: TransparentDestination | null): void => {
     if (socket.destroyed) return;
     if (!d) {
-      session.result = 'EPROTO';
+      session.settle('EPROTO');
       ctx.log.info('transparent: no destination (not redirected, and no Host header or TLS SNI)', { session: session.id, client: session.clientLabel });
       socket.destroy();
       return;
@@ -209,7 +209,7 @@ export const transparentDoor: DoorHandler = (socket, session, ctx) => {
     // A name that leads back to this listener would make the proxy dial itself forever.
     const dstHost = normalizeAddress(d.dst.host);
     if (d.dst.port === listenPort && (dstHost === local || isLoopbackName(dstHost))) {
-      session.result = 'EDENIED';
+      session.settle('EDENIED');
       ctx.log.info('transparent: destination is this listener; refused', { session: session.id, client: session.clientLabel, dst: `${d.dst.host}:${d.dst.port}` });
       socket.destroy();
       return;

@@ -93,7 +93,7 @@ export class LineProxy {
   toClient(bytes: Buffer | string): void {
     if (this.mode === 'done' || this.c.socket.destroyed) return;
     const b = typeof bytes === 'string' ? Buffer.from(bytes, 'latin1') : bytes;
-    this.ctx.session.bytesDown += b.length;
+    this.ctx.session.countDown(b.length);
     this.c.socket.write(b);
   }
 
@@ -186,7 +186,7 @@ export class LineProxy {
         const idleMs = this.ctx.config.timeouts.idle;
         if (idleMs > 0) {
           this.idleTimer = setTimeout(() => {
-            if (this.ctx.session.result === 'ok') this.ctx.session.result = 'idle';
+            this.ctx.session.settle('idle');
             this.destroyBoth();
           }, idleMs);
           this.idleTimer.unref();
@@ -226,7 +226,7 @@ export class LineProxy {
     const idleMs = this.ctx.config.timeouts.idle;
     if (idleMs > 0) {
       this.idleTimer = setTimeout(() => {
-        if (this.ctx.session.result === 'ok') this.ctx.session.result = 'idle';
+        this.ctx.session.settle('idle');
         this.destroyBoth();
       }, idleMs);
       this.idleTimer.unref();
@@ -269,7 +269,7 @@ export class LineProxy {
     };
     const onError = (err: Error & { code?: string }): void => {
       if (this.mode === 'relay') return;
-      if (this.ctx.session.result === 'ok') this.ctx.session.result = err.code ?? 'error';
+      this.ctx.session.settle(err.code ?? 'error');
     };
     from.socket.on('data', onData);
     from.socket.on('end', onEnd);
@@ -286,7 +286,7 @@ export class LineProxy {
   private onData(side: Side, from: Direction, to: Direction, chunk: Buffer): void {
     if (this.mode === 'done' || this.mode === 'relay') return;
     this.idleTimer?.refresh();
-    if (side === 'client') this.ctx.session.bytesUp += chunk.length;
+    if (side === 'client') this.ctx.session.countUp(chunk.length);
     const handler = side === 'client' ? this.opts.onClient : this.opts.onServer;
     // Take what the reader holds so that a line-length failure can hand every byte on.
     const prev = from.reader.buffered > 0 ? from.reader.drain() : null;
@@ -364,7 +364,7 @@ export class LineProxy {
   }
 
   private toClientRaw(b: Buffer): void {
-    this.ctx.session.bytesDown += b.length;
+    this.ctx.session.countDown(b.length);
     this.c.socket.write(b);
   }
 
@@ -474,7 +474,7 @@ export async function serverFor(ctx: TapContext): Promise<Socket | null> {
   try {
     return await ctx.dial();
   } catch {
-    ctx.session.result = 'ECONNECT';
+    ctx.session.settle('ECONNECT');
     ctx.client.destroy();
     return null;
   }
