@@ -14,6 +14,8 @@ import type { Socket } from 'node:net';
 import type { HostMatchTarget } from '../config/types.js';
 import { LineReader, LineTooLongError, type LineItem } from '../net/lines.js';
 import type { TapContext } from './tap.js';
+import { firstMatch } from '../config/first-match.js';
+import { accessDecision } from '../policy/acl.js';
 
 /** A line longer than this (command or reply) ends interpretation: the rest is relayed as is. */
 export const DEFAULT_MAX_LINE = 64 * 1024;
@@ -444,14 +446,15 @@ export function requestAllowed(
   const { session } = ctx;
   const user = session.user ?? undefined;
   const now = new Date();
-  for (const rule of ctx.config.rules) {
-    if (!rule.protocols.includes(proto)) continue;
-    if (rule.when && !rule.when.contains(now)) continue;
-    if (!rule.src.matches({ host: session.clientAddress, addresses: [session.clientAddress], user })) continue;
-    if (!rule.dst.matches(target)) continue;
-    return { allowed: rule.action === 'permit', by: rule.source };
-  }
-  return { allowed: true, by: 'default' };
+  const rule = firstMatch(
+    ctx.config.rules,
+    (rule) =>
+      rule.protocols.includes(proto) &&
+      (!rule.when || rule.when.contains(now)) &&
+      rule.src.matches({ host: session.clientAddress, addresses: [session.clientAddress], user }) &&
+      rule.dst.matches(target),
+  );
+  return accessDecision(rule);
 }
 
 /** A mailbox `local@domain` as a host-list target: the domain is the host, the local part the user. */

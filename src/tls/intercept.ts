@@ -25,6 +25,7 @@ import type { Session } from '../core/session.js';
 import type { ProxyEvents } from '../observe/events.js';
 import type { Logger } from '../observe/log.js';
 import { altNamesOf, type CertificateAuthority } from './ca.js';
+import { firstMatch } from '../config/first-match.js';
 
 /** What the first STLS rule that matches says; 'none' when no rule matches (or there are none). */
 export function stlsDecision(
@@ -33,16 +34,14 @@ export function stlsDecision(
 ): 'mitm' | 'never' | 'none' {
   if (!tlsConfig || tlsConfig.rules.length === 0) return 'none';
   const user = q.user ?? undefined;
-  for (const rule of tlsConfig.rules) {
-    if (!rule.src.matches({ host: q.clientAddress, addresses: [q.clientAddress], user })) continue;
-    // The destination as the client named it, or the name its ClientHello asked for.
-    const dstMatch =
-      rule.dst.matches({ host: q.dst.host, port: q.dst.port, user }) ||
-      (q.sni !== null && rule.dst.matches({ host: q.sni, port: q.dst.port, user }));
-    if (!dstMatch) continue;
-    return rule.action;
-  }
-  return 'none';
+  const rule = firstMatch(
+    tlsConfig.rules,
+    (rule) =>
+      rule.src.matches({ host: q.clientAddress, addresses: [q.clientAddress], user }) &&
+      // The destination as the client named it, or the name its ClientHello asked for.
+      (rule.dst.matches({ host: q.dst.host, port: q.dst.port, user }) || (q.sni !== null && rule.dst.matches({ host: q.sni, port: q.dst.port, user }))),
+  );
+  return rule ? rule.action : 'none';
 }
 
 /** SNIs whose clients rejected the leaf: relayed untouched for a while. Bounded, forgotten at reload. */

@@ -21,6 +21,7 @@ import { dialChain, type ChainOptions } from './chain.js';
 import { chainLabel, hopFromUpstream, type Chain, type Hop } from './hop.js';
 import { basicCredentials } from './http-connect.js';
 import { orderPool, recordReach } from './pool.js';
+import { firstMatch } from '../config/first-match.js';
 
 export interface RouteQuery {
   dst: HostPort;
@@ -79,9 +80,8 @@ export function planRoute(config: Config, q: RouteQuery): RoutePlan {
       if (chains.length > 0) return { chains, by: q.tapRule.source };
     }
   }
-  for (const rule of config.routes ?? []) {
-    if (routeMatches(rule, q)) return { chains: rule.via, by: rule.source, rule };
-  }
+  const rule = firstMatch(config.routes, (r) => routeMatches(r, q));
+  if (rule) return { chains: rule.via, by: rule.source, rule };
   if (config.upstreams.length > 0) {
     const chains = matchingUpstreams(config.upstreams, q.dst);
     if (chains.length > 0) return { chains, by: chains.length === 1 ? config.upstreams.find((u) => u.dst.matches(q.dst))!.source : 'PROXY/SOCKS' };
