@@ -371,6 +371,7 @@ export class Sockstap {
           listeners: () => this.addresses(),
           config: () => this.current,
           reload: () => this.reloadFromOrigin(),
+          upstreams: this.runtime.upstreams,
         }, { token: token.value, names: adminHost && isIP(adminHost) === 0 ? [adminHost] : [] });
       } catch (err) {
         await this.closeListeners();

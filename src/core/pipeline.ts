@@ -128,6 +128,7 @@ export class Pipeline implements TunnelSink {
       tapRule,
       lookup: this.lookupFor(session, config, dst),
       names: this.deps.runtime.names(config.dns),
+      upstreams: this.deps.runtime.upstreams,
       onFallback: (failed, err, next) =>
         this.deps.log.info('route failed, trying the next', { session: session.id, route: failed, code: err.code, reason: err.message, next }),
     });
@@ -152,6 +153,7 @@ export class Pipeline implements TunnelSink {
         tapRule,
         lookup: this.lookupFor(session, config, normaliseDst(dst)),
         names: this.deps.runtime.names(config.dns),
+        upstreams: this.deps.runtime.upstreams,
         ...(proto !== undefined ? { proto } : {}),
       });
     };
