@@ -7,12 +7,15 @@
 import { DEFAULT_DNS, NameCache, sameDnsSettings, type DnsSettings } from './net/dns.js';
 import { ArticleStore } from './taps/nntp/article-store.js';
 import { UpstreamHealthTable } from './upstream/pool.js';
+import { ServerTlsSessions } from './tls/intercept.js';
 
 export class Runtime {
   private nameCache: NameCache | null = null;
   private readonly articleStores = new Map<string, ArticleStore>();
   /** Upstream health marks (dead for failtimeout) and pool balancing turns, for /metrics too. */
   readonly upstreams = new UpstreamHealthTable();
+  /** Servers' TLS sessions for resumption by TLS interception (STLS=mitm), with what their verification showed. */
+  readonly tlsSessions = new ServerTlsSessions();
 
   /**
    * The name cache for these settings (HOSTS=, YAML `dns:`): one per instance, started anew when a

@@ -679,7 +679,7 @@ export class Pipeline implements TunnelSink {
     return async (client, server) => {
       let upstream;
       try {
-        upstream = await connectServerTls(server, { config, name, offerHttp: false, port: tunnel.dst.port });
+        upstream = await connectServerTls(server, { config, name, offerHttp: false, port: tunnel.dst.port, sessions: this.deps.runtime.tlsSessions });
       } catch (err) {
         const e = toProxyError(err);
         log.warn('starttls server refused, connection closed', { session: session.id, client: session.clientLabel, name, reason: e.message });
@@ -769,7 +769,7 @@ export class Pipeline implements TunnelSink {
     let upstream: Awaited<ReturnType<typeof connectServerTls>> | null = null;
     let failure: string | null = null;
     try {
-      upstream = await connectServerTls(server, { config, name, offerHttp: http11, port: tunnel.dst.port });
+      upstream = await connectServerTls(server, { config, name, offerHttp: http11, port: tunnel.dst.port, sessions: this.deps.runtime.tlsSessions });
     } catch (err) {
       failure = toProxyError(err).message;
     }
@@ -874,7 +874,7 @@ export class Pipeline implements TunnelSink {
       const s = await this.dialOwned(dst, session);
       const same = dst.host === tunnel.dst.host && dst.port === tunnel.dst.port;
       try {
-        return (await connectServerTls(s, { config, name: same ? name : dst.host, offerHttp: true, port: dst.port })).socket;
+        return (await connectServerTls(s, { config, name: same ? name : dst.host, offerHttp: true, port: dst.port, sessions: this.deps.runtime.tlsSessions })).socket;
       } catch (err) {
         s.destroy();
         throw err;
