@@ -12,6 +12,7 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { SocksClient } from 'socks';
+import { startEcho, type EchoServer } from '../helpers/origin.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
 
 const auth = { authorization: `Basic ${Buffer.from('admin:admin-secret').toString('base64')}` };
@@ -164,18 +165,81 @@ describe('RELIABLE on the udprelay door', () => {
     const echo = await udpEcho();
     const proxy = await startProxy([`-P127.0.0.1:0/udprelay://127.0.0.1:${echo.address().port}`, 'RELIABLE=127.0.0.9']);
     const client = await udp();
+    const clientLabel = `127.0.0.1:${client.address().port}`;
     try {
       client.send('refused', proxy.port('udprelay'), '127.0.0.1');
       await until('the refusal', () => proxy.proxy.totals.refused > 0);
-      const clientLabel = `127.0.0.1:${client.address().port}`;
       assert.equal(proxy.proxy.sessions.size, 0);
-      assert.match(proxy.readLog('sockstap.log'), new RegExp(`source refused client=${clientLabel.replace(/\./g, '\\.')}`));
     } finally {
       client.close();
       echo.close();
       await proxy.stop();
-      proxy.cleanup();
     }
+    // Stopped: the log files are flushed.
+    assert.match(proxy.readLog('sockstap.log'), new RegExp(`source refused client=${clientLabel.replace(/\./g, '\\.')}`));
     assert.equal(proxy.sessions().length, 0, 'no sessions.jsonl record for a refused source');
+    proxy.cleanup();
+  });
+});
+
+describe('two sockstap instances in one process share no state', () => {
+  let echo: EchoServer;
+  let a: TestProxy;
+  let b: TestProxy;
+  /** A port where nothing listens: the upstream both instances name. */
+  let deadPort = 0;
+  before(async () => {
+    echo = await startEcho();
+    const probe = net.createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    deadPort = (probe.address() as net.AddressInfo).port;
+    await new Promise((r) => probe.close(r));
+    a = await startProxy(['-P127.0.0.1:0/socks', 'HOSTS=only-a.test/127.0.0.1', `SOCKS=127.0.0.1:${deadPort}:down-a.test`, 'ADMIN=127.0.0.1:0', 'RELAY=js']);
+    b = await startProxy(['-P127.0.0.1:0/socks', `SOCKS=127.0.0.1:${deadPort}:down-a.test`, 'ADMIN=127.0.0.1:0', 'RELAY=js']);
+  });
+  after(async () => {
+    await a.stop();
+    await b.stop();
+    a.cleanup();
+    b.cleanup();
+    await echo.close();
+  });
+
+  const connect = (p: TestProxy, host: string, port: number): Promise<net.Socket> =>
+    SocksClient.createConnection({ command: 'connect', destination: { host, port }, proxy: { host: '127.0.0.1', port: p.port('socks'), type: 5 }, timeout: 10_000 }).then(
+      (r) => r.socket,
+    );
+
+  it('HOSTS= of one instance is not the other one\'s', async () => {
+    const s = await connect(a, 'only-a.test', echo.port);
+    s.destroy();
+    await assert.rejects(connect(b, 'only-a.test', echo.port));
+  });
+
+  it('a name resolved by one instance is not in the other one\'s cache', async () => {
+    const namesA = a.proxy.runtime.names(a.proxy.config().dns);
+    const namesB = b.proxy.runtime.names(b.proxy.config().dns);
+    assert.notEqual(namesA, namesB);
+    const before = { ...namesB.stats };
+    const s = await connect(a, 'localhost', echo.port);
+    s.destroy();
+    assert.ok(namesA.size > 0, 'instance a cached localhost');
+    assert.deepEqual(namesB.stats, before, "instance b's cache was not asked");
+    assert.equal(namesB.remainingMs('localhost'), 0, 'nothing cached in instance b');
+  });
+
+  it("an upstream one instance found dead is not marked in the other's /metrics", async () => {
+    await assert.rejects(connect(a, 'down-a.test', 80));
+    const label = `upstream="socks5://127.0.0.1:${deadPort}"`;
+    const metricsOf = async (p: TestProxy): Promise<string> => (await fetch(`${p.proxy.adminUrl!}metrics`)).text();
+    assert.match(await metricsOf(a), new RegExp(`sockstap_upstream_marked_dead_total\\{${label}\\} 1`));
+    assert.doesNotMatch(await metricsOf(b), new RegExp(`sockstap_upstream_\\w+\\{${label}\\}`));
+  });
+
+  it('article stores and TLS sessions are per instance', () => {
+    const dir = a.stateDir;
+    assert.notEqual(a.proxy.runtime.articleStore(dir), b.proxy.runtime.articleStore(dir));
+    assert.equal(a.proxy.runtime.articleStore(dir), a.proxy.runtime.articleStore(dir));
+    assert.notEqual(a.proxy.runtime.tlsSessions, b.proxy.runtime.tlsSessions);
   });
 });
