@@ -27,6 +27,15 @@ export class Runtime {
     return this.nameCache;
   }
 
+  private readonly said = new Set<string>();
+
+  /** True the first time `what` is asked for: a line this instance logs once (what its doors can do). */
+  once(what: string): boolean {
+    if (this.said.has(what)) return false;
+    this.said.add(what);
+    return true;
+  }
+
   /** The NNTP tap's article store in `dir` (STATEDIR/nntp-cache): one per directory. */
   articleStore(dir: string): ArticleStore {
     let s = this.articleStores.get(dir);

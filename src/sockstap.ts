@@ -462,6 +462,7 @@ export class Sockstap {
       log: this.log,
       events: this.events,
       listeners: () => this.addresses(),
+      runtime: this.runtime,
     };
     const listenLabel = formatHostPort(spec.host || '*', spec.port);
     return new Promise((resolve, reject) => {
@@ -476,7 +477,7 @@ export class Sockstap {
         const a = server.address();
         const bound = a && typeof a === 'object' ? formatHostPort(a.address, a.port) : listenLabel;
         // TPROXY needs IP_TRANSPARENT on the listener; also says at start what interception works here.
-        if (spec.door === 'transparent') prepareTransparentListener(server, this.log, bound);
+        if (spec.door === 'transparent') prepareTransparentListener(server, this.log, this.runtime, bound);
         server.on('connection', (socket: Socket) => void this.accept(socket, door, ctx, bound));
         const native = this.nativeDoor(spec, server, door, ctx, bound);
         // The thread accepts from now on; a connection libuv accepted before this still gets served.

@@ -24,6 +24,7 @@ import { ProxyEvents } from '../../src/observe/events.js';
 import type { LogFields, Logger } from '../../src/observe/log.js';
 import { startEcho, type EchoServer } from '../helpers/origin.js';
 import { NameCache } from '../../src/net/dns.js';
+import { Runtime } from '../../src/runtime.js';
 
 class MemoryLogger implements Logger {
   lines: string[] = [];
@@ -107,7 +108,7 @@ async function startDoor(
     },
   };
   const listen: ListenSpec = { host, port: 0, door: 'socks' };
-  const ctx: DoorContext = { listen, config: () => config, sink, log, events: new ProxyEvents() };
+  const ctx: DoorContext = { listen, config: () => config, sink, log, events: new ProxyEvents(), runtime: new Runtime() };
   const server = net.createServer({ pauseOnConnect: true }, (socket) => {
     socket.on('error', () => {});
     const session = new Session({
