@@ -12,6 +12,8 @@ import { ServerTlsSessions } from './tls/intercept.js';
 export class Runtime {
   private nameCache: NameCache | null = null;
   private readonly articleStores = new Map<string, ArticleStore>();
+  /** Lines said once (once()). */
+  private readonly said = new Set<string>();
   /** Upstream health marks (dead for failtimeout) and pool balancing turns, for /metrics too. */
   readonly upstreams = new UpstreamHealthTable();
   /** Servers' TLS sessions for resumption by TLS interception (STLS=mitm), with what their verification showed. */
@@ -26,8 +28,6 @@ export class Runtime {
     if (!this.nameCache || !sameDnsSettings(this.nameCache.settings, s)) this.nameCache = new NameCache(s);
     return this.nameCache;
   }
-
-  private readonly said = new Set<string>();
 
   /** True the first time `what` is asked for: a line this instance logs once (what its doors can do). */
   once(what: string): boolean {
