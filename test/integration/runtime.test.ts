@@ -14,6 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { SocksClient } from 'socks';
 import { startEcho, type EchoServer } from '../helpers/origin.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
+import { udpAssociate } from '../helpers/udp-associate.js';
 
 const auth = { authorization: `Basic ${Buffer.from('admin:admin-secret').toString('base64')}` };
 
@@ -69,21 +70,11 @@ describe('HOSTS= applies to every name sockstap resolves', () => {
 
   it('a UDP ASSOCIATE datagram to a HOSTS name reaches the mapped address', async () => {
     const client = await udp();
-    const associate = new SocksClient({
-      command: 'associate',
-      destination: { host: '127.0.0.1', port: client.address().port },
-      proxy: { host: '127.0.0.1', port: proxy.port('socks'), type: 5 },
-    });
-    const established = new Promise<{ socket: net.Socket; remoteHost?: { host: string; port: number } }>((resolve, reject) => {
-      associate.once('established', resolve);
-      associate.once('error', reject);
-    });
-    associate.connect();
-    const { socket: control, remoteHost } = await established;
+    const { control, relay } = await udpAssociate(proxy.port('socks'), client.address().port);
     try {
       const answer = nextDatagram(client);
       const frame = SocksClient.createUDPFrame({ remoteHost: { host: 'udp-echo.test', port: echo.address().port }, data: Buffer.from('by name') });
-      client.send(frame, remoteHost!.port, remoteHost!.host);
+      client.send(frame, relay.port, relay.host);
       const got = SocksClient.parseUDPFrame(await answer);
       assert.equal(got.data.toString(), 'echo:by name');
     } finally {
