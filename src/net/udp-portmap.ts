@@ -4,7 +4,7 @@
  * destination's replies go back to the right client; a session idle for `idleMs` ends. The number
  * of sessions and of datagrams queued while a session's socket opens are bounded. With
  * `openSession` each client association is a Session like a TCP door's connection (RELIABLE,
- * MAXIMA, the live list, sessions.jsonl); a client it refuses is not asked again for `idleMs`.
+ * MAXIMA, the live list, sessions.jsonl); a client it refuses is not asked again for a second.
  */
 import dgram, { type Socket as UdpSocket } from 'node:dgram';
 import { isIP } from 'node:net';
@@ -57,8 +57,9 @@ interface ClientSession {
 
 /** Datagrams held per session while its outgoing socket opens. */
 const MAX_QUEUED = 32;
-/** Refused clients remembered (their datagrams dropped unasked for `idleMs`); the oldest is forgotten first. */
+/** Refused clients remembered (their datagrams dropped unasked, so one line a second at most is logged); the oldest is forgotten first. */
 const MAX_REFUSED = 1024;
+const REFUSED_HOLD_MS = 1_000;
 
 export class UdpPortmap {
   private server: UdpSocket | null = null;
@@ -113,7 +114,7 @@ export class UdpPortmap {
         session = this.options.openSession(address, port);
         if (!session) {
           if (this.refused.size >= MAX_REFUSED) this.refused.delete(this.refused.keys().next().value!);
-          this.refused.set(key, Date.now() + this.options.idleMs);
+          this.refused.set(key, Date.now() + REFUSED_HOLD_MS);
           return;
         }
       }

@@ -173,6 +173,30 @@ describe('RELIABLE on the udprelay door', () => {
   });
 });
 
+describe('MAXIMA on the udprelay door', () => {
+  it('persrc counts client associations as it counts connections: the second one from the source is refused', async () => {
+    const echo = await udpEcho();
+    const proxy = await startProxy([`-P127.0.0.1:0/udprelay://127.0.0.1:${echo.address().port}`, 'MAXIMA=persrc:1']);
+    const first = await udp();
+    const second = await udp();
+    try {
+      const answer = nextDatagram(first);
+      first.send('one', proxy.port('udprelay'), '127.0.0.1');
+      assert.equal((await answer).toString(), 'echo:one');
+      second.send('two', proxy.port('udprelay'), '127.0.0.1');
+      await until('the refusal', () => proxy.proxy.totals.refused > 0);
+      assert.equal(proxy.proxy.sessions.size, 1);
+    } finally {
+      first.close();
+      second.close();
+      echo.close();
+      await proxy.stop();
+    }
+    assert.match(proxy.readLog('sockstap.log'), /connection limit .*limit="MAXIMA=persrc"/);
+    proxy.cleanup();
+  });
+});
+
 describe('two sockstap instances in one process share no state', () => {
   let echo: EchoServer;
   let a: TestProxy;
