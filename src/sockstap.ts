@@ -38,6 +38,7 @@ import { QuotaService, type QuotaStatus } from './policy/quota.js';
 import { BandwidthShaper } from './policy/shaping.js';
 import { UsageStore } from './policy/usage.js';
 import { limitSubject } from './pipeline/pipeline.js';
+import { Runtime } from './runtime.js';
 import { LOG_FILES, prepareDirectories, type DirectoryNeed } from './observe/dirs.js';
 
 const DOORS: Partial<Record<DoorKind, DoorHandler>> = {
@@ -112,6 +113,8 @@ export class Sockstap {
   /** The HTTP cache, open when CACHE=do (globally or in a SOCKSTAP rule's params). */
   private cache: HttpCache | null = null;
   readonly totals = { sessions: 0, refused: 0, bytesUp: 0, bytesDown: 0 };
+  /** This instance's own state (name cache, article stores, ...), handed to what needs it. */
+  readonly runtime = new Runtime();
 
   /** The registry of expected tunnels of this instance (the FTP taps announce their data connections there). */
   get expectations(): ExpectationRegistry {
@@ -144,6 +147,7 @@ export class Sockstap {
       ownAddresses: () => this.ownAddresses(),
       ca: () => this.ca,
       http: this.httpTap,
+      runtime: this.runtime,
     });
     this.sink = this.pipeline;
   }
@@ -375,6 +379,7 @@ export class Sockstap {
           listeners: () => this.addresses(),
           config: () => this.current,
           reload: () => this.reloadFromOrigin(),
+          upstreams: this.runtime.upstreams,
         }, { token: token.value, names: adminHost && isIP(adminHost) === 0 ? [adminHost] : [] });
       } catch (err) {
         await this.closeListeners();
@@ -423,12 +428,25 @@ export class Sockstap {
   private async openUdpPortmap(spec: ListenSpec): Promise<Listener> {
     const label = formatHostPort(spec.host || '*', spec.port);
     if (!spec.target) throw new StartError(`-P${label}/udprelay: no destination (udprelay://HOST:PORT)`);
+    const target = spec.target;
+    let listen = label;
     const map = new UdpPortmap({
       listen: spec,
-      target: spec.target,
+      target,
       idleMs: this.current.timeouts.idle,
-      allow: (address) => checkSource(this.current, address).allowed,
-      onSessionEnd: (r) => this.log.info('udp session', { client: r.client, dst: r.dst, up: r.bytesUp, down: r.bytesDown, result: r.result }),
+      names: () => this.runtime.names(this.current.dns),
+      // Each client association is a session like a TCP door's connection: RELIABLE, MAXIMA, listed live.
+      openSession: (address, port) => {
+        const session = new Session({ clientAddress: address, clientPort: port, door: 'udprelay', listen });
+        session.frontProtocol = 'udprelay';
+        session.command = 'udp';
+        session.dst = { host: target.host, port: target.port };
+        return this.admitSource(session) ? session : null;
+      },
+      onSessionEnd: (r, session) => {
+        this.log.info('udp session', { client: r.client, dst: r.dst, up: r.bytesUp, down: r.bytesDown, result: r.result });
+        if (session) this.endSession(session, null);
+      },
     });
     let bound: { address: string; port: number };
     try {
@@ -438,7 +456,8 @@ export class Sockstap {
       const why = e.code === 'EADDRINUSE' ? 'address already in use' : e.message;
       throw new StartError(`cannot listen on ${label} (udprelay): ${why}`, { cause: err });
     }
-    this.log.info('listening', { door: 'udprelay', addr: formatHostPort(bound.address, bound.port), to: formatHostPort(spec.target.host, spec.target.port) });
+    listen = formatHostPort(bound.address, bound.port);
+    this.log.info('listening', { door: 'udprelay', addr: listen, to: formatHostPort(target.host, target.port) });
     return { spec, key: specKey(spec), bound: { host: bound.address, port: bound.port }, close: () => map.close() };
   }
 
@@ -451,6 +470,7 @@ export class Sockstap {
       log: this.log,
       events: this.events,
       listeners: () => this.addresses(),
+      runtime: this.runtime,
     };
     const listenLabel = formatHostPort(spec.host || '*', spec.port);
     return new Promise((resolve, reject) => {
@@ -465,7 +485,7 @@ export class Sockstap {
         const a = server.address();
         const bound = a && typeof a === 'object' ? formatHostPort(a.address, a.port) : listenLabel;
         // TPROXY needs IP_TRANSPARENT on the listener; also says at start what interception works here.
-        if (spec.door === 'transparent') prepareTransparentListener(server, this.log, bound);
+        if (spec.door === 'transparent') prepareTransparentListener(server, this.log, this.runtime, bound);
         server.on('connection', (socket: Socket) => void this.accept(socket, door, ctx, bound));
         const native = this.nativeDoor(spec, server, door, ctx, bound);
         // The thread accepts from now on; a connection libuv accepted before this still gets served.
@@ -491,28 +511,31 @@ export class Sockstap {
   private accept(socket: Socket, door: DoorHandler, ctx: DoorContext, listen: string): Session | null {
     // Errors after this point are handled by whoever owns the socket; never crash on one.
     socket.on('error', noop);
-    const config = this.current;
     const remote = socket.remoteAddress;
     if (!remote) {
       socket.destroy();
       return null;
     }
     const session = new Session({ clientAddress: remote, clientPort: socket.remotePort ?? 0, door: ctx.listen.door, listen });
-    const decision = checkSource(config, session.clientAddress);
-    if (!decision.allowed) {
-      this.totals.refused++;
-      this.events.emit('refused', { time: session.startMs, door: ctx.listen.door, client: session.clientLabel, code: 'EDENIED', by: decision.by });
-      this.log.info('source refused', { client: session.clientLabel, listen, by: decision.by });
-      socket.destroy();
-      return null;
-    }
-    if (!this.admit(session)) {
+    if (!this.admitSource(session)) {
       socket.destroy();
       return null;
     }
     this.attach(session, socket);
     door(socket, session, ctx);
     return session;
+  }
+
+  /** Checkpoint 1 (RELIABLE), then MAXIMA (admit()). False when refused (logged, counted). */
+  private admitSource(session: Session): boolean {
+    const decision = checkSource(this.current, session.clientAddress);
+    if (!decision.allowed) {
+      this.totals.refused++;
+      this.events.emit('refused', { time: session.startMs, door: session.door, client: session.clientLabel, code: 'EDENIED', by: decision.by });
+      this.log.info('source refused', { client: session.clientLabel, listen: session.listen, by: decision.by });
+      return false;
+    }
+    return this.admit(session);
   }
 
   /** MAXIMA for the session's source; then it is live (the admin API lists it). False when refused (logged). */

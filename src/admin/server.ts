@@ -27,6 +27,7 @@ import { createMetrics, type ProxyMetrics } from '../observe/metrics.js';
 import { figuresObject, ProxyStats, type Figures, type LiveSession, type ThroughputPoint } from '../observe/stats.js';
 import { DASHBOARD_HTML } from './page.js';
 import { bearerMatches } from './token.js';
+import type { UpstreamHealthTable } from '../upstream/pool.js';
 
 /** One quota's use, as `GET /api/quotas` returns it (the quota service provides the list). */
 export interface QuotaUse {
@@ -53,6 +54,8 @@ export interface AdminSource {
   config?(): Config;
   /** Quota use now; without it /api/quotas answers []. */
   quotas?(): QuotaUse[] | Promise<QuotaUse[]>;
+  /** The instance's upstream health, for /metrics; without it no upstream figures. */
+  upstreams?: UpstreamHealthTable;
 }
 
 export interface AdminServer {
@@ -165,7 +168,7 @@ function withLive(map: ReadonlyMap<string, Figures>, live: Map<string, number>):
 
 export function startAdmin(address: HostPort, auth: Accounts | null, source: AdminSource, guard: AdminGuard = {}): Promise<AdminServer> {
   const stats = new ProxyStats({ sessions: source.sessions, events: source.events });
-  const metrics = createMetrics({ stats, events: source.events, cache: () => source.cache?.() ?? null });
+  const metrics = createMetrics({ stats, events: source.events, cache: () => source.cache?.() ?? null, ...(source.upstreams ? { upstreams: source.upstreams } : {}) });
   const streams = new Set<http.ServerResponse>();
   // Log files that cannot be written now (observe/log.ts retries them): the dashboard says so.
   const failingLogs = new Map<string, string>();

@@ -33,7 +33,7 @@ export function dispatchOnFirstByte(
     const door = choose(chunk[0]!);
     if (!door) {
       ctx.log.info('unknown protocol', { session: session.id, client: session.clientLabel, door: doorName, byte: chunk[0] });
-      session.result = 'EPROTO';
+      session.settle('EPROTO');
       socket.destroy();
       return;
     }
@@ -42,7 +42,7 @@ export function dispatchOnFirstByte(
   const timer = setTimeout(() => {
     socket.off('data', onData);
     ctx.log.info('handshake timeout', { session: session.id, client: session.clientLabel, door: doorName });
-    session.result = 'handshake-timeout';
+    session.settle('handshake-timeout');
     socket.destroy();
   }, ctx.config().timeouts.handshake);
   socket.once('close', () => clearTimeout(timer));

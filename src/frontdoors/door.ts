@@ -11,6 +11,7 @@ import type { Session } from '../core/session.js';
 import type { Tunnel } from '../core/tunnel.js';
 import type { ProxyEvents } from '../observe/events.js';
 import type { Logger } from '../observe/log.js';
+import type { Runtime } from '../runtime.js';
 
 /** Where doors hand their work; implemented by pipeline/pipeline.ts. */
 export interface TunnelSink {
@@ -51,6 +52,8 @@ export interface DoorContext {
   events: ProxyEvents;
   /** The listeners open now, with their bound addresses (for the PAC file); absent: this one only. */
   listeners?(): Array<{ door: string; host: string; port: number }>;
+  /** The running instance's state (src/runtime.ts). */
+  runtime: Runtime;
 }
 
 /**

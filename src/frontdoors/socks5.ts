@@ -55,7 +55,7 @@ export function refuseHandshake(
   reply: Buffer | null,
   fields: { msg: string; code: string; reason: string; user?: string },
 ): void {
-  if (session.result === 'ok') session.result = fields.code;
+  session.settle(fields.code);
   ctx.log.info(fields.msg, {
     session: session.id,
     client: session.clientLabel,

@@ -21,6 +21,7 @@ import { native, nativeUnavailable, NativeSocketError, originalDst, setTranspare
 import { sniffClient } from '../sniff/index.js';
 import { requestHeadAuthority } from '../http1/authority.js';
 import type { DoorHandler } from './door.js';
+import type { Runtime } from '../runtime.js';
 
 /** How the door found the destination; recorded in sessions.jsonl as `transparent: { via }`. */
 export type TransparentVia = 'redirect' | 'tproxy' | 'host' | 'sni';
@@ -33,15 +34,12 @@ export interface TransparentDestination {
 /** The most the fallback reads from the client: a ClientHello or a request head. */
 const FALLBACK_MAX_BYTES = 17 * 1024;
 
-let capabilityLogged = false;
-
 /**
- * What this process can do for transparent doors, said once (at the first listener, or at the
- * first connection when the wiring did not call prepareTransparentListener).
+ * What this process can do for transparent doors, said once by each running instance (at its first
+ * listener, or at the first connection when the wiring did not call prepareTransparentListener).
  */
-function logCapability(log: Logger, tproxy: { ok: true } | { ok: false; why: string } | null): void {
-  if (capabilityLogged) return;
-  capabilityLogged = true;
+function logCapability(log: Logger, runtime: Runtime, tproxy: { ok: true } | { ok: false; why: string } | null): void {
+  if (!runtime.once('transparent capability')) return;
   if (!native) {
     log.warn(`transparent: ${nativeUnavailable ?? 'native addon unavailable'}; destinations come from the HTTP Host header / TLS SNI only`);
   } else if (tproxy && !tproxy.ok) {
@@ -56,24 +54,24 @@ function logCapability(log: Logger, tproxy: { ok: true } | { ok: false; why: str
 /**
  * Call once a transparent listener is listening: sets IP_TRANSPARENT on it so TPROXY can divert
  * connections to it (the kernel only hands TPROXYed connections to transparent sockets), and
- * logs, once per process, what works (addon missing, CAP_NET_ADMIN missing). Never throws: a
+ * logs, once per instance, what works (addon missing, CAP_NET_ADMIN missing). Never throws: a
  * listener without the option still serves REDIRECT and the Host/SNI fallback.
  */
-export function prepareTransparentListener(server: Server, log: Logger, label = ''): boolean {
+export function prepareTransparentListener(server: Server, log: Logger, runtime: Runtime, label = ''): boolean {
   if (!native) {
-    logCapability(log, null);
+    logCapability(log, runtime, null);
     log.info('transparent listener', { addr: label, tproxy: false });
     return false;
   }
   try {
     setTransparent(server);
-    logCapability(log, { ok: true });
+    logCapability(log, runtime, { ok: true });
     log.info('transparent listener', { addr: label, tproxy: true });
     return true;
   } catch (err) {
     const e = err instanceof NativeSocketError ? err : new NativeSocketError('ENATIVE', String(err));
     const why = e.code === 'EPERM' ? 'IP_TRANSPARENT refused (EPERM: needs CAP_NET_ADMIN)' : `IP_TRANSPARENT failed (${e.message})`;
-    logCapability(log, { ok: false, why });
+    logCapability(log, runtime, { ok: false, why });
     log.info('transparent listener', { addr: label, tproxy: false });
     return false;
   }
@@ -166,7 +164,7 @@ export function peekServerName(socket: Socket, timeoutMs: number): Promise<Trans
 
 export const transparentDoor: DoorHandler = (socket, session, ctx) => {
   session.frontProtocol = 'transparent';
-  logCapability(ctx.log, null);
+  logCapability(ctx.log, ctx.runtime, null);
   const listenPort = portOfLabel(session.listen);
   const local = socket.localAddress ? normalizeAddress(socket.localAddress) : '';
   let found: TransparentDestination | null;
@@ -179,7 +177,7 @@ export const transparentDoor: DoorHandler = (socket, session, ctx) => {
   const proceed = (d: TransparentDestination | null): void => {
     if (socket.destroyed) return;
     if (!d) {
-      session.result = 'EPROTO';
+      session.settle('EPROTO');
       ctx.log.info('transparent: no destination (not redirected, and no Host header or TLS SNI)', { session: session.id, client: session.clientLabel });
       socket.destroy();
       return;
@@ -187,7 +185,7 @@ export const transparentDoor: DoorHandler = (socket, session, ctx) => {
     // A name that leads back to this listener would make the proxy dial itself forever.
     const dstHost = normalizeAddress(d.dst.host);
     if (d.dst.port === listenPort && (dstHost === local || isLoopbackName(dstHost))) {
-      session.result = 'EDENIED';
+      session.settle('EDENIED');
       ctx.log.info('transparent: destination is this listener; refused', { session: session.id, client: session.clientLabel, dst: `${d.dst.host}:${d.dst.port}` });
       socket.destroy();
       return;

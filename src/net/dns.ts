@@ -162,16 +162,8 @@ export class NameCache {
   }
 }
 
-let shared: NameCache | null = null;
-
-/** The process-wide cache for these settings (a reload with other settings starts a new one). */
-export function nameCache(settings: Readonly<DnsSettings> | undefined): NameCache {
-  const s = settings ?? DEFAULT_DNS;
-  if (!shared || !sameSettings(shared.settings, s)) shared = new NameCache(s);
-  return shared;
-}
-
-function sameSettings(a: Readonly<DnsSettings>, b: Readonly<DnsSettings>): boolean {
+/** Whether two DNS settings give the same answers (a reload that keeps them keeps the cache). */
+export function sameDnsSettings(a: Readonly<DnsSettings>, b: Readonly<DnsSettings>): boolean {
   return (
     a === b ||
     (a.cacheSize === b.cacheSize &&

@@ -65,7 +65,7 @@ export class HandshakeReader {
   private giveUp(msg: string): void {
     const { session, log } = this.options;
     log.info(msg, { session: session.id, client: session.clientLabel, door: session.door });
-    if (session.result === 'ok') session.result = msg === 'handshake timeout' ? 'handshake-timeout' : 'EPROTO';
+    session.settle(msg === 'handshake timeout' ? 'handshake-timeout' : 'EPROTO');
     this.release(false);
     this.socket.destroy();
     this.ended = true;
@@ -95,7 +95,7 @@ export class HandshakeReader {
         if (this.buffered) {
           const { session, log } = this.options;
           log.info('handshake incomplete', { session: session.id, client: session.clientLabel, door: session.door, bytes: this.buffered.length });
-          if (session.result === 'ok') session.result = 'EPROTO';
+          session.settle('EPROTO');
         }
         this.release(false);
         this.socket.destroy();

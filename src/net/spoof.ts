@@ -13,16 +13,18 @@
  * events. `manualStart` keeps Node from reading the not-yet-connected socket (a read there would
  * see a hang-up and end the stream).
  */
-import { lookup } from 'node:dns/promises';
 import { closeSync } from 'node:fs';
 import net, { type Socket } from 'node:net';
 import type { HostPort } from '../config/types.js';
 import { ProxyError, toProxyError } from '../core/errors.js';
 import { awaitConnect } from './connect.js';
 import { bindTransparent, NativeSocketError } from './original-dst.js';
+import type { NameCache } from './dns.js';
 
 export interface SpoofOptions {
   signal?: AbortSignal;
+  /** The running instance's name cache (HOSTS=, YAML `dns:`), for a named destination. */
+  names: NameCache;
 }
 
 /** An IPv4-mapped IPv6 spelling ("::ffff:10.0.0.2") becomes the IPv4 address. */
@@ -31,7 +33,7 @@ function plainAddress(address: string): string {
 }
 
 /** The destination's address in the client's family (a spoofed source cannot change family). */
-async function destinationAddress(dst: HostPort, family: 4 | 6): Promise<string> {
+async function destinationAddress(dst: HostPort, family: 4 | 6, names: NameCache): Promise<string> {
   const host = plainAddress(dst.host.replace(/^\[(.*)\]$/, '$1'));
   const literal = net.isIP(host);
   if (literal !== 0) {
@@ -41,7 +43,7 @@ async function destinationAddress(dst: HostPort, family: 4 | 6): Promise<string>
     return host;
   }
   try {
-    return (await lookup(host, { family })).address;
+    return await names.resolveOne(host, family);
   } catch (err) {
     const e = toProxyError(err);
     throw new ProxyError(e.code === 'EUPSTREAM' ? 'ENOTFOUND' : e.code, `SPOOF=client: ${host} has no IPv${family} address`, { cause: err });
@@ -53,11 +55,11 @@ async function destinationAddress(dst: HostPort, family: 4 | 6): Promise<string>
  * Resolves with the connected socket (allowHalfOpen, noDelay, like the direct dialer); rejects
  * with a ProxyError (EDENIED with the reason when the addon or the privilege is missing).
  */
-export async function dialSpoofed(dst: HostPort, clientAddress: string, timeoutMs: number, options: SpoofOptions = {}): Promise<Socket> {
+export async function dialSpoofed(dst: HostPort, clientAddress: string, timeoutMs: number, options: SpoofOptions): Promise<Socket> {
   const source = plainAddress(clientAddress);
   const family = net.isIP(source);
   if (family === 0) throw new ProxyError('EATYPNOTSUP', `SPOOF=client: client address ${clientAddress} is not an IP address`);
-  const address = await destinationAddress(dst, family === 6 ? 6 : 4);
+  const address = await destinationAddress(dst, family === 6 ? 6 : 4, options.names);
   let fd: number;
   try {
     fd = bindTransparent(source);

@@ -5,12 +5,12 @@
  * The association lives as long as its TCP control connection (and not past an idle timeout).
  */
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
-import { lookup } from 'node:dns/promises';
 import { isIP, isIPv4, type Socket } from 'node:net';
 import { toProxyError } from '../core/errors.js';
 import { normalizeAddress } from '../core/session.js';
 import type { BoundAddress, Tunnel } from '../core/tunnel.js';
 import { encodeUdpHeader, parseUdpHeader } from '../frontdoors/socks-wire.js';
+import type { NameCache } from './dns.js';
 
 export interface UdpAssociationOptions {
   /** The SOCKS5 TCP connection that asked for the association. */
@@ -21,6 +21,8 @@ export interface UdpAssociationOptions {
   checkDestination(host: string, port: number): boolean;
   /** Close after this long with no datagram in either direction; 0 = never. */
   idleMs: number;
+  /** The running instance's name cache (HOSTS=, YAML `dns:`) for named destinations. */
+  names: NameCache;
 }
 
 export interface UdpAssociation {
@@ -111,7 +113,7 @@ export async function openUdpAssociation(opts: UdpAssociationOptions): Promise<U
     if (isIP(host)) return host;
     const known = names.get(host);
     if (known) return known;
-    const { address } = await lookup(host);
+    const address = await opts.names.resolveOne(host);
     if (names.size >= MAX_NAMES) names.delete(names.keys().next().value!);
     names.set(host, address);
     return address;
@@ -199,7 +201,7 @@ export async function openUdpAssociation(opts: UdpAssociationOptions): Promise<U
 /** The whole UDP ASSOCIATE after policy: open, reply with the UDP address, live until the end. */
 export async function runUdpAssociate(
   tunnel: Tunnel,
-  opts: { idleMs: number; checkDestination(host: string, port: number): boolean },
+  opts: { idleMs: number; names: NameCache; checkDestination(host: string, port: number): boolean },
 ): Promise<{ up: number; down: number; result: string }> {
   let association: UdpAssociation;
   try {
@@ -208,6 +210,7 @@ export async function runUdpAssociate(
       clientHint: tunnel.dst,
       checkDestination: opts.checkDestination,
       idleMs: opts.idleMs,
+      names: opts.names,
     });
   } catch (err) {
     const e = toProxyError(err);

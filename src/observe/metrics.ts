@@ -6,7 +6,7 @@
  * sessions at scrape time; histograms are observed from the events. Nothing is done per chunk.
  * docs/admin.md lists every name and what it means.
  */
-import { isDead, upstreamHealth } from '../upstream/pool.js';
+import type { UpstreamHealthTable } from '../upstream/pool.js';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { HttpCache } from '../cache/http-cache.js';
 import type { Session } from '../core/session.js';
@@ -18,6 +18,8 @@ export interface MetricsSource {
   stats: ProxyStats;
   events: ProxyEvents;
   cache(): HttpCache | null;
+  /** The running instance's upstream health (upstream/pool.ts); absent: no upstream figures. */
+  upstreams?: UpstreamHealthTable;
 }
 
 export interface ProxyMetrics {
@@ -195,7 +197,8 @@ export function createMetrics(source: MetricsSource): ProxyMetrics {
       },
     });
   }
-  // Upstream proxies (upstream/pool.ts): figures of the process, by chain label (no credentials).
+  // Upstream proxies (upstream/pool.ts): figures of this instance, by chain label (no credentials).
+  const upstreamHealth = (): ReturnType<UpstreamHealthTable['all']> => source.upstreams?.all() ?? [];
   new Counter({
     name: 'sockstap_upstream_connections_total',
     help: 'Connections sockstap tried to an upstream proxy (its first hop), by upstream.',
@@ -230,7 +233,7 @@ export function createMetrics(source: MetricsSource): ProxyMetrics {
     registers: [registry],
     collect() {
       this.reset();
-      for (const h of upstreamHealth()) this.set({ upstream: h.upstream }, isDead(h.upstream) ? 0 : 1);
+      for (const h of upstreamHealth()) this.set({ upstream: h.upstream }, source.upstreams?.isDead(h.upstream) ? 0 : 1);
     },
   });
   new Gauge({

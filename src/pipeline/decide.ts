@@ -11,7 +11,6 @@ import { toProxyError, type ProxyError } from '../core/errors.js';
 import type { Plan } from '../core/plan.js';
 import type { Session, TunnelCommand } from '../core/session.js';
 import { normaliseDst, resolveForSession, type Resolution } from '../net/destination.js';
-import { nameCache } from '../net/dns.js';
 import { limitSubject } from './accounting.js';
 import type { PipelineDeps } from './deps.js';
 import type { Expectations } from './expectations.js';
@@ -47,7 +46,7 @@ export class Decider {
     const { command, dst, tags } = tunnel;
     const rule = ruleFor(config, session, dst);
     const name = normaliseDst(dst).host;
-    const resolution = needsAddresses(config, session, dst, rule) ? await resolveForSession(session, nameCache(config.dns), name) : null;
+    const resolution = needsAddresses(config, session, dst, rule) ? await resolveForSession(session, this.deps.runtime.names(config.dns), name) : null;
     const q = { clientAddress: session.clientAddress, dst, command };
     const plan = planTunnel(config, session, {
       command,
@@ -58,7 +57,7 @@ export class Decider {
       own: this.deps.ownAddresses?.() ?? [],
       expected: this.expectations.expects(q),
       quota: this.quota(config, session),
-      addressesKeepMs: nameCache(config.dns).remainingMs(dst.host),
+      addressesKeepMs: this.deps.runtime.names(config.dns).remainingMs(dst.host),
     });
     const expected = plan.kind === 'expected' || (plan.kind === 'bind' && plan.expected);
     return { plan, claimed: claim && expected ? this.expectations.claim(q) : null };
@@ -74,7 +73,7 @@ export class Decider {
     const base = this.deps.config();
     const dst = normaliseDst(rawDst);
     const r = rule ?? null;
-    const resolution = needsAddresses(base, session, dst, r, nameOnly) ? await resolveForSession(session, nameCache(base.dns), dst.host) : null;
+    const resolution = needsAddresses(base, session, dst, r, nameOnly) ? await resolveForSession(session, this.deps.runtime.names(base.dns), dst.host) : null;
     const refused = checkpoint(base, session, r, { dst, tags, resolution, now: new Date(), own: this.deps.ownAddresses?.() ?? [], quota: this.quota(base, session), nameOnly });
     if (refused) throw refused;
     return resolution;

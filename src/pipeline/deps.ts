@@ -11,6 +11,7 @@ import type { HttpTap } from '../taps/http/tap.js';
 import { TAPS } from '../taps/registry.js';
 import type { Tap } from '../taps/tap.js';
 import type { CertificateAuthority } from '../tls/ca.js';
+import type { Runtime } from '../runtime.js';
 
 export interface PipelineDeps {
   config(): Config;
@@ -31,6 +32,8 @@ export interface PipelineDeps {
   ca?: () => CertificateAuthority | null;
   /** This instance's HTTP tap: tapped HTTP tunnels and the HTTP door's requests. */
   http: HttpTap;
+  /** This instance's state: the name cache, the article stores, ... (src/runtime.ts). */
+  runtime: Runtime;
 }
 
 /** The most a peek reads from each direction: a TLS ClientHello of 16 KiB with its record headers. */

@@ -9,7 +9,6 @@ import { ProxyError, toProxyError, type ProxyErrorCode } from '../core/errors.js
 import type { Session } from '../core/session.js';
 import type { Tunnel } from '../core/tunnel.js';
 import { addressesOf, literalReach, normaliseDst, normaliseHost, reachedAddresses, resolveForSession } from '../net/destination.js';
-import { nameCache } from '../net/dns.js';
 import { dialSpoofed } from '../net/spoof.js';
 import { dialRoute, httpRoutesFor, mayRouteHttpToProxy, type HttpRoute } from '../upstream/router.js';
 import type { PipelineDeps } from './deps.js';
@@ -32,7 +31,7 @@ export class Dialer {
     if (session.door === 'transparent' && config.spoof) {
       // SPOOF=client: the server sees the client's own address (full transparency, TPROXY routing).
       session.route = 'direct (spoofed)';
-      return dialSpoofed(dst, session.clientAddress, config.timeouts.connect, { signal: this.deps.shutdown });
+      return dialSpoofed(dst, session.clientAddress, config.timeouts.connect, { signal: this.deps.shutdown, names: this.deps.runtime.names(config.dns) });
     }
     const tapRule = ruleFor(config, session, dst);
     return dialRoute(config, dst, session, {
@@ -40,6 +39,8 @@ export class Dialer {
       signal: this.deps.shutdown,
       tapRule,
       lookup: this.lookupFor(session, config, dst),
+      names: this.deps.runtime.names(config.dns),
+      upstreams: this.deps.runtime.upstreams,
       onFallback: (failed, err, next) =>
         this.deps.log.info('route failed, trying the next', { session: session.id, route: failed, code: err.code, reason: err.message, next }),
     });
@@ -63,6 +64,8 @@ export class Dialer {
         signal: this.deps.shutdown,
         tapRule,
         lookup: this.lookupFor(session, config, normaliseDst(dst)),
+        names: this.deps.runtime.names(config.dns),
+        upstreams: this.deps.runtime.upstreams,
         ...(proto !== undefined ? { proto } : {}),
       });
     };
@@ -73,7 +76,7 @@ export class Dialer {
    * one resolution through the name cache, which is then pinned, after the own-address check.
    */
   lookupFor(session: Session, config: Config, dst: HostPort): LookupFunction {
-    const names = nameCache(config.dns);
+    const names = this.deps.runtime.names(config.dns);
     return names.lookupFunction(async (host) => {
       const name = normaliseHost(host);
       if (name !== dst.host) return names.resolve(name); // an upstream hop's own name

@@ -59,7 +59,7 @@ export class Interceptor {
     return async (client, server) => {
       let upstream;
       try {
-        upstream = await connectServerTls(server, { config, name, offerHttp: false, port: tunnel.dst.port });
+        upstream = await connectServerTls(server, { config, name, offerHttp: false, port: tunnel.dst.port, sessions: this.deps.runtime.tlsSessions });
       } catch (err) {
         const e = toProxyError(err);
         log.warn('starttls server refused, connection closed', { session: session.id, client: session.clientLabel, name, reason: e.message });
@@ -149,7 +149,7 @@ export class Interceptor {
     let upstream: Awaited<ReturnType<typeof connectServerTls>> | null = null;
     let failure: string | null = null;
     try {
-      upstream = await connectServerTls(server, { config, name, offerHttp: http11, port: tunnel.dst.port });
+      upstream = await connectServerTls(server, { config, name, offerHttp: http11, port: tunnel.dst.port, sessions: this.deps.runtime.tlsSessions });
     } catch (err) {
       failure = toProxyError(err).message;
     }
@@ -254,7 +254,7 @@ export class Interceptor {
       const s = await this.dialer.dialOwned(dst, session);
       const same = dst.host === tunnel.dst.host && dst.port === tunnel.dst.port;
       try {
-        return (await connectServerTls(s, { config, name: same ? name : dst.host, offerHttp: true, port: dst.port })).socket;
+        return (await connectServerTls(s, { config, name: same ? name : dst.host, offerHttp: true, port: dst.port, sessions: this.deps.runtime.tlsSessions })).socket;
       } catch (err) {
         s.destroy();
         throw err;
@@ -268,7 +268,7 @@ export class Interceptor {
       rule,
       info: peek.info,
       config,
-      services: { events: this.deps.events, log: this.deps.log, cache, expectations: this.expectations },
+      services: { events: this.deps.events, log: this.deps.log, cache, expectations: this.expectations, runtime: this.deps.runtime },
       scheme: 'https',
       dial: () => dialTls(tunnel.dst),
       dialTo: async (dst, scheme) => {

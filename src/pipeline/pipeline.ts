@@ -20,7 +20,6 @@ import type { Tunnel } from '../core/tunnel.js';
 import type { TunnelSink } from '../frontdoors/door.js';
 import { runBind } from '../net/bind.js';
 import { reachedAddresses } from '../net/destination.js';
-import { nameCache } from '../net/dns.js';
 import { peekTunnel, type PeekResult } from '../net/peek.js';
 import { runUdpAssociate } from '../net/udp-relay.js';
 import { checkDestination, destinationAddresses } from '../policy/acl.js';
@@ -186,7 +185,7 @@ export class Pipeline implements TunnelSink {
       timeoutMs: (rule ?? config).timeouts.connect,
       idleMs: (rule ?? config).timeouts.idle,
       mode: relayMode(config),
-      resolve: (host) => destinationAddresses(host, nameCache(config.dns)),
+      resolve: (host) => destinationAddresses(host, this.deps.runtime.names(config.dns)),
       ...(limited?.shape ? { shape: limited.shape } : {}),
     });
     limited?.meter?.release();
@@ -348,7 +347,7 @@ export class Pipeline implements TunnelSink {
       rule,
       info: peek.info,
       config,
-      services: { events: this.deps.events, log: this.deps.log, cache, expectations: this.expectations },
+      services: { events: this.deps.events, log: this.deps.log, cache, expectations: this.expectations, runtime: this.deps.runtime },
       dial: () => this.dialer.dialOwned(tunnel.dst, session),
       dialTo: (dst) => this.dialer.dialOwned(dst, session),
       authorize: async (dst) => void (await this.decider.authorize(session, [peek.proto, ...tunnel.tags], dst, rule)),
@@ -391,6 +390,7 @@ export class Pipeline implements TunnelSink {
     const config = this.deps.config();
     const r = await runUdpAssociate(tunnel, {
       idleMs: config.timeouts.idle,
+      names: this.deps.runtime.names(config.dns),
       // Checkpoint 2 for every datagram's destination; names are matched as names, an address
       // as what it reaches (0.0.0.0 is the local host).
       checkDestination: (host, port) =>

@@ -6,6 +6,7 @@
 import { isIP } from 'node:net';
 import type { AccessRule, Config, HostPort } from '../config/types.js';
 import type { NameCache } from '../net/dns.js';
+import { firstMatch } from '../config/first-match.js';
 
 export interface Decision {
   allowed: boolean;
@@ -62,14 +63,20 @@ export function checkDestination(config: Config, q: DestinationQuery): Decision 
 function checkOne(config: Config, q: DestinationQuery, dstAddresses: readonly string[] | undefined): Decision {
   const now = q.now ?? new Date();
   const user = q.user ?? undefined;
-  for (const rule of config.rules) {
-    if (!protocolMatches(rule, q.tags)) continue;
-    if (rule.when && !rule.when.contains(now)) continue;
-    if (!rule.src.matches({ host: q.clientAddress, addresses: [q.clientAddress], user })) continue;
-    if (!rule.dst.matches({ host: q.dst.host, addresses: dstAddresses, port: q.dst.port, user })) continue;
-    return { allowed: rule.action === 'permit', by: rule.source };
-  }
-  return ALLOW_DEFAULT;
+  const rule = firstMatch(
+    config.rules,
+    (rule) =>
+      protocolMatches(rule, q.tags) &&
+      (!rule.when || rule.when.contains(now)) &&
+      rule.src.matches({ host: q.clientAddress, addresses: [q.clientAddress], user }) &&
+      rule.dst.matches({ host: q.dst.host, addresses: dstAddresses, port: q.dst.port, user }),
+  );
+  return accessDecision(rule);
+}
+
+/** What the first matching PERMIT/REJECT rule says; no rule permits. */
+export function accessDecision(rule: AccessRule | null): Decision {
+  return rule ? { allowed: rule.action === 'permit', by: rule.source } : ALLOW_DEFAULT;
 }
 
 /** Whether any destination list of the rules needs the addresses of a named destination. */

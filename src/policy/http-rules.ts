@@ -14,7 +14,8 @@
  */
 import { isIP } from 'node:net';
 import type { AccessRule, Config } from '../config/types.js';
-import type { Decision } from './acl.js';
+import { accessDecision, type Decision } from './acl.js';
+import { firstMatch } from '../config/first-match.js';
 
 export interface HttpRequestQuery {
   clientAddress: string;
@@ -27,7 +28,6 @@ export interface HttpRequestQuery {
   now?: Date;
 }
 
-const ALLOW_DEFAULT: Decision = { allowed: true, by: 'default' };
 const URL_ELEMENT = /(^|[,{!\s])[a-z][a-z0-9+.-]*:\/\//i;
 
 /** Per rules array: which rules are request rules (configs are immutable). */
@@ -68,18 +68,19 @@ function protocolMatches(rule: AccessRule, method: string): boolean {
 /** Checkpoint 3: may this HTTP request go on? */
 export function checkHttpRequest(config: Config, q: HttpRequestQuery): Decision {
   const rules = requestRules(config);
-  if (rules.length === 0) return ALLOW_DEFAULT;
+  if (rules.length === 0) return accessDecision(null);
   const now = q.now ?? new Date();
   const user = q.user ?? undefined;
   const addresses = isIP(q.host) ? [q.host] : undefined;
-  for (const rule of rules) {
-    if (!protocolMatches(rule, q.method)) continue;
-    if (rule.when && !rule.when.contains(now)) continue;
-    if (!rule.src.matches({ host: q.clientAddress, addresses: [q.clientAddress], user })) continue;
-    if (!rule.dst.matches({ host: q.host, addresses, port: q.port, user, url: q.url })) continue;
-    return { allowed: rule.action === 'permit', by: rule.source };
-  }
-  return ALLOW_DEFAULT;
+  const rule = firstMatch(
+    rules,
+    (rule) =>
+      protocolMatches(rule, q.method) &&
+      (!rule.when || rule.when.contains(now)) &&
+      rule.src.matches({ host: q.clientAddress, addresses: [q.clientAddress], user }) &&
+      rule.dst.matches({ host: q.host, addresses, port: q.port, user, url: q.url }),
+  );
+  return accessDecision(rule);
 }
 
 export interface DestinationQuery {

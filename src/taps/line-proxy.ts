@@ -14,6 +14,8 @@ import type { Socket } from 'node:net';
 import type { HostMatchTarget } from '../config/types.js';
 import { LineReader, LineTooLongError, type LineItem } from '../net/lines.js';
 import type { TapContext } from './tap.js';
+import { firstMatch } from '../config/first-match.js';
+import { accessDecision } from '../policy/acl.js';
 
 /** A line longer than this (command or reply) ends interpretation: the rest is relayed as is. */
 export const DEFAULT_MAX_LINE = 64 * 1024;
@@ -93,7 +95,7 @@ export class LineProxy {
   toClient(bytes: Buffer | string): void {
     if (this.mode === 'done' || this.c.socket.destroyed) return;
     const b = typeof bytes === 'string' ? Buffer.from(bytes, 'latin1') : bytes;
-    this.ctx.session.bytesDown += b.length;
+    this.ctx.session.countDown(b.length);
     this.c.socket.write(b);
   }
 
@@ -186,7 +188,7 @@ export class LineProxy {
         const idleMs = this.ctx.config.timeouts.idle;
         if (idleMs > 0) {
           this.idleTimer = setTimeout(() => {
-            if (this.ctx.session.result === 'ok') this.ctx.session.result = 'idle';
+            this.ctx.session.settle('idle');
             this.destroyBoth();
           }, idleMs);
           this.idleTimer.unref();
@@ -226,7 +228,7 @@ export class LineProxy {
     const idleMs = this.ctx.config.timeouts.idle;
     if (idleMs > 0) {
       this.idleTimer = setTimeout(() => {
-        if (this.ctx.session.result === 'ok') this.ctx.session.result = 'idle';
+        this.ctx.session.settle('idle');
         this.destroyBoth();
       }, idleMs);
       this.idleTimer.unref();
@@ -269,7 +271,7 @@ export class LineProxy {
     };
     const onError = (err: Error & { code?: string }): void => {
       if (this.mode === 'relay') return;
-      if (this.ctx.session.result === 'ok') this.ctx.session.result = err.code ?? 'error';
+      this.ctx.session.settle(err.code ?? 'error');
     };
     from.socket.on('data', onData);
     from.socket.on('end', onEnd);
@@ -286,7 +288,7 @@ export class LineProxy {
   private onData(side: Side, from: Direction, to: Direction, chunk: Buffer): void {
     if (this.mode === 'done' || this.mode === 'relay') return;
     this.idleTimer?.refresh();
-    if (side === 'client') this.ctx.session.bytesUp += chunk.length;
+    if (side === 'client') this.ctx.session.countUp(chunk.length);
     const handler = side === 'client' ? this.opts.onClient : this.opts.onServer;
     // Take what the reader holds so that a line-length failure can hand every byte on.
     const prev = from.reader.buffered > 0 ? from.reader.drain() : null;
@@ -364,7 +366,7 @@ export class LineProxy {
   }
 
   private toClientRaw(b: Buffer): void {
-    this.ctx.session.bytesDown += b.length;
+    this.ctx.session.countDown(b.length);
     this.c.socket.write(b);
   }
 
@@ -444,14 +446,15 @@ export function requestAllowed(
   const { session } = ctx;
   const user = session.user ?? undefined;
   const now = new Date();
-  for (const rule of ctx.config.rules) {
-    if (!rule.protocols.includes(proto)) continue;
-    if (rule.when && !rule.when.contains(now)) continue;
-    if (!rule.src.matches({ host: session.clientAddress, addresses: [session.clientAddress], user })) continue;
-    if (!rule.dst.matches(target)) continue;
-    return { allowed: rule.action === 'permit', by: rule.source };
-  }
-  return { allowed: true, by: 'default' };
+  const rule = firstMatch(
+    ctx.config.rules,
+    (rule) =>
+      rule.protocols.includes(proto) &&
+      (!rule.when || rule.when.contains(now)) &&
+      rule.src.matches({ host: session.clientAddress, addresses: [session.clientAddress], user }) &&
+      rule.dst.matches(target),
+  );
+  return accessDecision(rule);
 }
 
 /** A mailbox `local@domain` as a host-list target: the domain is the host, the local part the user. */
@@ -474,7 +477,7 @@ export async function serverFor(ctx: TapContext): Promise<Socket | null> {
   try {
     return await ctx.dial();
   } catch {
-    ctx.session.result = 'ECONNECT';
+    ctx.session.settle('ECONNECT');
     ctx.client.destroy();
     return null;
   }

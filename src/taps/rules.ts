@@ -4,6 +4,7 @@
  */
 import type { Config, HostPort, TapRule } from '../config/types.js';
 import type { StrategyPin } from '../core/destinations.js';
+import { firstMatch } from '../config/first-match.js';
 
 export interface TapQuery {
   clientAddress: string;
@@ -14,12 +15,10 @@ export interface TapQuery {
 export function pickTapRule(config: Config, q: TapQuery): TapRule | null {
   if (config.taps.length === 0) return null;
   const user = q.user ?? undefined;
-  for (const rule of config.taps) {
-    if (!rule.src.matches({ host: q.clientAddress, addresses: [q.clientAddress], user })) continue;
-    if (!rule.dst.matches({ host: q.dst.host, port: q.dst.port, user })) continue;
-    return rule;
-  }
-  return null;
+  return firstMatch(
+    config.taps,
+    (rule) => rule.src.matches({ host: q.clientAddress, addresses: [q.clientAddress], user }) && rule.dst.matches({ host: q.dst.host, port: q.dst.port, user }),
+  );
 }
 
 /**

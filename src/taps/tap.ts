@@ -11,6 +11,7 @@ import type { ExpectationRegistry } from '../core/expected.js';
 import type { ProxyEvents } from '../observe/events.js';
 import type { Logger } from '../observe/log.js';
 import type { SniffInfo } from '../sniff/types.js';
+import type { Runtime } from '../runtime.js';
 
 export interface TapServices {
   events: ProxyEvents;
@@ -19,6 +20,8 @@ export interface TapServices {
   cache: HttpCache | null;
   /** The instance's registry of expected tunnels (the FTP tap announces its data connections there). */
   expectations: ExpectationRegistry;
+  /** The running instance's state (name cache, article stores): src/runtime.ts. */
+  runtime: Runtime;
 }
 
 export interface TapContext {

@@ -25,6 +25,7 @@ import type { Session } from '../core/session.js';
 import type { ProxyEvents } from '../observe/events.js';
 import type { Logger } from '../observe/log.js';
 import { altNamesOf, type CertificateAuthority } from './ca.js';
+import { firstMatch } from '../config/first-match.js';
 
 /** What the first STLS rule that matches says; 'none' when no rule matches (or there are none). */
 export function stlsDecision(
@@ -33,16 +34,14 @@ export function stlsDecision(
 ): 'mitm' | 'never' | 'none' {
   if (!tlsConfig || tlsConfig.rules.length === 0) return 'none';
   const user = q.user ?? undefined;
-  for (const rule of tlsConfig.rules) {
-    if (!rule.src.matches({ host: q.clientAddress, addresses: [q.clientAddress], user })) continue;
-    // The destination as the client named it, or the name its ClientHello asked for.
-    const dstMatch =
-      rule.dst.matches({ host: q.dst.host, port: q.dst.port, user }) ||
-      (q.sni !== null && rule.dst.matches({ host: q.sni, port: q.dst.port, user }));
-    if (!dstMatch) continue;
-    return rule.action;
-  }
-  return 'none';
+  const rule = firstMatch(
+    tlsConfig.rules,
+    (rule) =>
+      rule.src.matches({ host: q.clientAddress, addresses: [q.clientAddress], user }) &&
+      // The destination as the client named it, or the name its ClientHello asked for.
+      (rule.dst.matches({ host: q.dst.host, port: q.dst.port, user }) || (q.sni !== null && rule.dst.matches({ host: q.sni, port: q.dst.port, user }))),
+  );
+  return rule ? rule.action : 'none';
 }
 
 /** SNIs whose clients rejected the leaf: relayed untouched for a while. Bounded, forgotten at reload. */
@@ -129,16 +128,28 @@ interface KnownSession {
   /** The trust anchors it was verified with: a reload with others verifies again. */
   trust: tls.SecureContext;
 }
-const serverSessions = new Map<string, KnownSession>();
 const MAX_SERVER_SESSIONS = 1024;
 
-function rememberSession(key: string, session: KnownSession): void {
-  serverSessions.delete(key);
-  serverSessions.set(key, session);
-  while (serverSessions.size > MAX_SERVER_SESSIONS) {
-    const oldest = serverSessions.keys().next().value;
-    if (oldest === undefined) break;
-    serverSessions.delete(oldest);
+/** The servers' TLS sessions of one running instance (src/runtime.ts), by `name:port`; the oldest is forgotten first. */
+export class ServerTlsSessions {
+  private readonly known = new Map<string, KnownSession>();
+
+  get(key: string): KnownSession | undefined {
+    return this.known.get(key);
+  }
+
+  remember(key: string, session: KnownSession): void {
+    this.known.delete(key);
+    this.known.set(key, session);
+    while (this.known.size > MAX_SERVER_SESSIONS) {
+      const oldest = this.known.keys().next().value;
+      if (oldest === undefined) break;
+      this.known.delete(oldest);
+    }
+  }
+
+  forget(key: string): void {
+    this.known.delete(key);
   }
 }
 
@@ -155,7 +166,10 @@ export interface ServerTls {
  * when asked, verified when TLSVERIFY=do. Rejects with a ProxyError('EUPSTREAM') whose message
  * says why (the certificate's verification error, a name mismatch, the handshake's failure).
  */
-export function connectServerTls(raw: Socket, o: { config: Config; name: string; offerHttp: boolean; port: number }): Promise<ServerTls> {
+export function connectServerTls(
+  raw: Socket,
+  o: { config: Config; name: string; offerHttp: boolean; port: number; sessions: ServerTlsSessions },
+): Promise<ServerTls> {
   const t = o.config.tls!;
   const servername = isIP(o.name) ? undefined : o.name;
   const sessionKey = `${o.name}:${o.port}`;
@@ -168,7 +182,7 @@ export function connectServerTls(raw: Socket, o: { config: Config; name: string;
       reject(new ProxyError('EUPSTREAM', (err as Error).message));
       return;
     }
-    const known = serverSessions.get(sessionKey);
+    const known = o.sessions.get(sessionKey);
     const resumable = known && known.trust === trust ? known : undefined;
     // Sessions that arrive before the verdict (TLS 1.2) wait for it; TLS 1.3 tickets come after.
     let verified: { subject: string | null; altNames: ReturnType<typeof altNamesOf> } | null = null;
@@ -194,7 +208,7 @@ export function connectServerTls(raw: Socket, o: { config: Config; name: string;
     }, o.config.timeouts.handshake);
     timer.unref();
     socket.on('session', (s: Buffer) => {
-      if (verified) rememberSession(sessionKey, { session: s, ...verified, trust });
+      if (verified) o.sessions.remember(sessionKey, { session: s, ...verified, trust });
       else early = s;
     });
     const fail = (err: Error): void => {
@@ -228,7 +242,7 @@ export function connectServerTls(raw: Socket, o: { config: Config; name: string;
         }
         if (why !== null) {
           socket.destroy();
-          serverSessions.delete(sessionKey);
+          o.sessions.forget(sessionKey);
           reject(new ProxyError('EUPSTREAM', `the server's certificate for ${o.name} failed verification: ${explain(why)}`));
           return;
         }
@@ -242,7 +256,7 @@ export function connectServerTls(raw: Socket, o: { config: Config; name: string;
         }
       }
       verified = { subject, altNames: altNamesOf(hasCert ? peer.subjectaltname : undefined) };
-      if (early) rememberSession(sessionKey, { session: early, ...verified, trust });
+      if (early) o.sessions.remember(sessionKey, { session: early, ...verified, trust });
       resolve({ socket, ...verified, alpn: alpnName });
     });
   });

@@ -40,119 +40,122 @@ export interface UpstreamHealth {
   markedDead: number;
 }
 
-/** Every upstream dialed so far, by chain label (bounded: the configuration names them). */
-const health = new Map<string, UpstreamHealth>();
+/** Upstreams tracked at most (the configuration names them; the oldest is forgotten first). */
 const MAX_TRACKED = 4096;
-
-function entry(label: string): UpstreamHealth {
-  let h = health.get(label);
-  if (!h) {
-    if (health.size >= MAX_TRACKED) health.delete(health.keys().next().value!);
-    h = { upstream: label, connections: 0, failures: 0, fails: 0, deadUntil: 0, markedDead: 0 };
-    health.set(label, h);
-  }
-  return h;
-}
-
-/** The figures of every upstream, for /metrics. */
-export function upstreamHealth(): UpstreamHealth[] {
-  return [...health.values()];
-}
-
-/** Forget every mark (tests). */
-export function resetUpstreamHealth(): void {
-  health.clear();
-}
-
-export function isDead(label: string, now = Date.now()): boolean {
-  const h = health.get(label);
-  return !!h && h.deadUntil > now;
-}
-
-/** The first hop of `chain` answered (or not). `pool` gives maxfails/failtimeout when pooled. */
-export function recordReach(chain: Chain, ok: boolean, pool?: PoolSpec, now = Date.now()): void {
-  if (chain.length === 0) return;
-  const h = entry(chainLabel(chain));
-  h.connections++;
-  if (ok) {
-    h.fails = 0;
-    h.deadUntil = 0;
-    return;
-  }
-  h.failures++;
-  h.fails++;
-  const maxfails = pool?.maxfails ?? DEFAULT_MAXFAILS;
-  if (h.fails >= maxfails) {
-    h.deadUntil = now + (pool?.failtimeoutMs ?? DEFAULT_FAILTIMEOUT_MS);
-    h.markedDead++;
-    // Probed back after failtimeout: one more failure marks it dead again.
-    h.fails = maxfails - 1;
-  }
-}
 
 /** Per-rule balancing state. */
 interface PoolState {
   cursor: number;
   current: number[];
 }
-const states = new WeakMap<RouteRule, PoolState>();
 
 function hash(text: string): number {
   return createHash('sha1').update(text).digest().readUInt32BE(0);
 }
 
-/** The order to try a pooled route's chains for this connection. */
-export function orderPool(rule: RouteRule, q: { clientAddress: string; dstHost: string }, now = Date.now()): readonly Chain[] {
-  const pool = rule.pool;
-  const chains = rule.via;
-  if (!pool || chains.length < 2) return chains;
-  const labels = chains.map(chainLabel);
-  const live = chains.map((_, i) => i).filter((i) => !isDead(labels[i]!, now));
-  const dead = chains.map((_, i) => i).filter((i) => isDead(labels[i]!, now));
-  let state = states.get(rule);
-  if (!state) {
-    state = { cursor: 0, current: chains.map(() => 0) };
-    states.set(rule, state);
+/**
+ * The health marks and balancing turns of one running instance (src/runtime.ts): what its dials
+ * learnt about its upstreams, shared by nothing else.
+ */
+export class UpstreamHealthTable {
+  /** Every upstream dialed so far, by chain label. */
+  private readonly health = new Map<string, UpstreamHealth>();
+  private readonly states = new WeakMap<RouteRule, PoolState>();
+
+  private entry(label: string): UpstreamHealth {
+    let h = this.health.get(label);
+    if (!h) {
+      if (this.health.size >= MAX_TRACKED) this.health.delete(this.health.keys().next().value!);
+      h = { upstream: label, connections: 0, failures: 0, fails: 0, deadUntil: 0, markedDead: 0 };
+      this.health.set(label, h);
+    }
+    return h;
   }
-  let chosen: number | undefined;
-  if (live.length > 0) {
-    switch (pool.balance) {
-      case 'first-up':
-        chosen = live[0];
-        break;
-      case 'round-robin':
-        chosen = live[state.cursor++ % live.length];
-        if (state.cursor >= 1e9) state.cursor = 0;
-        break;
-      case 'weighted': {
-        // Smooth weighted round-robin: add each weight, take the largest, subtract the total.
-        let total = 0;
-        let best = -1;
-        for (const i of live) {
-          const w = pool.weights[i] ?? 1;
-          state.current[i] = (state.current[i] ?? 0) + w;
-          total += w;
-          if (best < 0 || state.current[i]! > state.current[best]!) best = i;
-        }
-        state.current[best] = state.current[best]! - total;
-        chosen = best;
-        break;
-      }
-      case 'hash-src':
-      case 'hash-dst': {
-        const key = pool.balance === 'hash-src' ? q.clientAddress : q.dstHost.toLowerCase();
-        let bestScore = -1;
-        for (const i of live) {
-          const score = hash(`${key}\0${labels[i]}`);
-          if (score > bestScore) {
-            bestScore = score;
-            chosen = i;
-          }
-        }
-        break;
-      }
+
+  /** The figures of every upstream, for /metrics. */
+  all(): UpstreamHealth[] {
+    return [...this.health.values()];
+  }
+
+  isDead(label: string, now = Date.now()): boolean {
+    const h = this.health.get(label);
+    return !!h && h.deadUntil > now;
+  }
+
+  /** The first hop of `chain` answered (or not). `pool` gives maxfails/failtimeout when pooled. */
+  recordReach(chain: Chain, ok: boolean, pool?: PoolSpec, now = Date.now()): void {
+    if (chain.length === 0) return;
+    const h = this.entry(chainLabel(chain));
+    h.connections++;
+    if (ok) {
+      h.fails = 0;
+      h.deadUntil = 0;
+      return;
+    }
+    h.failures++;
+    h.fails++;
+    const maxfails = pool?.maxfails ?? DEFAULT_MAXFAILS;
+    if (h.fails >= maxfails) {
+      h.deadUntil = now + (pool?.failtimeoutMs ?? DEFAULT_FAILTIMEOUT_MS);
+      h.markedDead++;
+      // Probed back after failtimeout: one more failure marks it dead again.
+      h.fails = maxfails - 1;
     }
   }
-  const order = [...(chosen === undefined ? [] : [chosen]), ...live.filter((i) => i !== chosen), ...dead];
-  return order.map((i) => chains[i]!);
+
+  /** The order to try a pooled route's chains for this connection. */
+  orderPool(rule: RouteRule, q: { clientAddress: string; dstHost: string }, now = Date.now()): readonly Chain[] {
+    const pool = rule.pool;
+    const chains = rule.via;
+    if (!pool || chains.length < 2) return chains;
+    const labels = chains.map(chainLabel);
+    const live = chains.map((_, i) => i).filter((i) => !this.isDead(labels[i]!, now));
+    const dead = chains.map((_, i) => i).filter((i) => this.isDead(labels[i]!, now));
+    let state = this.states.get(rule);
+    if (!state) {
+      state = { cursor: 0, current: chains.map(() => 0) };
+      this.states.set(rule, state);
+    }
+    let chosen: number | undefined;
+    if (live.length > 0) {
+      switch (pool.balance) {
+        case 'first-up':
+          chosen = live[0];
+          break;
+        case 'round-robin':
+          chosen = live[state.cursor++ % live.length];
+          if (state.cursor >= 1e9) state.cursor = 0;
+          break;
+        case 'weighted': {
+          // Smooth weighted round-robin: add each weight, take the largest, subtract the total.
+          let total = 0;
+          let best = -1;
+          for (const i of live) {
+            const w = pool.weights[i] ?? 1;
+            state.current[i] = (state.current[i] ?? 0) + w;
+            total += w;
+            if (best < 0 || state.current[i]! > state.current[best]!) best = i;
+          }
+          state.current[best] = state.current[best]! - total;
+          chosen = best;
+          break;
+        }
+        case 'hash-src':
+        case 'hash-dst': {
+          const key = pool.balance === 'hash-src' ? q.clientAddress : q.dstHost.toLowerCase();
+          let bestScore = -1;
+          for (const i of live) {
+            const score = hash(`${key}\0${labels[i]}`);
+            if (score > bestScore) {
+              bestScore = score;
+              chosen = i;
+            }
+          }
+          break;
+        }
+      }
+    }
+    const order = [...(chosen === undefined ? [] : [chosen]), ...live.filter((i) => i !== chosen), ...dead];
+    return order.map((i) => chains[i]!);
+  }
 }

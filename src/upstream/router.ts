@@ -16,11 +16,12 @@ import type { LookupFunction, Socket } from 'node:net';
 import type { Config, HostPort, RouteRule, TapRule, Upstream } from '../config/types.js';
 import { ProxyError, toProxyError } from '../core/errors.js';
 import { normalizeAddress, type Session } from '../core/session.js';
-import { nameCache } from '../net/dns.js';
+import type { NameCache } from '../net/dns.js';
 import { dialChain, type ChainOptions } from './chain.js';
 import { chainLabel, hopFromUpstream, type Chain, type Hop } from './hop.js';
 import { basicCredentials } from './http-connect.js';
-import { orderPool, recordReach } from './pool.js';
+import type { UpstreamHealthTable } from './pool.js';
+import { firstMatch } from '../config/first-match.js';
 
 export interface RouteQuery {
   dst: HostPort;
@@ -79,9 +80,8 @@ export function planRoute(config: Config, q: RouteQuery): RoutePlan {
       if (chains.length > 0) return { chains, by: q.tapRule.source };
     }
   }
-  for (const rule of config.routes ?? []) {
-    if (routeMatches(rule, q)) return { chains: rule.via, by: rule.source, rule };
-  }
+  const rule = firstMatch(config.routes, (r) => routeMatches(r, q));
+  if (rule) return { chains: rule.via, by: rule.source, rule };
   if (config.upstreams.length > 0) {
     const chains = matchingUpstreams(config.upstreams, q.dst);
     if (chains.length > 0) return { chains, by: chains.length === 1 ? config.upstreams.find((u) => u.dst.matches(q.dst))!.source : 'PROXY/SOCKS' };
@@ -93,15 +93,15 @@ export function planRoute(config: Config, q: RouteQuery): RoutePlan {
  * planRoute() for a connection about to dial: a pooled route's chains in this connection's order
  * (upstream/pool.ts; a round-robin turn is taken here, so only dials ask this).
  */
-export function dialPlan(config: Config, q: RouteQuery): RoutePlan {
+export function dialPlan(config: Config, q: RouteQuery, upstreams: UpstreamHealthTable): RoutePlan {
   const plan = planRoute(config, q);
   if (!plan.rule?.pool) return plan;
-  return { ...plan, chains: orderPool(plan.rule, { clientAddress: q.clientAddress, dstHost: q.dst.host }) };
+  return { ...plan, chains: upstreams.orderPool(plan.rule, { clientAddress: q.clientAddress, dstHost: q.dst.host }) };
 }
 
 /** Chain options that report the first hop's health. */
-function healthHook(chain: Chain, plan: RoutePlan): Pick<ChainOptions, 'onFirstHop'> {
-  return chain.length === 0 ? {} : { onFirstHop: (ok) => recordReach(chain, ok, plan.rule?.pool) };
+function healthHook(chain: Chain, plan: RoutePlan, upstreams: UpstreamHealthTable): Pick<ChainOptions, 'onFirstHop'> {
+  return chain.length === 0 ? {} : { onFirstHop: (ok) => upstreams.recordReach(chain, ok, plan.rule?.pool) };
 }
 
 /** Whether this connection goes direct (no upstream proxy on its route). */
@@ -133,6 +133,10 @@ export interface RouteDialOptions {
   tapRule?: TapRule | null;
   /** The lookup for names dialed directly (net/destination.ts pins them per connection). */
   lookup?: LookupFunction;
+  /** The running instance's name cache (HOSTS=, YAML `dns:`) for names a hop resolves here. */
+  names: NameCache;
+  /** The running instance's upstream health marks and pool turns (upstream/pool.ts). */
+  upstreams: UpstreamHealthTable;
   /** Told about each chain that failed before the next is tried. */
   onFallback?: (failed: string, err: ProxyError, next: string) => void;
 }
@@ -143,8 +147,8 @@ export interface RouteDialOptions {
  * rejects with the last chain's error.
  */
 export async function dialRoute(config: Config, dst: HostPort, session: Session, options: RouteDialOptions): Promise<Socket> {
-  const plan = dialPlan(config, queryFor(session, dst, options.tapRule));
-  const names = nameCache(config.dns);
+  const plan = dialPlan(config, queryFor(session, dst, options.tapRule), options.upstreams);
+  const names = options.names;
   // Built only on failure: an Error captures a stack trace, too dear for every dial.
   let last: ProxyError | null = null;
   for (let i = 0; i < plan.chains.length; i++) {
@@ -157,7 +161,7 @@ export async function dialRoute(config: Config, dst: HostPort, session: Session,
         names,
         ...(options.lookup ? { lookup: options.lookup } : {}),
         srcif: srcifOf(config, session),
-        ...healthHook(chain, plan),
+        ...healthHook(chain, plan, options.upstreams),
       });
       session.peer = chain[0]?.host ?? normalizeAddress(socket.remoteAddress ?? dst.host);
       return socket;
@@ -187,7 +191,7 @@ export interface HttpUpstream {
 }
 
 export function httpUpstreamFor(config: Config, dst: HostPort, session: Session, options: RouteDialOptions): HttpUpstream | null {
-  const plan = dialPlan(config, queryFor(session, dst, options.tapRule));
+  const plan = dialPlan(config, queryFor(session, dst, options.tapRule), options.upstreams);
   const chain = plan.chains[0];
   const proxy = chain?.[chain.length - 1];
   if (!chain || !proxy || proxy.kind !== 'http') return null;
@@ -211,17 +215,17 @@ function absoluteFormRoute(config: Config, chain: Chain, proxy: Hop, options: Ro
         {
           timeoutMs: options.timeoutMs,
           signal: options.signal,
-          names: nameCache(config.dns),
+          names: options.names,
           // An absolute-form route to one proxy dials it directly: that dial is the first hop's.
-          ...(before.length === 0 ? { onFirstHop: undefined } : healthHook(chain, plan)),
+          ...(before.length === 0 ? { onFirstHop: undefined } : healthHook(chain, plan, options.upstreams)),
         },
       ).then(
         (s) => {
-          if (before.length === 0) recordReach(chain, true, plan.rule?.pool);
+          if (before.length === 0) options.upstreams.recordReach(chain, true, plan.rule?.pool);
           return s;
         },
         (err: unknown) => {
-          if (before.length === 0 && !options.signal?.aborted) recordReach(chain, false, plan.rule?.pool);
+          if (before.length === 0 && !options.signal?.aborted) options.upstreams.recordReach(chain, false, plan.rule?.pool);
           throw err;
         },
       ),
@@ -261,10 +265,10 @@ export interface HttpRouteOptions extends RouteDialOptions {
 export function httpRoutesFor(config: Config, dst: HostPort, session: Session, options: HttpRouteOptions): HttpRoute[] | null {
   const q = queryFor(session, dst, options.tapRule);
   if (options.proto !== undefined && q.proto === null) q.proto = options.proto;
-  const plan = dialPlan(config, q);
+  const plan = dialPlan(config, q, options.upstreams);
   const first = plan.chains[0];
   if (!first || first[first.length - 1]?.kind !== 'http') return null;
-  const names = nameCache(config.dns);
+  const names = options.names;
   return plan.chains.map((chain): HttpRoute => {
     const last = chain[chain.length - 1];
     if (last?.kind === 'http') return absoluteFormRoute(config, chain, last, options, plan);
@@ -280,7 +284,7 @@ export function httpRoutesFor(config: Config, dst: HostPort, session: Session, o
           names,
           ...(options.lookup ? { lookup: options.lookup } : {}),
           srcif: srcifOf(config, session),
-          ...healthHook(chain, plan),
+          ...healthHook(chain, plan, options.upstreams),
         }),
     };
   });

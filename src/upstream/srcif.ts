@@ -16,6 +16,7 @@ import { parseHostList } from '../config/hostlist.js';
 import { splitTopLevel } from '../config/split.js';
 import type { HostList, HostPort } from '../config/types.js';
 import { ConfigError } from '../config/types.js';
+import { firstMatch } from '../config/first-match.js';
 
 export interface SrcifRule {
   address: string;
@@ -91,11 +92,11 @@ export function srcifFor(rules: readonly SrcifRule[] | undefined, q: SrcifQuery)
   if (!rules || rules.length === 0) return null;
   const user = q.user ?? undefined;
   const addresses = q.addresses.map((a) => a.address);
-  for (const r of rules) {
-    if (!q.addresses.some((a) => a.family === r.family)) continue;
-    if (!r.src.matches({ host: q.clientAddress, addresses: [q.clientAddress], user })) continue;
-    if (!r.dst.matches({ host: q.dst.host, port: q.dst.port, addresses, user })) continue;
-    return r;
-  }
-  return null;
+  return firstMatch(
+    rules,
+    (r) =>
+      q.addresses.some((a) => a.family === r.family) &&
+      r.src.matches({ host: q.clientAddress, addresses: [q.clientAddress], user }) &&
+      r.dst.matches({ host: q.dst.host, port: q.dst.port, addresses, user }),
+  );
 }

@@ -14,6 +14,7 @@ import { curl, PAGE, startOrigin, type Origin } from '../helpers/origin.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
 import { danteMissing, startDante, type Dante } from '../helpers/dante.js';
 import { UdpPortmap, type UdpSessionRecord } from '../../src/net/udp-portmap.js';
+import { NameCache } from '../../src/net/dns.js';
 
 describe('tcprelay port ranges from YAML', () => {
   let origin: Origin;
@@ -91,6 +92,7 @@ describe('udprelay', () => {
   let relay: UdpPortmap;
   let port = 0;
   const ended: UdpSessionRecord[] = [];
+  const names = new NameCache();
   before(async () => {
     echo = dgram.createSocket('udp4');
     echo.on('message', (msg, rinfo) => echo.send(Buffer.concat([Buffer.from('echo:'), msg]), rinfo.port, rinfo.address));
@@ -100,6 +102,7 @@ describe('udprelay', () => {
       listen: { host: '127.0.0.1', port: 0 },
       target: { host: '127.0.0.1', port: echo.address().port },
       idleMs: 300,
+      names: () => names,
       onSessionEnd: (r) => ended.push(r),
     });
     port = (await relay.start()).port;

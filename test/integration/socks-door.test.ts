@@ -23,6 +23,8 @@ import { runUdpAssociate } from '../../src/net/udp-relay.js';
 import { ProxyEvents } from '../../src/observe/events.js';
 import type { LogFields, Logger } from '../../src/observe/log.js';
 import { startEcho, type EchoServer } from '../helpers/origin.js';
+import { NameCache } from '../../src/net/dns.js';
+import { Runtime } from '../../src/runtime.js';
 
 class MemoryLogger implements Logger {
   lines: string[] = [];
@@ -102,11 +104,11 @@ async function startDoor(
       throw new Error('not used');
     },
     async associateUdp(tunnel: Tunnel) {
-      await runUdpAssociate(tunnel, { idleMs: 0, checkDestination: (_h, p) => !blockedUdpPorts.has(p) });
+      await runUdpAssociate(tunnel, { idleMs: 0, names: new NameCache(), checkDestination: (_h, p) => !blockedUdpPorts.has(p) });
     },
   };
   const listen: ListenSpec = { host, port: 0, door: 'socks' };
-  const ctx: DoorContext = { listen, config: () => config, sink, log, events: new ProxyEvents() };
+  const ctx: DoorContext = { listen, config: () => config, sink, log, events: new ProxyEvents(), runtime: new Runtime() };
   const server = net.createServer({ pauseOnConnect: true }, (socket) => {
     socket.on('error', () => {});
     const session = new Session({

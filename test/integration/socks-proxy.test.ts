@@ -12,6 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { SocksClient } from 'socks';
 import { curl, PAGE, startOrigin, type Origin } from '../helpers/origin.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
+import { udpAssociate } from '../helpers/udp-associate.js';
 
 describe('curl through the SOCKS door', () => {
   let origin: Origin;
@@ -204,19 +205,9 @@ describe('BIND and UDP ASSOCIATE through the pipeline', () => {
     client.bind(0, '127.0.0.1');
     await once(client, 'listening');
     // Announce the exact port we will send from: only that port is accepted then.
-    const associate = new SocksClient({
-      command: 'associate',
-      destination: { host: '127.0.0.1', port: client.address().port },
-      proxy: { host: '127.0.0.1', port: proxy.port('socks'), type: 5 },
-    });
-    const established = new Promise<{ socket: net.Socket; remoteHost?: { host: string; port: number } }>((resolve, reject) => {
-      associate.once('established', resolve);
-      associate.once('error', reject);
-    });
-    associate.connect();
-    const { socket: control, remoteHost } = await established;
+    const { control, relay } = await udpAssociate(proxy.port('socks'), client.address().port);
     const answer = once(client, 'message');
-    client.send(SocksClient.createUDPFrame({ remoteHost: { host: '127.0.0.1', port: echo.address().port }, data: Buffer.from('udp!') }), remoteHost!.port, remoteHost!.host);
+    client.send(SocksClient.createUDPFrame({ remoteHost: { host: '127.0.0.1', port: echo.address().port }, data: Buffer.from('udp!') }), relay.port, relay.host);
     const frame = SocksClient.parseUDPFrame((await answer)[0] as Buffer);
     assert.equal(frame.data.toString(), 'udp!');
     assert.equal(frame.remoteHost.port, echo.address().port);

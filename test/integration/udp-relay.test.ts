@@ -5,6 +5,7 @@ import net from 'node:net';
 import { describe, it } from 'node:test';
 import { encodeUdpHeader, parseUdpHeader } from '../../src/frontdoors/socks-wire.js';
 import { openUdpAssociation } from '../../src/net/udp-relay.js';
+import { NameCache } from '../../src/net/dns.js';
 
 /** A TCP connection pair on loopback: `server` plays the proxy's control socket. */
 async function controlPair(): Promise<{ client: net.Socket; server: net.Socket; close(): void }> {
@@ -48,6 +49,7 @@ describe('openUdpAssociation', () => {
       clientHint: { host: '127.0.0.1', port: client.address().port },
       checkDestination: () => true,
       idleMs: 0,
+      names: new NameCache(),
     });
     assert.equal(a.address.address, '127.0.0.1');
     const echoPort = echo.address().port;
@@ -84,6 +86,7 @@ describe('openUdpAssociation', () => {
       clientHint: { host: '0.0.0.0', port: 0 },
       checkDestination: (_host, port) => port === echo.address().port,
       idleMs: 300,
+      names: new NameCache(),
     });
     client.send(frame(9, 'refused'), a.address.port, '127.0.0.1');
     const got = once(client, 'message');

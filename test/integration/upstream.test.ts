@@ -14,6 +14,8 @@ import { squidMissing, startSquid, type Squid } from '../helpers/squid.js';
 import { loadConfig } from '../../src/config/load.js';
 import { Session } from '../../src/core/session.js';
 import { httpUpstreamFor } from '../../src/upstream/router.js';
+import { NameCache } from '../../src/net/dns.js';
+import { UpstreamHealthTable } from '../../src/upstream/pool.js';
 
 const noDante = danteMissing();
 const noSquid = squidMissing();
@@ -167,7 +169,7 @@ describe('sockstap → Squid (HTTP CONNECT) → origin', { skip: noSquid ?? fals
     const session = new Session({ clientAddress: '127.0.0.1', clientPort: 1, door: 'http', listen: 'test' });
     session.command = 'http';
     const dst = { host: '127.0.0.1', port: origin.port };
-    const up = httpUpstreamFor(config, dst, session, { timeoutMs: 10_000 });
+    const up = httpUpstreamFor(config, dst, session, { timeoutMs: 10_000, names: new NameCache(), upstreams: new UpstreamHealthTable() });
     assert.ok(up);
     assert.equal(up.route, `http://127.0.0.1:${squid.port}`);
     const socket = await up.dial();

@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { kernelDestination, peekServerName } from '../../src/frontdoors/transparent.js';
 import { native, nativeUnavailable, NativeSocketError, originalDst, setTransparent, socketFd } from '../../src/net/original-dst.js';
 import { dialSpoofed } from '../../src/net/spoof.js';
+import { NameCache } from '../../src/net/dns.js';
 
 const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 const noAddon = native ? false : `native addon unavailable: ${nativeUnavailable ?? ''}`;
@@ -75,7 +76,7 @@ describe('native addon', { skip: noAddon }, () => {
       resolve(s.remoteAddress ?? '');
       s.end('hi');
     }));
-    const s = await dialSpoofed({ host: '127.0.0.1', port: (server.address() as AddressInfo).port }, '127.0.0.7', 2000);
+    const s = await dialSpoofed({ host: '127.0.0.1', port: (server.address() as AddressInfo).port }, '127.0.0.7', 2000, { names: new NameCache() });
     assert.equal(s.localAddress, '127.0.0.7');
     assert.equal(await seen, '127.0.0.7');
     const data = await new Promise<string>((resolve) => s.once('data', (d: Buffer) => resolve(d.toString())));
@@ -88,11 +89,11 @@ describe('native addon', { skip: noAddon }, () => {
     await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
     const port = (closed.address() as AddressInfo).port;
     await new Promise<void>((r) => closed.close(() => r()));
-    await assert.rejects(dialSpoofed({ host: '127.0.0.1', port }, '127.0.0.7', 2000), { code: 'ECONNREFUSED' });
+    await assert.rejects(dialSpoofed({ host: '127.0.0.1', port }, '127.0.0.7', 2000, { names: new NameCache() }), { code: 'ECONNREFUSED' });
   });
 
   test('dialSpoofed: families must agree', async () => {
-    await assert.rejects(dialSpoofed({ host: '::1', port: 80 }, '127.0.0.7', 2000), { code: 'EATYPNOTSUP' });
+    await assert.rejects(dialSpoofed({ host: '::1', port: 80 }, '127.0.0.7', 2000, { names: new NameCache() }), { code: 'EATYPNOTSUP' });
   });
 });
 

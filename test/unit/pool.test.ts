@@ -5,7 +5,12 @@ import assert from 'node:assert/strict';
 import { beforeEach, describe, test } from 'node:test';
 import type { PoolSpec, RouteRule } from '../../src/config/types.js';
 import { chainLabel, parseHop, type Chain } from '../../src/upstream/hop.js';
-import { isDead, orderPool, recordReach, resetUpstreamHealth } from '../../src/upstream/pool.js';
+import { UpstreamHealthTable } from '../../src/upstream/pool.js';
+
+let table = new UpstreamHealthTable();
+const orderPool: UpstreamHealthTable['orderPool'] = (...a) => table.orderPool(...a);
+const recordReach: UpstreamHealthTable['recordReach'] = (...a) => table.recordReach(...a);
+const isDead: UpstreamHealthTable['isDead'] = (...a) => table.isDead(...a);
 
 const A: Chain = [parseHop('socks5://127.0.0.1:1001', 'a')];
 const B: Chain = [parseHop('socks5://127.0.0.1:1002', 'b')];
@@ -19,7 +24,9 @@ const first = (r: RouteRule, clientAddress = '10.0.0.1', dstHost = 'example.org'
   chainLabel(orderPool(r, { clientAddress, dstHost }, now)[0]!);
 
 describe('upstream pools', () => {
-  beforeEach(() => resetUpstreamHealth());
+  beforeEach(() => {
+    table = new UpstreamHealthTable();
+  });
 
   test('round-robin takes each member in turn; the rest follow as fallbacks, dead ones last', () => {
     const r = rule('round-robin');

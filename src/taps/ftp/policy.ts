@@ -9,7 +9,8 @@
  *   REJECT=ftp:!readonly:*                    the same, in one rule
  */
 import type { Config, HostPort } from '../../config/types.js';
-import type { Decision } from '../../policy/acl.js';
+import { accessDecision, type Decision } from '../../policy/acl.js';
+import { firstMatch } from '../../config/first-match.js';
 
 export interface FtpRequestQuery {
   clientAddress: string;
@@ -24,13 +25,14 @@ export interface FtpRequestQuery {
 export function checkFtpRequest(config: Config, q: FtpRequestQuery): Decision {
   const now = q.now ?? new Date();
   const user = q.user ?? undefined;
-  for (const rule of config.rules) {
-    if (!rule.protocols.includes('ftp')) continue;
-    if (rule.when && !rule.when.contains(now)) continue;
-    if (!rule.src.matches({ host: q.clientAddress, addresses: [q.clientAddress], user })) continue;
-    const target = { host: q.dst.host, addresses: q.dstAddresses, port: q.dst.port, user, access: q.access, url: q.url };
-    if (!rule.dst.matches(target)) continue;
-    return { allowed: rule.action === 'permit', by: rule.source };
-  }
-  return { allowed: true, by: 'default' };
+  const target = { host: q.dst.host, addresses: q.dstAddresses, port: q.dst.port, user, access: q.access, url: q.url };
+  const rule = firstMatch(
+    config.rules,
+    (rule) =>
+      rule.protocols.includes('ftp') &&
+      (!rule.when || rule.when.contains(now)) &&
+      rule.src.matches({ host: q.clientAddress, addresses: [q.clientAddress], user }) &&
+      rule.dst.matches(target),
+  );
+  return accessDecision(rule);
 }

@@ -419,7 +419,7 @@ function interpret(ctx: TapContext, control: FtpControl, client: Socket, server:
     const toClient = (b: Buffer | string): void => write(client, server, b);
     const fail = (err: unknown, side: 'client' | 'server'): void => {
       if (err instanceof LineTooLongError) {
-        if (session.result === 'ok') session.result = 'ELINETOOLONG';
+        session.settle('ELINETOOLONG');
         // RFC 959 §4.2.1: 500 "Syntax error, command unrecognized" covers a line too long.
         if (side === 'client') client.end('500 Command line too long.\r\n');
         else client.end('421 Service not available, reply line too long.\r\n');
@@ -440,7 +440,7 @@ function interpret(ctx: TapContext, control: FtpControl, client: Socket, server:
     };
     const onClientData = (chunk: Buffer): void => {
       last = Date.now();
-      session.bytesUp += chunk.length;
+      session.countUp(chunk.length);
       try {
         fromClient.push(chunk, (item) => {
           const out = item.kind === 'line' ? control.command(item.bytes, toClient) : item.bytes;
@@ -452,7 +452,7 @@ function interpret(ctx: TapContext, control: FtpControl, client: Socket, server:
     };
     const onServerData = (chunk: Buffer): void => {
       last = Date.now();
-      session.bytesDown += chunk.length;
+      session.countDown(chunk.length);
       try {
         fromServer.push(chunk, (item) => {
           if (settled) {
@@ -478,7 +478,7 @@ function interpret(ctx: TapContext, control: FtpControl, client: Socket, server:
       if (!client.destroyed) client.end();
     };
     const onError = (err: NodeJS.ErrnoException): void => {
-      if (session.result === 'ok') session.result = err.code ?? 'EUPSTREAM';
+      session.settle(err.code ?? 'EUPSTREAM');
     };
     const onClose = (): void => {
       if (!(client.readableEnded && server.readableEnded)) {
@@ -493,7 +493,7 @@ function interpret(ctx: TapContext, control: FtpControl, client: Socket, server:
     };
     const timer = setInterval(() => {
       if (idleMs > 0 && Date.now() - last >= idleMs && !control.transferring) {
-        if (session.result === 'ok') session.result = 'idle';
+        session.settle('idle');
         client.destroy();
         server.destroy();
       }

@@ -34,7 +34,6 @@ import { serveHttp } from './cached.js';
 import { applyMounts, mountRequestOf } from './mount.js';
 import { verifyTunnelHost, type HostVerdict } from './host-check.js';
 import { OriginPool } from './origin-pool.js';
-import { nameCache } from '../../net/dns.js';
 import { socketBytes } from '../../net/splice.js';
 
 /** Largest upgrade response head read before the relay starts. */
@@ -101,7 +100,7 @@ function requestPath(url: string): string {
 function verifyHost(req: IncomingMessage, ctx: TapContext): Promise<HostVerdict> {
   const local = ctx.client.localAddress;
   const relay = ctx.session.door === 'tcprelay' && local && ctx.client.localPort ? { host: local, port: ctx.client.localPort } : undefined;
-  return verifyTunnelHost(req.rawHeaders, ctx.dst, nameCache(ctx.config.dns), relay, ctx.scheme === 'https' ? 443 : 80);
+  return verifyTunnelHost(req.rawHeaders, ctx.dst, ctx.services.runtime.names(ctx.config.dns), relay, ctx.scheme === 'https' ? 443 : 80);
 }
 
 function logWrongHost(ctx: TapContext, reason: string): void {

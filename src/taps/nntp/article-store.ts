@@ -99,15 +99,3 @@ export class ArticleStore {
     }
   }
 }
-
-const stores = new Map<string, ArticleStore>();
-
-/** One store per directory in this process. */
-export function articleStore(dir: string): ArticleStore {
-  let s = stores.get(dir);
-  if (!s) {
-    s = new ArticleStore(dir);
-    stores.set(dir, s);
-  }
-  return s;
-}

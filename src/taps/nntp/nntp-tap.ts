@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { lineText, type LineItem } from '../../net/lines.js';
 import { CommandQueue, LineProxy, pushBounded, saslUser, serverFor, splitCommand } from '../line-proxy.js';
 import type { Tap } from '../tap.js';
-import { articleStore, isMessageId, MAX_ARTICLE_BYTES } from './article-store.js';
+import { isMessageId, MAX_ARTICLE_BYTES } from './article-store.js';
 
 export interface NntpPost {
   /** POST or IHAVE. */
@@ -102,7 +102,7 @@ export const nntpTap: Tap = async (ctx) => {
     starttls: false,
   };
   ctx.session.sections.nntp = section;
-  const store = articleStore(join(ctx.config.stateDir, 'nntp-cache'));
+  const store = ctx.services.runtime.articleStore(join(ctx.config.stateDir, 'nntp-cache'));
 
   let lp!: LineProxy;
   const queue = new CommandQueue<Pending>((b) => lp.toClient(b));
