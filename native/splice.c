@@ -22,23 +22,23 @@
  * empty (half-close); the tunnel ends when both directions are shut, at the first error (its
  * errno name is the result), after idleMs with no byte either way ("idle"), or on spliceAbort.
  * Bytes are counted when they reach the destination.
+ *
+ * The tunnels are one client of the relay thread's loop (loop.c): each endpoint is a loop_source,
+ * and the run queue, idle sweep and graveyard are the client's drain, sweep and bury hooks.
  */
 #define _GNU_SOURCE
-#include <node_api.h>
+#include "splice.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "relay_thread.h"
+#include "loop.h"
 
 #define PIPE_SIZE (256 * 1024)
 #define POOL_KEEP 64
@@ -48,7 +48,7 @@
 typedef struct tunnel tunnel;
 
 typedef struct endpoint {
-  ep_kind kind; /* EP_TUNNEL */
+  loop_source src; /* tunnel_event */
   tunnel *t;
   int side; /* 0 = client, 1 = server */
 } endpoint;
@@ -84,34 +84,6 @@ typedef struct done_record {
   const char *result;
 } done_record;
 
-typedef enum { CMD_ADD, CMD_ABORT, CMD_RUN } cmd_kind;
-typedef struct command {
-  cmd_kind kind;
-  tunnel *t;
-  uint32_t id;
-  void (*fn)(void *); /* CMD_RUN */
-  void *arg;
-  struct command *next;
-} command;
-
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static command *cmd_head, *cmd_tail;
-static int started_thread;
-int relay_epfd = -1;
-#define epfd relay_epfd
-static int evfd = -1;
-static napi_threadsafe_function on_done;
-static uint32_t next_id;
-
-uint32_t relay_new_id(void) {
-  uint32_t id = __sync_add_and_fetch(&next_id, 1);
-  return id ? id : __sync_add_and_fetch(&next_id, 1); /* 0 is never an id */
-}
-
-int relay_running(void) {
-  return started_thread;
-}
-
 /* Thread-owned state. */
 static tunnel *live;
 static tunnel *runq;
@@ -123,13 +95,8 @@ static int pool_n;
 /* Counters read by spliceStats (relaxed: figures for the dashboard and tests). */
 static volatile long n_tunnels, n_pipes, n_started, n_ended;
 
-int64_t relay_now_ms(void);
-#define now_ms relay_now_ms
-int64_t relay_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+#define now_ms loop_now_ms
+#define epfd loop_epfd
 
 static const char *errno_result(int e) {
   switch (e) {
@@ -179,10 +146,6 @@ static void pipe_put(direction *d) {
 
 static void deliver_done(napi_env env, napi_value js_cb, js_record *rec);
 
-void relay_post_js(js_record *r) {
-  if (napi_call_threadsafe_function(on_done, r, napi_tsfn_blocking) != napi_ok) r->deliver(NULL, NULL, r);
-}
-
 static void post_done(tunnel *t) {
   done_record *r = malloc(sizeof *r);
   if (!r) return;
@@ -191,7 +154,7 @@ static void post_done(tunnel *t) {
   r->up = (double)t->dir[0].bytes;
   r->down = (double)t->dir[1].bytes;
   r->result = t->result;
-  relay_post_js(&r->head);
+  loop_post_js(&r->head);
 }
 
 static void finish(tunnel *t, const char *result) {
@@ -331,25 +294,6 @@ static void add_tunnel(tunnel *t) {
   service(t); /* edge-triggered: move what is already there */
 }
 
-static void take_commands(void) {
-  pthread_mutex_lock(&lock);
-  command *c = cmd_head;
-  cmd_head = cmd_tail = NULL;
-  pthread_mutex_unlock(&lock);
-  while (c) {
-    command *next = c->next;
-    if (c->kind == CMD_ADD) {
-      add_tunnel(c->t);
-    } else if (c->kind == CMD_RUN) {
-      c->fn(c->arg);
-    } else {
-      relay_abort_tunnel(c->id);
-    }
-    free(c);
-    c = next;
-  }
-}
-
 static void sweep_idle(int64_t now) {
   tunnel *t = live;
   while (t) {
@@ -359,50 +303,29 @@ static void sweep_idle(int64_t now) {
   }
 }
 
-static void *relay_thread(void *arg) {
-  (void)arg;
-  struct epoll_event evs[256];
-  int64_t last_sweep = now_ms();
-  for (;;) {
-    int n = epoll_wait(epfd, evs, 256, runq ? 0 : 1000);
-    if (n < 0 && errno != EINTR) break;
-    for (int i = 0; i < n; i++) {
-      if (evs[i].data.ptr == NULL) {
-        uint64_t v;
-        (void)!read(evfd, &v, sizeof v);
-        take_commands();
-        continue;
-      }
-      if (*(ep_kind *)evs[i].data.ptr != EP_TUNNEL) {
-        door_event(evs[i].data.ptr, evs[i].events);
-        continue;
-      }
-      endpoint *ep = evs[i].data.ptr;
-      tunnel *t = ep->t;
-      if (t->done) continue;
-      if (evs[i].events & EPOLLERR) {
-        /* A reset or other socket error: it may never show in a read or write that is not made. */
-        int err = 0;
-        socklen_t len = sizeof err;
-        if (getsockopt(t->fd[ep->side], SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
-          finish(t, errno_result(err));
-          continue;
-        }
-      }
-      service(t);
+/* The events of one endpoint. */
+static void tunnel_event(loop_source *src, uint32_t events) {
+  endpoint *ep = (endpoint *)src;
+  tunnel *t = ep->t;
+  if (t->done) return;
+  if (events & EPOLLERR) {
+    /* A reset or other socket error: it may never show in a read or write that is not made. */
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(t->fd[ep->side], SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
+      finish(t, errno_result(err));
+      return;
     }
-    run_queue();
-    int64_t now = now_ms();
-    if (now - last_sweep >= 250) {
-      last_sweep = now;
-      sweep_idle(now);
-      door_sweep(now);
-    }
-    bury();
-    door_bury();
   }
-  return NULL;
+  service(t);
 }
+
+static int drain(void) {
+  run_queue();
+  return runq != NULL;
+}
+
+static loop_client splice_client = { drain, sweep_idle, bury, NULL };
 
 /* ---- JavaScript side ---- */
 
@@ -420,57 +343,15 @@ static void deliver_done(napi_env env, napi_value js_cb, js_record *rec) {
   free(r);
 }
 
-/* One queue for every record the thread sends to JavaScript, so they arrive in the order sent. */
-static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
-  js_record *r = data;
-  r->deliver(env, js_cb, r);
-}
-
-static napi_value throw_code(napi_env env, const char *code, const char *msg) {
-  napi_throw_error(env, code, msg);
-  return NULL;
-}
-
 static napi_value splice_init(napi_env env, napi_callback_info info) {
   size_t argc = 1;
-  napi_value argv[1], name;
+  napi_value argv[1];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1)
-    return throw_code(env, "EINVAL", "spliceInit: expected a callback");
-  if (started_thread) return throw_code(env, "EEXIST", "spliceInit: already initialised");
-  napi_create_string_utf8(env, "sockstap splice relay", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_threadsafe_function(env, argv[0], NULL, name, 0, 1, NULL, NULL, NULL, call_js, &on_done) != napi_ok)
-    return throw_code(env, "ENATIVE", "spliceInit: cannot create the completion callback");
-  /* Open JavaScript sockets keep the process alive while tunnels run; this callback must not. */
-  napi_unref_threadsafe_function(env, on_done);
-  epfd = epoll_create1(EPOLL_CLOEXEC);
-  evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (epfd < 0 || evfd < 0) return throw_code(env, "ENATIVE", "spliceInit: epoll/eventfd failed");
-  struct epoll_event ev;
-  ev.events = EPOLLIN;
-  ev.data.ptr = NULL;
-  epoll_ctl(epfd, EPOLL_CTL_ADD, evfd, &ev);
-  pthread_t th;
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  if (pthread_create(&th, &attr, relay_thread, NULL) != 0) {
-    pthread_attr_destroy(&attr);
-    return throw_code(env, "ENATIVE", "spliceInit: cannot start the relay thread");
-  }
-  pthread_attr_destroy(&attr);
-  started_thread = 1;
+    return loop_throw(env, "EINVAL", "spliceInit: expected a callback");
+  if (loop_running()) return loop_throw(env, "EEXIST", "spliceInit: already initialised");
+  loop_add_client(&splice_client);
+  if (loop_start(env, argv[0]) != 0) return NULL;
   return NULL;
-}
-
-static void push_command(command *c) {
-  c->next = NULL;
-  pthread_mutex_lock(&lock);
-  if (cmd_tail) cmd_tail->next = c;
-  else cmd_head = c;
-  cmd_tail = c;
-  pthread_mutex_unlock(&lock);
-  uint64_t one = 1;
-  (void)!write(evfd, &one, sizeof one);
 }
 
 /* A new tunnel's fields; the caller has set t->fd[]. */
@@ -479,7 +360,7 @@ static void tunnel_init(tunnel *t, uint32_t id, int64_t idle, double *live) {
   t->idle_ms = idle > 0 ? idle : 0;
   t->live = live;
   for (int i = 0; i < 2; i++) {
-    t->ep[i].kind = EP_TUNNEL;
+    t->ep[i].src.on_event = tunnel_event;
     t->ep[i].t = t;
     t->ep[i].side = i;
     t->dir[i].pr = t->dir[i].pw = -1;
@@ -490,7 +371,7 @@ static void tunnel_init(tunnel *t, uint32_t id, int64_t idle, double *live) {
   t->dir[1].dst = 0;
 }
 
-void relay_adopt(uint32_t id, int cfd, int sfd, int64_t idle_ms, double *live) {
+void splice_adopt(uint32_t id, int cfd, int sfd, int64_t idle_ms, double *live) {
   tunnel *t = calloc(1, sizeof *t);
   if (!t) {
     close(cfd);
@@ -505,7 +386,7 @@ void relay_adopt(uint32_t id, int cfd, int sfd, int64_t idle_ms, double *live) {
   add_tunnel(t);
 }
 
-int relay_abort_tunnel(uint32_t id) {
+int splice_abort_tunnel(uint32_t id) {
   for (tunnel *t = live; t; t = t->next) {
     if (t->id == id) {
       finish(t, "aborted");
@@ -515,15 +396,13 @@ int relay_abort_tunnel(uint32_t id) {
   return 0;
 }
 
-int relay_run(void (*fn)(void *), void *arg) {
-  command *c = malloc(sizeof *c);
-  if (!c) return -1;
-  c->kind = CMD_RUN;
-  c->fn = fn;
-  c->arg = arg;
-  c->t = NULL;
-  push_command(c);
-  return 0;
+/* On the relay thread: a tunnel spliceStart made. */
+static void add_posted(void *arg) {
+  add_tunnel(arg);
+}
+
+static void abort_posted(void *arg) {
+  splice_abort_tunnel((uint32_t)(uintptr_t)arg);
 }
 
 static napi_value splice_start(napi_env env, napi_callback_info info) {
@@ -534,37 +413,34 @@ static napi_value splice_start(napi_env env, napi_callback_info info) {
   napi_typedarray_type ta_type;
   size_t ta_len = 0;
   void *ta_data = NULL;
-  if (!started_thread) return throw_code(env, "ENATIVE", "spliceStart: spliceInit was not called");
+  if (!loop_running()) return loop_throw(env, "ENATIVE", "spliceStart: spliceInit was not called");
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 ||
       napi_get_value_int32(env, argv[0], &cfd) != napi_ok || napi_get_value_int32(env, argv[1], &sfd) != napi_ok ||
       napi_get_value_int64(env, argv[2], &idle) != napi_ok || cfd < 0 || sfd < 0 ||
       napi_get_typedarray_info(env, argv[3], &ta_type, &ta_len, &ta_data, NULL, NULL) != napi_ok ||
       ta_type != napi_float64_array || ta_len < 2)
-    return throw_code(env, "EINVAL", "spliceStart: expected (clientFd, serverFd, idleMs, Float64Array(2))");
+    return loop_throw(env, "EINVAL", "spliceStart: expected (clientFd, serverFd, idleMs, Float64Array(2))");
   tunnel *t = calloc(1, sizeof *t);
-  command *c = malloc(sizeof *c);
-  if (!t || !c) {
-    free(t);
-    free(c);
-    return throw_code(env, "ENOMEM", "spliceStart: out of memory");
-  }
+  if (!t) return loop_throw(env, "ENOMEM", "spliceStart: out of memory");
   t->fd[0] = fcntl(cfd, F_DUPFD_CLOEXEC, 0);
   t->fd[1] = t->fd[0] < 0 ? -1 : fcntl(sfd, F_DUPFD_CLOEXEC, 0);
   if (t->fd[0] < 0 || t->fd[1] < 0) {
     int e = errno;
     if (t->fd[0] >= 0) close(t->fd[0]);
     free(t);
-    free(c);
-    return throw_code(env, e == EMFILE ? "EMFILE" : e == ENFILE ? "ENFILE" : "EBADF", "spliceStart: cannot duplicate the descriptors");
+    return loop_throw(env, e == EMFILE ? "EMFILE" : e == ENFILE ? "ENFILE" : "EBADF", "spliceStart: cannot duplicate the descriptors");
   }
-  tunnel_init(t, relay_new_id(), idle, ta_data);
+  tunnel_init(t, loop_new_id(), idle, ta_data);
+  if (loop_run(add_posted, t) != 0) {
+    close(t->fd[0]);
+    close(t->fd[1]);
+    free(t);
+    return loop_throw(env, "ENOMEM", "spliceStart: out of memory");
+  }
   __sync_fetch_and_add(&n_tunnels, 1);
   __sync_fetch_and_add(&n_started, 1);
-  c->kind = CMD_ADD;
-  c->t = t;
   napi_value id;
   napi_create_uint32(env, t->id, &id);
-  push_command(c);
   return id;
 }
 
@@ -574,31 +450,16 @@ static napi_value splice_abort(napi_env env, napi_callback_info info) {
   uint32_t id;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
       napi_get_value_uint32(env, argv[0], &id) != napi_ok)
-    return throw_code(env, "EINVAL", "spliceAbort: expected a tunnel id");
-  if (!started_thread) return NULL;
-  command *c = malloc(sizeof *c);
-  if (!c) return throw_code(env, "ENOMEM", "spliceAbort: out of memory");
-  c->kind = CMD_ABORT;
-  c->id = id;
-  c->t = NULL;
-  push_command(c);
+    return loop_throw(env, "EINVAL", "spliceAbort: expected a tunnel id");
+  if (!loop_running()) return NULL;
+  if (loop_run(abort_posted, (void *)(uintptr_t)id) != 0) return loop_throw(env, "ENOMEM", "spliceAbort: out of memory");
   return NULL;
-}
-
-napi_value relay_figures(napi_env env, const char *const names[], const double values[], int n) {
-  napi_value obj, v;
-  napi_create_object(env, &obj);
-  for (int i = 0; i < n; i++) {
-    napi_create_double(env, values[i], &v);
-    napi_set_named_property(env, obj, names[i], v);
-  }
-  return obj;
 }
 
 static napi_value splice_stats(napi_env env, napi_callback_info info) {
   static const char *const names[] = { "tunnels", "pipes", "started", "ended" };
   const double values[] = { (double)n_tunnels, (double)n_pipes, (double)n_started, (double)n_ended };
-  return relay_figures(env, names, values, 4);
+  return loop_figures(env, names, values, 4);
 }
 
 void splice_register(napi_env env, napi_value exports) {
