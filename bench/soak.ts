@@ -88,7 +88,8 @@ interface Proxy {
   port: number;
   /** PIDs whose RSS and fds are added up (Dante forks children). */
   pids(): number[];
-  handles(): Promise<number | null>;
+  /** Active handles and the V8 heap in use (sockstap's /metrics); nulls for Dante. */
+  runtime(): Promise<{ handles: number | null; heapMiB: number | null }>;
   reload(): void;
   alive(): boolean;
   /** The last lines the proxy logged (printed when it died or a good client saw errors). */
@@ -119,7 +120,7 @@ async function startSockstap(): Promise<Proxy> {
     name: 'sockstap',
     port,
     pids: () => (child.pid ? [child.pid] : []),
-    async handles() {
+    async runtime() {
       const text = await new Promise<string>((resolve) => {
         const req = http.get({ host: '127.0.0.1', port: adminPort, path: '/metrics', timeout: OP_TIMEOUT }, (res) => {
           let t = '';
@@ -133,7 +134,11 @@ async function startSockstap(): Promise<Proxy> {
       // The per-type gauges (nodejs_active_handles{type="Socket"} ...): /metrics drops prom-client's
       // *_total sum, which promtool refuses.
       const counts = [...text.matchAll(/^nodejs_active_handles\{[^}]*\} (\d+)/gm)].map((m) => Number(m[1]));
-      return counts.length > 0 ? counts.reduce((a, b) => a + b, 0) : null;
+      const heap = /^nodejs_heap_size_used_bytes (\d+)/m.exec(text);
+      return {
+        handles: counts.length > 0 ? counts.reduce((a, b) => a + b, 0) : null,
+        heapMiB: heap ? Math.round(Number(heap[1]) / 1048576) : null,
+      };
     },
     reload: () => child.kill('SIGHUP'),
     alive: () => child.exitCode === null && child.signalCode === null,
@@ -189,7 +194,7 @@ async function startDanteProxy(): Promise<Proxy> {
     name: 'dante',
     port: d.port,
     pids: () => processTree(pid),
-    handles: () => Promise.resolve(null),
+    runtime: () => Promise.resolve({ handles: null, heapMiB: null }),
     // Dante logs every session end; what explains errors are its other lines.
     logTail: () =>
       d
@@ -240,6 +245,7 @@ interface Sample {
   fds: number;
   processes: number;
   handles: number | null;
+  heapMiB: number | null;
 }
 
 function rssKiB(pid: number): number {
@@ -267,7 +273,7 @@ async function sample(p: Proxy, label: string): Promise<Sample> {
     rssKiB: pids.reduce((n, x) => n + rssKiB(x), 0),
     fds: pids.reduce((n, x) => n + fdCount(x), 0),
     processes: pids.length,
-    handles: await p.handles(),
+    ...(await p.runtime()),
   };
 }
 
@@ -353,7 +359,7 @@ async function churnClient(proxyPort: number, o: Origins, c: Counters, until: nu
       try {
         const s = await socksConnect(proxyPort, o.httpPort);
         const status = await new Promise<number>((resolve, reject) => {
-          const req = http.request({ createConnection: () => s, host: '127.0.0.1', port: o.httpPort, path: `/soak/${k}/${i}`, agent: false, timeout: OP_TIMEOUT }, (res) => {
+          const req = http.request({ createConnection: () => s, host: '127.0.0.1', port: o.httpPort, path: `/soak/${k}/${i}`, timeout: OP_TIMEOUT }, (res) => {
             let bytes = 0;
             res.on('data', (b: Buffer) => (bytes += b.length));
             res.on('end', () => (bytes === 16 * 1024 ? resolve(res.statusCode ?? 0) : reject(new Error(`HTTP body ${bytes} bytes`))));
@@ -501,7 +507,7 @@ async function hostileClient(proxyPort: number, o: Origins, c: Counters, until: 
 function formatSamples(name: string, samples: Sample[]): string {
   const rows = samples.map(
     (s) =>
-      `${name.padEnd(9)} ${s.label.padEnd(14)} ${String(Math.round(s.rssKiB / 1024)).padStart(7)} MiB ${String(s.fds).padStart(6)} fds ${String(s.processes).padStart(4)} proc ${s.handles === null ? '     -' : String(s.handles).padStart(6)} handles ${String(s.timeWait).padStart(7)} time-wait`,
+      `${name.padEnd(9)} ${s.label.padEnd(14)} ${String(Math.round(s.rssKiB / 1024)).padStart(7)} MiB ${String(s.fds).padStart(6)} fds ${String(s.processes).padStart(4)} proc ${s.handles === null ? '     -' : String(s.handles).padStart(6)} handles ${s.heapMiB === null ? '    -' : String(s.heapMiB).padStart(5)} MiB heap ${String(s.timeWait).padStart(7)} time-wait`,
   );
   return rows.join('\n');
 }
@@ -598,7 +604,7 @@ async function main(): Promise<void> {
   } finally {
     await o.close();
   }
-  console.log(`\n${'proxy'.padEnd(9)} ${'when'.padEnd(14)} ${'RSS'.padStart(11)} ${'fds'.padStart(10)} ${'processes'.padStart(9)} ${'handles'.padStart(13)} ${'TIME_WAIT'.padStart(17)}`);
+  console.log(`\n${'proxy'.padEnd(9)} ${'when'.padEnd(14)} ${'RSS'.padStart(11)} ${'fds'.padStart(10)} ${'processes'.padStart(9)} ${'handles'.padStart(13)} ${'V8 heap'.padStart(14)} ${'TIME_WAIT'.padStart(17)}`);
   console.log(results.join('\n'));
   process.exitCode = failed ? 1 : 0;
 }

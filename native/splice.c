@@ -430,17 +430,22 @@ static napi_value splice_start(napi_env env, napi_callback_info info) {
     free(t);
     return loop_throw(env, e == EMFILE ? "EMFILE" : e == ENFILE ? "ENFILE" : "EBADF", "spliceStart: cannot duplicate the descriptors");
   }
-  tunnel_init(t, loop_new_id(), idle, ta_data);
+  uint32_t tid = loop_new_id();
+  tunnel_init(t, tid, idle, ta_data);
+  /* Counted before the thread can see it: it may end it (and free it) at once. */
+  __sync_fetch_and_add(&n_tunnels, 1);
+  __sync_fetch_and_add(&n_started, 1);
   if (loop_run(add_posted, t) != 0) {
+    __sync_fetch_and_sub(&n_tunnels, 1);
+    __sync_fetch_and_sub(&n_started, 1);
     close(t->fd[0]);
     close(t->fd[1]);
     free(t);
     return loop_throw(env, "ENOMEM", "spliceStart: out of memory");
   }
-  __sync_fetch_and_add(&n_tunnels, 1);
-  __sync_fetch_and_add(&n_started, 1);
+  /* Not t->id: once posted, the tunnel belongs to the thread. */
   napi_value id;
-  napi_create_uint32(env, t->id, &id);
+  napi_create_uint32(env, tid, &id);
   return id;
 }
 
