@@ -2,10 +2,10 @@
   "targets": [
     {
       "target_name": "sockstap_native",
-      "sources": ["native/sockstap_native.c", "native/splice_relay.c", "native/socks_door.c"],
+      "sources": ["native/sockstap_native.c", "native/loop.c", "native/splice.c", "native/door_binding.c", "native/door_machine.c", "native/door_wire.c", "native/door_memo.c"],
       "cflags": ["-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"],
       "conditions": [
-        ["OS!='linux'", { "type": "none", "sources!": ["native/sockstap_native.c", "native/splice_relay.c", "native/socks_door.c"] }]
+        ["OS!='linux'", { "type": "none", "sources!": ["native/sockstap_native.c", "native/loop.c", "native/splice.c", "native/door_binding.c", "native/door_machine.c", "native/door_wire.c", "native/door_memo.c"] }]
       ]
     }
   ]

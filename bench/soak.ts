@@ -11,7 +11,13 @@
  *
  * Environment: SOAK_SECONDS (600), SOAK_PROXIES (sockstap,dante), SOAK_IDLE idle tunnels (500),
  * SOAK_CHURN concurrent churn clients (8), SOAK_HOSTILE concurrent hostile clients (6),
- * SOAK_RELOAD_SECONDS between reloads (10), SOAK_TAP the SOCKSTAP value (all).
+ * SOAK_RELOAD_SECONDS between reloads (10), SOAK_TAP the SOCKSTAP value (all), SOAK_RATE the churn
+ * clients' tunnels per second together (200; 0 = as fast as they go).
+ *
+ * Why a rate: Dante binds each outgoing socket to its external address before connecting, and a
+ * bound port in TIME_WAIT cannot be taken again (tcp_tw_reuse applies to connect() alone), so
+ * above about 28,000 / 60 s ≈ 470 tunnels per second it runs out of loopback ports within a
+ * minute, and its figures would measure that. 200 per second is the same load for both.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -31,6 +37,7 @@ const CHURN = Number(process.env.SOAK_CHURN ?? 8);
 const HOSTILE = Number(process.env.SOAK_HOSTILE ?? 6);
 const RELOAD_SECONDS = Number(process.env.SOAK_RELOAD_SECONDS ?? 10);
 const TAP = process.env.SOAK_TAP ?? 'all';
+const RATE = Number(process.env.SOAK_RATE ?? 200);
 const OP_TIMEOUT = 10_000;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -81,7 +88,8 @@ interface Proxy {
   port: number;
   /** PIDs whose RSS and fds are added up (Dante forks children). */
   pids(): number[];
-  handles(): Promise<number | null>;
+  /** Active handles and the V8 heap in use (sockstap's /metrics); nulls for Dante. */
+  runtime(): Promise<{ handles: number | null; heapMiB: number | null }>;
   reload(): void;
   alive(): boolean;
   /** The last lines the proxy logged (printed when it died or a good client saw errors). */
@@ -112,7 +120,7 @@ async function startSockstap(): Promise<Proxy> {
     name: 'sockstap',
     port,
     pids: () => (child.pid ? [child.pid] : []),
-    async handles() {
+    async runtime() {
       const text = await new Promise<string>((resolve) => {
         const req = http.get({ host: '127.0.0.1', port: adminPort, path: '/metrics', timeout: OP_TIMEOUT }, (res) => {
           let t = '';
@@ -123,8 +131,14 @@ async function startSockstap(): Promise<Proxy> {
         req.on('error', () => resolve(''));
         req.on('timeout', () => req.destroy());
       });
-      const m = /^nodejs_active_handles_total(?:\{[^}]*\})? (\d+)/m.exec(text);
-      return m ? Number(m[1]) : null;
+      // The per-type gauges (nodejs_active_handles{type="Socket"} ...): /metrics drops prom-client's
+      // *_total sum, which promtool refuses.
+      const counts = [...text.matchAll(/^nodejs_active_handles\{[^}]*\} (\d+)/gm)].map((m) => Number(m[1]));
+      const heap = /^nodejs_heap_size_used_bytes (\d+)/m.exec(text);
+      return {
+        handles: counts.length > 0 ? counts.reduce((a, b) => a + b, 0) : null,
+        heapMiB: heap ? Math.round(Number(heap[1]) / 1048576) : null,
+      };
     },
     reload: () => child.kill('SIGHUP'),
     alive: () => child.exitCode === null && child.signalCode === null,
@@ -180,7 +194,7 @@ async function startDanteProxy(): Promise<Proxy> {
     name: 'dante',
     port: d.port,
     pids: () => processTree(pid),
-    handles: () => Promise.resolve(null),
+    runtime: () => Promise.resolve({ handles: null, heapMiB: null }),
     // Dante logs every session end; what explains errors are its other lines.
     logTail: () =>
       d
@@ -231,6 +245,7 @@ interface Sample {
   fds: number;
   processes: number;
   handles: number | null;
+  heapMiB: number | null;
 }
 
 function rssKiB(pid: number): number {
@@ -258,7 +273,7 @@ async function sample(p: Proxy, label: string): Promise<Sample> {
     rssKiB: pids.reduce((n, x) => n + rssKiB(x), 0),
     fds: pids.reduce((n, x) => n + fdCount(x), 0),
     processes: pids.length,
-    handles: await p.handles(),
+    ...(await p.runtime()),
   };
 }
 
@@ -320,6 +335,16 @@ function echoRoundTrip(s: net.Socket, data: Buffer): Promise<void> {
   });
 }
 
+/** The churn clients' shared pace: when the next tunnel may start (SOAK_RATE per second together). */
+let nextSlot = 0;
+async function pace(): Promise<void> {
+  if (RATE <= 0) return;
+  const now = Date.now();
+  const slot = Math.max(now, nextSlot);
+  nextSlot = slot + 1000 / RATE;
+  if (slot > now) await sleep(slot - now);
+}
+
 async function churnClient(proxyPort: number, o: Origins, c: Counters, until: number, k: number): Promise<void> {
   // Binary from its first byte, so the sniffers decide at once (a run of token characters would
   // look like the start of an HTTP method and wait for the sniff window).
@@ -327,12 +352,14 @@ async function churnClient(proxyPort: number, o: Origins, c: Counters, until: nu
   for (let i = 0; i < data.length; i++) data[i] = (i * 7 + k) & 0xff;
   data[0] = 0x00;
   for (let i = 0; Date.now() < until; i++) {
+    await pace();
+    if (Date.now() >= until) break;
     if (i % 4 === 3) {
       // An HTTP request through the tunnel (the HTTP tap takes it under SOCKSTAP=all).
       try {
         const s = await socksConnect(proxyPort, o.httpPort);
         const status = await new Promise<number>((resolve, reject) => {
-          const req = http.request({ createConnection: () => s, host: '127.0.0.1', port: o.httpPort, path: `/soak/${k}/${i}`, agent: false, timeout: OP_TIMEOUT }, (res) => {
+          const req = http.request({ createConnection: () => s, host: '127.0.0.1', port: o.httpPort, path: `/soak/${k}/${i}`, timeout: OP_TIMEOUT }, (res) => {
             let bytes = 0;
             res.on('data', (b: Buffer) => (bytes += b.length));
             res.on('end', () => (bytes === 16 * 1024 ? resolve(res.statusCode ?? 0) : reject(new Error(`HTTP body ${bytes} bytes`))));
@@ -480,7 +507,7 @@ async function hostileClient(proxyPort: number, o: Origins, c: Counters, until: 
 function formatSamples(name: string, samples: Sample[]): string {
   const rows = samples.map(
     (s) =>
-      `${name.padEnd(9)} ${s.label.padEnd(14)} ${String(Math.round(s.rssKiB / 1024)).padStart(7)} MiB ${String(s.fds).padStart(6)} fds ${String(s.processes).padStart(4)} proc ${s.handles === null ? '     -' : String(s.handles).padStart(6)} handles ${String(s.timeWait).padStart(7)} time-wait`,
+      `${name.padEnd(9)} ${s.label.padEnd(14)} ${String(Math.round(s.rssKiB / 1024)).padStart(7)} MiB ${String(s.fds).padStart(6)} fds ${String(s.processes).padStart(4)} proc ${s.handles === null ? '     -' : String(s.handles).padStart(6)} handles ${s.heapMiB === null ? '    -' : String(s.heapMiB).padStart(5)} MiB heap ${String(s.timeWait).padStart(7)} time-wait`,
   );
   return rows.join('\n');
 }
@@ -496,6 +523,13 @@ async function soak(p: Proxy, o: Origins): Promise<{ samples: Sample[]; counters
   const sampler = (async () => {
     await Promise.race([sleep(firstMinute), stopped]);
     samples.push(await sample(p, firstMinute === 60_000 ? 'first minute' : `at ${Math.round(firstMinute / 1000)} s`));
+    // Then every two minutes while the load runs, so a trend after the first minute shows.
+    for (let at = firstMinute + 120_000; at < until - started - 60_000; at += 120_000) {
+      let ended = false;
+      await Promise.race([sleep(Math.max(0, started + at - Date.now())), stopped.then(() => (ended = true))]);
+      if (ended) break;
+      samples.push(await sample(p, `at ${Math.round(at / 1000)} s`));
+    }
   })();
   const reloader = (async () => {
     while (Date.now() < until - RELOAD_SECONDS * 1000) {
@@ -531,7 +565,7 @@ async function soak(p: Proxy, o: Origins): Promise<{ samples: Sample[]; counters
 
 async function main(): Promise<void> {
   console.log(
-    `soak: ${SECONDS} s per proxy (${PROXIES.join(', ')}); ${IDLE} idle tunnels, ${CHURN} churn clients (1 in 4 an HTTP request), ${HOSTILE} hostile clients, SIGHUP every ${RELOAD_SECONDS} s; sockstap with SOCKSTAP=${TAP} on an auto door`,
+    `soak: ${SECONDS} s per proxy (${PROXIES.join(', ')}); ${IDLE} idle tunnels, ${CHURN} churn clients (1 in 4 an HTTP request), ${HOSTILE} hostile clients, churn paced at ${RATE > 0 ? `${RATE} tunnels/s` : 'full speed'}, SIGHUP every ${RELOAD_SECONDS} s; sockstap with SOCKSTAP=${TAP} on an auto door`,
   );
   const o = await startOrigins();
   const results: string[] = [];
@@ -570,7 +604,7 @@ async function main(): Promise<void> {
   } finally {
     await o.close();
   }
-  console.log(`\n${'proxy'.padEnd(9)} ${'when'.padEnd(14)} ${'RSS'.padStart(11)} ${'fds'.padStart(10)} ${'processes'.padStart(9)} ${'handles'.padStart(13)} ${'TIME_WAIT'.padStart(17)}`);
+  console.log(`\n${'proxy'.padEnd(9)} ${'when'.padEnd(14)} ${'RSS'.padStart(11)} ${'fds'.padStart(10)} ${'processes'.padStart(9)} ${'handles'.padStart(13)} ${'V8 heap'.padStart(14)} ${'TIME_WAIT'.padStart(17)}`);
   console.log(results.join('\n'));
   process.exitCode = failed ? 1 : 0;
 }

@@ -10,7 +10,8 @@
  *
  * Errors are thrown as Error objects whose `code` is the errno name ("EPERM", "ENOENT", ...).
  *
- * The splice relay (spliceInit, spliceStart, spliceAbort, spliceStats) is in splice_relay.c.
+ * The relay thread's loop is loop.c; the splice tunnels (spliceInit, spliceStart, spliceAbort,
+ * spliceStats) are splice.c; the SOCKS5 accept path (doorInit, ...) is door_*.c (door.h).
  */
 #define _GNU_SOURCE
 #include <node_api.h>
@@ -22,6 +23,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "door.h"
+#include "splice.h"
 
 #include <linux/netfilter_ipv4.h> /* SO_ORIGINAL_DST */
 #include <linux/netfilter_ipv6/ip6_tables.h> /* IP6T_SO_ORIGINAL_DST */
@@ -206,8 +210,6 @@ static napi_value bind_transparent(napi_env env, napi_callback_info info) {
   return result;
 }
 
-void splice_register(napi_env env, napi_value exports);
-void door_register(napi_env env, napi_value exports);
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
