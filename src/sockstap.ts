@@ -40,6 +40,7 @@ import { BandwidthShaper } from './policy/shaping.js';
 import { UsageStore } from './policy/usage.js';
 import { limitSubject } from './core/pipeline.js';
 import { LOG_FILES, prepareDirectories, type DirectoryNeed } from './observe/dirs.js';
+import { adoptProxyHeader, gateProxyProtocol, proxiedClient, type GateHost } from './net/proxy-accept.js';
 
 const DOORS: Partial<Record<DoorKind, DoorHandler>> = {
   auto: autoDoor,
@@ -489,7 +490,11 @@ export class Sockstap {
       socket.destroy();
       return null;
     }
-    const session = new Session({ clientAddress: remote, clientPort: socket.remotePort ?? 0, door: ctx.listen.door, listen });
+    // PROXYPROTOCOL (net/proxy-accept.ts): the header first; accept runs again once it is read.
+    if (gateProxyProtocol(socket, config, ctx.listen.door, this.proxyGate, () => void this.accept(socket, door, ctx, listen))) return null;
+    const proxied = proxiedClient(socket);
+    const session = new Session({ clientAddress: proxied?.address ?? remote, clientPort: proxied ? proxied.port : socket.remotePort ?? 0, door: ctx.listen.door, listen });
+    adoptProxyHeader(session, socket);
     const decision = checkSource(config, session.clientAddress);
     if (!decision.allowed) {
       this.totals.refused++;
@@ -505,6 +510,18 @@ export class Sockstap {
     this.attach(session, socket);
     door(socket, session, ctx);
     return session;
+  }
+
+  /** What the PROXYPROTOCOL gate logs to and reports a refusal to. */
+  private gateHost: GateHost | null = null;
+  private get proxyGate(): GateHost {
+    return (this.gateHost ??= {
+      log: this.log,
+      refused: (door, client, code, by) => {
+        this.totals.refused++;
+        this.events.emit('refused', { time: Date.now(), door, client, code, by });
+      },
+    });
   }
 
   /** MAXIMA for the session's source; then it is live (the admin API lists it). False when refused (logged). */
@@ -558,6 +575,8 @@ export class Sockstap {
    */
   private nativeDoor(spec: ListenSpec, server: net.Server, door: DoorHandler, ctx: DoorContext, listen: string): NativeSocksDoor | null {
     if ((spec.door !== 'socks' && spec.door !== 'auto') || this.current.relay === 'js' || cluster.isWorker || !nativeDoorAvailable()) return null;
+    // PROXYPROTOCOL: every connection's header is read in JavaScript (net/proxy-accept.ts).
+    if (this.current.proxyProtocol) return null;
     const fd = (server as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
     if (typeof fd !== 'number' || fd < 0) return null;
     try {
