@@ -120,8 +120,9 @@ function parseV1(buf: Buffer): ParseResult<ProxyHeader> {
       version: 1,
       command: 'proxy',
       family: proto === 'TCP4' ? 'tcp4' : 'tcp6',
-      source: { address: src.toLowerCase(), port: sp },
-      destination: { address: dst.toLowerCase(), port: dp },
+      // TCP6 text in one canonical form (RFC 5952; IPv4-mapped as IPv4), as v2's bytes give it.
+      source: proto === 'TCP4' ? { address: src, port: sp } : v6Endpoint(v6Bytes(src), sp),
+      destination: proto === 'TCP4' ? { address: dst, port: dp } : v6Endpoint(v6Bytes(dst), dp),
       tlvs: 0,
     },
   };
@@ -255,7 +256,7 @@ export function encodeProxyHeader(version: 1 | 2, source: ProxyEndpoint | null, 
   if (version === 1) {
     if (!known) return Buffer.from('PROXY UNKNOWN\r\n', 'latin1');
     if (four) return Buffer.from(`PROXY TCP4 ${s} ${d} ${source.port} ${destination.port}\r\n`, 'latin1');
-    const text = (a: string): string => ipv6Text(v6Bytes(a));
+    const text = (a: string): string => (isIPv4(a) ? `::ffff:${a}` : ipv6Text(v6Bytes(a)));
     return Buffer.from(`PROXY TCP6 ${text(s)} ${text(d)} ${source.port} ${destination.port}\r\n`, 'latin1');
   }
   if (!known) return Buffer.concat([PROXY_V2_SIGNATURE, Buffer.from([0x20, 0x00, 0x00, 0x00])]);

@@ -17,6 +17,7 @@ import type { Config, HostPort, RouteRule, TapRule, Upstream } from '../config/t
 import { ProxyError, toProxyError } from '../core/errors.js';
 import { normalizeAddress, type Session } from '../core/session.js';
 import { nameCache } from '../net/dns.js';
+import { clientEndpoints } from '../net/proxy-accept.js';
 import { dialChain, type ChainOptions } from './chain.js';
 import { chainLabel, hopFromUpstream, type Chain, type Hop } from './hop.js';
 import { basicCredentials } from './http-connect.js';
@@ -99,6 +100,21 @@ export function dialPlan(config: Config, q: RouteQuery): RoutePlan {
   return { ...plan, chains: orderPool(plan.rule, { clientAddress: q.clientAddress, dstHost: q.dst.host }) };
 }
 
+/** Chain options naming the client, for a chain with a `/proxy-v1|/proxy-v2` hop (its PROXY header). */
+function proxyHeaderOf(chain: Chain, session: Session): Pick<ChainOptions, 'client'> {
+  return chain.some((h) => h.proxyProtocol) ? { client: clientEndpoints(session) } : {};
+}
+
+/**
+ * A pooled HTTP connection through a hop that was sent a PROXY header speaks for one client:
+ * its pool key names the client, so no other client's request reuses it.
+ */
+function poolClient(chain: Chain, session: Session): string {
+  if (!chain.some((h) => h.proxyProtocol)) return '';
+  const c = clientEndpoints(session).source;
+  return `|pp:${c.address}:${c.port}`;
+}
+
 /** Chain options that report the first hop's health. */
 function healthHook(chain: Chain, plan: RoutePlan): Pick<ChainOptions, 'onFirstHop'> {
   return chain.length === 0 ? {} : { onFirstHop: (ok) => recordReach(chain, ok, plan.rule?.pool) };
@@ -158,6 +174,7 @@ export async function dialRoute(config: Config, dst: HostPort, session: Session,
         ...(options.lookup ? { lookup: options.lookup } : {}),
         srcif: srcifOf(config, session),
         ...healthHook(chain, plan),
+        ...proxyHeaderOf(chain, session),
       });
       session.peer = chain[0]?.host ?? normalizeAddress(socket.remoteAddress ?? dst.host);
       return socket;
@@ -191,10 +208,10 @@ export function httpUpstreamFor(config: Config, dst: HostPort, session: Session,
   const chain = plan.chains[0];
   const proxy = chain?.[chain.length - 1];
   if (!chain || !proxy || proxy.kind !== 'http') return null;
-  return absoluteFormRoute(config, chain, proxy, options, plan);
+  return absoluteFormRoute(config, chain, proxy, options, plan, session);
 }
 
-function absoluteFormRoute(config: Config, chain: Chain, proxy: Hop, options: RouteDialOptions, plan: RoutePlan): HttpUpstream & HttpRoute {
+function absoluteFormRoute(config: Config, chain: Chain, proxy: Hop, options: RouteDialOptions, plan: RoutePlan, session: Session): HttpUpstream & HttpRoute {
   const before = chain.slice(0, -1);
   const route = chainLabel(chain);
   const authorization = basicCredentials(proxy);
@@ -203,7 +220,7 @@ function absoluteFormRoute(config: Config, chain: Chain, proxy: Hop, options: Ro
     form: 'absolute',
     proxy: { host: proxy.host, port: proxy.port },
     // The user name separates pools of different credentials without putting the password in a key.
-    key: `${route}|${proxy.user ?? ''}`,
+    key: `${route}|${proxy.user ?? ''}${poolClient(chain, session)}`,
     dial: () =>
       dialChain(
         before,
@@ -214,6 +231,7 @@ function absoluteFormRoute(config: Config, chain: Chain, proxy: Hop, options: Ro
           names: nameCache(config.dns),
           // An absolute-form route to one proxy dials it directly: that dial is the first hop's.
           ...(before.length === 0 ? { onFirstHop: undefined } : healthHook(chain, plan)),
+          ...proxyHeaderOf(chain, session),
         },
       ).then(
         (s) => {
@@ -267,12 +285,12 @@ export function httpRoutesFor(config: Config, dst: HostPort, session: Session, o
   const names = nameCache(config.dns);
   return plan.chains.map((chain): HttpRoute => {
     const last = chain[chain.length - 1];
-    if (last?.kind === 'http') return absoluteFormRoute(config, chain, last, options, plan);
+    if (last?.kind === 'http') return absoluteFormRoute(config, chain, last, options, plan, session);
     const route = chainLabel(chain);
     return {
       route,
       form: 'origin',
-      key: `${route}|${chain.map((h) => h.user ?? '').join(',')}`,
+      key: `${route}|${chain.map((h) => h.user ?? '').join(',')}${poolClient(chain, session)}`,
       dial: () =>
         dialChain(chain, dst, {
           timeoutMs: options.timeoutMs,
@@ -281,6 +299,7 @@ export function httpRoutesFor(config: Config, dst: HostPort, session: Session, o
           ...(options.lookup ? { lookup: options.lookup } : {}),
           srcif: srcifOf(config, session),
           ...healthHook(chain, plan),
+          ...proxyHeaderOf(chain, session),
         }),
     };
   });
