@@ -18,6 +18,7 @@ import { ProxyError, toProxyError } from '../core/errors.js';
 import { normalizeAddress, type Session } from '../core/session.js';
 import { nameCache } from '../net/dns.js';
 import { clientEndpoints } from '../net/proxy-accept.js';
+import { encodeProxyHeader } from '../net/proxy-protocol.js';
 import { dialChain, type ChainOptions } from './chain.js';
 import { chainLabel, hopFromUpstream, type Chain, type Hop } from './hop.js';
 import { basicCredentials } from './http-connect.js';
@@ -236,6 +237,11 @@ function absoluteFormRoute(config: Config, chain: Chain, proxy: Hop, options: Ro
       ).then(
         (s) => {
           if (before.length === 0) recordReach(chain, true, plan.rule?.pool);
+          // The proxy takes the PROXY protocol: the header goes before the first request.
+          if (proxy.proxyProtocol) {
+            const c = clientEndpoints(session);
+            s.write(encodeProxyHeader(proxy.proxyProtocol, c.source, c.destination));
+          }
           return s;
         },
         (err: unknown) => {
