@@ -9,17 +9,17 @@
  * off, and what followed it put back with unshift(), so the door reads the client's first bytes as
  * if the header had never been there.
  *
- * Doors where the client may wait for the server to speak first (tcprelay, transparent) cannot
- * wait for an unlisted source's first bytes; there a first chunk that starts with a header closes
- * the connection when it arrives (`guardFirstChunk`), which covers every connection whose bytes
- * pass through JavaScript.
+ * An unlisted source's first bytes are looked at too (a header from it is refused): on doors whose
+ * clients speak first (socks, auto, http) for up to TIMEOUT=handshake, on doors where the server
+ * may speak first (tcprelay, transparent) for up to TIMEOUT=sniff, after which the door takes the
+ * connection as it is (a server-first protocol starts that much later when PROXYPROTOCOL is set).
  *
  * It also keeps, per session, the endpoints an upstream hop's own PROXY header names
  * (`clientEndpoints`, upstream/chain.ts).
  */
 import type { Socket } from 'node:net';
 import type { Config, DoorKind } from '../config/types.js';
-import { formatHostPort, normalizeAddress, sessionOf, type Session } from '../core/session.js';
+import { formatHostPort, normalizeAddress, type Session } from '../core/session.js';
 import type { Logger } from '../observe/log.js';
 import { parseProxyHeader, PROXY_V1_MAX, PROXY_V2_MAX, sniffProxyHeader, type ProxyEndpoint, type ProxyHeader } from './proxy-protocol.js';
 
@@ -120,20 +120,14 @@ export function gateProxyProtocol(socket: Socket, config: Config, door: DoorKind
     });
     return true;
   }
-  if (!CLIENT_FIRST.has(door)) {
-    gatedSockets.set(socket, null);
-    guardFirstChunk(socket, () => {
-      host.log.info('proxy protocol header from a source not in PROXYPROTOCOL; closed', { client: label, door });
-      sessionOf(socket)?.settle('EDENIED');
-    });
-    return false;
-  }
-  void readFirst(socket, timeoutMs, Math.max(PROXY_V1_MAX, 16), (buf) => {
+  // Doors whose server may speak first wait no longer than the sniff window for the client.
+  const firstBytesMs = CLIENT_FIRST.has(door) ? timeoutMs : Math.min(timeoutMs, config.timeouts.sniff);
+  void readFirst(socket, firstBytesMs, Math.max(PROXY_V1_MAX, 16), (buf) => {
     const v = sniffProxyHeader(buf);
     return v === 'maybe' ? null : v;
   }).then((out) => {
     if (out.status === 'closed') {
-      // Silent for TIMEOUT=handshake: the door takes it (and times it out as it would have).
+      // Silent (TIMEOUT=handshake, or sniff where the server may speak first): the door takes it.
       // Gone before a verdict: nothing to serve.
       gatedSockets.set(socket, null);
       if (out.reason === 'timeout' && !socket.destroyed) {
@@ -194,23 +188,4 @@ function readFirst<T>(socket: Socket, timeoutMs: number, maxBytes: number, decid
     socket.on('close', onEnd);
     socket.resume();
   });
-}
-
-/**
- * For a door that cannot wait for the client: the first chunk that arrives is looked at before
- * anyone reads it; one that starts with a PROXY header closes the connection (`onHeader` logs).
- */
-export function guardFirstChunk(socket: Socket, onHeader: () => void): void {
-  const s = socket as unknown as { push(chunk: Buffer | null, encoding?: BufferEncoding): boolean };
-  const original = s.push;
-  s.push = function (this: Socket, chunk: Buffer | null, encoding?: BufferEncoding): boolean {
-    // Own property gone: later chunks take the prototype's push directly.
-    delete (s as { push?: unknown }).push;
-    if (chunk && chunk.length > 0 && sniffProxyHeader(chunk) !== 'no') {
-      onHeader();
-      socket.destroy();
-      return false;
-    }
-    return original.call(this, chunk, encoding);
-  };
 }

@@ -15,6 +15,7 @@ import { haproxyMissing, startHaproxy, type Haproxy } from '../helpers/haproxy.j
 import { curl, startOrigin, type Origin } from '../helpers/origin.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
 import { PROXY_V2_SIGNATURE } from '../../src/net/proxy-protocol.js';
+import { loadConfig } from '../../src/config/load.js';
 
 async function eventually<T>(fn: () => T | undefined | null | false, what: string, timeoutMs = 8000): Promise<T> {
   const until = Date.now() + timeoutMs;
@@ -178,5 +179,84 @@ describe('PROXY protocol with HAProxy', { skip: haproxyMissing() ?? false }, () 
     // A pooled connection to B carries one client's header: another client gets its own.
     const line2 = await eventually(() => b.readLog('access.log').split('\n').find((l) => l.includes('/absolute-2')), 'the second line');
     assert.match(line2, /\b127\.0\.0\.6\b/);
+  });
+});
+
+/** A SOCKS5 greeting after `header`, from 127.0.0.1: the method reply, or null when closed unanswered. */
+async function greetAfter(port: number, header: Buffer): Promise<{ socket: net.Socket; reply: Buffer | null }> {
+  const socket = net.connect({ host: '127.0.0.1', port });
+  socket.on('error', () => {});
+  const reply = await new Promise<Buffer | null>((resolve) => {
+    socket.once('data', resolve);
+    socket.once('close', () => resolve(null));
+    socket.write(Buffer.concat([header, GREETING]));
+  });
+  return { socket, reply };
+}
+
+const v1From = (address: string, port = 40000): Buffer => Buffer.from(`PROXY TCP4 ${address} 127.0.0.1 ${port} 1080\r\n`);
+
+describe('PROXYPROTOCOL without a balancer in between', () => {
+  test('MAXIMA=persrc counts the header\'s source', async () => {
+    const p = await startProxy(['-P127.0.0.1:0/socks', 'PROXYPROTOCOL=127.0.0.1', 'RELIABLE=10.1.0.0/16', 'MAXIMA=persrc:1']);
+    try {
+      const first = await greetAfter(p.port(), v1From('10.1.0.1', 40001));
+      assert.deepEqual([...first.reply!], [5, 0]);
+      const second = await greetAfter(p.port(), v1From('10.1.0.1', 40002));
+      assert.equal(second.reply, null, 'a second connection of 10.1.0.1 is over persrc:1');
+      const other = await greetAfter(p.port(), v1From('10.1.0.2', 40003));
+      assert.deepEqual([...other.reply!], [5, 0], 'another client behind the same balancer is not');
+      await eventually(() => p.readLog('sockstap.log').split('\n').some((l) => l.includes('connection limit') && l.includes('10.1.0.1:40002')), 'the limit logged');
+      // 127.0.0.1 itself is not RELIABLE: only the header's address was checked.
+      for (const s of [first.socket, other.socket]) s.destroy();
+      assert.ok(!p.readLog('sockstap.log').includes('accept=native'), 'the native accept path is off');
+    } finally {
+      await p.stop();
+      p.cleanup();
+    }
+  });
+
+  test('PROXYPROTOCOL set by a reload holds on a listener the native accept path serves', async () => {
+    const p = await startProxy(['-P127.0.0.1:0/socks', 'RELIABLE=127.0.0.1,10.1.0.0/16']);
+    try {
+      // Served before: 127.0.0.1 is approved on the native path (where it has one).
+      const before = await greetAfter(p.port(), Buffer.alloc(0));
+      assert.deepEqual([...before.reply!], [5, 0]);
+      before.socket.destroy();
+      const origin = p.proxy.config().origin;
+      await p.proxy.reload(loadConfig([...origin.argv, 'PROXYPROTOCOL=127.0.0.1'], { cwd: origin.cwd }));
+      const bare = await greetAfter(p.port(), Buffer.alloc(0));
+      assert.equal(bare.reply, null, 'no header from a listed source: refused');
+      const proxied = await greetAfter(p.port(), v1From('10.1.0.9'));
+      assert.deepEqual([...proxied.reply!], [5, 0]);
+      proxied.socket.destroy();
+      const rec = await eventually(() => p.sessions().find((r) => String(r.client).startsWith('10.1.0.9:')), 'the proxied record');
+      assert.equal(rec.client, '10.1.0.9:40000');
+    } finally {
+      await p.stop();
+      p.cleanup();
+    }
+  });
+
+  test('a tcprelay door: a header from an unlisted source closes the connection when it arrives', async () => {
+    const origin = await startOrigin();
+    const p = await startProxy([`-P127.0.0.1:0/tcprelay`, `SERVER=tcprelay://127.0.0.1:${origin.port}`, 'PROXYPROTOCOL=127.0.0.2', 'RELIABLE=127.0.0.0/8,10.2.0.0/16']);
+    try {
+      const spoof = await rawExchange(p.port(), '127.0.0.1', Buffer.from('PROXY TCP4 10.9.9.9 127.0.0.1 1 2\r\nGET / HTTP/1.0\r\n\r\n'));
+      assert.equal(spoof.reply.length, 0);
+      await eventually(() => p.readLog('sockstap.log').includes('proxy protocol header from a source not in PROXYPROTOCOL'), 'the refusal logged');
+      const plain = await rawExchange(p.port(), '127.0.0.1', Buffer.from('GET / HTTP/1.0\r\n\r\n'));
+      assert.match(plain.reply.toString('latin1'), /^HTTP\/1\.1 200/);
+      // A listed balancer's header is taken off before the relay: the origin sees plain HTTP.
+      const proxied = await rawExchange(p.port(), '127.0.0.2', Buffer.concat([v1From('10.2.0.1'), Buffer.from('GET / HTTP/1.0\r\n\r\n')]));
+      assert.match(proxied.reply.toString('latin1'), /^HTTP\/1\.1 200/);
+      const rec = await eventually(() => p.sessions().find((r) => String(r.client).startsWith('10.2.0.1:')), 'the relayed record');
+      assert.equal(rec.door, 'tcprelay');
+      assert.equal(origin.requests.length, 2);
+    } finally {
+      await p.stop();
+      p.cleanup();
+      await origin.close();
+    }
   });
 });
