@@ -28,7 +28,21 @@ export function haproxyMissing(): string | null {
   return spawnSync('sh', ['-c', 'command -v haproxy']).status === 0 ? null : 'haproxy is not installed (apt-get install haproxy)';
 }
 
+/**
+ * Start it; a port picked free but taken before HAProxy binds it (tests of other files bind port 0
+ * meanwhile) is picked again, up to five times.
+ */
 export async function startHaproxy(frontends: HaproxyFrontend[]): Promise<Haproxy> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(frontends);
+    } catch (err) {
+      if (attempt >= 5 || !/Address already in use/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+async function startOnce(frontends: HaproxyFrontend[]): Promise<Haproxy> {
   const dir = mkdtempSync(join(tmpdir(), 'sockstap-haproxy-'));
   const ports: number[] = [];
   for (let i = 0; i < frontends.length; i++) ports.push(await freePort());

@@ -194,6 +194,19 @@ async function greetAfter(port: number, header: Buffer): Promise<{ socket: net.S
   return { socket, reply };
 }
 
+/** Write `bytes` from 127.0.0.1 and resolve with the first reply, then close. */
+async function rawExchangeFirst(port: number, bytes: Buffer): Promise<{ reply: Buffer }> {
+  const socket = net.connect({ host: '127.0.0.1', port });
+  socket.on('error', () => {});
+  const reply = await new Promise<Buffer>((resolve, reject) => {
+    socket.once('data', resolve);
+    socket.once('close', () => reject(new Error('closed without a reply')));
+    socket.write(bytes);
+  });
+  socket.destroy();
+  return { reply };
+}
+
 const v1From = (address: string, port = 40000): Buffer => Buffer.from(`PROXY TCP4 ${address} 127.0.0.1 ${port} 1080\r\n`);
 
 describe('PROXYPROTOCOL without a balancer in between', () => {
@@ -235,6 +248,64 @@ describe('PROXYPROTOCOL without a balancer in between', () => {
     } finally {
       await p.stop();
       p.cleanup();
+    }
+  });
+
+  test('IDENT=do asks the identd at the header\'s address about the client\'s ports', async () => {
+    const queries: string[] = [];
+    const identd = net.createServer((c) => {
+      c.on('error', () => {});
+      c.setEncoding('latin1');
+      let buf = '';
+      c.on('data', (d: string) => {
+        buf += d;
+        const eol = buf.indexOf('\r\n');
+        if (eol < 0) return;
+        const q = buf.slice(0, eol);
+        queries.push(q);
+        c.end(`${q} : USERID : UNIX : alice\r\n`);
+      });
+    });
+    await new Promise<void>((r) => identd.listen(0, '127.0.0.9', r));
+    const previous = process.env.SOCKSTAP_IDENT_PORT;
+    process.env.SOCKSTAP_IDENT_PORT = String((identd.address() as net.AddressInfo).port);
+    const origin = await startOrigin();
+    const p = await startProxy(['-P127.0.0.1:0/socks', 'PROXYPROTOCOL=127.0.0.1', 'RELIABLE=127.0.0.9', 'IDENT=do', 'AUTHORIZER=-list{alice:secret}']);
+    try {
+      const request = Buffer.concat([Buffer.from([4, 1, origin.port >> 8, origin.port & 0xff, 127, 0, 0, 1]), Buffer.from('alice\0')]);
+      const { reply } = await rawExchangeFirst(p.port(), Buffer.concat([v1From('127.0.0.9', 40100), request]));
+      assert.equal(reply[1], 90, 'granted');
+      assert.deepEqual(queries, ['40100 , 1080'], 'the client\'s port, and the balancer\'s port it reached');
+      const rec = await eventually(() => p.sessions().find((r) => r.client === '127.0.0.9:40100'), 'the record');
+      assert.equal(rec.user, 'alice');
+    } finally {
+      if (previous === undefined) delete process.env.SOCKSTAP_IDENT_PORT;
+      else process.env.SOCKSTAP_IDENT_PORT = previous;
+      await p.stop();
+      p.cleanup();
+      await origin.close();
+      identd.close();
+    }
+  });
+
+  test('a tcprelay door to a server that speaks first: its banner reaches a silent client, listed or not', async () => {
+    const banner = net.createServer((c) => {
+      c.on('error', () => {});
+      c.end('220 banner.test ready\r\n');
+    });
+    await new Promise<void>((r) => banner.listen(0, '127.0.0.1', r));
+    const port = (banner.address() as net.AddressInfo).port;
+    const p = await startProxy(['-P127.0.0.1:0/tcprelay', `SERVER=tcprelay://127.0.0.1:${port}`, 'PROXYPROTOCOL=127.0.0.2', 'RELIABLE=127.0.0.0/8,10.3.0.0/16']);
+    try {
+      const unlisted = await rawExchange(p.port(), '127.0.0.1', null);
+      assert.equal(unlisted.reply.toString(), '220 banner.test ready\r\n');
+      const listed = await rawExchange(p.port(), '127.0.0.2', v1From('10.3.0.1'));
+      assert.equal(listed.reply.toString(), '220 banner.test ready\r\n');
+      await eventually(() => p.sessions().some((r) => r.client === '10.3.0.1:40000'), 'the proxied record');
+    } finally {
+      await p.stop();
+      p.cleanup();
+      banner.close();
     }
   });
 
