@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -192,4 +192,16 @@ test('PROXYPROTOCOL=hostList and the /proxy-v1|/proxy-v2 hop option', () => {
   const [chain] = [parseChain('socks5://gw:1080/proxy-v2,http://sq:3128', 'via')];
   assert.deepEqual(chain!.map((h) => h.proxyProtocol), [2, undefined]);
   assert.equal(parseChain('http://u:p@sq:3128/proxy-v1', 'via')[0]!.proxyProtocol, 1);
+});
+
+test('YAML proxyprotocol: a list or a string', () => {
+  const f = join(dir, 'pp.yaml');
+  writeFileSync(f, 'proxyprotocol: [10.0.0.5, 10.0.0.0/30]\nsocks: "gw:1080/proxy-v2"\n');
+  const c = loadConfig(['-f', f], { cwd: dir });
+  assert.ok(c.proxyProtocol?.matches({ host: '10.0.0.2', addresses: ['10.0.0.2'] }));
+  assert.ok(c.proxyProtocol?.matches({ host: '10.0.0.5', addresses: ['10.0.0.5'] }));
+  assert.ok(!c.proxyProtocol?.matches({ host: '10.0.0.6', addresses: ['10.0.0.6'] }));
+  assert.equal(c.upstreams[0]!.proxyProtocol, 2);
+  writeFileSync(f, 'proxyprotocol: 7\n');
+  assert.throws(() => loadConfig(['-f', f], { cwd: dir }), /proxyprotocol/);
 });
