@@ -40,7 +40,7 @@ import { BandwidthShaper } from './policy/shaping.js';
 import { UsageStore } from './policy/usage.js';
 import { limitSubject } from './core/pipeline.js';
 import { LOG_FILES, prepareDirectories, type DirectoryNeed } from './observe/dirs.js';
-import { adoptProxyHeader, gateProxyProtocol, proxiedClient, type GateHost } from './net/proxy-accept.js';
+import { adoptProxyHeader, gateProxyProtocol, proxiedClient, screenFirstBytes, type GateHost } from './net/proxy-accept.js';
 
 const DOORS: Partial<Record<DoorKind, DoorHandler>> = {
   auto: autoDoor,
@@ -508,7 +508,7 @@ export class Sockstap {
       return null;
     }
     this.attach(session, socket);
-    door(socket, session, ctx);
+    screenFirstBytes(socket, session, config, this.log, () => door(socket, session, ctx));
     return session;
   }
 

@@ -9,10 +9,10 @@
  * off, and what followed it put back with unshift(), so the door reads the client's first bytes as
  * if the header had never been there.
  *
- * An unlisted source's first bytes are looked at too (a header from it is refused): on doors whose
- * clients speak first (socks, auto, http) for up to TIMEOUT=handshake, on doors where the server
- * may speak first (tcprelay, transparent) for up to TIMEOUT=sniff, after which the door takes the
- * connection as it is (a server-first protocol starts that much later when PROXYPROTOCOL is set).
+ * An unlisted source's first bytes are looked at too, once it is a session (after RELIABLE and
+ * MAXIMA): a header from it ends the session (`screenFirstBytes`). They are waited for no longer
+ * than TIMEOUT=sniff, after which the door takes the connection as it is (a server that speaks
+ * first greets a silent client that much later while PROXYPROTOCOL is set).
  *
  * It also keeps, per session, the endpoints an upstream hop's own PROXY header names
  * (`clientEndpoints`, upstream/chain.ts).
@@ -21,7 +21,7 @@ import type { Socket } from 'node:net';
 import type { Config, DoorKind } from '../config/types.js';
 import { formatHostPort, normalizeAddress, type Session } from '../core/session.js';
 import type { Logger } from '../observe/log.js';
-import { parseProxyHeader, PROXY_V1_MAX, PROXY_V2_MAX, sniffProxyHeader, type ProxyEndpoint, type ProxyHeader } from './proxy-protocol.js';
+import { parseProxyHeader, PROXY_V2_MAX, sniffProxyHeader, type ProxyEndpoint, type ProxyHeader } from './proxy-protocol.js';
 
 /** What the gate needs of the proxy (sockstap.ts): its log and the refusal count and event. */
 export interface GateHost {
@@ -34,9 +34,6 @@ export interface GateHost {
 const gatedSockets = new WeakMap<Socket, ProxyHeader | null>();
 /** The endpoints a proxied session's header named. */
 const proxiedSessions = new WeakMap<Session, { source: ProxyEndpoint; destination: ProxyEndpoint | null }>();
-
-/** Doors whose clients speak first: an unlisted source's first bytes are looked at before its door. */
-const CLIENT_FIRST: ReadonlySet<DoorKind> = new Set<DoorKind>(['socks', 'auto', 'http']);
 
 export function isProxyProtocolSource(config: Config, address: string): boolean {
   const a = normalizeAddress(address);
@@ -84,9 +81,9 @@ export function identEndpoints(session: Session, socket: Socket): { clientAddres
 }
 
 /**
- * Checkpoint 0, before RELIABLE: with PROXYPROTOCOL set, take the socket when its first bytes
- * must be read (true: `proceed` runs once they are, and accept starts again with the header
- * known; or the connection is refused, logged and closed). False: go on now.
+ * Checkpoint 0, before RELIABLE: with PROXYPROTOCOL set, take the socket of a listed source until
+ * its header is read (true: `proceed` runs then, and accept starts again with the header known; or
+ * the connection is refused, logged and closed). False: go on now (not set, not listed, done).
  */
 export function gateProxyProtocol(socket: Socket, config: Config, door: DoorKind, host: GateHost, proceed: () => void): boolean {
   if (!config.proxyProtocol || gatedSockets.has(socket)) return false;
@@ -120,28 +117,32 @@ export function gateProxyProtocol(socket: Socket, config: Config, door: DoorKind
     });
     return true;
   }
-  // Doors whose server may speak first wait no longer than the sniff window for the client.
-  const firstBytesMs = CLIENT_FIRST.has(door) ? timeoutMs : Math.min(timeoutMs, config.timeouts.sniff);
-  void readFirst(socket, firstBytesMs, Math.max(PROXY_V1_MAX, 16), (buf) => {
+  gatedSockets.set(socket, null);
+  return false;
+}
+
+/**
+ * After RELIABLE and MAXIMA, before the door: with PROXYPROTOCOL set, the first bytes of a source
+ * not in the list (read for up to TIMEOUT=sniff) must not be a PROXY header; one that is ends the
+ * session (EDENIED, logged). Then, or at once when there is nothing to check, `door()`.
+ */
+export function screenFirstBytes(socket: Socket, session: Session, config: Config, log: Logger, door: () => void): void {
+  if (!config.proxyProtocol || gatedSockets.get(socket) !== null) return door();
+  void readFirst(socket, Math.min(config.timeouts.handshake, config.timeouts.sniff), 16, (buf) => {
     const v = sniffProxyHeader(buf);
     return v === 'maybe' ? null : v;
   }).then((out) => {
-    if (out.status === 'closed') {
-      // Silent (TIMEOUT=handshake, or sniff where the server may speak first): the door takes it.
-      // Gone before a verdict: nothing to serve.
-      gatedSockets.set(socket, null);
-      if (out.reason === 'timeout' && !socket.destroyed) {
-        putBack(socket, out.buffer);
-        proceed();
-      } else socket.destroy();
+    if (socket.destroyed) return;
+    if (out.status === 'ok' && out.value === 'yes') {
+      log.info('proxy protocol header from a source not in PROXYPROTOCOL; closed', { session: session.id, client: session.clientLabel, door: session.door });
+      session.settle('EDENIED');
+      socket.destroy();
       return;
     }
-    if (out.value === 'yes') return refuse('proxy protocol header from a source not in PROXYPROTOCOL', 'EDENIED', { bytes: out.buffer.length });
-    gatedSockets.set(socket, null);
+    // Not a header, or silent for the sniff window (a server that speaks first, a slow client): the door's.
     putBack(socket, out.buffer);
-    proceed();
+    door();
   });
-  return true;
 }
 
 /** Put bytes back in front of the socket's stream, leaving it paused for its door. */

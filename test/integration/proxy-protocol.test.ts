@@ -127,6 +127,8 @@ describe('PROXY protocol with HAProxy', { skip: haproxyMissing() ?? false }, () 
     }, 'two refusals logged');
     assert.match(lines[0]!, /127\.0\.0\.1:/);
     assert.ok(!s.sessions().some((r) => String(r.client).startsWith('10.9.9.9')), 'the spoofed address is no client');
+    // Their sessions (RELIABLE and MAXIMA came first, on the real address) end EDENIED.
+    await eventually(() => s.sessions().filter((r) => r.result === 'EDENIED' && String(r.client).startsWith('127.0.0.1:')).length >= 2, 'two EDENIED records');
     const direct = await curl(['--socks5', `127.0.0.1:${s.port()}`, origin.url('/direct')]);
     assert.equal(direct.code, 0, direct.stderr);
   });
