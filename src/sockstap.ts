@@ -40,7 +40,7 @@ import { BandwidthShaper } from './policy/shaping.js';
 import { UsageStore } from './policy/usage.js';
 import { limitSubject } from './core/pipeline.js';
 import { LOG_FILES, prepareDirectories, type DirectoryNeed } from './observe/dirs.js';
-import { adoptProxyHeader, gateProxyProtocol, proxiedClient, screenFirstBytes, type GateHost } from './net/proxy-accept.js';
+import { adoptProxyHeader, gateProxyProtocol, proxiedClient, proxyHeaderBytes, screenFirstBytes, type GateHost } from './net/proxy-accept.js';
 
 const DOORS: Partial<Record<DoorKind, DoorHandler>> = {
   auto: autoDoor,
@@ -556,7 +556,7 @@ export class Sockstap {
     void session.settled().then(() => {
       if (client && (session.command === 'http' || session.command === null)) {
         // HTTP door sessions (and ones that never got past the handshake): count the client socket.
-        session.bytesUp = client.bytesRead;
+        session.bytesUp = client.bytesRead - proxyHeaderBytes(client);
         session.bytesDown = client.bytesWritten;
       }
       this.totals.bytesUp += session.bytesUp;

@@ -32,6 +32,14 @@ export interface GateHost {
 
 /** The header read at accept, per client socket; `null`: checked, no header (an unlisted source). */
 const gatedSockets = new WeakMap<Socket, ProxyHeader | null>();
+/** Bytes of the header taken off each proxied socket (not the client's traffic: HTTP-door byte counts). */
+const headerBytes = new WeakMap<Socket, number>();
+
+/** How many of `socket.bytesRead` were the balancer's PROXY header (0 for any other socket). */
+export function proxyHeaderBytes(socket: Socket): number {
+  return headerBytes.get(socket) ?? 0;
+}
+
 /** The endpoints a proxied session's header named. */
 const proxiedSessions = new WeakMap<Session, { source: ProxyEndpoint; destination: ProxyEndpoint | null }>();
 
@@ -104,6 +112,7 @@ export function gateProxyProtocol(socket: Socket, config: Config, door: DoorKind
       const r = out.value;
       if (r.status === 'error') return refuse('proxy protocol: bad header', 'EPROTO', { reason: r.reason });
       gatedSockets.set(socket, r.value);
+      headerBytes.set(socket, r.consumed);
       putBack(socket, out.buffer.subarray(r.consumed));
       if (r.value.source) {
         host.log.debug('proxy protocol', {

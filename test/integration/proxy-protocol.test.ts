@@ -98,6 +98,9 @@ describe('PROXY protocol with HAProxy', { skip: haproxyMissing() ?? false }, () 
     assert.equal(r1.dst, `127.0.0.1:${origin.port}`);
     const r2 = await eventually(() => s.sessions().find((r) => r.door === 'http' && String(r.client).startsWith(`${CLIENT}:`)), 'the HTTP record');
     assert.match(String(r2.client), /^127\.0\.0\.5:\d+$/);
+    // The client's bytes only: the request head curl sent, not the balancer's header before it.
+    const head = Buffer.byteLength(`GET ${origin.url('/via-v2')} HTTP/1.1\r\nHost: 127.0.0.1:${origin.port}\r\nUser-Agent: curl/x\r\nAccept: */*\r\nProxy-Connection: Keep-Alive\r\n\r\n`);
+    assert.ok(Math.abs(Number(r2.bytesUp) - head) < 12, `bytesUp ${String(r2.bytesUp)} is the request head (${head} bytes, give or take curl's version)`);
     const line = await eventually(() => s.readLog('access.log').split('\n').find((l) => l.includes('/via-v2')), 'the access.log line');
     assert.match(line, /\b127\.0\.0\.5\b/);
     assert.doesNotMatch(line, /\b127\.0\.0\.2\b/, 'the balancer is not the client');
