@@ -25,6 +25,8 @@ const NEEDED = [
   // real upstream proxies for the routing tests
   { check: 'command -v danted', pkg: 'dante-server' },
   { check: 'command -v squid', pkg: 'squid' },
+  // the PROXY protocol tests put HAProxy (mode tcp, send-proxy, send-proxy-v2, accept-proxy) in front of and behind sockstap
+  { check: 'command -v haproxy', pkg: 'haproxy' },
   // contrib/logrotate.d/sockstap is run by the real logrotate
   { check: 'command -v logrotate', pkg: 'logrotate' },
   // the dashboard test runs in real headless Chromium

@@ -40,6 +40,7 @@ import { UsageStore } from './policy/usage.js';
 import { limitSubject } from './pipeline/pipeline.js';
 import { Runtime } from './runtime.js';
 import { LOG_FILES, prepareDirectories, type DirectoryNeed } from './observe/dirs.js';
+import { adoptProxyHeader, gateProxyProtocol, proxiedClient, proxyHeaderBytes, screenFirstBytes, type GateHost } from './net/proxy-accept.js';
 
 const DOORS: Partial<Record<DoorKind, DoorHandler>> = {
   auto: autoDoor,
@@ -511,18 +512,23 @@ export class Sockstap {
   private accept(socket: Socket, door: DoorHandler, ctx: DoorContext, listen: string): Session | null {
     // Errors after this point are handled by whoever owns the socket; never crash on one.
     socket.on('error', noop);
+    const config = this.current;
     const remote = socket.remoteAddress;
     if (!remote) {
       socket.destroy();
       return null;
     }
-    const session = new Session({ clientAddress: remote, clientPort: socket.remotePort ?? 0, door: ctx.listen.door, listen });
+    // PROXYPROTOCOL (net/proxy-accept.ts): the header first; accept runs again once it is read.
+    if (gateProxyProtocol(socket, config, ctx.listen.door, this.proxyGate, () => void this.accept(socket, door, ctx, listen))) return null;
+    const proxied = proxiedClient(socket);
+    const session = new Session({ clientAddress: proxied?.address ?? remote, clientPort: proxied ? proxied.port : socket.remotePort ?? 0, door: ctx.listen.door, listen });
+    adoptProxyHeader(session, socket);
     if (!this.admitSource(session)) {
       socket.destroy();
       return null;
     }
     this.attach(session, socket);
-    door(socket, session, ctx);
+    screenFirstBytes(socket, session, config, this.log, () => door(socket, session, ctx));
     return session;
   }
 
@@ -536,6 +542,18 @@ export class Sockstap {
       return false;
     }
     return this.admit(session);
+  }
+
+  /** What the PROXYPROTOCOL gate logs to and reports a refusal to. */
+  private gateHost: GateHost | null = null;
+  private get proxyGate(): GateHost {
+    return (this.gateHost ??= {
+      log: this.log,
+      refused: (door, client, code, by) => {
+        this.totals.refused++;
+        this.events.emit('refused', { time: Date.now(), door, client, code, by });
+      },
+    });
   }
 
   /** MAXIMA for the session's source; then it is live (the admin API lists it). False when refused (logged). */
@@ -570,7 +588,7 @@ export class Sockstap {
     void session.settled().then(() => {
       if (client && (session.command === 'http' || session.command === null)) {
         // HTTP door sessions (and ones that never got past the handshake): count the client socket.
-        session.bytesUp = client.bytesRead;
+        session.bytesUp = client.bytesRead - proxyHeaderBytes(client);
         session.bytesDown = client.bytesWritten;
       }
       this.totals.bytesUp += session.bytesUp;
@@ -589,6 +607,8 @@ export class Sockstap {
    */
   private nativeDoor(spec: ListenSpec, server: net.Server, door: DoorHandler, ctx: DoorContext, listen: string): NativeSocksDoor | null {
     if ((spec.door !== 'socks' && spec.door !== 'auto') || this.current.relay === 'js' || cluster.isWorker || !nativeDoorAvailable()) return null;
+    // PROXYPROTOCOL: every connection's header is read in JavaScript (net/proxy-accept.ts).
+    if (this.current.proxyProtocol) return null;
     const fd = (server as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
     if (typeof fd !== 'number' || fd < 0) return null;
     try {

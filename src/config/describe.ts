@@ -133,6 +133,7 @@ export function describeConfig(config: Config): string {
   add('workers', String(config.workers));
   if (config.timeZone) add('timezone', config.timeZone);
   if (config.spoof) add('spoof', 'client');
+  if (config.proxyProtocol) add('proxyprotocol', config.proxyProtocol.source);
   const width = Math.max(...lines.map(([k]) => k.length)) + 2;
   return lines.map(([k, v]) => `${k.padEnd(width)}${v}\n`).join('');
 }

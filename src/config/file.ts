@@ -205,6 +205,7 @@ function settingsFromFile(f: ConfigFile, base: string): Settings {
   }
   if (f.server !== undefined) s.server = parseServer(f.server, 'server');
   if (f.reliable !== undefined) s.reliable = parseHostList(joinList(f.reliable), 'reliable');
+  if (f.proxyprotocol !== undefined) s.proxyProtocol = parseHostList(joinList(f.proxyprotocol), 'proxyprotocol');
   if (f.rules) {
     s.rules = f.rules.map((r, i) => {
       const label = `rules[${i}]`;

@@ -196,6 +196,7 @@ function finish(s: Settings, cwd: string): Config {
   if (s.admin) config.admin = s.admin;
   if (s.routes && s.routes.length > 0) config.routes = s.routes;
   if (s.srcif && s.srcif.length > 0) config.srcif = s.srcif;
+  if (s.proxyProtocol) config.proxyProtocol = s.proxyProtocol;
   if (s.dns) config.dns = s.dns;
   if (s.httpHeaders) config.httpHeaders = s.httpHeaders;
   if (s.userWindows && Object.keys(s.userWindows).length > 0) config.userWindows = s.userWindows;

@@ -103,6 +103,8 @@ export interface Settings {
   caKey?: string;
   tlsVerify?: boolean;
   tlsTrustFile?: string;
+  /** PROXYPROTOCOL=: sources whose connections start with a PROXY protocol header. */
+  proxyProtocol?: HostList;
 }
 
 /** WORKERS=N or auto (one per core): processes sharing the listeners. */
@@ -193,6 +195,7 @@ export const PARAMETERS = {
   CAKEY: false,
   TLSVERIFY: false,
   TLSCAFILE: false,
+  PROXYPROTOCOL: false,
 } as const satisfies Record<string, boolean>;
 
 export type ParameterName = keyof typeof PARAMETERS;
@@ -252,6 +255,9 @@ export function applyParameter(settings: Settings, name: ParameterName, value: s
       return;
     case 'RELIABLE':
       settings.reliable = parseHostList(value, label);
+      return;
+    case 'PROXYPROTOCOL':
+      settings.proxyProtocol = parseHostList(value, label);
       return;
     case 'PERMIT':
     case 'REJECT':
@@ -568,12 +574,14 @@ export function buildAccessRule(
 export function parseUpstream(kind: 'http' | 'socks', text: string, label: string): Upstream {
   const t = text.trim();
   const expected =
-    kind === 'http' ? '[USER:PASS@]HOST:PORT[:dstHostList]' : '[USER:PASS@]HOST:PORT[/4|/4a|/5][:dstHostList]';
+    kind === 'http' ? '[USER:PASS@]HOST:PORT[/proxy-v1|/proxy-v2][:dstHostList]' : '[USER:PASS@]HOST:PORT[/4|/4a|/5][/proxy-v1|/proxy-v2][:dstHostList]';
   const m = /^(?:([^:@]*):([^@]*)@)?(\[[^\]]*\]|[^:@/[\]]+):(\d+)(?:\/([^:]*))?(?::(.*))?$/s.exec(t);
   // Never echo the value: it may carry a password.
   if (!m) throw new ConfigError(label, `expected ${expected}`);
-  const [, user, password, hostText, portText, versionText, dstText] = m;
+  const [, user, password, hostText, portText, slashText, dstText] = m;
   const { host, port } = parseHostPort(`${hostText}:${portText}`, label);
+  // `/proxy-v1` or `/proxy-v2` (after a SOCKS version, if any): send a PROXY protocol header first.
+  const { rest: versionText, proxyProtocol } = splitProxyOption(slashText, label);
   let version: Upstream['version'];
   if (versionText !== undefined) {
     if (kind !== 'socks' || !['4', '4a', '5'].includes(versionText.toLowerCase())) {
@@ -588,9 +596,10 @@ export function parseUpstream(kind: 'http' | 'socks', text: string, label: strin
     host,
     port,
     dst: parseHostList(dstText === undefined || dstText.trim() === '' ? '*' : dstText, label),
-    source: `${kind === 'http' ? 'PROXY' : 'SOCKS'}=${hostText}:${portText}${versionText ? '/' + versionText : ''}${dstText ? ':' + dstText : ''}`,
+    source: `${kind === 'http' ? 'PROXY' : 'SOCKS'}=${hostText}:${portText}${slashText ? '/' + slashText : ''}${dstText ? ':' + dstText : ''}`,
   };
   if (version) upstream.version = version;
+  if (proxyProtocol) upstream.proxyProtocol = proxyProtocol;
   if (user !== undefined) {
     try {
       upstream.user = decodeURIComponent(user);
@@ -602,6 +611,18 @@ export function parseUpstream(kind: 'http' | 'socks', text: string, label: strin
   }
   if (port === 0) throw new ConfigError(label, 'port 0 is not a server port');
   return upstream;
+}
+
+/** The `/proxy-v1` or `/proxy-v2` option among an upstream's slash options; the others stay for the caller. */
+function splitProxyOption(text: string | undefined, label: string): { rest: string | undefined; proxyProtocol?: 1 | 2 } {
+  if (text === undefined) return { rest: undefined };
+  const parts = text.split('/');
+  const isOption = (p: string): boolean => /^proxy-v[12]$/i.test(p);
+  const pp = parts.filter(isOption);
+  if (pp.length > 1) throw new ConfigError(label, 'one of /proxy-v1 or /proxy-v2, once');
+  if (pp.length === 0) return { rest: text };
+  const rest = parts.filter((p) => !isOption(p));
+  return { rest: rest.length === 0 ? undefined : rest.join('/'), proxyProtocol: pp[0]!.endsWith('1') ? 1 : 2 };
 }
 
 /** `MOUNT="vURL rURL [opt,opt]"`, DeleGate style: `MOUNT="/mnt/* http://host:port/static/*"`; options: config/mount-options.ts. */

@@ -100,6 +100,7 @@ export const configFileSchema = z
     listen: z.array(listenItem).optional().describe('listeners, as -P'),
     server: text.optional().describe('socks, http, auto, transparent or tcprelay://HOST:PORT'),
     reliable: textOrList.optional().describe('sources allowed to use the proxy; default .localnet'),
+    proxyprotocol: textOrList.optional().describe('load balancers that send a PROXY protocol v1/v2 header naming the client (PROXYPROTOCOL=)'),
     rules: z.array(ruleItem).optional().describe('PERMIT/REJECT rules in order; first match wins'),
     authorizer: accounts.optional(),
     timeouts: z

@@ -150,6 +150,8 @@ export interface Upstream {
   password?: string;
   /** SOCKS version for kind 'socks'. */
   version?: '4' | '4a' | '5';
+  /** `/proxy-v1`, `/proxy-v2`: a PROXY protocol header naming the client goes first. */
+  proxyProtocol?: 1 | 2;
   dst: HostList;
   source: string;
 }
@@ -166,6 +168,8 @@ export interface RouteHop {
   user?: string;
   password?: string;
   names: 'remote' | 'local';
+  /** `/proxy-v1`, `/proxy-v2` (on the first hop): a PROXY protocol header naming the client goes first. */
+  proxyProtocol?: 1 | 2;
 }
 
 /**
@@ -269,6 +273,8 @@ export interface Config {
   /** Destination of SERVER=tcprelay://HOST:PORT. */
   serverTarget?: HostPort;
   reliable: HostList;
+  /** PROXYPROTOCOL=: sources that must (and alone may) start their connections with a PROXY header; absent = none. */
+  proxyProtocol?: HostList;
   /** PERMIT/REJECT in the order given; first match wins; no rule matching means permit. */
   rules: readonly AccessRule[];
   accounts: Accounts | null;

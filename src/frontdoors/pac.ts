@@ -22,7 +22,7 @@ import ipaddr from 'ipaddr.js';
 import { hostListToPac, localnetIPv4 } from '../config/hostlist.js';
 import type { Config } from '../config/types.js';
 import { checkSource } from '../policy/acl.js';
-import { formatHostPort } from '../core/session.js';
+import { formatHostPort, sessionOf } from '../core/session.js';
 
 export const PAC_PATHS: ReadonlySet<string> = new Set(['/proxy.pac', '/wpad.dat']);
 export const PAC_CONTENT_TYPE = 'application/x-ns-proxy-autoconfig';
@@ -171,7 +171,8 @@ export function servePac(req: IncomingMessage, res: ServerResponse, config: Conf
     if (m && (/^[a-z0-9](?:[a-z0-9.-]{0,252})$/i.test(m[1]!) || ipaddr.isValid(m[1]!))) hostName = m[1]!.toLowerCase();
   }
   const text = buildPac(config, listeners, {
-    client: req.socket.remoteAddress ?? '',
+    // The session's client: behind a PROXYPROTOCOL balancer, the header's address.
+    client: sessionOf(req.socket)?.clientAddress ?? req.socket.remoteAddress ?? '',
     hostName,
     localAddress: req.socket.localAddress ?? '127.0.0.1',
   });

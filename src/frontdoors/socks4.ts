@@ -6,10 +6,11 @@
  */
 import type { Socket } from 'node:net';
 import { replyFor, toProxyError, type ProxyErrorCode } from '../core/errors.js';
-import { normalizeAddress, type Session } from '../core/session.js';
+import type { Session } from '../core/session.js';
 import type { BoundAddress, Tunnel } from '../core/tunnel.js';
 import { closeAfterReply, type HandshakeReader } from '../net/handshake.js';
 import { queryIdent } from '../policy/ident.js';
+import { identEndpoints } from '../net/proxy-accept.js';
 import type { DoorContext, DoorHandler } from './door.js';
 import { encodeSocks4Reply, parseSocks4Request, type Socks4ReplyCode } from './socks-wire.js';
 import { handOver, newSocksReader, refuseHandshake } from './socks5.js';
@@ -83,13 +84,8 @@ async function serveSocks4(socket: Socket, session: Session, ctx: DoorContext, r
   if (config.ident) {
     let identUser: string;
     try {
-      identUser = await queryIdent({
-        clientAddress: normalizeAddress(socket.remoteAddress ?? ''),
-        clientPort: socket.remotePort ?? 0,
-        localAddress: normalizeAddress(socket.localAddress ?? ''),
-        localPort: socket.localPort ?? 0,
-        timeoutMs: config.timeouts.handshake,
-      });
+      // A PROXYPROTOCOL client: asked at its own address about its connection to the balancer.
+      identUser = await queryIdent({ ...identEndpoints(session, socket), timeoutMs: config.timeouts.handshake });
     } catch (err) {
       const e = toProxyError(err);
       refuse('EIDENTUNREACH', replyFor('EIDENTUNREACH').socks4, 'socks4 identd unreachable', e.message);

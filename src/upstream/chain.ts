@@ -12,6 +12,7 @@ import { srcifFor, type SrcifRule } from './srcif.js';
 import { hopLabel, needsLocalResolution, type Chain, type Hop } from './hop.js';
 import { httpConnect } from './http-connect.js';
 import { socksConnect } from './socks.js';
+import { encodeProxyHeader, type ProxyEndpoint } from '../net/proxy-protocol.js';
 
 export interface ChainOptions {
   /** For the whole chain, ms; 0 = none. */
@@ -25,6 +26,8 @@ export interface ChainOptions {
   srcif?: { rules: readonly SrcifRule[]; clientAddress: string; user: string | null };
   /** Told whether the first hop could be reached (upstream health, upstream/pool.ts). */
   onFirstHop?: (ok: boolean) => void;
+  /** Who the PROXY protocol header of a `/proxy-v1|/proxy-v2` hop names (net/proxy-accept.ts clientEndpoints). */
+  client?: { source: ProxyEndpoint; destination: ProxyEndpoint | null };
 }
 
 /** Ask `hop` (reached through `socket`) for a tunnel to `next`. */
@@ -59,6 +62,8 @@ export async function dialChain(chain: Chain, dst: HostPort, options: ChainOptio
     const hop = chain[i]!;
     let next: HostPort = chain[i + 1] ?? dst;
     try {
+      // A hop that takes the PROXY protocol reads the header before its own handshake.
+      if (hop.proxyProtocol) socket.write(encodeProxyHeader(hop.proxyProtocol, options.client?.source ?? null, options.client?.destination ?? null));
       if (needsLocalResolution(hop, next)) {
         next = { host: await options.names.resolveOne(next.host, hop.kind === 'socks4' ? 4 : undefined), port: next.port };
       }

@@ -39,6 +39,7 @@ export function chainLabel(chain: Chain): string {
 export function hopFromUpstream(u: Upstream): Hop {
   const kind: HopKind = u.kind === 'http' ? 'http' : u.version === '4' ? 'socks4' : u.version === '4a' ? 'socks4a' : 'socks5';
   const hop: Hop = { kind, host: u.host, port: u.port, names: kind === 'socks4' ? 'local' : 'remote' };
+  if (u.proxyProtocol) hop.proxyProtocol = u.proxyProtocol;
   if (u.user !== undefined) {
     hop.user = u.user;
     hop.password = u.password ?? '';
@@ -51,7 +52,9 @@ export function hopFromUpstream(u: Upstream): Hop {
  * socks4a. USER and PASS are percent-decoded. The message never echoes the text (a password).
  */
 export function parseHop(text: string, label: string): Hop {
-  const m = /^([a-z0-9]+):\/\/(?:([^:@/]*):([^@/]*)@)?([^@/]+?)\/?$/i.exec(text.trim());
+  // `socks5://gw:1080/proxy-v2`: a PROXY protocol header (v1 or v2) naming the client goes first.
+  const pp = /\/proxy-v([12])\/?$/i.exec(text.trim());
+  const m = /^([a-z0-9]+):\/\/(?:([^:@/]*):([^@/]*)@)?([^@/]+?)\/?$/i.exec(pp ? text.trim().slice(0, pp.index) : text.trim());
   const expected = 'SCHEME://[USER:PASS@]HOST:PORT with SCHEME http, socks5, socks5h, socks4 or socks4a';
   if (!m) throw new ConfigError(label, `expected ${expected}`);
   const scheme = SCHEMES[m[1]!.toLowerCase()];
@@ -59,6 +62,7 @@ export function parseHop(text: string, label: string): Hop {
   const { host, port } = parseHostPort(m[4]!, label);
   if (port === 0) throw new ConfigError(label, 'port 0 is not a server port');
   const hop: Hop = { kind: scheme.kind, host, port, names: scheme.names };
+  if (pp) hop.proxyProtocol = pp[1] === '1' ? 1 : 2;
   if (m[2] !== undefined) {
     try {
       hop.user = decodeURIComponent(m[2]);

@@ -17,6 +17,8 @@ import type { Config, HostPort, RouteRule, TapRule, Upstream } from '../config/t
 import { ProxyError, toProxyError } from '../core/errors.js';
 import { normalizeAddress, type Session } from '../core/session.js';
 import type { NameCache } from '../net/dns.js';
+import { clientEndpoints } from '../net/proxy-accept.js';
+import { encodeProxyHeader } from '../net/proxy-protocol.js';
 import { dialChain, type ChainOptions } from './chain.js';
 import { chainLabel, hopFromUpstream, type Chain, type Hop } from './hop.js';
 import { basicCredentials } from './http-connect.js';
@@ -99,6 +101,21 @@ export function dialPlan(config: Config, q: RouteQuery, upstreams: UpstreamHealt
   return { ...plan, chains: upstreams.orderPool(plan.rule, { clientAddress: q.clientAddress, dstHost: q.dst.host }) };
 }
 
+/** Chain options naming the client, for a chain with a `/proxy-v1|/proxy-v2` hop (its PROXY header). */
+function proxyHeaderOf(chain: Chain, session: Session): Pick<ChainOptions, 'client'> {
+  return chain.some((h) => h.proxyProtocol) ? { client: clientEndpoints(session) } : {};
+}
+
+/**
+ * A pooled HTTP connection through a hop that was sent a PROXY header speaks for one client:
+ * its pool key names the client, so no other client's request reuses it.
+ */
+function poolClient(chain: Chain, session: Session): string {
+  if (!chain.some((h) => h.proxyProtocol)) return '';
+  const c = clientEndpoints(session).source;
+  return `|pp:${c.address}:${c.port}`;
+}
+
 /** Chain options that report the first hop's health. */
 function healthHook(chain: Chain, plan: RoutePlan, upstreams: UpstreamHealthTable): Pick<ChainOptions, 'onFirstHop'> {
   return chain.length === 0 ? {} : { onFirstHop: (ok) => upstreams.recordReach(chain, ok, plan.rule?.pool) };
@@ -162,6 +179,7 @@ export async function dialRoute(config: Config, dst: HostPort, session: Session,
         ...(options.lookup ? { lookup: options.lookup } : {}),
         srcif: srcifOf(config, session),
         ...healthHook(chain, plan, options.upstreams),
+        ...proxyHeaderOf(chain, session),
       });
       session.peer = chain[0]?.host ?? normalizeAddress(socket.remoteAddress ?? dst.host);
       return socket;
@@ -195,10 +213,10 @@ export function httpUpstreamFor(config: Config, dst: HostPort, session: Session,
   const chain = plan.chains[0];
   const proxy = chain?.[chain.length - 1];
   if (!chain || !proxy || proxy.kind !== 'http') return null;
-  return absoluteFormRoute(config, chain, proxy, options, plan);
+  return absoluteFormRoute(config, chain, proxy, options, plan, session);
 }
 
-function absoluteFormRoute(config: Config, chain: Chain, proxy: Hop, options: RouteDialOptions, plan: RoutePlan): HttpUpstream & HttpRoute {
+function absoluteFormRoute(config: Config, chain: Chain, proxy: Hop, options: RouteDialOptions, plan: RoutePlan, session: Session): HttpUpstream & HttpRoute {
   const before = chain.slice(0, -1);
   const route = chainLabel(chain);
   const authorization = basicCredentials(proxy);
@@ -207,7 +225,7 @@ function absoluteFormRoute(config: Config, chain: Chain, proxy: Hop, options: Ro
     form: 'absolute',
     proxy: { host: proxy.host, port: proxy.port },
     // The user name separates pools of different credentials without putting the password in a key.
-    key: `${route}|${proxy.user ?? ''}`,
+    key: `${route}|${proxy.user ?? ''}${poolClient(chain, session)}`,
     dial: () =>
       dialChain(
         before,
@@ -218,10 +236,16 @@ function absoluteFormRoute(config: Config, chain: Chain, proxy: Hop, options: Ro
           names: options.names,
           // An absolute-form route to one proxy dials it directly: that dial is the first hop's.
           ...(before.length === 0 ? { onFirstHop: undefined } : healthHook(chain, plan, options.upstreams)),
+          ...proxyHeaderOf(chain, session),
         },
       ).then(
         (s) => {
           if (before.length === 0) options.upstreams.recordReach(chain, true, plan.rule?.pool);
+          // The proxy takes the PROXY protocol: the header goes before the first request.
+          if (proxy.proxyProtocol) {
+            const c = clientEndpoints(session);
+            s.write(encodeProxyHeader(proxy.proxyProtocol, c.source, c.destination));
+          }
           return s;
         },
         (err: unknown) => {
@@ -271,12 +295,12 @@ export function httpRoutesFor(config: Config, dst: HostPort, session: Session, o
   const names = options.names;
   return plan.chains.map((chain): HttpRoute => {
     const last = chain[chain.length - 1];
-    if (last?.kind === 'http') return absoluteFormRoute(config, chain, last, options, plan);
+    if (last?.kind === 'http') return absoluteFormRoute(config, chain, last, options, plan, session);
     const route = chainLabel(chain);
     return {
       route,
       form: 'origin',
-      key: `${route}|${chain.map((h) => h.user ?? '').join(',')}`,
+      key: `${route}|${chain.map((h) => h.user ?? '').join(',')}${poolClient(chain, session)}`,
       dial: () =>
         dialChain(chain, dst, {
           timeoutMs: options.timeoutMs,
@@ -285,6 +309,7 @@ export function httpRoutesFor(config: Config, dst: HostPort, session: Session, o
           ...(options.lookup ? { lookup: options.lookup } : {}),
           srcif: srcifOf(config, session),
           ...healthHook(chain, plan, options.upstreams),
+          ...proxyHeaderOf(chain, session),
         }),
     };
   });
