@@ -25,6 +25,14 @@ import type { Session } from '../core/session.js';
 import type { ProxyEvents } from '../observe/events.js';
 import type { Logger } from '../observe/log.js';
 import { altNamesOf, type CertificateAuthority } from './ca.js';
+import { tlsTransport } from '../net/shaped-feed.js';
+import { markShapedBelow } from '../net/shaped-socket.js';
+
+/** The leaf context each client-side TLS session was accepted with (FTP data connections reuse it). */
+const leafContexts = new WeakMap<TLSSocket, tls.SecureContext>();
+export function leafContextOf(socket: TLSSocket): tls.SecureContext | undefined {
+  return leafContexts.get(socket);
+}
 
 /** What the first STLS rule that matches says; 'none' when no rule matches (or there are none). */
 export function stlsDecision(
@@ -281,11 +289,15 @@ const REJECTING_ALERTS = /ALERT_(BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_UNKNOWN|
 export function acceptClientTls(raw: Socket, context: tls.SecureContext, o: { alpn: boolean; handshakeMs: number }): Promise<ClientTlsResult> {
   return new Promise((resolve) => {
     const writtenBefore = raw.bytesWritten;
-    const socket = new tls.TLSSocket(raw, {
+    // BANDWIDTH=/QUOTA= on the client connection: the TLS records pass its hooks (net/shaped-feed.ts).
+    const transport = tlsTransport(raw);
+    const socket = new tls.TLSSocket(transport as Socket, {
       isServer: true,
       secureContext: context,
       ...(o.alpn ? { ALPNProtocols: ['http/1.1'] } : {}),
     });
+    if (transport !== raw) markShapedBelow(socket);
+    leafContexts.set(socket, context);
     let settled = false;
     const done = (r: ClientTlsResult): void => {
       if (settled) return;
