@@ -163,7 +163,10 @@ export interface ServerTls {
  * when asked, verified when TLSVERIFY=do. Rejects with a ProxyError('EUPSTREAM') whose message
  * says why (the certificate's verification error, a name mismatch, the handshake's failure).
  */
-export function connectServerTls(raw: Socket, o: { config: Config; name: string; offerHttp: boolean; port: number }): Promise<ServerTls> {
+export function connectServerTls(
+  raw: Socket,
+  o: { config: Config; name: string; offerHttp: boolean; port: number; /** A session to resume (an FTP data connection's control session's); not remembered. */ reuse?: Buffer },
+): Promise<ServerTls> {
   const t = o.config.tls!;
   const servername = isIP(o.name) ? undefined : o.name;
   const sessionKey = `${o.name}:${o.port}`;
@@ -177,7 +180,11 @@ export function connectServerTls(raw: Socket, o: { config: Config; name: string;
       return;
     }
     const known = serverSessions.get(sessionKey);
-    const resumable = known && known.trust === trust ? known : undefined;
+    const resumable = o.reuse
+      ? { session: o.reuse, subject: null, altNames: [] as ReturnType<typeof altNamesOf>, trust }
+      : known && known.trust === trust
+        ? known
+        : undefined;
     // Sessions that arrive before the verdict (TLS 1.2) wait for it; TLS 1.3 tickets come after.
     let verified: { subject: string | null; altNames: ReturnType<typeof altNamesOf> } | null = null;
     let early: Buffer | null = null;
@@ -202,6 +209,7 @@ export function connectServerTls(raw: Socket, o: { config: Config; name: string;
     }, o.config.timeouts.handshake);
     timer.unref();
     socket.on('session', (s: Buffer) => {
+      if (o.reuse) return;
       if (verified) rememberSession(sessionKey, { session: s, ...verified, trust });
       else early = s;
     });

@@ -64,6 +64,8 @@ export interface FtpControlLink {
   readonly hosts: ReadonlySet<string>;
   /** A data connection for this session has started. */
   attach(conn: FtpDataConnection): void;
+  /** The data connection's sockets as the relay should move them (in TLS after an intercepted PROT P). */
+  protectData?(client: Socket, server: Socket): Promise<{ client: Socket; server: Socket }>;
 }
 
 /** The pipeline's handle on a data tunnel it recognised. */
@@ -186,7 +188,10 @@ export function claimFtpDataTunnel(q: { clientAddress: string; dst: HostPort; co
   link.attach(conn);
   return {
     controlSessionId: link.sessionId,
-    run: (client, server, session, idleMs) => relayData(client, server, conn, session, idleMs),
+    run: async (client, server, session, idleMs) => {
+      const s = link.protectData ? await link.protectData(client, server) : { client, server };
+      return relayData(s.client, s.server, conn, session, idleMs);
+    },
     finished: (r) => conn.end(r),
   };
 }
