@@ -126,3 +126,22 @@ test('without STLS: relayed untouched after the 234, the server certificate is i
     proxy.cleanup();
   }
 });
+
+test('STLS=mitm and a server that fails verification: the control connection is closed, logged, nothing read inside', { skip }, async () => {
+  // No TLSCAFILE: the test server's CA is not trusted.
+  const proxy = await startProxy(['-P127.0.0.1:0/socks', 'SOCKSTAP=ftp', 'STLS=mitm', 'TIMEOUT=sniff:2s']);
+  try {
+    const ca = join(proxy.stateDir, 'ca', 'ca.pem');
+    const r = await curl(['--ssl-reqd', '--cacert', ca, '--socks5-hostname', `127.0.0.1:${proxy.port('socks')}`, '-u', `${FTP_USER}:${FTP_PASSWORD}`, `ftp://localhost:${ftp.port}/pub/`]);
+    assert.notEqual(r.code, 0);
+    await proxy.stop();
+    assert.match(proxy.readLog('sockstap.log'), /starttls server refused, connection closed/);
+    const s = proxy.sessions().find((x) => x.proto === 'ftp');
+    assert.equal(s!.result, 'EUPSTREAM');
+    assert.equal((s!.ftp as { user: string | null }).user, null);
+    for (const f of everyFileUnder(proxy.logDir)) assert.ok(!readFileSync(f).includes(FTP_PASSWORD), `password found in ${f}`);
+  } finally {
+    await proxy.stop();
+    proxy.cleanup();
+  }
+});

@@ -419,6 +419,7 @@ export const ftpTap: Tap = async (ctx: TapContext): Promise<void> => {
       if (!raw) break;
       // AUTH TLS accepted. STLS=mitm: TLS on both sides and the commands are read on inside.
       const tls = control.tls === null && ctx.upgradeTls ? await upgrade(ctx, c, s) : null;
+      if (tls === 'failed') break;
       if (!tls) {
         await ctx.relay(c, s);
         break;
@@ -435,10 +436,10 @@ export const ftpTap: Tap = async (ctx: TapContext): Promise<void> => {
 };
 
 /**
- * The TLS upgrade after a 234 (STLS=mitm): the two TLS sessions, or null when the upgrade failed
- * (the pipeline logged why; both sockets are closed) or was declined (relay the rest).
+ * The TLS upgrade after a 234 (STLS=mitm): the two TLS sessions; null when it was declined (relay
+ * the rest); 'failed' when it failed (the pipeline logged why and set the result; both closed).
  */
-async function upgrade(ctx: TapContext, client: Socket, server: Socket): Promise<{ client: Socket; server: Socket } | null> {
+async function upgrade(ctx: TapContext, client: Socket, server: Socket): Promise<{ client: Socket; server: Socket } | null | 'failed'> {
   try {
     const tls = await ctx.upgradeTls!(client, server);
     if (!tls) return null;
@@ -448,7 +449,7 @@ async function upgrade(ctx: TapContext, client: Socket, server: Socket): Promise
   } catch {
     client.destroy();
     server.destroy();
-    return null;
+    return 'failed';
   }
 }
 
