@@ -31,6 +31,18 @@ if len(sys.argv) > 5:
             if getattr(self, '_ssl_accepting', False):
                 return True
             return super().readable()
+        # Each data connection's TLS says whether it resumed the control connection's session;
+        # with 'reuse' one that did not is refused, as vsftpd's require_ssl_reuse does.
+        def _do_ssl_handshake(self):
+            super()._do_ssl_handshake()
+            if self._ssl_established and not getattr(self, '_reuse_seen', False):
+                self._reuse_seen = True
+                from OpenSSL._util import lib
+                reused = bool(lib.SSL_session_reused(self.socket._ssl))
+                logging.info('data tls session reused=%s', reused)
+                if not reused and len(sys.argv) > 6 and sys.argv[6] == 'reuse':
+                    self.cmd_channel.respond('522 SSL connection failed: session reuse required')
+                    self.close()
     TLS_FTPHandler.dtp_handler = DTP
     TLS_FTPHandler.certfile = sys.argv[4]
     TLS_FTPHandler.keyfile = sys.argv[5]
@@ -65,14 +77,19 @@ export function pyftpdlibTlsAvailable(): boolean {
   return spawnSync('/usr/bin/python3', ['-c', 'import OpenSSL; from pyftpdlib.handlers import TLS_FTPHandler'], { stdio: 'ignore' }).status === 0;
 }
 
-/** `tls`: AUTH TLS required on the control connection and PROT P on data (pyftpdlib's TLS_FTPHandler). */
-export async function startFtpServer(password = FTP_PASSWORD, tls?: { key: Buffer; cert: Buffer }): Promise<TestFtpServer> {
+/**
+ * `tls`: AUTH TLS required on the control connection and PROT P on data (pyftpdlib's
+ * TLS_FTPHandler); `requireReuse`: a data connection that does not resume the control
+ * connection's TLS session is refused (522), as vsftpd's require_ssl_reuse does.
+ */
+export async function startFtpServer(password = FTP_PASSWORD, tls?: { key: Buffer; cert: Buffer; requireReuse?: boolean }): Promise<TestFtpServer> {
   const root = mkdtempSync(join(tmpdir(), 'sockstap-ftp-'));
   const args = [root, FTP_USER, password];
   if (tls) {
     writeFileSync(join(root, '..', `${basename(root)}.key`), tls.key, { mode: 0o600 });
     writeFileSync(join(root, '..', `${basename(root)}.crt`), tls.cert);
     args.push(join(root, '..', `${basename(root)}.crt`), join(root, '..', `${basename(root)}.key`));
+    if (tls.requireReuse) args.push('reuse');
   }
   const child: ChildProcess = spawn('/usr/bin/python3', ['-c', SCRIPT, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -102,7 +119,7 @@ export async function startFtpServer(password = FTP_PASSWORD, tls?: { key: Buffe
         await exited;
       }
       rmSync(root, { recursive: true, force: true });
-      for (const f of args.slice(3)) rmSync(f, { force: true });
+      for (const f of args.slice(3, 5)) rmSync(f, { force: true });
     },
   };
 }

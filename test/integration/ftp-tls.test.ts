@@ -3,7 +3,8 @@
  * control and data) with curl `--ssl-reqd` through SOCKS5: with STLS=mitm the tap terminates the
  * control connection's TLS (curl trusts sockstap's CA only), reads the commands inside (the session
  * record, xferlog) and, after PROT P, the data connections are intercepted both ways (a LIST and a
- * RETR byte-identical); without STLS the tunnel is relayed untouched after the 234 and curl sees
+ * RETR byte-identical, the server requiring each data connection to resume the control connection's
+ * TLS session, as vsftpd's require_ssl_reuse does); without STLS the tunnel is relayed untouched after the 234 and curl sees
  * the server's own certificate. The password is never logged.
  */
 import assert from 'node:assert/strict';
@@ -54,7 +55,7 @@ function everyFileUnder(dir: string): string[] {
 before(async () => {
   if (skip) return;
   pki = testPki();
-  ftp = await startFtpServer(FTP_PASSWORD, pki.issue(['localhost']));
+  ftp = await startFtpServer(FTP_PASSWORD, { ...pki.issue(['localhost']), requireReuse: true });
   mkdirSync(join(ftp.root, 'pub'));
   writeFileSync(join(ftp.root, 'pub', 'data.bin'), fileData);
   work = mkdtempSync(join(tmpdir(), 'sockstap-ftps-client-'));
@@ -101,6 +102,9 @@ test('STLS=mitm: AUTH TLS and PROT P are intercepted; LIST and RETR through SOCK
     const data = sessions.filter((s) => s.proto === 'ftp-data');
     assert.equal(data.length, 2, 'the LIST and the RETR data connections');
     for (const f of everyFileUnder(proxy.logDir)) assert.ok(!readFileSync(f).includes(FTP_PASSWORD), `password found in ${f}`);
+    // The server requires its data connections to resume the control connection's TLS session.
+    assert.match(ftp.log(), /data tls session reused=True/);
+    assert.doesNotMatch(ftp.log(), /data tls session reused=False/);
   } finally {
     await proxy.stop();
     proxy.cleanup();
