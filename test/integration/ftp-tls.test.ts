@@ -149,3 +149,22 @@ test('STLS=mitm and a server that fails verification: the control connection is 
     proxy.cleanup();
   }
 });
+
+test('QUOTA= counts a PROT P data connection below its TLS: the RETR is cut', { skip }, async () => {
+  const proxy = await startProxy(['-P127.0.0.1:0/socks', 'SOCKSTAP=ftp', 'STLS=mitm', `TLSCAFILE=${pki.caFile}`, 'TIMEOUT=sniff:2s', 'QUOTA=100k/day:all']);
+  try {
+    const ca = join(proxy.stateDir, 'ca', 'ca.pem');
+    const out = join(work, 'cut.bin');
+    const r = await curl(['--ssl-reqd', '--cacert', ca, '--socks5-hostname', `127.0.0.1:${proxy.port('socks')}`, '-u', `${FTP_USER}:${FTP_PASSWORD}`, '-o', out, `ftp://localhost:${ftp.port}/pub/data.bin`]);
+    assert.notEqual(r.code, 0, 'the transfer was cut');
+    await proxy.stop();
+    const data = proxy.sessions().find((s) => s.proto === 'ftp-data');
+    assert.ok(data, 'a data session');
+    assert.equal(data.result, 'EQUOTA');
+    // Cut within one chunk (64 KiB) past the quota, far short of the file.
+    assert.ok((data.bytesDown as number) < 100 * 1024 + 80 * 1024, `bytesDown ${String(data.bytesDown)}`);
+  } finally {
+    await proxy.stop();
+    proxy.cleanup();
+  }
+});
