@@ -11,10 +11,11 @@ usage() {
 usage: bench/run.sh [--quick] [--tests LIST] [--proxies LIST] [--bytes N] [--secs S] [--idle N]
 
   --quick          small sizes: 256 MiB transfers, 3 s rate, 1,000 idle tunnels (about 1 minute)
-  --tests LIST     comma-separated: bulk,lat,connlat,rate,idle,http (default: all; http is
+  --tests LIST     comma-separated: bulk,lat,connlat,rate,idle,http,tls (default: all; http is
                    bench/run-http.sh: cache hits of 4 KiB and 1 MiB through the HTTP door and a
-                   tapped SOCKS tunnel beside Varnish and Squid, as ratios; skipped when its tools
-                   are missing)
+                   tapped SOCKS tunnel beside Varnish and Squid, as ratios; tls is
+                   bench/run-tls.sh: intercepted TLS handshakes and HTTPS cache hits per second
+                   beside Squid ssl-bump; each skipped when its tools are missing)
   --proxies LIST   comma-separated: direct,sockstap,sockstap-js,sockstap-w2,relay,relay-pipe,
                    microsocks,dante (default: direct,sockstap,sockstap-js,sockstap-w2,microsocks,dante;
                    sockstap relays untapped tunnels with splice(2) on its native thread, sockstap-js
@@ -34,7 +35,7 @@ EOF
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 BASE=${BENCH_PORT_BASE:-22000}
-TESTS=bulk,lat,connlat,rate,idle,http
+TESTS=bulk,lat,connlat,rate,idle,http,tls
 PROXIES=direct,sockstap,sockstap-js,sockstap-w2,microsocks,dante
 BYTES=1073741824
 SECS=10
@@ -250,4 +251,9 @@ node --import tsx "$ROOT/bench/report.ts" "$RAW" | tee "${RAW%.jsonl}.md"
 if want "$TESTS" http; then
   echo
   if [ "$QUICK" = 1 ]; then bash "$ROOT/bench/run-http.sh" --secs 3; else bash "$ROOT/bench/run-http.sh" --secs "$SECS"; fi
+fi
+
+if want "$TESTS" tls; then
+  echo
+  if [ "$QUICK" = 1 ]; then bash "$ROOT/bench/run-tls.sh" --secs 3; else bash "$ROOT/bench/run-tls.sh" --secs "$SECS"; fi
 fi

@@ -11,6 +11,8 @@ const NEEDED = [
   { check: 'command -v openssl', pkg: 'openssl' },
   // the FTP tap's tests run pyftpdlib
   { check: "/usr/bin/python3 -c 'import pyftpdlib'", pkg: 'python3-pyftpdlib' },
+  // FTP AUTH TLS tests run pyftpdlib's TLS_FTPHandler, which needs PyOpenSSL
+  { check: "/usr/bin/python3 -c 'import OpenSSL'", pkg: 'python3-openssl' },
   // SMTP, POP3, IMAP servers and Python clients for the mail taps
   { check: "/usr/bin/python3 -c 'import aiosmtpd'", pkg: 'python3-aiosmtpd' },
   { check: "/usr/bin/python3 -c 'import socks'", pkg: 'python3-socks' },

@@ -48,7 +48,17 @@ type Hooked = Socket & SocketInternals & { [kShape]?: ShapeState };
 
 /** Whether a shape is in force on this socket (its relay then must not shape it again). */
 export function isShaped(socket: Socket): boolean {
-  return (socket as Hooked)[kShape]?.shape != null;
+  return (socket as Hooked)[kShape]?.shape != null || (socket as { [kBelow]?: true })[kBelow] === true;
+}
+
+const kBelow = Symbol('sockstap.shapedBelow');
+
+/**
+ * A socket whose bytes already pass a shaped socket below it (a TLS session over a shaped client
+ * connection, net/shaped-feed.ts): its relay must not shape or meter them a second time.
+ */
+export function markShapedBelow(socket: Socket): void {
+  (socket as { [kBelow]?: true })[kBelow] = true;
 }
 
 /**

@@ -128,6 +128,7 @@ export class Interceptor {
     if (alpn.length > 0 && !http11) return false;
     const name = sni ?? tunnel.dst.host;
     if (this.pinned.has(name)) return false;
+    if (!this.acct.shapeClient(session, tunnel.socket, config, rule)) return (dialed?.destroy(), true);
     // Cache-first (httpsFromCache): the SNI names the destination and the cache can still answer
     // under it, so the leaf is issued from the SNI alone and the server is dialed only when needed.
     const fromCache =

@@ -26,6 +26,14 @@ import type { ProxyEvents } from '../observe/events.js';
 import type { Logger } from '../observe/log.js';
 import { altNamesOf, type CertificateAuthority } from './ca.js';
 import { firstMatch } from '../config/first-match.js';
+import { tlsTransport } from '../net/shaped-feed.js';
+import { markShapedBelow } from '../net/shaped-socket.js';
+
+/** The leaf context each client-side TLS session was accepted with (FTP data connections reuse it). */
+const leafContexts = new WeakMap<TLSSocket, tls.SecureContext>();
+export function leafContextOf(socket: TLSSocket): tls.SecureContext | undefined {
+  return leafContexts.get(socket);
+}
 
 /** What the first STLS rule that matches says; 'none' when no rule matches (or there are none). */
 export function stlsDecision(
@@ -168,7 +176,15 @@ export interface ServerTls {
  */
 export function connectServerTls(
   raw: Socket,
-  o: { config: Config; name: string; offerHttp: boolean; port: number; sessions: ServerTlsSessions },
+  o: {
+    config: Config;
+    name: string;
+    offerHttp: boolean;
+    port: number;
+    sessions: ServerTlsSessions;
+    /** A session to resume (an FTP data connection's control session's); not remembered. */
+    reuse?: Buffer;
+  },
 ): Promise<ServerTls> {
   const t = o.config.tls!;
   const servername = isIP(o.name) ? undefined : o.name;
@@ -183,7 +199,11 @@ export function connectServerTls(
       return;
     }
     const known = o.sessions.get(sessionKey);
-    const resumable = known && known.trust === trust ? known : undefined;
+    const resumable = o.reuse
+      ? { session: o.reuse, subject: null, altNames: [] as ReturnType<typeof altNamesOf>, trust }
+      : known && known.trust === trust
+        ? known
+        : undefined;
     // Sessions that arrive before the verdict (TLS 1.2) wait for it; TLS 1.3 tickets come after.
     let verified: { subject: string | null; altNames: ReturnType<typeof altNamesOf> } | null = null;
     let early: Buffer | null = null;
@@ -208,6 +228,7 @@ export function connectServerTls(
     }, o.config.timeouts.handshake);
     timer.unref();
     socket.on('session', (s: Buffer) => {
+      if (o.reuse) return;
       if (verified) o.sessions.remember(sessionKey, { session: s, ...verified, trust });
       else early = s;
     });
@@ -295,11 +316,15 @@ const REJECTING_ALERTS = /ALERT_(BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_UNKNOWN|
 export function acceptClientTls(raw: Socket, context: tls.SecureContext, o: { alpn: boolean; handshakeMs: number }): Promise<ClientTlsResult> {
   return new Promise((resolve) => {
     const writtenBefore = raw.bytesWritten;
-    const socket = new tls.TLSSocket(raw, {
+    // BANDWIDTH=/QUOTA= on the client connection: the TLS records pass its hooks (net/shaped-feed.ts).
+    const transport = tlsTransport(raw);
+    const socket = new tls.TLSSocket(transport as Socket, {
       isServer: true,
       secureContext: context,
       ...(o.alpn ? { ALPNProtocols: ['http/1.1'] } : {}),
     });
+    if (transport !== raw) markShapedBelow(socket);
+    leafContexts.set(socket, context);
     let settled = false;
     const done = (r: ClientTlsResult): void => {
       if (settled) return;

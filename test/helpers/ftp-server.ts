@@ -3,9 +3,9 @@
  * root to `anonymous` and to the user alice (both may read and write).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 
 export const FTP_USER = 'alice';
 export const FTP_PASSWORD = 's3cret-Pw-7731';
@@ -20,7 +20,36 @@ root, user, password = sys.argv[1], sys.argv[2], sys.argv[3]
 a = DummyAuthorizer()
 a.add_anonymous(root, perm='elradfmwMT')
 a.add_user(user, password, root, perm='elradfmwMT')
-class Handler(FTPHandler):
+Base = FTPHandler
+if len(sys.argv) > 5:
+    # AUTH TLS (RFC 4217) with PyOpenSSL: certificate and key files, TLS required on both channels.
+    from pyftpdlib.handlers import TLS_FTPHandler, TLS_DTPHandler
+    class DTP(TLS_DTPHandler):
+        # curl starts a data connection's TLS handshake before its transfer command; pyftpdlib
+        # 1.5.7 takes that early ClientHello for a disconnect (DTPHandler.readable) and closes.
+        def readable(self):
+            if getattr(self, '_ssl_accepting', False):
+                return True
+            return super().readable()
+        # Each data connection's TLS says whether it resumed the control connection's session;
+        # with 'reuse' one that did not is refused, as vsftpd's require_ssl_reuse does.
+        def _do_ssl_handshake(self):
+            super()._do_ssl_handshake()
+            if self._ssl_established and not getattr(self, '_reuse_seen', False):
+                self._reuse_seen = True
+                from OpenSSL._util import lib
+                reused = bool(lib.SSL_session_reused(self.socket._ssl))
+                logging.info('data tls session reused=%s', reused)
+                if not reused and len(sys.argv) > 6 and sys.argv[6] == 'reuse':
+                    self.cmd_channel.respond('522 SSL connection failed: session reuse required')
+                    self.close()
+    TLS_FTPHandler.dtp_handler = DTP
+    TLS_FTPHandler.certfile = sys.argv[4]
+    TLS_FTPHandler.keyfile = sys.argv[5]
+    TLS_FTPHandler.tls_control_required = True
+    TLS_FTPHandler.tls_data_required = True
+    Base = TLS_FTPHandler
+class Handler(Base):
     pass
 Handler.authorizer = a
 Handler.banner = 'pyftpdlib FTP server ready.'
@@ -43,9 +72,26 @@ export interface TestFtpServer {
   stop(): Promise<void>;
 }
 
-export async function startFtpServer(password = FTP_PASSWORD): Promise<TestFtpServer> {
+/** Whether pyftpdlib's TLS_FTPHandler can run (it needs PyOpenSSL: python3-openssl). */
+export function pyftpdlibTlsAvailable(): boolean {
+  return spawnSync('/usr/bin/python3', ['-c', 'import OpenSSL; from pyftpdlib.handlers import TLS_FTPHandler'], { stdio: 'ignore' }).status === 0;
+}
+
+/**
+ * `tls`: AUTH TLS required on the control connection and PROT P on data (pyftpdlib's
+ * TLS_FTPHandler); `requireReuse`: a data connection that does not resume the control
+ * connection's TLS session is refused (522), as vsftpd's require_ssl_reuse does.
+ */
+export async function startFtpServer(password = FTP_PASSWORD, tls?: { key: Buffer; cert: Buffer; requireReuse?: boolean }): Promise<TestFtpServer> {
   const root = mkdtempSync(join(tmpdir(), 'sockstap-ftp-'));
-  const child: ChildProcess = spawn('/usr/bin/python3', ['-c', SCRIPT, root, FTP_USER, password], {
+  const args = [root, FTP_USER, password];
+  if (tls) {
+    writeFileSync(join(root, '..', `${basename(root)}.key`), tls.key, { mode: 0o600 });
+    writeFileSync(join(root, '..', `${basename(root)}.crt`), tls.cert);
+    args.push(join(root, '..', `${basename(root)}.crt`), join(root, '..', `${basename(root)}.key`));
+    if (tls.requireReuse) args.push('reuse');
+  }
+  const child: ChildProcess = spawn('/usr/bin/python3', ['-c', SCRIPT, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let log = '';
@@ -73,6 +119,7 @@ export async function startFtpServer(password = FTP_PASSWORD): Promise<TestFtpSe
         await exited;
       }
       rmSync(root, { recursive: true, force: true });
+      for (const f of args.slice(3, 5)) rmSync(f, { force: true });
     },
   };
 }

@@ -175,7 +175,7 @@ export interface Dovecot {
  * dovecot serving IMAP and POP3 for one passwd-file user whose Maildir holds `messages`. Runs in
  * the foreground (`-F`) with every path in a temporary directory; the mail user is `nobody`.
  */
-export async function startDovecot(messages: Buffer[], password = 's3cr3t-Pa55'): Promise<Dovecot> {
+export async function startDovecot(messages: Buffer[], password = 's3cr3t-Pa55', tls?: { key: Buffer; cert: Buffer }): Promise<Dovecot> {
   const dir = mkdtempSync(join(tmpdir(), 'sockstap-dovecot-'));
   // dovecot's auth and mail processes run as other users: they must reach the files.
   chmodSync(dir, 0o755);
@@ -194,6 +194,13 @@ export async function startDovecot(messages: Buffer[], password = 's3cr3t-Pa55')
   // base64 (dovecot's .b64 encoding): the password may hold ':', the passwd-file separator.
   writeFileSync(join(dir, 'passwd'), `alice:{PLAIN.b64}${Buffer.from(password).toString('base64')}:${uid}:${gid}::${home}\n`);
   const conf = join(dir, 'dovecot.conf');
+  // `tls`: ssl = yes, so IMAP and POP3 offer STARTTLS/STLS with this certificate.
+  let ssl = 'ssl = no';
+  if (tls) {
+    writeFileSync(join(dir, 'server.key'), tls.key, { mode: 0o600 });
+    writeFileSync(join(dir, 'server.crt'), tls.cert);
+    ssl = `ssl = yes\nssl_cert = <${dir}/server.crt\nssl_key = <${dir}/server.key`;
+  }
   writeFileSync(
     conf,
     `base_dir = ${dir}/run
@@ -201,7 +208,7 @@ state_dir = ${dir}/state
 log_path = ${dir}/dovecot.log
 protocols = imap pop3
 listen = 127.0.0.1
-ssl = no
+${ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 first_valid_uid = 1

@@ -65,6 +65,8 @@ export interface FtpControlLink {
   readonly hosts: ReadonlySet<string>;
   /** A data connection for this session has started. */
   attach(conn: FtpDataConnection): void;
+  /** The data connection's sockets as the relay should move them (in TLS after an intercepted PROT P). */
+  protectData?(client: Socket, server: Socket): Promise<{ client: Socket; server: Socket }>;
 }
 
 interface Expectation {
@@ -175,7 +177,10 @@ export class FtpCorrelation implements Expecter {
     return {
       owner: link.sessionId,
       proto: 'ftp-data',
-      run: (client, server, session, idleMs) => relayData(client, server, conn, session, idleMs),
+      run: async (client, server, session, idleMs) => {
+        const s = link.protectData ? await link.protectData(client, server) : { client, server };
+        return relayData(s.client, s.server, conn, session, idleMs);
+      },
       finished: (r) => conn.end(r),
       record: (session) => {
         session.sections['ftp-data'] = { control: link.sessionId, mode };

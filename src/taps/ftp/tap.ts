@@ -7,8 +7,13 @@
  * the data connections the client opens through the proxy (correlate.ts) with the transfer that
  * uses them, writes one `xfer` event per file transfer (xferlog), and keeps files retrieved in full
  * in the HTTP cache under `ftp://host:port/path`. After `AUTH TLS` is accepted (RFC 4217 §4, reply
- * 234) the rest of the connection is relayed raw.
+ * 234): with STLS=mitm for the destination (`ctx.upgradeTls`) the control connection is
+ * terminated on both sides and read on inside the two TLS sessions, and after `PROT P` (RFC 4217
+ * §9) each data connection through the proxy is TLS on both sides too (the client gets the same
+ * leaf, the server is asked to resume the control connection's TLS session, as vsftpd's
+ * require_ssl_reuse wants); without it the rest of the connection is relayed raw.
  */
+import type { TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
 import { formatHostPort } from '../../core/session.js';
 import type { CacheWriter } from '../../cache/http-cache.js';
@@ -16,6 +21,7 @@ import { LineReader, LineTooLongError, lineText } from '../../net/lines.js';
 import type { XferRecord } from '../../observe/events.js';
 import type { Tap, TapContext } from '../tap.js';
 import { ftpCorrelation, type FtpControlLink, type FtpDataConnection } from './correlate.js';
+import { protectData, type ControlTls } from './tls.js';
 import { checkFtpRequest } from './policy.js';
 import { ftpCacheHead, ftpUrl, resolvePath, type FtpPath } from './paths.js';
 import {
@@ -68,8 +74,10 @@ export interface FtpSection {
   refused: string[];
   transfers: FtpTransferRecord[];
   transfersDropped: number;
-  /** Set when AUTH TLS/SSL was accepted and the rest was relayed raw. */
+  /** Set when AUTH TLS/SSL was accepted: the mechanism (`TLS`); without STLS=mitm the rest was relayed raw. */
   tls?: string;
+  /** `P` after an accepted PROT P (data connections in TLS), `C` after PROT C; absent: never sent. */
+  prot?: string;
 }
 
 class Transfer {
@@ -149,6 +157,10 @@ class FtpControl implements FtpControlLink {
   private awaiting: Transfer | null = null;
   private readonly open = new Set<Transfer>();
   raw = false;
+  /** The two TLS sessions of the control connection once AUTH TLS was intercepted. */
+  tls: ControlTls | null = null;
+  /** PROT P accepted: data connections are TLS (RFC 4217 §9). */
+  private protect = false;
 
   constructor(
     private readonly ctx: TapContext,
@@ -158,6 +170,12 @@ class FtpControl implements FtpControlLink {
     this.sessionId = ctx.session.id;
     this.hosts.add(ctx.dst.host.toLowerCase());
     if (server.remoteAddress) this.hosts.add(server.remoteAddress);
+  }
+
+  /** A data connection's two sockets, in TLS on both sides after PROT P (tls.ts); as they are otherwise. */
+  protectData(client: Socket, server: Socket): Promise<{ client: Socket; server: Socket }> {
+    if (!this.protect || !this.tls) return Promise.resolve({ client, server });
+    return protectData(this.ctx, this.tls, client, server);
   }
 
   attach(conn: FtpDataConnection): void {
@@ -307,6 +325,15 @@ class FtpControl implements FtpControlLink {
           this.raw = true;
         }
         break;
+      case 'PROT': {
+        // RFC 4217 §9: C (clear) or P (private); S and E are refused by servers (536).
+        const level = cmd.arg.trim().toUpperCase();
+        if (ok && (level === 'P' || level === 'C')) {
+          this.protect = level === 'P';
+          this.section.prot = level;
+        }
+        break;
+      }
     }
     if (entry.transfer) {
       if (this.awaiting === entry.transfer) this.awaiting = null;
@@ -385,8 +412,23 @@ export const ftpTap: Tap = async (ctx: TapContext): Promise<void> => {
   session.sections.ftp = control.section;
   const unregister = ftpCorrelation(ctx.services.expectations).registerControl(session.clientAddress, control);
   try {
-    const raw = await interpret(ctx, control, client, server);
-    if (raw) await ctx.relay(client, server);
+    let c: Socket = client;
+    let s: Socket = server;
+    for (;;) {
+      const raw = await interpret(ctx, control, c, s);
+      if (!raw) break;
+      // AUTH TLS accepted. STLS=mitm: TLS on both sides and the commands are read on inside.
+      const tls = control.tls === null && ctx.upgradeTls ? await upgrade(ctx, c, s) : null;
+      if (tls === 'failed') break;
+      if (!tls) {
+        await ctx.relay(c, s);
+        break;
+      }
+      control.tls = { client: tls.client as TLSSocket, server: tls.server as TLSSocket };
+      control.raw = false;
+      c = tls.client;
+      s = tls.server;
+    }
   } finally {
     unregister();
     control.close();
@@ -394,8 +436,27 @@ export const ftpTap: Tap = async (ctx: TapContext): Promise<void> => {
 };
 
 /**
+ * The TLS upgrade after a 234 (STLS=mitm): the two TLS sessions; null when it was declined (relay
+ * the rest); 'failed' when it failed (the pipeline logged why and set the result; both closed).
+ */
+async function upgrade(ctx: TapContext, client: Socket, server: Socket): Promise<{ client: Socket; server: Socket } | null | 'failed'> {
+  try {
+    const tls = await ctx.upgradeTls!(client, server);
+    if (!tls) return null;
+    tls.client.once('close', () => client.destroy());
+    tls.server.once('close', () => server.destroy());
+    return tls;
+  } catch {
+    client.destroy();
+    server.destroy();
+    return 'failed';
+  }
+}
+
+/**
  * Runs the line-by-line relay until both sides are done (resolves false) or AUTH TLS switched the
- * connection to raw (resolves true, both sockets paused, everything read so far forwarded).
+ * connection to raw (resolves true, both sockets paused; everything read so far forwarded, or with
+ * STLS=mitm put back in front of its own socket for the TLS handshakes).
  */
 function interpret(ctx: TapContext, control: FtpControl, client: Socket, server: Socket): Promise<boolean> {
   const { session } = ctx;
@@ -433,9 +494,17 @@ function interpret(ctx: TapContext, control: FtpControl, client: Socket, server:
       cleanup();
       client.pause();
       server.pause();
-      // Whatever followed the 234 or the AUTH line is TLS already: pass it on untouched.
-      if (fromClient.buffered > 0) server.write(fromClient.drain());
-      if (fromServer.buffered > 0) client.write(fromServer.drain());
+      // Whatever followed the 234 or the AUTH line is TLS already: pass it on untouched, or with
+      // STLS=mitm keep it for the handshakes.
+      const mitm = control.tls === null && ctx.upgradeTls !== undefined;
+      if (fromClient.buffered > 0) {
+        if (mitm) client.unshift(fromClient.drain());
+        else server.write(fromClient.drain());
+      }
+      if (fromServer.buffered > 0) {
+        if (mitm) server.unshift(fromServer.drain());
+        else client.write(fromServer.drain());
+      }
       resolve(true);
     };
     const onClientData = (chunk: Buffer): void => {
@@ -454,17 +523,23 @@ function interpret(ctx: TapContext, control: FtpControl, client: Socket, server:
       last = Date.now();
       session.countDown(chunk.length);
       try {
+        const late: Buffer[] = [];
         fromServer.push(chunk, (item) => {
           if (settled) {
-            toClient(item.bytes);
+            late.push(item.bytes);
             return;
           }
           if (item.kind === 'line') control.replyLine(item.bytes, toClient);
           else toClient(item.bytes);
           if (control.raw && !settled) goRaw();
         });
-        // A partial line after the 234 is TLS data: it goes on as it is.
-        if (settled && fromServer.buffered > 0) client.write(fromServer.drain());
+        // What followed the 234 in this chunk is TLS data: it goes on as it is (or back in front
+        // of the server socket for the interception's handshake).
+        if (settled && fromServer.buffered > 0) late.push(fromServer.drain());
+        if (late.length > 0) {
+          if (control.tls === null && ctx.upgradeTls !== undefined) server.unshift(Buffer.concat(late));
+          else client.write(Buffer.concat(late));
+        }
       } catch (err) {
         fail(err, 'server');
       }
