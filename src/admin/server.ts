@@ -48,7 +48,7 @@ export interface AdminSource {
   /** Rebuild the configuration from its origin and swap it in; rejects with the reason. */
   reload(): Promise<void>;
   /** The HTTP cache in use, if any. */
-  cache?(): HttpCache | null;
+  cache?(): Pick<HttpCache, 'stats'> | null;
   /** The configuration in force, for the PAC file (`GET /proxy.pac`); without it: 404. */
   config?(): Config;
   /** Quota use now; without it /api/quotas answers []. */

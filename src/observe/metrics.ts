@@ -17,7 +17,7 @@ import { cacheOutcome, doorOf, type ProxyStats } from './stats.js';
 export interface MetricsSource {
   stats: ProxyStats;
   events: ProxyEvents;
-  cache(): HttpCache | null;
+  cache(): Pick<HttpCache, 'stats'> | null;
 }
 
 export interface ProxyMetrics {
