@@ -1260,13 +1260,15 @@ export class HttpCache {
     void this.track(entry.io);
   }
 
-  /** A miss here: the entries other workers stored for this URL, taken into this worker's view. True when any was. */
+  /**
+   * A miss here: the entries other workers stored for this URL, taken into this worker's view.
+   * True when there were any to look at (a concurrent lookup may be the one that took them in).
+   */
   private async loadFromIndex(url: string): Promise<boolean> {
     const index = this.index;
     if (!index) return false;
     const rows = this.sharedCall(() => index.byUrl(url), []).filter((r) => !this.entries.has(r.id));
     if (rows.length === 0) return false;
-    let added = false;
     for (const row of rows) {
       const loaded = await loadEntry(this.layout, row.id);
       // Gone meanwhile (evicted, replaced), or already taken in by a concurrent lookup.
@@ -1293,8 +1295,7 @@ export class HttpCache {
       list.sort((a, b) => b.meta.stored - a.meta.stored);
       this.byUrl.set(meta.url, list);
       this.indexOrigin(meta.url, true);
-      added = true;
     }
-    return added;
+    return true;
   }
 }
