@@ -925,6 +925,12 @@ export class HttpCache {
     const key = canonicalKey(url);
     if (!key) return;
     for (const w of this.writers) if (w.pending.key === key.href) w.invalidated = true;
+    const index = this.index;
+    if (index) {
+      // WORKERS=N: the variants other workers stored, which this one may never have looked at.
+      const ids = this.sharedCall(() => index.byUrl(key.href).map((r) => r.id), []);
+      for (const id of this.sharedCall(() => index.remove(ids.filter((id) => !this.entries.has(id))), [])) this.removeFilesOf(id);
+    }
     const variants = this.byUrl.get(key.href);
     if (!variants) return;
     await Promise.all([...variants].map((e) => this.dropEntry(e)));
