@@ -175,6 +175,8 @@ const MAX_PROMOTIONS = 16;
 const INDEX_FLUSH_MS = 30_000;
 /** With WORKERS=N: how soon uses are written to the shared index (the LRU order every worker evicts by). */
 const SHARED_TOUCH_FLUSH_MS = 1_000;
+/** With WORKERS=N: a lookup sees other workers' removals and updates at most this late. */
+const SHARED_SYNC_MS = 5;
 /** With WORKERS=N: how often a collapsed miss looks whether another worker's fetch is done. */
 const SHARED_COLLAPSE_POLL_MS = 20;
 
@@ -531,6 +533,7 @@ export class HttpCache {
   /** WORKERS=N: the index shared with the other workers (null: this process's store alone). */
   private index: SharedIndex | null = null;
   private readonly shared: { worker: number } | null;
+  private lastSync = 0;
 
   constructor(options: HttpCacheOptions) {
     if (!(options.maxBytes > 0) || !Number.isFinite(options.maxBytes)) {
@@ -1235,10 +1238,16 @@ export class HttpCache {
     this.track(removeMeta(this.layout, id).then(() => removeBody(this.layout, id)));
   }
 
-  /** Apply what other workers changed since the last look: removals, and metadata updated by a 304. */
+  /**
+   * Apply what other workers changed since the last look: removals, and metadata updated by a 304.
+   * At most once per SHARED_SYNC_MS (a look costs a SQLite read; busy hit paths do many a millisecond).
+   */
   private syncShared(): void {
     const index = this.index;
     if (!index) return;
+    const now = Date.now();
+    if (now - this.lastSync < SHARED_SYNC_MS) return;
+    this.lastSync = now;
     const { list, gap } = this.sharedCall(() => index.changes(), { list: [], gap: false });
     for (const c of list) {
       const entry = this.entries.get(c.id);
