@@ -17,6 +17,7 @@ import type { HostPort } from './config/types.js';
 import { Session } from './core/session.js';
 import type { AccessRecord, LogFileRecord, ProxyEvents, RefusalRecord, XferRecord } from './observe/events.js';
 import { ProxyEvents as Events } from './observe/events.js';
+import { nativeDoorStats, type NativeDoorStats } from './net/native-door.js';
 
 const REPORT_MS = 250;
 const MAX_BATCH = 512;
@@ -55,6 +56,7 @@ interface ReportMessage {
   sockstap: 'report';
   batch: Report[];
   cache: CacheStats | null;
+  native: NativeDoorStats;
 }
 
 function figuresOf(s: Session): SessionFigures {
@@ -97,7 +99,7 @@ export function reportToPrimary(proxy: ReportedProxy): () => void {
   const sent = new Map<string, string>();
   const flush = (): void => {
     if (!process.connected) return;
-    const msg: ReportMessage = { sockstap: 'report', batch: queue, cache: proxy.cacheStats() };
+    const msg: ReportMessage = { sockstap: 'report', batch: queue, cache: proxy.cacheStats(), native: nativeDoorStats() };
     queue = [];
     process.send!(msg);
   };
@@ -166,6 +168,9 @@ export class ClusterMirror {
   readonly startedAt = Date.now();
   private readonly owner = new Map<string, { worker: Worker; figures: SessionFigures }>();
   private readonly caches = new Map<Worker, { at: number; stats: CacheStats }>();
+  private readonly natives = new Map<Worker, NativeDoorStats>();
+  /** The native figures of workers that died (their counters stay in the totals). */
+  private readonly nativeGone: NativeDoorStats = { listeners: 0, handshakes: 0, accepted: 0, handedOff: 0, remembered: 0 };
 
   constructor() {
     this.events.setMaxListeners(0);
@@ -176,6 +181,7 @@ export class ClusterMirror {
     const msg = m as Partial<ReportMessage> | null;
     if (msg?.sockstap !== 'report' || !Array.isArray(msg.batch)) return false;
     if (msg.cache) this.caches.set(worker, { at: Date.now(), stats: msg.cache });
+    if (msg.native) this.natives.set(worker, msg.native);
     for (const r of msg.batch) this.apply(worker, r);
     return true;
   }
@@ -261,11 +267,31 @@ export class ClusterMirror {
   /** A worker died: its live sessions are lost (counted with what they had moved). */
   workerGone(worker: Worker): void {
     this.caches.delete(worker);
+    const n = this.natives.get(worker);
+    if (n) {
+      this.nativeGone.accepted += n.accepted;
+      this.nativeGone.handedOff += n.handedOff;
+      this.nativeGone.remembered += n.remembered;
+      this.natives.delete(worker);
+    }
     for (const [id, o] of [...this.owner]) {
       if (o.worker !== worker) continue;
       const s = this.sessions.get(id);
       if (s) this.end(s, { bytesUp: s.live![0]!, bytesDown: s.live![1]!, result: 'worker-exited', endMs: Date.now() });
     }
+  }
+
+  /** The native accept path's figures over all workers (counters summed, with those of workers that died). */
+  nativeStats(): NativeDoorStats {
+    const sum = { ...this.nativeGone };
+    for (const n of this.natives.values()) {
+      sum.listeners += n.listeners;
+      sum.handshakes += n.handshakes;
+      sum.accepted += n.accepted;
+      sum.handedOff += n.handedOff;
+      sum.remembered += n.remembered;
+    }
+    return sum;
   }
 
   /**

@@ -152,6 +152,7 @@ async function startPrimaryAdmin(config: Config, args: readonly string[], mirror
         const stats = mirror.cacheStats();
         return stats ? { stats: () => stats } : null;
       },
+      native: () => mirror.nativeStats(),
       listeners: () => config.listen.map((l) => ({ door: l.door, host: l.host, port: l.port })),
       config: () => config,
       reload: async () => {

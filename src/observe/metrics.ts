@@ -18,6 +18,8 @@ export interface MetricsSource {
   stats: ProxyStats;
   events: ProxyEvents;
   cache(): Pick<HttpCache, 'stats'> | null;
+  /** The native accept path's figures, when not this process's own (WORKERS=N: the workers' sum). */
+  native?(): NativeDoorStats;
 }
 
 export interface ProxyMetrics {
@@ -191,7 +193,7 @@ export function createMetrics(source: MetricsSource): ProxyMetrics {
       help,
       registers: [registry],
       collect() {
-        mirror(this, [[{}, nativeDoorStats()[key]]]);
+        mirror(this, [[{}, (source.native?.() ?? nativeDoorStats())[key]]]);
       },
     });
   }
@@ -238,7 +240,7 @@ export function createMetrics(source: MetricsSource): ProxyMetrics {
     help: 'SOCKS5 handshakes the relay thread is reading or deciding now.',
     registers: [registry],
     collect() {
-      this.set(nativeDoorStats().handshakes);
+      this.set((source.native?.() ?? nativeDoorStats()).handshakes);
     },
   });
 
