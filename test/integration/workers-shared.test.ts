@@ -189,6 +189,15 @@ describe('WORKERS=2 with CACHE and ADMIN', () => {
       assert.equal(misses, [...seen.entries()].filter(([k]) => k === '/a' || k.startsWith('/slow')).reduce((s, [, v]) => s + v, 0));
       const stats = await json<{ cache: { entries: number } | null }>(`${r.admin}api/stats`);
       assert.ok(stats.cache && stats.cache.entries >= 2, JSON.stringify(stats.cache));
+
+      // POST /api/reload in the primary reloads every worker.
+      const token = readFileSync(join(r.state, 'admin.token'), 'utf8').trim();
+      const log = join(r.state, 'log', 'sockstap.log');
+      const reloads = (): number => (readFileSync(log, 'utf8').match(/ reloaded /g) ?? []).length;
+      const before = reloads();
+      const res = await fetch(`${r.admin}api/reload`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+      assert.equal(res.status, 200);
+      await waitFor('both workers reloaded', reloads, (n) => n === before + 2);
     } finally {
       await stop(r);
     }
