@@ -133,7 +133,7 @@ async function main(argv: string[]): Promise<void> {
   // Ready only once the signals are handled: a SIGTERM right after this line drains and exits 0.
   if (worker <= 1) {
     // One line says what is in force: doors, taps, cache, admin, state and logs.
-    process.stdout.write(`sockstap: ready: ${summaryLine(config, proxy.addresses(), proxy.adminUrl)}\n`);
+    process.stdout.write(`sockstap: ready: ${summaryLine(config, proxy.addresses(), proxy.adminUrl ?? (worker > 0 ? process.env.SOCKSTAP_ADMIN_URL : null))}\n`);
   }
   reportReady();
 }

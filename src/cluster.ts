@@ -82,7 +82,8 @@ export async function runPrimary(count: number, args: readonly string[], config?
       finish();
     };
     const fork = (index: number): void => {
-      const w = cluster.fork({ SOCKSTAP_WORKER: String(index) });
+      // The admin's address, for the first worker's ready line (the admin runs here).
+      const w = cluster.fork({ SOCKSTAP_WORKER: String(index), ...(admin ? { SOCKSTAP_ADMIN_URL: admin.url } : {}) });
       workers.set(w, index);
       let started = false;
       w.on('message', (m: unknown) => {
