@@ -235,7 +235,7 @@ describe('WORKERS=2 with CACHE and ADMIN', () => {
       assert.match(line, /SIGKILL/);
       await r.p.waitFor(/worker \d exited \(SIGKILL\); starting another/);
       // The restarted worker serves (both workers again: new connections keep working).
-      await waitFor('a new worker', () => readFileSync(log, 'utf8').split('\n').filter((l) => / started /.test(l)).length, (k) => k >= 3);
+      await waitFor('a new worker', () => readFileSync(log, 'utf8').split('\n').filter((l) => / started /.test(l)).length, (k) => k >= 3, 60_000);
       // The origin goes away: only the cache could answer now, and it has no complete /big.
       origin.closeAllConnections();
       await new Promise((res) => origin.close(res));

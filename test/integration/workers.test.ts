@@ -42,7 +42,7 @@ describe('WORKERS', () => {
     const port = await freeFixedPort();
     const p = runCli([`-P127.0.0.1:${port}/socks`, 'WORKERS=2', `STATEDIR=${dir}/two`]);
     try {
-      const m = await p.waitFor(/2 workers ready \(pids (\d+), (\d+)\)/);
+      const m = await p.waitFor(/2 workers ready \(pids (\d+), (\d+)\)/, 60_000);
       assert.notEqual(m[1], m[2]);
       for (let i = 0; i < 10; i++) {
         const r = await curl(['--socks5', `127.0.0.1:${port}`, origin.url(`/w${i}`)]);
@@ -76,7 +76,7 @@ describe('WORKERS', () => {
     const p = runCli([`-P127.0.0.1:${port}/socks`, 'WORKERS=2', `STATEDIR=${dir}/restart`]);
     const log = join(dir, 'restart', 'log', 'sockstap.log');
     try {
-      const m = await p.waitFor(/2 workers ready \(pids (\d+), (\d+)\)/);
+      const m = await p.waitFor(/2 workers ready \(pids (\d+), (\d+)\)/, 60_000);
       const listening = readFileSync(log, 'utf8').split('\n').filter((l) => / listening /.test(l));
       assert.equal(listening.length, 2);
       // Where the addon has it (Linux), both workers accept on the native path.
@@ -86,7 +86,7 @@ describe('WORKERS', () => {
         await p.waitFor(new RegExp(`worker \\d exited \\(SIGKILL\\); starting another[\\s\\S]*`));
       }
       // Both replaced: each listens again on the shared socket (the threads of the dead ones held it no longer).
-      for (let i = 0; i < 200 && (readFileSync(log, 'utf8').match(/ started /g) ?? []).length < 4; i++) await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 600 && (readFileSync(log, 'utf8').match(/ started /g) ?? []).length < 4; i++) await new Promise((r) => setTimeout(r, 100));
       const text = readFileSync(log, 'utf8');
       assert.equal((text.match(/ started /g) ?? []).length, 4, text);
       assert.equal((text.match(/ worker exited; starting another /g) ?? []).length, 2, text);
