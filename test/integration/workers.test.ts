@@ -77,7 +77,10 @@ describe('WORKERS', () => {
     const log = join(dir, 'restart', 'log', 'sockstap.log');
     try {
       const m = await p.waitFor(/2 workers ready \(pids (\d+), (\d+)\)/, 60_000);
-      const listening = readFileSync(log, 'utf8').split('\n').filter((l) => / listening /.test(l));
+      // Each worker's lines reach the shared log at the end of its turn: wait for both.
+      const listeningLines = (): string[] => readFileSync(log, 'utf8').split('\n').filter((l) => / listening /.test(l));
+      for (let i = 0; i < 100 && listeningLines().length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+      const listening = listeningLines();
       assert.equal(listening.length, 2);
       // Where the addon has it (Linux), both workers accept on the native path.
       const native = listening.every((l) => /accept=native/.test(l));
