@@ -137,7 +137,8 @@ async function metric(r: Running, name: string): Promise<number> {
   const text = await (await fetch(`${r.admin}metrics`)).text();
   let sum = 0;
   for (const line of text.split('\n')) {
-    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+    // `name` may carry the start of a label set: sockstap_bytes_total{direction="down"
+    if (line.startsWith(name.includes('{') ? name : `${name}{`) || line.startsWith(`${name} `)) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   return sum;
 }
@@ -183,6 +184,13 @@ describe('WORKERS=2 with CACHE and ADMIN', () => {
       await waitFor('sessions in /api/stats', () => json<{ sessionsTotal: number }>(`${r.admin}api/stats`), (s) => s.sessionsTotal === total);
       await waitFor('http requests in /metrics', () => metric(r, 'sockstap_http_requests_total'), (v) => v === total);
       await waitFor('connections in /metrics', () => metric(r, 'sockstap_connections_total'), (v) => v === total);
+      // Bytes: the sum of every worker's session records, both ways.
+      const records = readFileSync(join(r.state, 'log', 'sessions.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { bytesUp: number; bytesDown: number });
+      const down = records.reduce((n, x) => n + x.bytesDown, 0);
+      const up = records.reduce((n, x) => n + x.bytesUp, 0);
+      assert.ok(down >= total * BODY.length);
+      await waitFor('bytes down in /metrics', () => metric(r, 'sockstap_bytes_total{direction="down"'), (v) => v === down);
+      await waitFor('bytes up in /metrics', () => metric(r, 'sockstap_bytes_total{direction="up"'), (v) => v === up);
       const hits = await metric(r, 'sockstap_cache_hits_total');
       const misses = await metric(r, 'sockstap_cache_misses_total');
       assert.equal(hits + misses, total);
