@@ -61,6 +61,7 @@ export async function runPrimary(count: number, args: readonly string[], config?
     }
     log.info('admin', { url: admin.url, workers: count });
     process.stdout.write(`sockstap: admin on ${admin.url} for ${count} workers\n`);
+    process.stdout.write(`sockstap: admin token in ${join(config.stateDir, 'admin.token')} (POST requests: Authorization: Bearer TOKEN)\n`);
   }
   const signalWorkers = (signal: NodeJS.Signals): void => {
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(signal);
