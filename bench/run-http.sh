@@ -5,6 +5,7 @@
 #
 #   bench/run-http.sh [--secs S] [--conns N] [--files LIST] [--servers LIST]
 #
+#   SOCKSTAP_ARGS="WORKERS=2" adds parameters to the sockstap under test.
 #   --servers LIST  comma-separated: varnish,squid,sockstap,sockstap-socks,baseline (default: all
 #                   but baseline; baseline is the HTTP door of another checkout's dist/cli.js, named
 #                   by BASELINE_DIR, for before/after figures in the same run)
@@ -82,8 +83,10 @@ if want sockstap || want sockstap-socks; then
   newest=$(find "$ROOT/src" -name '*.ts' -newer "$ROOT/dist/cli.js" 2>/dev/null | head -1 || true)
   if [ ! -f "$ROOT/dist/cli.js" ] || [ -n "$newest" ]; then (cd "$ROOT" && npm run build --silent >/dev/null); fi
   mkdir -p "$WORK/sockstap"
+  # SOCKSTAP_ARGS: more parameters for sockstap (e.g. WORKERS=2), split on spaces.
+  # shellcheck disable=SC2086
   node "$ROOT/dist/cli.js" "-P127.0.0.1:$DOOR/http" "-P127.0.0.1:$SOCKS/socks" CACHE=do SOCKSTAP=http \
-    "STATEDIR=$WORK/sockstap" >"$WORK/sockstap.out" 2>&1 &
+    "STATEDIR=$WORK/sockstap" ${SOCKSTAP_ARGS:-} >"$WORK/sockstap.out" 2>&1 &
   SOCKSTAP_PID=$!
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$DOOR/" 2>/dev/null && break; sleep 0.1; done
   want sockstap && run "http://127.0.0.1:$DOOR" --mode forward --name sockstap --pid "$SOCKSTAP_PID"

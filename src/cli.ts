@@ -14,6 +14,7 @@ import { ConfigError, type Config } from './config/types.js';
 import { describeConfig, summaryLine } from './config/describe.js';
 import { DemoArgError, runDemo } from './demo.js';
 import { reportReady, runPrimary, workerIndex } from './cluster.js';
+import { reportToPrimary } from './cluster-admin.js';
 import { startSockstap, StartError, type Sockstap } from './sockstap.js';
 import { CaError, caFiles, CertificateAuthority } from './tls/ca.js';
 import { dirname } from 'node:path';
@@ -72,7 +73,7 @@ async function main(argv: string[]): Promise<void> {
   if (config.workers > 1 && worker === 0) {
     // The primary of WORKERS=N: the configuration was checked above, before anything listens.
     const removePid = writePidFile(config.stateDir);
-    const status = await runPrimary(config.workers, args);
+    const status = await runPrimary(config.workers, args, config);
     removePid();
     process.exit(status);
   }
@@ -85,6 +86,8 @@ async function main(argv: string[]): Promise<void> {
     if (err instanceof StartError) fail(1, err.message);
     throw err;
   }
+  // WORKERS=N with ADMIN: the admin runs in the primary, over what each worker reports.
+  if (worker > 0 && config.admin) reportToPrimary(proxy);
   if (worker <= 1 && proxy.adminTokenPath) {
     process.stdout.write(`sockstap: admin token in ${proxy.adminTokenPath} (POST requests: Authorization: Bearer TOKEN)
 `);
@@ -130,7 +133,7 @@ async function main(argv: string[]): Promise<void> {
   // Ready only once the signals are handled: a SIGTERM right after this line drains and exits 0.
   if (worker <= 1) {
     // One line says what is in force: doors, taps, cache, admin, state and logs.
-    process.stdout.write(`sockstap: ready: ${summaryLine(config, proxy.addresses(), proxy.adminUrl)}\n`);
+    process.stdout.write(`sockstap: ready: ${summaryLine(config, proxy.addresses(), proxy.adminUrl ?? (worker > 0 ? process.env.SOCKSTAP_ADMIN_URL : null))}\n`);
   }
   reportReady();
 }

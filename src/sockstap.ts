@@ -26,6 +26,7 @@ import { prepareTransparentListener, transparentDoor } from './frontdoors/transp
 import { HttpTap } from './taps/http/tap.js';
 import { ruleCaches } from './taps/rules.js';
 import { HttpCache } from './cache/http-cache.js';
+import { workerIndex } from './cluster.js';
 import { AccessLogWriter } from './observe/access-log.js';
 import { ProxyEvents } from './observe/events.js';
 import { FileLogger, type LineFileHooks, type Logger } from './observe/log.js';
@@ -291,6 +292,7 @@ export class Sockstap {
         memBytes: config.cache.mem,
         heuristicMs: config.cache.expire,
         log: this.log,
+        ...(cluster.isWorker ? { shared: { worker: workerIndex() } } : {}),
       });
       try {
         await cache.open();
@@ -360,7 +362,8 @@ export class Sockstap {
         throw err;
       }
     }
-    if (this.current.admin) {
+    // WORKERS=N: the admin runs in the primary (cluster.ts), fed by every worker.
+    if (this.current.admin && !cluster.isWorker) {
       let token: AdminToken;
       try {
         token = loadAdminToken(this.current.stateDir);
@@ -396,6 +399,11 @@ export class Sockstap {
 
   /** STATEDIR/admin.token, when ADMIN is on: the Bearer token of state-changing admin requests. */
   adminTokenPath: string | null = null;
+
+  /** The HTTP cache's figures, or null without one (a WORKERS=N worker reports them to the primary). */
+  cacheStats(): ReturnType<HttpCache['stats']> | null {
+    return this.cache?.stats() ?? null;
+  }
 
   /** The dashboard's address, when ADMIN is on. */
   get adminUrl(): string | null {
@@ -490,7 +498,8 @@ export class Sockstap {
         server.on('connection', (socket: Socket) => void this.accept(socket, door, ctx, bound));
         const native = this.nativeDoor(spec, server, door, ctx, bound);
         // The thread accepts from now on; a connection libuv accepted before this still gets served.
-        if (native) server.close();
+        // In a WORKERS=N worker the server stays open (see nativeDoor) and both accept.
+        if (native && !cluster.isWorker) server.close();
         this.log.info('listening', { door: spec.door, addr: bound, ...(native ? { accept: 'native' } : {}) });
         resolve({
           spec,
@@ -500,7 +509,7 @@ export class Sockstap {
           close: native
             ? () => {
                 native.close();
-                return Promise.resolve();
+                return cluster.isWorker ? new Promise<void>((r) => server.close(() => r())) : Promise.resolve();
               }
             : () => new Promise<void>((r) => server.close(() => r())),
         });
@@ -601,12 +610,15 @@ export class Sockstap {
   /**
    * The native accept path for a socks or auto listener (frontdoors/native-socks.ts), when the
    * addon has it and RELAY is not js. The thread accepts on a duplicate of the listening socket,
-   * and the JavaScript server is closed. Not in a WORKERS=N worker: the primary shares one
-   * listening socket among them and opens it again for a worker that listens after another
-   * closed its server, which the thread's duplicate would then hold.
+   * and the JavaScript server is closed. In a WORKERS=N worker the JavaScript server stays open:
+   * the primary shares one listening socket among the workers and keeps it only while some
+   * worker's server is open; were they all closed, it would open a new socket for a worker that
+   * listens later (a restarted one), which the threads' duplicates of the old one would refuse
+   * (address in use). So in a worker both the thread and libuv accept from the socket, each
+   * connection taking one path or the other.
    */
   private nativeDoor(spec: ListenSpec, server: net.Server, door: DoorHandler, ctx: DoorContext, listen: string): NativeSocksDoor | null {
-    if ((spec.door !== 'socks' && spec.door !== 'auto') || this.current.relay === 'js' || cluster.isWorker || !nativeDoorAvailable()) return null;
+    if ((spec.door !== 'socks' && spec.door !== 'auto') || this.current.relay === 'js' || !nativeDoorAvailable()) return null;
     // PROXYPROTOCOL: every connection's header is read in JavaScript (net/proxy-accept.ts).
     if (this.current.proxyProtocol) return null;
     const fd = (server as unknown as { _handle?: { fd?: number } | null })._handle?.fd;

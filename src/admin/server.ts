@@ -18,6 +18,7 @@ import { isIP, type AddressInfo, type Socket } from 'node:net';
 import { hostname, networkInterfaces } from 'node:os';
 import ipaddr from 'ipaddr.js';
 import type { HttpCache } from '../cache/http-cache.js';
+import type { NativeDoorStats } from '../net/native-door.js';
 import type { Accounts, Config, HostPort } from '../config/types.js';
 import { isPacPath, servePac } from '../frontdoors/pac.js';
 import type { Session } from '../core/session.js';
@@ -49,7 +50,9 @@ export interface AdminSource {
   /** Rebuild the configuration from its origin and swap it in; rejects with the reason. */
   reload(): Promise<void>;
   /** The HTTP cache in use, if any. */
-  cache?(): HttpCache | null;
+  cache?(): Pick<HttpCache, 'stats'> | null;
+  /** The native accept path's figures, when not this process's (WORKERS=N: the workers' sum). */
+  native?(): NativeDoorStats;
   /** The configuration in force, for the PAC file (`GET /proxy.pac`); without it: 404. */
   config?(): Config;
   /** Quota use now; without it /api/quotas answers []. */
@@ -168,7 +171,13 @@ function withLive(map: ReadonlyMap<string, Figures>, live: Map<string, number>):
 
 export function startAdmin(address: HostPort, auth: Accounts | null, source: AdminSource, guard: AdminGuard = {}): Promise<AdminServer> {
   const stats = new ProxyStats({ sessions: source.sessions, events: source.events });
-  const metrics = createMetrics({ stats, events: source.events, cache: () => source.cache?.() ?? null, ...(source.upstreams ? { upstreams: source.upstreams } : {}) });
+  const metrics = createMetrics({
+    stats,
+    events: source.events,
+    cache: () => source.cache?.() ?? null,
+    ...(source.upstreams ? { upstreams: source.upstreams } : {}),
+    ...(source.native ? { native: source.native } : {}),
+  });
   const streams = new Set<http.ServerResponse>();
   // Log files that cannot be written now (observe/log.ts retries them): the dashboard says so.
   const failingLogs = new Map<string, string>();

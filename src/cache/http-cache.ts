@@ -10,7 +10,8 @@
  * abandoned instead of slowing the client or buffering without bound).
  */
 import { createReadStream } from 'node:fs';
-import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Logger } from '../observe/log.js';
@@ -32,15 +33,19 @@ import {
 } from './policy.js';
 import {
   BodyFile,
+  loadEntry,
   newEntryId,
   removeBody,
   removeMeta,
+  scanShared,
   scanStore,
   StoreLayout,
   writeIndex,
   writeMeta,
   type EntryMeta,
+  type ScannedEntry,
 } from './store.js';
+import { SharedIndex } from './shared-index.js';
 import { MemoryTier } from './memory.js';
 
 export type { CacheRequest, CacheResponseHead } from './policy.js';
@@ -129,6 +134,11 @@ export interface HttpCacheOptions {
   memBytes?: number;
   /** Largest body held in memory; default memBytes / 8, at most 1 MiB. */
   memMaxEntryBytes?: number;
+  /**
+   * WORKERS=N: this process is worker `worker` of several sharing `dir` (DIR/index.db, see
+   * shared-index.ts); without it the store is this process's alone (DIR/index.json).
+   */
+  shared?: { worker: number };
 }
 
 export interface CacheStats {
@@ -163,6 +173,12 @@ const MAX_MEM_ENTRY_BYTES = 1024 * 1024;
 const MAX_PROMOTIONS = 16;
 /** How soon a changed recency order is written to index.json. */
 const INDEX_FLUSH_MS = 30_000;
+/** With WORKERS=N: how soon uses are written to the shared index (the LRU order every worker evicts by). */
+const SHARED_TOUCH_FLUSH_MS = 1_000;
+/** With WORKERS=N: a lookup sees other workers' removals and updates at most this late. */
+const SHARED_SYNC_MS = 5;
+/** With WORKERS=N: how often a collapsed miss looks whether another worker's fetch is done. */
+const SHARED_COLLAPSE_POLL_MS = 20;
 
 /** RFC 9110 §9.2.1. */
 const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE']);
@@ -514,6 +530,10 @@ export class HttpCache {
   /** CACHEMEM: bodies of hot small entries, by entry id (copies of committed bodies only). */
   private readonly mem: MemoryTier<string>;
   private promotions = 0;
+  /** WORKERS=N: the index shared with the other workers (null: this process's store alone). */
+  private index: SharedIndex | null = null;
+  private readonly shared: { worker: number } | null;
+  private lastSync = 0;
 
   constructor(options: HttpCacheOptions) {
     if (!(options.maxBytes > 0) || !Number.isFinite(options.maxBytes)) {
@@ -522,7 +542,8 @@ export class HttpCache {
     if (options.heuristicMs !== undefined && !(options.heuristicMs >= 0)) {
       throw new RangeError(`heuristic freshness must be a duration >= 0, not ${options.heuristicMs}`);
     }
-    this.layout = new StoreLayout(options.dir);
+    this.shared = options.shared ?? null;
+    this.layout = new StoreLayout(options.dir, this.shared ? `w${this.shared.worker}` : undefined);
     this.maxBytes = Math.floor(options.maxBytes);
     this.maxEntryBytes = Math.min(options.maxEntryBytes ?? Math.floor(this.maxBytes / 8), this.maxBytes);
     this.maxEntries = options.maxEntries ?? Math.min(100_000, Math.max(256, Math.floor(this.maxBytes / 16384)));
@@ -575,7 +596,59 @@ export class HttpCache {
   /** Create the directory, load the entries on disk, remove leftovers of interrupted writes. */
   async open(): Promise<void> {
     if (this.opened) return;
+    if (this.shared) return this.openShared();
     const { entries, removed } = await scanStore(this.layout);
+    const doomed = this.adoptScanned(entries);
+    for (const meta of doomed) {
+      this.track(removeMeta(this.layout, meta.id).then(() => removeBody(this.layout, meta.id)));
+    }
+    this.opened = true;
+    this.makeRoom(); // CACHESIZE may have shrunk since the last run
+    this.log.info('cache open', {
+      dir: this.layout.dir,
+      entries: this.entries.size,
+      bytes: this.committedBytes,
+      maxBytes: this.maxBytes,
+      removed: removed + doomed.length,
+    });
+  }
+
+  /** A worker's open of the store shared by WORKERS=N (DIR/index.db). */
+  private async openShared(): Promise<void> {
+    await mkdir(this.layout.dir, { recursive: true });
+    const index = new SharedIndex(join(this.layout.dir, 'index.db'));
+    try {
+      const scan = await scanShared(this.layout, index.all());
+      index.remove(scan.dropRows);
+      for (const a of scan.adopt) index.adopt(this.rowOf(a.meta, a.metaBytes, a.used));
+      const doomed = this.adoptScanned([...scan.entries, ...scan.adopt]);
+      for (const id of index.remove(doomed.map((m) => m.id))) {
+        this.track(removeMeta(this.layout, id).then(() => removeBody(this.layout, id)));
+      }
+      this.index = index;
+      this.opened = true;
+      this.makeRoom();
+      const t = index.totals();
+      this.log.info('cache open', {
+        dir: this.layout.dir,
+        entries: t.count,
+        bytes: t.bytes,
+        maxBytes: this.maxBytes,
+        removed: scan.removed + scan.dropRows.length + doomed.length,
+        shared: `worker ${this.shared!.worker}`,
+      });
+    } catch (err) {
+      if (!this.index) index.close();
+      throw err;
+    }
+  }
+
+  private rowOf(meta: EntryMeta, metaBytes: number, used: number): { id: string; url: string; vary: string; bytes: number; stored: number; used: number } {
+    return { id: meta.id, url: meta.url, vary: meta.varyKey, bytes: meta.size + metaBytes, stored: meta.stored, used };
+  }
+
+  /** Take scanned entries into the in-memory index; returns the ones to remove (older duplicates, unreadable policies). */
+  private adoptScanned(entries: ScannedEntry[]): EntryMeta[] {
     entries.sort((a, b) => a.used - b.used);
     const doomed: EntryMeta[] = [];
     // Newest store of each variant first, so older duplicates (a crash between commit and cleanup) lose.
@@ -622,18 +695,7 @@ export class HttpCache {
       this.byUrl.set(s.meta.url, list);
       this.indexOrigin(s.meta.url, true);
     }
-    for (const meta of doomed) {
-      this.track(removeMeta(this.layout, meta.id).then(() => removeBody(this.layout, meta.id)));
-    }
-    this.opened = true;
-    this.makeRoom(); // CACHESIZE may have shrunk since the last run
-    this.log.info('cache open', {
-      dir: this.layout.dir,
-      entries: this.entries.size,
-      bytes: this.committedBytes,
-      maxBytes: this.maxBytes,
-      removed: removed + doomed.length,
-    });
+    return doomed;
   }
 
   /** Abandon stores in progress, release collapsed waiters, finish file removals, write the index. */
@@ -648,12 +710,21 @@ export class HttpCache {
     this.indexTimer = null;
     while (this.io.size > 0) await Promise.allSettled([...this.io]);
     if (this.opened) await this.flushIndex();
+    if (this.index) {
+      try {
+        this.index.close();
+      } catch (err) {
+        this.log.warn('cache cannot close the shared index', { error: (err as Error).message });
+      }
+      this.index = null;
+    }
   }
 
   stats(): CacheStats {
+    const t = this.index ? this.sharedTotals() : null;
     return {
-      entries: this.entries.size,
-      bytes: this.committedBytes,
+      entries: t ? t.count : this.entries.size,
+      bytes: t ? t.bytes : this.committedBytes,
       maxBytes: this.maxBytes,
       writers: this.writers.size,
       writingBytes: this.writingBytes,
@@ -670,6 +741,15 @@ export class HttpCache {
     if (method !== 'GET' && method !== 'HEAD') return null;
     const key = canonicalKey(req.url);
     if (!key) return null;
+    if (!this.index) return this.find(req, key);
+    // WORKERS=N: what other workers removed or updated first; on a miss here, what they stored.
+    this.syncShared();
+    const found = this.find(req, key);
+    if (found || !(await this.loadFromIndex(key.href)) || this.closed) return found;
+    return this.find(req, key);
+  }
+
+  private find(req: CacheRequest, key: CacheKey): CacheHit | null {
     const variants = this.byUrl.get(key.href);
     if (!variants) return null;
     // The common hit: one stored response without Vary, a request without conditionals or
@@ -811,17 +891,35 @@ export class HttpCache {
     if (this.closed || this.fetches.size >= MAX_COLLAPSED_KEYS) return { leader: true, done: () => undefined };
     let resolve!: () => void;
     const wait = new Promise<void>((r) => (resolve = r));
+    let poll: NodeJS.Timeout | null = null;
+    let claimed = false;
     const record = {
       wait,
       finish: (): void => {
         clearTimeout(timer);
+        if (poll) clearInterval(poll);
         if (this.fetches.get(key) === record) this.fetches.delete(key);
+        if (claimed) this.sharedCall(() => this.index?.release(key), undefined);
+        claimed = false;
         resolve();
       },
     };
     const timer = setTimeout(record.finish, COLLAPSE_MAX_WAIT_MS);
     timer.unref();
     this.fetches.set(key, record);
+    if (this.index) {
+      // WORKERS=N: one fetch for all workers. Another worker's live fetch of the key makes this one
+      // (and the requests here that join it) wait for it, at most as long, then look again.
+      const index = this.index;
+      claimed = this.sharedCall(() => index.claim(key, COLLAPSE_MAX_WAIT_MS), true);
+      if (!claimed) {
+        poll = setInterval(() => {
+          if (this.closed || !this.sharedCall(() => index.fetching(key), false)) record.finish();
+        }, SHARED_COLLAPSE_POLL_MS);
+        poll.unref();
+        return { leader: false, wait };
+      }
+    }
     return { leader: true, done: record.finish };
   }
 
@@ -830,6 +928,12 @@ export class HttpCache {
     const key = canonicalKey(url);
     if (!key) return;
     for (const w of this.writers) if (w.pending.key === key.href) w.invalidated = true;
+    const index = this.index;
+    if (index) {
+      // WORKERS=N: the variants other workers stored, which this one may never have looked at.
+      const ids = this.sharedCall(() => index.byUrl(key.href).map((r) => r.id), []);
+      for (const id of this.sharedCall(() => index.remove(ids.filter((id) => !this.entries.has(id))), [])) this.removeFilesOf(id);
+    }
     const variants = this.byUrl.get(key.href);
     if (!variants) return;
     await Promise.all([...variants].map((e) => this.dropEntry(e)));
@@ -877,11 +981,13 @@ export class HttpCache {
     entry.lastUsed = Date.now();
     this.entries.delete(entry.meta.id);
     this.entries.set(entry.meta.id, entry);
+    this.index?.touch(entry.meta.id, entry.lastUsed);
     this.markIndexDirty();
   }
 
   /** Evict least recently used entries until the bounds hold; false if even an empty cache cannot hold what is being written. */
   private makeRoom(): boolean {
+    if (this.index) return this.makeSharedRoom(this.index);
     while (this.committedBytes + this.writingBytes > this.maxBytes || this.entries.size > this.maxEntries) {
       const oldest = this.entries.values().next();
       if (oldest.done) break;
@@ -894,8 +1000,14 @@ export class HttpCache {
    * Forget an entry now; remove its files in the background, metadata first so a crash in between
    * leaves only an orphan body. The body is unlinked once no reader is opening it.
    */
-  private dropEntry(entry: Entry): Promise<void> {
+  private dropEntry(entry: Entry, how: 'local' | 'indexed' | 'remote' = 'local'): Promise<void> {
     if (entry.removed) return entry.io;
+    // WORKERS=N: the shared index first (no worker serves it from then on), then the files; an
+    // entry another worker removed ('remote') has its files removed by that worker.
+    if (how === 'local' && this.index) {
+      const index = this.index;
+      this.sharedCall(() => index.remove([entry.meta.id]), []);
+    }
     entry.removed = true;
     this.mem.delete(entry.meta.id);
     this.entries.delete(entry.meta.id);
@@ -910,6 +1022,7 @@ export class HttpCache {
       }
     }
     this.markIndexDirty();
+    if (how === 'remote') return entry.io;
     entry.io = entry.io.then(async () => {
       try {
         await removeMeta(this.layout, entry.meta.id);
@@ -969,6 +1082,16 @@ export class HttpCache {
       ...prepared(p.policy, p.status, size),
       promoting: false,
     };
+    if (this.index) {
+      // WORKERS=N: the row makes the entry every worker's; the same variant stored by any worker is replaced.
+      const index = this.index;
+      const replaced = this.sharedCall(() => index.commit(this.rowOf(meta, metaBytes, meta.stored)), null);
+      if (replaced === null) {
+        await removeMeta(this.layout, file.id).then(() => removeBody(this.layout, file.id)).catch(() => undefined);
+        return false;
+      }
+      for (const id of replaced) this.removeFilesOf(id);
+    }
     // The new response replaces the stored one of the same variant (RFC 9111 §3, §4.1).
     const old = this.byUrl.get(p.key) ?? [];
     for (const e of [...old]) if (e.meta.varyKey === p.varyKey) void this.dropEntry(e);
@@ -1023,6 +1146,8 @@ export class HttpCache {
           if (!entry.removed) {
             this.committedBytes += bytes - entry.metaBytes;
             entry.metaBytes = bytes;
+            const index = this.index;
+            if (index) this.sharedCall(() => index.updated(meta.id, meta.size + bytes), undefined);
           }
         } catch (err) {
           this.log.warn('cache cannot update metadata', { url: meta.url, error: (err as Error).message });
@@ -1045,16 +1170,24 @@ export class HttpCache {
   private markIndexDirty(): void {
     this.indexDirty = true;
     if (this.indexTimer || this.closed) return;
-    this.indexTimer = setTimeout(() => {
-      this.indexTimer = null;
-      void this.track(this.flushIndex());
-    }, INDEX_FLUSH_MS);
+    this.indexTimer = setTimeout(
+      () => {
+        this.indexTimer = null;
+        void this.track(this.flushIndex());
+      },
+      this.shared ? SHARED_TOUCH_FLUSH_MS : INDEX_FLUSH_MS,
+    );
     this.indexTimer.unref();
   }
 
   private async flushIndex(): Promise<void> {
     if (!this.indexDirty) return;
     this.indexDirty = false;
+    if (this.shared) {
+      const index = this.index;
+      if (index) this.sharedCall(() => index.flushTouches(), undefined);
+      return;
+    }
     const used: Record<string, number> = {};
     for (const [id, e] of this.entries) used[id] = e.lastUsed;
     try {
@@ -1063,5 +1196,121 @@ export class HttpCache {
       this.indexDirty = true;
       this.log.warn('cache cannot write index', { error: (err as Error).message });
     }
+  }
+
+  /**
+   * A call into the shared index. SQLite waits up to 5 s for another worker's transaction; past
+   * that (or on a damaged file) the cache degrades for this request (`fallback`) and says so.
+   */
+  private sharedCall<T>(fn: () => T, fallback: T): T {
+    try {
+      return fn();
+    } catch (err) {
+      this.log.warn('cache shared index failed', { error: (err as Error).message });
+      return fallback;
+    }
+  }
+
+  private sharedTotals(): { bytes: number; count: number } {
+    const index = this.index;
+    return index ? this.sharedCall(() => index.totals(), { bytes: this.committedBytes, count: this.entries.size }) : { bytes: 0, count: 0 };
+  }
+
+  /** The LRU bound over every worker's entries: the least recently used rows go, whoever stored them. */
+  private makeSharedRoom(index: SharedIndex): boolean {
+    const gone = this.sharedCall(() => index.evict(this.maxBytes, this.maxEntries, this.writingBytes), []);
+    for (const id of gone) this.removeFilesOf(id);
+    return this.sharedTotals().bytes + this.writingBytes <= this.maxBytes;
+  }
+
+  /**
+   * Remove the files of an entry whose row is gone: metadata first. A reader in any worker that
+   * has the body open keeps reading it (an unlinked file lives while it is open); one that had not
+   * opened it yet finds it gone and fetches (a miss).
+   */
+  private removeFilesOf(id: string): void {
+    const entry = this.entries.get(id);
+    if (entry) {
+      void this.dropEntry(entry, 'indexed');
+      return;
+    }
+    this.mem.delete(id);
+    this.track(removeMeta(this.layout, id).then(() => removeBody(this.layout, id)));
+  }
+
+  /**
+   * Apply what other workers changed since the last look: removals, and metadata updated by a 304.
+   * At most once per SHARED_SYNC_MS (a look costs a SQLite read; busy hit paths do many a millisecond).
+   */
+  private syncShared(): void {
+    const index = this.index;
+    if (!index) return;
+    const now = Date.now();
+    if (now - this.lastSync < SHARED_SYNC_MS) return;
+    this.lastSync = now;
+    const { list, gap } = this.sharedCall(() => index.changes(), { list: [], gap: false });
+    for (const c of list) {
+      const entry = this.entries.get(c.id);
+      if (!entry) continue;
+      if (c.op === 'del') void this.dropEntry(entry, 'remote');
+      else this.reloadMeta(entry);
+    }
+    if (gap) {
+      const ids = this.sharedCall(() => index.ids(), null);
+      if (ids) for (const entry of [...this.entries.values()]) if (!ids.has(entry.meta.id)) void this.dropEntry(entry, 'remote');
+    }
+  }
+
+  private reloadMeta(entry: Entry): void {
+    entry.io = entry.io.then(async () => {
+      const loaded = await loadEntry(this.layout, entry.meta.id);
+      if (!loaded || entry.removed) return;
+      const policy = this.loadPolicy(loaded.meta);
+      if (!policy) return;
+      entry.meta = loaded.meta;
+      entry.metaBytes = loaded.metaBytes;
+      entry.policy = policy;
+      Object.assign(entry, prepared(policy, loaded.meta.policy.st, loaded.meta.size));
+    });
+    void this.track(entry.io);
+  }
+
+  /**
+   * A miss here: the entries other workers stored for this URL, taken into this worker's view.
+   * True when there were any to look at (a concurrent lookup may be the one that took them in).
+   */
+  private async loadFromIndex(url: string): Promise<boolean> {
+    const index = this.index;
+    if (!index) return false;
+    const rows = this.sharedCall(() => index.byUrl(url), []).filter((r) => !this.entries.has(r.id));
+    if (rows.length === 0) return false;
+    for (const row of rows) {
+      const loaded = await loadEntry(this.layout, row.id);
+      // Gone meanwhile (evicted, replaced), or already taken in by a concurrent lookup.
+      if (!loaded || this.closed || this.entries.has(row.id) || !this.sharedCall(() => index.has(row.id), false)) continue;
+      const policy = this.loadPolicy(loaded.meta);
+      if (!policy) continue;
+      const meta = loaded.meta;
+      const entry: Entry = {
+        meta,
+        metaBytes: loaded.metaBytes,
+        policy,
+        lastUsed: row.used,
+        opening: 0,
+        removed: false,
+        bodyDeletePending: false,
+        io: Promise.resolve(),
+        ...prepared(policy, meta.policy.st, meta.size),
+        promoting: false,
+      };
+      this.entries.set(meta.id, entry);
+      this.committedBytes += meta.size + loaded.metaBytes;
+      const list = this.byUrl.get(meta.url) ?? [];
+      list.push(entry);
+      list.sort((a, b) => b.meta.stored - a.meta.stored);
+      this.byUrl.set(meta.url, list);
+      this.indexOrigin(meta.url, true);
+    }
+    return true;
   }
 }

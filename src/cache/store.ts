@@ -6,6 +6,8 @@
  *   DIR/entries/ID.meta   JSON: URL, size, variant key, the serialised CachePolicy (status, headers)
  *   DIR/tmp/              bodies and metadata being written; emptied at open
  *   DIR/index.json        recency hint for LRU eviction (ID → last use); losing it loses no entry
+ *   DIR/index.db          with WORKERS=N instead: the shared index (shared-index.ts); then each
+ *                         worker writes under DIR/tmp/wN/ and empties only its own
  *
  * Commit order (`BodyFile.commit`, `writeMeta`): body streamed to tmp/, fsync'd, renamed to
  * entries/; only then the metadata written to tmp/ and renamed into place. An entry exists only when
@@ -49,9 +51,13 @@ export class StoreLayout {
   readonly entries: string;
   readonly tmp: string;
   readonly index: string;
-  constructor(readonly dir: string) {
+  /** `tmpSub`: this worker's own temp directory under tmp/ (WORKERS=N), else tmp/ itself. */
+  constructor(
+    readonly dir: string,
+    tmpSub?: string,
+  ) {
     this.entries = join(dir, 'entries');
-    this.tmp = join(dir, 'tmp');
+    this.tmp = tmpSub ? join(dir, 'tmp', tmpSub) : join(dir, 'tmp');
     this.index = join(dir, 'index.json');
   }
   body(id: string): string {
@@ -206,7 +212,78 @@ export async function scanStore(layout: StoreLayout): Promise<ScanResult> {
   return { entries, removed };
 }
 
-async function loadEntry(layout: StoreLayout, id: string): Promise<{ meta: EntryMeta; metaBytes: number } | null> {
+/** Files of an entry younger than this are left alone by a worker's open: another may be committing or removing it. */
+const SHARED_SETTLE_MS = 2_000;
+/** An incomplete entry (a body without metadata) is removed by a worker's open once this old. */
+const SHARED_ORPHAN_MS = 60_000;
+
+export interface SharedScanResult {
+  /** Rows whose entry is complete, with the row's last use. */
+  entries: ScannedEntry[];
+  /** Complete entries on disk without a row (an older single-process store, an interrupted commit). */
+  adopt: ScannedEntry[];
+  /** Rows whose files are gone or torn. */
+  dropRows: string[];
+  removed: number;
+}
+
+/**
+ * A worker's open of the shared store (WORKERS=N): other workers may be committing and removing
+ * entries meanwhile, so only this worker's temp directory is emptied, and files without a row are
+ * adopted or removed only once they are old enough not to be another worker's work in progress.
+ */
+export async function scanShared(layout: StoreLayout, rows: ReadonlyArray<{ id: string; used: number }>): Promise<SharedScanResult> {
+  await mkdir(layout.entries, { recursive: true });
+  await rm(layout.tmp, { force: true, recursive: true });
+  await mkdir(layout.tmp, { recursive: true });
+  const ids = new Map<string, { meta: boolean; body: boolean }>();
+  for (const name of await readdir(layout.entries)) {
+    const m = ENTRY_FILE_RE.exec(name);
+    if (!m) continue;
+    const seen = ids.get(m[1]!) ?? { meta: false, body: false };
+    if (m[2] === 'meta') seen.meta = true;
+    else seen.body = true;
+    ids.set(m[1]!, seen);
+  }
+  const out: SharedScanResult = { entries: [], adopt: [], dropRows: [], removed: 0 };
+  const rowUsed = new Map(rows.map((r) => [r.id, r.used]));
+  const now = Date.now();
+  const age = async (path: string): Promise<number> => {
+    try {
+      return now - (await stat(path)).mtimeMs;
+    } catch {
+      return 0;
+    }
+  };
+  const work: Array<() => Promise<void>> = [];
+  for (const [id, used] of rowUsed) {
+    work.push(async () => {
+      const loaded = await loadEntry(layout, id);
+      if (loaded) out.entries.push({ ...loaded, used });
+      else out.dropRows.push(id);
+    });
+  }
+  for (const [id, seen] of ids) {
+    if (rowUsed.has(id)) continue;
+    work.push(async () => {
+      const newest = Math.min(seen.meta ? await age(layout.meta(id)) : Infinity, seen.body ? await age(layout.body(id)) : Infinity);
+      if (newest < SHARED_SETTLE_MS) return;
+      const loaded = seen.meta && seen.body ? await loadEntry(layout, id) : null;
+      if (loaded) {
+        out.adopt.push({ ...loaded, used: loaded.meta.stored });
+        return;
+      }
+      if (newest < SHARED_ORPHAN_MS) return;
+      if (seen.meta) await removeMeta(layout, id);
+      if (seen.body) await removeBody(layout, id);
+      out.removed += (seen.meta ? 1 : 0) + (seen.body ? 1 : 0);
+    });
+  }
+  for (let i = 0; i < work.length; i += SCAN_CONCURRENCY) await Promise.all(work.slice(i, i + SCAN_CONCURRENCY).map((w) => w()));
+  return out;
+}
+
+export async function loadEntry(layout: StoreLayout, id: string): Promise<{ meta: EntryMeta; metaBytes: number } | null> {
   if (!ID_RE.test(id)) return null;
   try {
     const metaStat = await stat(layout.meta(id));

@@ -230,17 +230,11 @@ function tapEffective(rule: TapRule, config: Config, zone: string | undefined): 
 }
 
 /**
- * Several processes share the listeners, but some state still belongs to one process: the HTTP
- * cache index and the admin endpoint's live view. Refuse the combination rather than serve a
- * half-true dashboard or let two processes tidy one cache directory.
+ * Several processes share the listeners. The cache store (one SQLite index for all workers) and the
+ * admin endpoint (in the primary, fed by every worker) are shared; what still belongs to one
+ * process is refused rather than multiplied by N.
  */
 function checkWorkers(config: Config): void {
-  if (config.cache.enabled || config.taps.some((t) => t.set.cache === true)) {
-    throw new ConfigError('WORKERS', 'several workers cannot share the HTTP cache yet; use CACHE=no with WORKERS>1');
-  }
-  if (config.admin) {
-    throw new ConfigError('WORKERS', 'the admin endpoint shows one process; leave ADMIN out with WORKERS>1');
-  }
   // Buckets and connection counters live in each process: N workers would allow N times the limit.
   if (config.bandwidth.length > 0 || config.taps.some((t) => (t.set.bandwidth ?? []).length > 0)) {
     throw new ConfigError('WORKERS', 'BANDWIDTH limits are kept per process; use WORKERS=1 with BANDWIDTH');

@@ -17,9 +17,11 @@ import { cacheOutcome, doorOf, type ProxyStats } from './stats.js';
 export interface MetricsSource {
   stats: ProxyStats;
   events: ProxyEvents;
-  cache(): HttpCache | null;
+  cache(): Pick<HttpCache, 'stats'> | null;
   /** The running instance's upstream health (upstream/pool.ts); absent: no upstream figures. */
   upstreams?: UpstreamHealthTable;
+  /** The native accept path's figures, when not this process's own (WORKERS=N: the workers' sum). */
+  native?(): NativeDoorStats;
 }
 
 export interface ProxyMetrics {
@@ -193,7 +195,7 @@ export function createMetrics(source: MetricsSource): ProxyMetrics {
       help,
       registers: [registry],
       collect() {
-        mirror(this, [[{}, nativeDoorStats()[key]]]);
+        mirror(this, [[{}, (source.native?.() ?? nativeDoorStats())[key]]]);
       },
     });
   }
@@ -241,7 +243,7 @@ export function createMetrics(source: MetricsSource): ProxyMetrics {
     help: 'SOCKS5 handshakes the relay thread is reading or deciding now.',
     registers: [registry],
     collect() {
-      this.set(nativeDoorStats().handshakes);
+      this.set((source.native?.() ?? nativeDoorStats()).handshakes);
     },
   });
 

@@ -1,7 +1,7 @@
 /**
  * WORKERS=N: several processes behind the same listeners. The primary checks the configuration
  * (exit 2 before anything listens), forks the workers, forwards SIGHUP, SIGUSR1 and SIGTERM, and exits 1
- * when a worker cannot start (a port in use).
+ * when a worker cannot start (a port in use). CACHE and ADMIN: workers-shared.test.ts.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -42,7 +42,7 @@ describe('WORKERS', () => {
     const port = await freeFixedPort();
     const p = runCli([`-P127.0.0.1:${port}/socks`, 'WORKERS=2', `STATEDIR=${dir}/two`]);
     try {
-      const m = await p.waitFor(/2 workers ready \(pids (\d+), (\d+)\)/);
+      const m = await p.waitFor(/2 workers ready \(pids (\d+), (\d+)\)/, 60_000);
       assert.notEqual(m[1], m[2]);
       for (let i = 0; i < 10; i++) {
         const r = await curl(['--socks5', `127.0.0.1:${port}`, origin.url(`/w${i}`)]);
@@ -71,6 +71,40 @@ describe('WORKERS', () => {
     assert.equal(records.length, 10);
   });
 
+  test('a worker killed -9 is restarted and logged; with the native accept path in workers the new one listens too', async () => {
+    const port = await freeFixedPort();
+    const p = runCli([`-P127.0.0.1:${port}/socks`, 'WORKERS=2', `STATEDIR=${dir}/restart`]);
+    const log = join(dir, 'restart', 'log', 'sockstap.log');
+    try {
+      const m = await p.waitFor(/2 workers ready \(pids (\d+), (\d+)\)/, 60_000);
+      // Each worker's lines reach the shared log at the end of its turn: wait for both.
+      const listeningLines = (): string[] => readFileSync(log, 'utf8').split('\n').filter((l) => / listening /.test(l));
+      for (let i = 0; i < 100 && listeningLines().length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+      const listening = listeningLines();
+      assert.equal(listening.length, 2);
+      // Where the addon has it (Linux), both workers accept on the native path.
+      const native = listening.every((l) => /accept=native/.test(l));
+      for (const victim of [m[1], m[2]]) {
+        process.kill(Number(victim), 'SIGKILL');
+        await p.waitFor(new RegExp(`worker \\d exited \\(SIGKILL\\); starting another[\\s\\S]*`));
+      }
+      // Both replaced: each listens again on the shared socket (the threads of the dead ones held it no longer).
+      for (let i = 0; i < 600 && (readFileSync(log, 'utf8').match(/ started /g) ?? []).length < 4; i++) await new Promise((r) => setTimeout(r, 100));
+      const text = readFileSync(log, 'utf8');
+      assert.equal((text.match(/ started /g) ?? []).length, 4, text);
+      assert.equal((text.match(/ worker exited; starting another /g) ?? []).length, 2, text);
+      if (native) assert.equal((text.match(/ listening .*accept=native/g) ?? []).length, 4, text);
+      for (let i = 0; i < 6; i++) {
+        const r = await curl(['--socks5', `127.0.0.1:${port}`, origin.url(`/r${i}`)]);
+        assert.equal(r.code, 0, r.stderr);
+        assert.ok(r.stdout.equals(PAGE));
+      }
+    } finally {
+      p.kill('SIGTERM');
+      assert.equal(await p.exited, 0);
+    }
+  });
+
   test('a port in use makes the whole service exit 1', async () => {
     const blocker = net.createServer();
     const port = await freeFixedPort();
@@ -84,10 +118,12 @@ describe('WORKERS', () => {
     }
   });
 
-  test('state one process must own is refused with exit 2', async () => {
-    const p = runCli(['-P127.0.0.1:1/socks', 'WORKERS=2', 'CACHE=do', `STATEDIR=${dir}/cache`]);
+  test('state one process must own is refused with exit 2; CACHE and ADMIN are not', async () => {
+    const c = runCli(['check', '-P127.0.0.1:1/socks', 'WORKERS=2', 'CACHE=do', 'ADMIN=127.0.0.1:0', `STATEDIR=${dir}/cache`]);
+    assert.equal(await c.exited, 0, c.output());
+    const p = runCli(['-P127.0.0.1:0/socks', 'WORKERS=2', `STATEDIR=${dir}/zero`]);
     assert.equal(await p.exited, 2);
-    assert.match(p.output(), /WORKERS: .*CACHE=no/);
+    assert.match(p.output(), /WORKERS: .*port 0 cannot be shared/);
     const b = runCli(['-P127.0.0.1:1/socks', 'WORKERS=2', 'BANDWIDTH=1m:conn']);
     assert.equal(await b.exited, 2);
     assert.match(b.output(), /WORKERS: BANDWIDTH/);
