@@ -25,6 +25,11 @@ const NEEDED = [
   // real upstream proxies for the routing tests
   { check: 'command -v danted', pkg: 'dante-server' },
   { check: 'command -v squid', pkg: 'squid' },
+  // AUTHORIZER=-ldap{} and -radius{} are tested against real slapd and FreeRADIUS
+  { check: 'test -x /usr/sbin/slapd', pkg: 'slapd' },
+  { check: 'command -v ldapadd', pkg: 'ldap-utils' },
+  { check: 'command -v freeradius', pkg: 'freeradius' },
+  { check: 'command -v radclient', pkg: 'freeradius-utils' },
   // contrib/logrotate.d/sockstap is run by the real logrotate
   { check: 'command -v logrotate', pkg: 'logrotate' },
   // the dashboard test runs in real headless Chromium

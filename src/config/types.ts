@@ -79,6 +79,8 @@ export interface Accounts {
   setTtl?(ttl: { okMs: number; errMs: number }): void;
   /** Where accounts that run a helper log its events (sockstap.log). */
   setLog?(log: { info(msg: string, f?: Record<string, unknown>): void; warn(msg: string, f?: Record<string, unknown>): void; error(msg: string, f?: Record<string, unknown>): void }): void;
+  /** A user's groups, for `group:NAME` scopes (LDAP groups, YAML `users:`); absent or [] for none. */
+  groupsOf?(user: string): readonly string[];
   /** Stop what the accounts run (a helper process); at stop and when a reload replaces them. */
   close?(): void;
 }
