@@ -124,7 +124,7 @@ export function describeConfig(config: Config): string {
     'maxima',
     Object.entries(config.maxima)
       .filter(([, v]) => v !== undefined)
-      .map(([k, v]) => `${k}:${v}`)
+      .flatMap(([k, v]) => (typeof v === 'object' ? Object.entries(v).map(([g, n]) => `group:${g}:${n}`) : [`${k}:${v}`]))
       .join(',') + ' (0 = unlimited)',
   );
   add('bandwidth', config.bandwidth.length ? config.bandwidth.join('  ') : 'unlimited');

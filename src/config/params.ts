@@ -50,6 +50,8 @@ export interface ListenEntry {
   port: number;
   door?: DoorKind;
   target?: HostPort;
+  /** `-PPORT/https`, `-PPORT/socks+tls`: the door is reached over TLS. */
+  tls?: boolean;
   /** Where it was written, for the message when a relay door lacks a target. */
   param: string;
 }
@@ -96,10 +98,14 @@ export interface Settings {
   relay?: RelayKind;
   workers?: number;
   userWindows?: Record<string, TimeWindow>;
+  userGroups?: Record<string, readonly string[]>;
   timeZone?: string;
   /** STLS= rules in order; CAFILE=, CAKEY=, TLSVERIFY=, TLSCAFILE=. */
   stls?: TlsRule[];
   caFile?: string;
+  /** CERTFILE=, KEYFILE=: the certificate and key of TLS doors (-PPORT/https, -PPORT/socks+tls). */
+  certFile?: string;
+  keyFile?: string;
   caKey?: string;
   tlsVerify?: boolean;
   tlsTrustFile?: string;
@@ -193,6 +199,8 @@ export const PARAMETERS = {
   CAKEY: false,
   TLSVERIFY: false,
   TLSCAFILE: false,
+  CERTFILE: false,
+  KEYFILE: false,
 } as const satisfies Record<string, boolean>;
 
 export type ParameterName = keyof typeof PARAMETERS;
@@ -331,6 +339,12 @@ export function applyParameter(settings: Settings, name: ParameterName, value: s
     case 'TLSCAFILE':
       settings.tlsTrustFile = parsePath(value, label, base);
       return;
+    case 'CERTFILE':
+      settings.certFile = parsePath(value, label, base);
+      return;
+    case 'KEYFILE':
+      settings.keyFile = parsePath(value, label, base);
+      return;
   }
 }
 
@@ -396,9 +410,12 @@ export function parseListen(text: string, label: string): ListenEntry {
   // The door follows the last '/', which is never inside an address (CIDR does not apply here).
   const slash = t.lastIndexOf('/');
   const address = slash < 0 ? t : t.slice(0, slash);
-  const door = slash < 0 ? undefined : parseDoor(t.slice(slash + 1), label);
+  const doorText = slash < 0 ? '' : t.slice(slash + 1).trim().toLowerCase();
+  // TLS doors: `https` (an HTTP proxy reached over TLS, as browsers know it) and `socks+tls`.
+  const tls = doorText === 'https' || doorText === 'socks+tls';
+  const door = slash < 0 ? undefined : tls ? (doorText === 'https' ? 'http' : 'socks') : parseDoor(t.slice(slash + 1), label);
   const { host, port } = parseHostPort(address, label, true);
-  return { host, port, door, param: label };
+  return tls ? { host, port, door, tls, param: label } : { host, port, door, param: label };
 }
 
 export function parseDoor(text: string, label: string): DoorKind {
@@ -639,7 +656,17 @@ const MAXIMA_NAMES = ['conn', 'peruser', 'persrc', 'perdoor'] as const;
 
 /** `MAXIMA=conn:N,peruser:N,persrc:N`; 0 = unlimited. */
 export function parseMaxima(text: string, label: string): Partial<Maxima> {
-  return parseNamedValues(text, label, MAXIMA_NAMES, 'maximum', (v, l) => parseCount(v, l, 'a count (0 = unlimited)'));
+  // `group:NAME:N` items (one limit per named group) beside the NAME:N ones.
+  const groups: Record<string, number> = {};
+  const rest = text.split(',').filter((item) => {
+    const m = /^\s*group:([^:,]+):(.*)$/i.exec(item);
+    if (!m) return true;
+    groups[m[1]!.trim()] = parseCount(m[2]!, `${label} group:${m[1]!.trim()}`, 'a count (0 = unlimited)');
+    return false;
+  });
+  const out: Partial<Maxima> = rest.length > 0 ? parseNamedValues(rest.join(','), label, MAXIMA_NAMES, 'maximum', (v, l) => parseCount(v, l, 'a count (0 = unlimited)')) : {};
+  if (Object.keys(groups).length > 0) out.groups = groups;
+  return out;
 }
 
 function parseNamedValues<K extends string>(

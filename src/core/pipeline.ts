@@ -55,6 +55,7 @@ import type { Tunnel } from './tunnel.js';
 import type { CertificateAuthority } from '../tls/ca.js';
 import { canonicalKey } from '../cache/policy.js';
 import { acceptClientTls, connectServerTls, PinnedNames, serveTlsFailurePage, stlsDecision } from '../tls/intercept.js';
+import { groupsOf } from '../policy/groups.js';
 
 /** The most a peek reads from each direction: a TLS ClientHello of 16 KiB with its record headers. */
 const SNIFF_MAX_BYTES = 17 * 1024;
@@ -238,7 +239,7 @@ export class Pipeline implements TunnelSink {
   private acquireUser(session: Session): void {
     const user = session.user;
     if (!user || userCounted.has(session)) return;
-    const broken = this.deps.limits.acquireUser(this.deps.config().maxima, user);
+    const broken = this.deps.limits.acquireUser(this.deps.config().maxima, user, groupsOf(this.deps.config(), user));
     if (broken) throw new ProxyError('ELIMIT', `MAXIMA=${broken} reached for user ${user}`);
     userCounted.add(session);
     const release = (): void => this.deps.limits.releaseUser(user);

@@ -6,6 +6,7 @@
 import { isIP } from 'node:net';
 import type { AccessRule, Config, HostPort } from '../config/types.js';
 import type { NameCache } from '../net/dns.js';
+import { groupsOf } from './groups.js';
 
 export interface Decision {
   allowed: boolean;
@@ -62,11 +63,12 @@ export function checkDestination(config: Config, q: DestinationQuery): Decision 
 function checkOne(config: Config, q: DestinationQuery, dstAddresses: readonly string[] | undefined): Decision {
   const now = q.now ?? new Date();
   const user = q.user ?? undefined;
+  const groups = groupsOf(config, user);
   for (const rule of config.rules) {
     if (!protocolMatches(rule, q.tags)) continue;
     if (rule.when && !rule.when.contains(now)) continue;
-    if (!rule.src.matches({ host: q.clientAddress, addresses: [q.clientAddress], user })) continue;
-    if (!rule.dst.matches({ host: q.dst.host, addresses: dstAddresses, port: q.dst.port, user })) continue;
+    if (!rule.src.matches({ host: q.clientAddress, addresses: [q.clientAddress], user, groups })) continue;
+    if (!rule.dst.matches({ host: q.dst.host, addresses: dstAddresses, port: q.dst.port, user, groups })) continue;
     return { allowed: rule.action === 'permit', by: rule.source };
   }
   return ALLOW_DEFAULT;
