@@ -210,6 +210,7 @@ function finish(s: Settings, cwd: string): Config {
     if (s.tlsTrustFile) config.tls.trustFile = s.tlsTrustFile;
   }
   if (listen.some((l) => l.tls) || s.certFile || s.keyFile) config.doorTls = loadDoorTls(listen, s.certFile, s.keyFile);
+  if (s.tlsTrustFile) stampHopTrust(config, s.tlsTrustFile);
   if (s.timeZone) applyTimeZone(config, s.timeZone);
   config.taps = config.taps.map((t) => tapEffective(t, config, s.timeZone));
   config.accounts?.setTtl?.(config.authTtl ?? DEFAULT_AUTH_TTL);
@@ -292,4 +293,11 @@ function loadDoorTls(listen: readonly ListenSpec[], certFile: string | undefined
     throw new ConfigError(keyFile ? 'CERTFILE/KEYFILE' : 'CERTFILE', `${certFile}${keyFile ? ` and ${keyFile}` : ''} do not make a usable certificate and key: ${err instanceof Error ? err.message : String(err)}`);
   }
   return { certFile, keyFile: keyFile ?? certFile, cert, key };
+}
+
+/** TLSCAFILE= also trusts the servers of `https://` hops (PROXY=https://, YAML routes). */
+function stampHopTrust(config: Config, trustFile: string): void {
+  for (const u of config.upstreams) if (u.tls) u.tls.trustFile = trustFile;
+  for (const t of config.taps) for (const u of t.set.upstreams ?? []) if (u.tls) u.tls.trustFile = trustFile;
+  for (const r of config.routes ?? []) for (const chain of r.via) for (const hop of chain) if (hop.tls) hop.tls.trustFile = trustFile;
 }

@@ -583,7 +583,11 @@ export function buildAccessRule(
  * USER and PASS are percent-decoded, so they can carry `@` and `:` as `%40` and `%3A`.
  */
 export function parseUpstream(kind: 'http' | 'socks', text: string, label: string): Upstream {
-  const t = text.trim();
+  let t = text.trim();
+  // `PROXY=https://HOST:PORT`: an HTTP proxy reached over TLS (`http://` says the default).
+  const scheme = kind === 'http' ? /^(https?):\/\//i.exec(t) : null;
+  if (scheme) t = t.slice(scheme[0].length);
+  const overTls = scheme?.[1]!.toLowerCase() === 'https';
   const expected =
     kind === 'http' ? '[USER:PASS@]HOST:PORT[:dstHostList]' : '[USER:PASS@]HOST:PORT[/4|/4a|/5][:dstHostList]';
   const m = /^(?:([^:@]*):([^@]*)@)?(\[[^\]]*\]|[^:@/[\]]+):(\d+)(?:\/([^:]*))?(?::(.*))?$/s.exec(t);
@@ -605,9 +609,10 @@ export function parseUpstream(kind: 'http' | 'socks', text: string, label: strin
     host,
     port,
     dst: parseHostList(dstText === undefined || dstText.trim() === '' ? '*' : dstText, label),
-    source: `${kind === 'http' ? 'PROXY' : 'SOCKS'}=${hostText}:${portText}${versionText ? '/' + versionText : ''}${dstText ? ':' + dstText : ''}`,
+    source: `${kind === 'http' ? 'PROXY' : 'SOCKS'}=${overTls ? 'https://' : ''}${hostText}:${portText}${versionText ? '/' + versionText : ''}${dstText ? ':' + dstText : ''}`,
   };
   if (version) upstream.version = version;
+  if (overTls) upstream.tls = {};
   if (user !== undefined) {
     try {
       upstream.user = decodeURIComponent(user);

@@ -160,6 +160,13 @@ export interface Upstream {
   version?: '4' | '4a' | '5';
   dst: HostList;
   source: string;
+  /** `PROXY=https://...`: the proxy is reached over TLS (verified; TLSCAFILE= adds trust anchors). */
+  tls?: HopTls;
+}
+
+/** A hop reached over TLS: the server's certificate is verified against the system store and `trustFile`. */
+export interface HopTls {
+  trustFile?: string;
 }
 
 /**
@@ -174,6 +181,8 @@ export interface RouteHop {
   user?: string;
   password?: string;
   names: 'remote' | 'local';
+  /** `https://`: an HTTP proxy reached over TLS. */
+  tls?: HopTls;
 }
 
 /**

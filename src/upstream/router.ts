@@ -19,6 +19,7 @@ import { normalizeAddress, type Session } from '../core/session.js';
 import { nameCache } from '../net/dns.js';
 import { dialChain, type ChainOptions } from './chain.js';
 import { chainLabel, hopFromUpstream, type Chain, type Hop } from './hop.js';
+import { tlsToHop } from './tls-hop.js';
 import { basicCredentials } from './http-connect.js';
 import { orderPool, recordReach } from './pool.js';
 
@@ -218,7 +219,8 @@ function absoluteFormRoute(config: Config, chain: Chain, proxy: Hop, options: Ro
       ).then(
         (s) => {
           if (before.length === 0) recordReach(chain, true, plan.rule?.pool);
-          return s;
+          // An `https://` proxy: the absolute-form requests travel inside TLS too.
+          return proxy.tls ? tlsToHop(s, proxy) : s;
         },
         (err: unknown) => {
           if (before.length === 0 && !options.signal?.aborted) recordReach(chain, false, plan.rule?.pool);
