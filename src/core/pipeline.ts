@@ -56,6 +56,7 @@ import type { CertificateAuthority } from '../tls/ca.js';
 import { canonicalKey } from '../cache/policy.js';
 import { acceptClientTls, connectServerTls, PinnedNames, serveTlsFailurePage, stlsDecision } from '../tls/intercept.js';
 import { groupsOf } from '../policy/groups.js';
+import { udpUpstreamOptions } from '../upstream/udp-chain.js';
 
 /** The most a peek reads from each direction: a TLS ClientHello of 16 KiB with its record headers. */
 const SNIFF_MAX_BYTES = 17 * 1024;
@@ -1012,6 +1013,7 @@ export class Pipeline implements TunnelSink {
     }
     const config = this.deps.config();
     const r = await runUdpAssociate(tunnel, {
+      ...udpUpstreamOptions(config, session, this.deps.log),
       idleMs: config.timeouts.idle,
       // Checkpoint 2 for every datagram's destination; names are matched as names, an address
       // as what it reaches (0.0.0.0 is the local host).
