@@ -197,7 +197,8 @@ function finish(s: Settings, cwd: string): Config {
   if (server.target) config.serverTarget = server.target;
   if (s.cacheExpire !== undefined) config.cache.expire = s.cacheExpire;
   if (s.admin) config.admin = s.admin;
-  if (s.routes && s.routes.length > 0) config.routes = s.routes;
+  const routes = [...(s.routes ?? []), ...(s.pools ?? [])];
+  if (routes.length > 0) config.routes = routes;
   if (s.srcif && s.srcif.length > 0) config.srcif = s.srcif;
   if (s.dns) config.dns = s.dns;
   if (s.httpHeaders) config.httpHeaders = s.httpHeaders;

@@ -5,6 +5,7 @@
  * The command line and the YAML file both produce `Settings`; load.ts merges them and fills the
  * defaults.
  */
+import { parsePoolParameter } from '../upstream/pool-param.js';
 import { availableParallelism } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import type {
@@ -82,6 +83,8 @@ export interface Settings {
   upstreams?: Upstream[];
   /** YAML routes: routing rules. */
   routes?: RouteRule[];
+  /** POOL=: upstream pools (upstream/pool-param.ts), tried after the routes. */
+  pools?: RouteRule[];
   /** YAML portmap: relay ports, added to the listeners. */
   portmap?: ListenEntry[];
   /** YAML dns: name resolution policy. */
@@ -201,6 +204,7 @@ export const PARAMETERS = {
   TLSCAFILE: false,
   CERTFILE: false,
   KEYFILE: false,
+  POOL: true,
 } as const satisfies Record<string, boolean>;
 
 export type ParameterName = keyof typeof PARAMETERS;
@@ -338,6 +342,9 @@ export function applyParameter(settings: Settings, name: ParameterName, value: s
       return;
     case 'TLSCAFILE':
       settings.tlsTrustFile = parsePath(value, label, base);
+      return;
+    case 'POOL':
+      (settings.pools ??= []).push(parsePoolParameter(value, label));
       return;
     case 'CERTFILE':
       settings.certFile = parsePath(value, label, base);
