@@ -63,6 +63,8 @@ export interface ListenerInfo {
   door: DoorKind;
   host: string;
   port: number;
+  /** A TLS door (-PPORT/https, -PPORT/socks+tls). */
+  tls?: boolean;
 }
 
 /** An open port: a TCP listener with its door, or a UDP port map. */
@@ -255,7 +257,7 @@ export class Sockstap {
   }
 
   addresses(): ListenerInfo[] {
-    return this.listeners.map((l) => ({ door: l.spec.door, host: l.bound.host, port: l.bound.port }));
+    return this.listeners.map((l) => ({ door: l.spec.door, host: l.bound.host, port: l.bound.port, ...(l.spec.tls ? { tls: true } : {}) }));
   }
 
   /** The listeners and the admin address: destinations the pipeline refuses (never to itself). */

@@ -101,6 +101,16 @@ describe('-PPORT/https', () => {
   });
 });
 
+describe('PAC and check output', () => {
+  test('the PAC file names the https door as HTTPS and leaves socks+tls out (browsers have no SOCKS over TLS)', async () => {
+    const r = await curl(['--cacert', pki.caFile, `https://127.0.0.1:${proxy.port('http')}/proxy.pac`]);
+    assert.equal(r.code, 0, r.stderr);
+    const pac = r.stdout.toString();
+    assert.match(pac, new RegExp(`HTTPS 127\\.0\\.0\\.1:${proxy.port('http')}`));
+    assert.doesNotMatch(pac, new RegExp(`:${proxy.port('socks')}`));
+  });
+});
+
 describe('-PPORT/socks+tls', () => {
   test('SOCKS5 with user/password inside TLS reaches the echo server', async () => {
     const { reply } = await socksOverTls(pki.caPem);
