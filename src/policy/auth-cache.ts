@@ -3,13 +3,15 @@
  * successes and failures remembered for AUTHTTL (60 s / 10 s by default), keyed by an HMAC of the
  * user and password under a per-process random key (an entry cannot be turned back into a
  * password), bounded in size (the oldest entry goes first); identical questions in flight share
- * one answer. An undecided answer (a timeout, a server that cannot be reached) is not cached.
+ * one answer; at most 512 different questions are in flight (more are refused). An undecided answer (a timeout, a server that cannot be reached) is not cached.
  * Successes also remember the user's groups (`group:NAME` scopes) until they expire.
  */
 import { createHmac, randomBytes } from 'node:crypto';
 
 export const DEFAULT_AUTH_TTL = { okMs: 60_000, errMs: 10_000 };
 const MAX_ENTRIES = 8192;
+/** Questions asked of a server at once; more are refused at once (not cached). */
+const MAX_INFLIGHT = 512;
 
 /** What a source answers: yes (with the user's groups), no, or undecided (refused, not cached). */
 export type AuthAnswer = { ok: true; groups: readonly string[] } | { ok: false; undecided?: boolean };
@@ -20,7 +22,7 @@ export class AuthCache {
   private readonly answers = new Map<string, { ok: boolean; until: number }>();
   private readonly inflight = new Map<string, Promise<boolean>>();
   private readonly groups = new Map<string, { groups: readonly string[]; until: number }>();
-  readonly stats = { asked: 0, cached: 0 };
+  readonly stats = { asked: 0, cached: 0, overloaded: 0 };
 
   setTtl(ttl: { okMs: number; errMs: number }): void {
     this.ttl = { ...ttl };
@@ -41,6 +43,10 @@ export class AuthCache {
     }
     const pending = this.inflight.get(k);
     if (pending) return pending;
+    if (this.inflight.size >= MAX_INFLIGHT) {
+      this.stats.overloaded++;
+      return Promise.resolve(false);
+    }
     this.stats.asked++;
     const p = ask()
       .catch((): AuthAnswer => ({ ok: false, undecided: true }))
