@@ -29,6 +29,11 @@ const NEEDED = [
   { check: 'command -v squid', pkg: 'squid' },
   // the PROXY protocol tests put HAProxy (mode tcp, send-proxy, send-proxy-v2, accept-proxy) in front of and behind sockstap
   { check: 'command -v haproxy', pkg: 'haproxy' },
+  // AUTHORIZER=-ldap{} and -radius{} are tested against real slapd and FreeRADIUS
+  { check: 'test -x /usr/sbin/slapd', pkg: 'slapd' },
+  { check: 'command -v ldapadd', pkg: 'ldap-utils' },
+  { check: 'command -v freeradius', pkg: 'freeradius' },
+  { check: 'command -v radclient', pkg: 'freeradius-utils' },
   // contrib/logrotate.d/sockstap is run by the real logrotate
   { check: 'command -v logrotate', pkg: 'logrotate' },
   // the dashboard test runs in real headless Chromium

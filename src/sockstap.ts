@@ -22,6 +22,7 @@ import { httpProxyDoor } from './frontdoors/http-proxy.js';
 import { NativeSocksDoor } from './frontdoors/native-socks.js';
 import { nativeDoorAvailable } from './net/native-door.js';
 import { tcprelayDoor } from './frontdoors/portmap.js';
+import { acceptTls } from './frontdoors/tls-door.js';
 import { prepareTransparentListener, transparentDoor } from './frontdoors/transparent.js';
 import { HttpTap } from './taps/http/tap.js';
 import { ruleCaches } from './taps/rules.js';
@@ -64,6 +65,8 @@ export interface ListenerInfo {
   door: DoorKind;
   host: string;
   port: number;
+  /** A TLS door (-PPORT/https, -PPORT/socks+tls). */
+  tls?: boolean;
 }
 
 /** An open port: a TCP listener with its door, or a UDP port map. */
@@ -84,7 +87,7 @@ export interface StartOptions {
 }
 
 function specKey(s: ListenSpec): string {
-  return `${s.door} ${formatHostPort(s.host, s.port)} ${s.target ? `${s.target.host}:${s.target.port}` : ''}`;
+  return `${s.door}${s.tls ? '+tls' : ''} ${formatHostPort(s.host, s.port)} ${s.target ? `${s.target.host}:${s.target.port}` : ''}`;
 }
 
 export class Sockstap {
@@ -268,7 +271,7 @@ export class Sockstap {
   }
 
   addresses(): ListenerInfo[] {
-    return this.listeners.map((l) => ({ door: l.spec.door, host: l.bound.host, port: l.bound.port }));
+    return this.listeners.map((l) => ({ door: l.spec.door, host: l.bound.host, port: l.bound.port, ...(l.spec.tls ? { tls: true } : {}) }));
   }
 
   /** The listeners and the admin address: destinations the pipeline refuses (never to itself). */
@@ -495,12 +498,12 @@ export class Sockstap {
         const bound = a && typeof a === 'object' ? formatHostPort(a.address, a.port) : listenLabel;
         // TPROXY needs IP_TRANSPARENT on the listener; also says at start what interception works here.
         if (spec.door === 'transparent') prepareTransparentListener(server, this.log, this.runtime, bound);
-        server.on('connection', (socket: Socket) => void this.accept(socket, door, ctx, bound));
-        const native = this.nativeDoor(spec, server, door, ctx, bound);
+        server.on('connection', (socket: Socket) => (spec.tls ? acceptTls(socket, this.current, this.log, bound, (t) => this.accept(t, door, ctx, bound)) : void this.accept(socket, door, ctx, bound)));
+        const native = spec.tls ? null : this.nativeDoor(spec, server, door, ctx, bound);
         // The thread accepts from now on; a connection libuv accepted before this still gets served.
         // In a WORKERS=N worker the server stays open (see nativeDoor) and both accept.
         if (native && !cluster.isWorker) server.close();
-        this.log.info('listening', { door: spec.door, addr: bound, ...(native ? { accept: 'native' } : {}) });
+        this.log.info('listening', { door: spec.door, addr: bound, ...(native ? { accept: 'native' } : {}), ...(spec.tls ? { tls: this.current.doorTls?.certFile } : {}) });
         resolve({
           spec,
           key: specKey(spec),

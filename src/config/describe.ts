@@ -12,6 +12,7 @@ export interface BoundDoor {
   door: string;
   host: string;
   port: number;
+  tls?: boolean;
 }
 
 /** 120000 → 2m; 300 → 300ms. */
@@ -44,11 +45,11 @@ function shortPath(path: string, cwd: string): string {
 }
 
 export function describeDoors(config: Config, bound?: readonly BoundDoor[]): string {
-  const doors = bound ?? config.listen.map((l) => ({ door: l.door, host: l.host, port: l.port }));
+  const doors = bound ?? config.listen.map((l) => ({ door: l.door, host: l.host, port: l.port, ...(l.tls ? { tls: true } : {}) }));
   return doors
     .map((d, i) => {
       const target = bound ? undefined : config.listen[i]?.target;
-      return `${d.door} door on ${formatHostPort(d.host || '*', d.port)}${target ? ` to ${formatHostPort(target.host, target.port)}` : ''}`;
+      return `${d.tls ? (d.door === 'http' ? 'https' : `${d.door}+tls`) : d.door} door on ${formatHostPort(d.host || '*', d.port)}${target ? ` to ${formatHostPort(target.host, target.port)}` : ''}`;
     })
     .join(', ');
 }
@@ -124,7 +125,7 @@ export function describeConfig(config: Config): string {
     'maxima',
     Object.entries(config.maxima)
       .filter(([, v]) => v !== undefined)
-      .map(([k, v]) => `${k}:${v}`)
+      .flatMap(([k, v]) => (typeof v === 'object' ? Object.entries(v).map(([g, n]) => `group:${g}:${n}`) : [`${k}:${v}`]))
       .join(',') + ' (0 = unlimited)',
   );
   add('bandwidth', config.bandwidth.length ? config.bandwidth.join('  ') : 'unlimited');

@@ -296,10 +296,13 @@ function settingsFromFile(f: ConfigFile, base: string): Settings {
   if (f.timezone !== undefined) s.timeZone = parseTimeZone(f.timezone, 'timezone');
   if (f.users) {
     const windows: Record<string, TimeWindow> = {};
+    const groups: Record<string, readonly string[]> = {};
     for (const [user, u] of Object.entries(f.users)) {
       if (u.when !== undefined) windows[user] = parseTimeWindow(u.when, `users.${user}.when`);
+      if (u.groups !== undefined) groups[user] = u.groups.map((g, i) => checkGroupName(g, `users.${user}.groups[${i}]`));
     }
     s.userWindows = windows;
+    s.userGroups = groups;
   }
   if (f.admin !== undefined) s.admin = parseHostPort(f.admin, 'admin');
   if (f.ident !== undefined) s.ident = f.ident;
@@ -314,7 +317,15 @@ function settingsFromFile(f: ConfigFile, base: string): Settings {
   if (f.cakey !== undefined) s.caKey = parsePath(f.cakey, 'cakey', base);
   if (f.tlsverify !== undefined) s.tlsVerify = typeof f.tlsverify === 'boolean' ? f.tlsverify : f.tlsverify === 'do';
   if (f.tlscafile !== undefined) s.tlsTrustFile = parsePath(f.tlscafile, 'tlscafile', base);
+  if (f.certfile !== undefined) s.certFile = parsePath(f.certfile, 'certfile', base);
+  if (f.keyfile !== undefined) s.keyFile = parsePath(f.keyfile, 'keyfile', base);
   return s;
+}
+
+function checkGroupName(name: string, label: string): string {
+  const g = name.trim();
+  if (g === '' || /[\s,:{}]/.test(g)) throw new ConfigError(label, `bad group name ${JSON.stringify(name)}: no blanks, commas, colons or braces`);
+  return g;
 }
 
 function accountsFromFile(value: NonNullable<ConfigFile['authorizer']>, label: string, base: string): Accounts | null {

@@ -16,6 +16,7 @@ With no argument it runs: -P127.0.0.1:1080/auto SOCKSTAP=all CACHE=do STATEDIR=.
   -P[HOST:]PORT[/DOOR]     listen (repeatable); IPv6 as [::1]:1080; no HOST = every interface;
                            DOOR socks|http|auto|tcprelay|udprelay|transparent, default SERVER's
                            (no -P at all: 127.0.0.1:1080)
+                           or the TLS doors https and socks+tls (with CERTFILE=, KEYFILE=)
   -f FILE.yaml             settings in structured form (schema/sockstap.schema.json);
                            the command line overrides the file
 ${parameterHelp()}

@@ -25,7 +25,8 @@ type HostTest =
   | { kind: 'domain'; suffix: string } // `.example.com`: the domain and every subdomain
   | { kind: 'address'; ranges: readonly Range[] }
   | { kind: 'url'; test: (url: string) => boolean; pattern: string }
-  | { kind: 'readonly' };
+  | { kind: 'readonly' }
+  | { kind: 'group'; test: (group: string) => boolean; pattern: string }; // `group:NAME`: a user of that group
 
 interface Element {
   negated: boolean;
@@ -62,7 +63,7 @@ export function hostListToPac(list: HostList): string | null {
   if (!(list instanceof ParsedHostList)) return null;
   const parts: string[] = [];
   for (const e of list.pacElements()) {
-    const unsure = e.user !== undefined || e.host.kind === 'readonly';
+    const unsure = e.user !== undefined || e.host.kind === 'readonly' || e.host.kind === 'group';
     if (unsure && e.negated) continue;
     let test = pacHostTest(e.host);
     if (test === null) continue;
@@ -78,6 +79,7 @@ function pacHostTest(h: HostTest): string | null {
   switch (h.kind) {
     case 'any':
     case 'readonly':
+    case 'group':
       return 'true';
     case 'name':
       return /[*?]/.test(h.pattern) ? `shExpMatch(h, ${q(h.pattern)})` : `h == ${q(h.pattern)}`;
@@ -193,6 +195,8 @@ function elementMatches(e: Element, probe: Probe): boolean {
       return t.url !== undefined && h.test(t.url);
     case 'readonly':
       return t.access !== 'write';
+    case 'group':
+      return t.groups !== undefined && t.groups.some((g) => h.test(g));
   }
 }
 
@@ -210,6 +214,12 @@ function parseElement(raw: string, param: string): Element {
 
   if (URL_RE.test(text)) return { negated, host: { kind: 'url', test: urlPattern(text), pattern: urlWithPath(text) } };
   if (text.toLowerCase() === 'readonly') return { negated, host: { kind: 'readonly' } };
+  const group = /^group:(.*)$/i.exec(text);
+  if (group) {
+    const name = group[1]!.trim();
+    if (!USER_GLOB_RE.test(name) || name.includes(':')) fail('expected group:NAME with a group name or glob');
+    return { negated, host: { kind: 'group', test: name === '*' ? () => true : picomatch(name, { dot: true }), pattern: name } };
+  }
 
   let user: Element['user'];
   const at = text.lastIndexOf('@');

@@ -4,7 +4,7 @@
  *
  *   BANDWIDTH=RATE[/up|/down]:SCOPE          RATE in bytes per second: 512k, 1m
  *   QUOTA=SIZE/PERIOD[/up|/down]:SCOPE       PERIOD hour, day, week, month
- *   SCOPE: conn | all | user:NAME[,NAME] | src:hostList | door:PORT
+ *   SCOPE: conn | all | user:NAME[,NAME] | group:NAME[,NAME] | src:hostList | door:PORT
  */
 import type { HostList } from './types.js';
 import { ConfigError } from './types.js';
@@ -19,7 +19,8 @@ export type LimitScope =
   | { kind: 'all' }
   | { kind: 'user'; users: readonly string[] }
   | { kind: 'src'; hosts: HostList }
-  | { kind: 'door'; port: number };
+  | { kind: 'door'; port: number }
+  | { kind: 'group'; groups: readonly string[] };
 
 export interface BandwidthLimit {
   /** bytes per second */
@@ -98,10 +99,15 @@ function parseScope(text: string, param: string): LimitScope {
     if (users.some((u) => u === '')) throw new ConfigError(param, `empty user name in scope ${JSON.stringify(t)}`);
     return { kind: 'user', users };
   }
+  if (kind === 'group' && arg !== '') {
+    const groups = arg.split(',').map((g) => g.trim());
+    if (groups.some((g) => g === '')) throw new ConfigError(param, `empty group name in scope ${JSON.stringify(t)}`);
+    return { kind: 'group', groups };
+  }
   if (kind === 'src' && arg !== '') return { kind: 'src', hosts: parseHostList(arg, param) };
   if (kind === 'door' && arg !== '') return { kind: 'door', port: parsePort(arg, param) };
   throw new ConfigError(
     param,
-    `unknown scope ${JSON.stringify(t)}; expected conn, all, user:NAME[,NAME], src:hostList or door:PORT`,
+    `unknown scope ${JSON.stringify(t)}; expected conn, all, user:NAME[,NAME], group:NAME[,NAME], src:hostList or door:PORT`,
   );
 }

@@ -10,6 +10,8 @@
  */
 import { DEFAULT_AUTH_TTL } from '../policy/auth-helper.js';
 import { join, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import type { Config, ListenSpec, Maxima, TapRule, TimeWindow, Timeouts } from './types.js';
 import { parseBandwidth, parseQuota } from './limits.js';
 import { ConfigError } from './types.js';
@@ -141,6 +143,7 @@ function finish(s: Settings, cwd: string): Config {
   const seen = new Set<string>();
   const listen: ListenSpec[] = entries.map((e) => {
     const spec: ListenSpec = { host: e.host, port: e.port, door: e.door ?? server.door };
+    if (e.tls) spec.tls = true;
     const target = e.target ?? server.target;
     if (spec.door === 'tcprelay' || spec.door === 'udprelay') {
       if (!target) {
@@ -194,18 +197,22 @@ function finish(s: Settings, cwd: string): Config {
   if (server.target) config.serverTarget = server.target;
   if (s.cacheExpire !== undefined) config.cache.expire = s.cacheExpire;
   if (s.admin) config.admin = s.admin;
-  if (s.routes && s.routes.length > 0) config.routes = s.routes;
+  const routes = [...(s.routes ?? []), ...(s.pools ?? [])];
+  if (routes.length > 0) config.routes = routes;
   if (s.srcif && s.srcif.length > 0) config.srcif = s.srcif;
   if (s.proxyProtocol) config.proxyProtocol = s.proxyProtocol;
   if (s.dns) config.dns = s.dns;
   if (s.httpHeaders) config.httpHeaders = s.httpHeaders;
   if (s.userWindows && Object.keys(s.userWindows).length > 0) config.userWindows = s.userWindows;
+  if (s.userGroups && Object.keys(s.userGroups).length > 0) config.userGroups = s.userGroups;
   if ((s.stls && s.stls.length > 0) || s.caFile || s.caKey || s.tlsVerify !== undefined || s.tlsTrustFile) {
     config.tls = { rules: s.stls ?? [], verify: s.tlsVerify ?? true };
     if (s.caFile) config.tls.caFile = s.caFile;
     if (s.caKey) config.tls.caKey = s.caKey;
     if (s.tlsTrustFile) config.tls.trustFile = s.tlsTrustFile;
   }
+  if (listen.some((l) => l.tls) || s.certFile || s.keyFile) config.doorTls = loadDoorTls(listen, s.certFile, s.keyFile);
+  if (s.tlsTrustFile) stampHopTrust(config, s.tlsTrustFile);
   if (s.timeZone) applyTimeZone(config, s.timeZone);
   config.taps = config.taps.map((t) => tapEffective(t, config, s.timeZone));
   config.accounts?.setTtl?.(config.authTtl ?? DEFAULT_AUTH_TTL);
@@ -256,4 +263,37 @@ function applyTimeZone(config: Config, zone: string): void {
   if (config.userWindows) {
     config.userWindows = Object.fromEntries(Object.entries(config.userWindows).map(([u, w]) => [u, w.inZone ? w.inZone(zone) : w]));
   }
+}
+
+/**
+ * CERTFILE=/KEYFILE= of the TLS doors (-PPORT/https, -PPORT/socks+tls), read now (at start and at
+ * each reload, so a renewed certificate is taken at SIGHUP) and checked to form a pair.
+ */
+function loadDoorTls(listen: readonly ListenSpec[], certFile: string | undefined, keyFile: string | undefined): NonNullable<Config['doorTls']> {
+  const door = listen.find((l) => l.tls);
+  const which = door ? `-P${formatHostPort(door.host || '*', door.port)}/${door.door === 'http' ? 'https' : 'socks+tls'}` : '';
+  if (!door) throw new ConfigError(certFile ? 'CERTFILE' : 'KEYFILE', 'is for TLS doors: add -PPORT/https or -PPORT/socks+tls');
+  if (!certFile) throw new ConfigError(which, 'a TLS door needs CERTFILE=FILE (PEM certificate, may hold the chain) and KEYFILE=FILE');
+  const read = (file: string, param: string): Buffer => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new ConfigError(param, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+  };
+  const cert = read(certFile, 'CERTFILE');
+  const key = keyFile ? read(keyFile, 'KEYFILE') : cert;
+  try {
+    createSecureContext({ cert, key });
+  } catch (err) {
+    throw new ConfigError(keyFile ? 'CERTFILE/KEYFILE' : 'CERTFILE', `${certFile}${keyFile ? ` and ${keyFile}` : ''} do not make a usable certificate and key: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  return { certFile, keyFile: keyFile ?? certFile, cert, key };
+}
+
+/** TLSCAFILE= also trusts the servers of `https://` hops (PROXY=https://, YAML routes). */
+function stampHopTrust(config: Config, trustFile: string): void {
+  for (const u of config.upstreams) if (u.tls) u.tls.trustFile = trustFile;
+  for (const t of config.taps) for (const u of t.set.upstreams ?? []) if (u.tls) u.tls.trustFile = trustFile;
+  for (const r of config.routes ?? []) for (const chain of r.via) for (const hop of chain) if (hop.tls) hop.tls.trustFile = trustFile;
 }

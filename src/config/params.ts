@@ -5,6 +5,7 @@
  * The command line and the YAML file both produce `Settings`; load.ts merges them and fills the
  * defaults.
  */
+import { parsePoolParameter } from '../upstream/pool-param.js';
 import { availableParallelism } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import type {
@@ -50,6 +51,8 @@ export interface ListenEntry {
   port: number;
   door?: DoorKind;
   target?: HostPort;
+  /** `-PPORT/https`, `-PPORT/socks+tls`: the door is reached over TLS. */
+  tls?: boolean;
   /** Where it was written, for the message when a relay door lacks a target. */
   param: string;
 }
@@ -80,6 +83,8 @@ export interface Settings {
   upstreams?: Upstream[];
   /** YAML routes: routing rules. */
   routes?: RouteRule[];
+  /** POOL=: upstream pools (upstream/pool-param.ts), tried after the routes. */
+  pools?: RouteRule[];
   /** YAML portmap: relay ports, added to the listeners. */
   portmap?: ListenEntry[];
   /** YAML dns: name resolution policy. */
@@ -96,10 +101,14 @@ export interface Settings {
   relay?: RelayKind;
   workers?: number;
   userWindows?: Record<string, TimeWindow>;
+  userGroups?: Record<string, readonly string[]>;
   timeZone?: string;
   /** STLS= rules in order; CAFILE=, CAKEY=, TLSVERIFY=, TLSCAFILE=. */
   stls?: TlsRule[];
   caFile?: string;
+  /** CERTFILE=, KEYFILE=: the certificate and key of TLS doors (-PPORT/https, -PPORT/socks+tls). */
+  certFile?: string;
+  keyFile?: string;
   caKey?: string;
   tlsVerify?: boolean;
   tlsTrustFile?: string;
@@ -196,6 +205,9 @@ export const PARAMETERS = {
   TLSVERIFY: false,
   TLSCAFILE: false,
   PROXYPROTOCOL: false,
+  CERTFILE: false,
+  KEYFILE: false,
+  POOL: true,
 } as const satisfies Record<string, boolean>;
 
 export type ParameterName = keyof typeof PARAMETERS;
@@ -337,6 +349,15 @@ export function applyParameter(settings: Settings, name: ParameterName, value: s
     case 'TLSCAFILE':
       settings.tlsTrustFile = parsePath(value, label, base);
       return;
+    case 'POOL':
+      (settings.pools ??= []).push(parsePoolParameter(value, label));
+      return;
+    case 'CERTFILE':
+      settings.certFile = parsePath(value, label, base);
+      return;
+    case 'KEYFILE':
+      settings.keyFile = parsePath(value, label, base);
+      return;
   }
 }
 
@@ -402,9 +423,12 @@ export function parseListen(text: string, label: string): ListenEntry {
   // The door follows the last '/', which is never inside an address (CIDR does not apply here).
   const slash = t.lastIndexOf('/');
   const address = slash < 0 ? t : t.slice(0, slash);
-  const door = slash < 0 ? undefined : parseDoor(t.slice(slash + 1), label);
+  const doorText = slash < 0 ? '' : t.slice(slash + 1).trim().toLowerCase();
+  // TLS doors: `https` (an HTTP proxy reached over TLS, as browsers know it) and `socks+tls`.
+  const tls = doorText === 'https' || doorText === 'socks+tls';
+  const door = slash < 0 ? undefined : tls ? (doorText === 'https' ? 'http' : 'socks') : parseDoor(t.slice(slash + 1), label);
   const { host, port } = parseHostPort(address, label, true);
-  return { host, port, door, param: label };
+  return tls ? { host, port, door, tls, param: label } : { host, port, door, param: label };
 }
 
 export function parseDoor(text: string, label: string): DoorKind {
@@ -568,13 +592,18 @@ export function buildAccessRule(
 }
 
 /**
- * `PROXY=[USER:PASS@]HOST:PORT[:dstHostList]`, `SOCKS=[USER:PASS@]HOST:PORT[/4|/4a|/5][:dstHostList]`.
+ * `PROXY=[https://][USER:PASS@]HOST:PORT[/proxy-v1|/proxy-v2][:dstHostList]`,
+ * `SOCKS=[USER:PASS@]HOST:PORT[/4|/4a|/5][/proxy-v1|/proxy-v2][:dstHostList]`.
  * USER and PASS are percent-decoded, so they can carry `@` and `:` as `%40` and `%3A`.
  */
 export function parseUpstream(kind: 'http' | 'socks', text: string, label: string): Upstream {
-  const t = text.trim();
+  let t = text.trim();
+  // `PROXY=https://HOST:PORT`: an HTTP proxy reached over TLS (`http://` says the default).
+  const scheme = kind === 'http' ? /^(https?):\/\//i.exec(t) : null;
+  if (scheme) t = t.slice(scheme[0].length);
+  const overTls = scheme?.[1]!.toLowerCase() === 'https';
   const expected =
-    kind === 'http' ? '[USER:PASS@]HOST:PORT[/proxy-v1|/proxy-v2][:dstHostList]' : '[USER:PASS@]HOST:PORT[/4|/4a|/5][/proxy-v1|/proxy-v2][:dstHostList]';
+    kind === 'http' ? '[https://][USER:PASS@]HOST:PORT[/proxy-v1|/proxy-v2][:dstHostList]' : '[USER:PASS@]HOST:PORT[/4|/4a|/5][/proxy-v1|/proxy-v2][:dstHostList]';
   const m = /^(?:([^:@]*):([^@]*)@)?(\[[^\]]*\]|[^:@/[\]]+):(\d+)(?:\/([^:]*))?(?::(.*))?$/s.exec(t);
   // Never echo the value: it may carry a password.
   if (!m) throw new ConfigError(label, `expected ${expected}`);
@@ -596,10 +625,11 @@ export function parseUpstream(kind: 'http' | 'socks', text: string, label: strin
     host,
     port,
     dst: parseHostList(dstText === undefined || dstText.trim() === '' ? '*' : dstText, label),
-    source: `${kind === 'http' ? 'PROXY' : 'SOCKS'}=${hostText}:${portText}${slashText ? '/' + slashText : ''}${dstText ? ':' + dstText : ''}`,
+    source: `${kind === 'http' ? 'PROXY' : 'SOCKS'}=${overTls ? 'https://' : ''}${hostText}:${portText}${slashText ? '/' + slashText : ''}${dstText ? ':' + dstText : ''}`,
   };
   if (version) upstream.version = version;
   if (proxyProtocol) upstream.proxyProtocol = proxyProtocol;
+  if (overTls) upstream.tls = {};
   if (user !== undefined) {
     try {
       upstream.user = decodeURIComponent(user);
@@ -660,7 +690,17 @@ const MAXIMA_NAMES = ['conn', 'peruser', 'persrc', 'perdoor'] as const;
 
 /** `MAXIMA=conn:N,peruser:N,persrc:N`; 0 = unlimited. */
 export function parseMaxima(text: string, label: string): Partial<Maxima> {
-  return parseNamedValues(text, label, MAXIMA_NAMES, 'maximum', (v, l) => parseCount(v, l, 'a count (0 = unlimited)'));
+  // `group:NAME:N` items (one limit per named group) beside the NAME:N ones.
+  const groups: Record<string, number> = {};
+  const rest = text.split(',').filter((item) => {
+    const m = /^\s*group:([^:,]+):(.*)$/i.exec(item);
+    if (!m) return true;
+    groups[m[1]!.trim()] = parseCount(m[2]!, `${label} group:${m[1]!.trim()}`, 'a count (0 = unlimited)');
+    return false;
+  });
+  const out: Partial<Maxima> = rest.length > 0 ? parseNamedValues(rest.join(','), label, MAXIMA_NAMES, 'maximum', (v, l) => parseCount(v, l, 'a count (0 = unlimited)')) : {};
+  if (Object.keys(groups).length > 0) out.groups = groups;
+  return out;
 }
 
 function parseNamedValues<K extends string>(

@@ -118,6 +118,7 @@ export const configFileSchema = z
         peruser: z.number().int().nonnegative().optional(),
         persrc: z.number().int().nonnegative().optional(),
         perdoor: z.number().int().nonnegative().optional(),
+        groups: z.record(text, z.number().int().nonnegative()).optional().describe('group name to connections at once of its members together (MAXIMA=group:NAME:N)'),
       })
       .optional()
       .describe('connection limits; 0 = unlimited'),
@@ -155,9 +156,15 @@ export const configFileSchema = z
     quota: textOrList.optional().describe('SIZE/PERIOD[/up|/down]:SCOPE, as QUOTA='),
     timezone: text.optional().describe('IANA time zone of time windows that name none, as TIMEZONE=; default the machine\'s'),
     users: z
-      .record(text, z.strictObject({ when: text.optional().describe('time window such as mon-fri/0900-1800[@Zone]') }))
+      .record(
+        text,
+        z.strictObject({
+          when: text.optional().describe('time window such as mon-fri/0900-1800[@Zone]'),
+          groups: z.array(text).optional().describe('groups of the user, for group:NAME scopes'),
+        }),
+      )
       .optional()
-      .describe('per-user settings: when the user may use the proxy'),
+      .describe('per-user settings: when the user may use the proxy, their groups'),
     admin: text.optional().describe('HOST:PORT of the dashboard'),
     adminauth: accounts.optional(),
     srcif: z.array(text).optional().describe('SRCIF=: ADDRESS[:dstHostList[:srcHostList]] per item, first match wins'),
@@ -172,6 +179,8 @@ export const configFileSchema = z
     cakey: text.optional().describe('its private key (PEM), as CAKEY='),
     tlsverify: z.union([z.boolean(), z.enum(['do', 'no'])]).optional().describe('verify servers before intercepting (TLSVERIFY=), default do'),
     tlscafile: text.optional().describe('extra trust anchors for servers (PEM bundle), as TLSCAFILE='),
+    certfile: text.optional().describe('certificate of the TLS doors (-PPORT/https, -PPORT/socks+tls), PEM, as CERTFILE='),
+    keyfile: text.optional().describe('its private key (PEM), as KEYFILE=; default: in certfile'),
   })
   .describe('sockstap configuration (the structured form of its DeleGate-style parameters)');
 

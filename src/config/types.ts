@@ -21,6 +21,8 @@ export interface ListenSpec {
   door: DoorKind;
   /** Fixed destination for a tcprelay/udprelay door. */
   target?: HostPort;
+  /** Reached over TLS (-PPORT/https, -PPORT/socks+tls) with Config.doorTls. */
+  tls?: boolean;
 }
 
 /** What a host list is asked about. */
@@ -32,6 +34,8 @@ export interface HostMatchTarget {
   port?: number;
   /** The authenticated user, for `user@host` elements of source lists (or an SMTP mailbox's local part). */
   user?: string;
+  /** The user's groups, for `group:NAME` elements (policy/groups.ts). */
+  groups?: readonly string[];
   /** Per-request checks only: the absolute request URL, which `http://host/path*` elements match. */
   url?: string;
   /** Per-request checks only (FTP, POP3): 'write' for a request that changes or deletes; `readonly` elements match anything else. */
@@ -79,6 +83,8 @@ export interface Accounts {
   setTtl?(ttl: { okMs: number; errMs: number }): void;
   /** Where accounts that run a helper log its events (sockstap.log). */
   setLog?(log: { info(msg: string, f?: Record<string, unknown>): void; warn(msg: string, f?: Record<string, unknown>): void; error(msg: string, f?: Record<string, unknown>): void }): void;
+  /** A user's groups, for `group:NAME` scopes (LDAP groups, YAML `users:`); absent or [] for none. */
+  groupsOf?(user: string): readonly string[];
   /** Stop what the accounts run (a helper process); at stop and when a reload replaces them. */
   close?(): void;
 }
@@ -140,6 +146,8 @@ export interface Maxima {
   persrc: number;
   /** Connections per listener (door); absent or 0 = unlimited. */
   perdoor?: number;
+  /** `group:NAME:N`: connections at once of the members of group NAME together. */
+  groups?: Readonly<Record<string, number>>;
 }
 
 export interface Upstream {
@@ -154,6 +162,13 @@ export interface Upstream {
   proxyProtocol?: 1 | 2;
   dst: HostList;
   source: string;
+  /** `PROXY=https://...`: the proxy is reached over TLS (verified; TLSCAFILE= adds trust anchors). */
+  tls?: HopTls;
+}
+
+/** A hop reached over TLS: the server's certificate is verified against the system store and `trustFile`. */
+export interface HopTls {
+  trustFile?: string;
 }
 
 /**
@@ -170,6 +185,8 @@ export interface RouteHop {
   names: 'remote' | 'local';
   /** `/proxy-v1`, `/proxy-v2` (on the first hop): a PROXY protocol header naming the client goes first. */
   proxyProtocol?: 1 | 2;
+  /** `https://`: an HTTP proxy reached over TLS. */
+  tls?: HopTls;
 }
 
 /**
@@ -268,6 +285,8 @@ export type Socks4Auth = 'userid' | 'none';
 
 export interface Config {
   listen: readonly ListenSpec[];
+  /** CERTFILE=/KEYFILE= read at load (and at each reload), for the TLS doors. */
+  doorTls?: { certFile: string; keyFile: string; cert: Buffer; key: Buffer };
   /** Door of -P ports that name none. */
   server: DoorKind;
   /** Destination of SERVER=tcprelay://HOST:PORT. */
@@ -307,6 +326,8 @@ export interface Config {
   quota: readonly string[];
   /** BANDWIDTH= and QUOTA= compiled at load: what the policy services enforce. */
   limits: { bandwidth: readonly BandwidthLimit[]; quota: readonly QuotaLimit[] };
+  /** YAML `users: {NAME: {groups: [...]}}`: groups for `group:NAME` scopes (policy/groups.ts). */
+  userGroups?: Readonly<Record<string, readonly string[]>>;
   /** YAML `users: {NAME: {when: ...}}`: a user may use the proxy only inside their window. */
   userWindows?: Readonly<Record<string, TimeWindow>>;
   /** TIMEZONE= / YAML `timezone:`: the zone of time windows that name none; absent = the machine's. */

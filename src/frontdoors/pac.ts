@@ -31,6 +31,8 @@ export interface PacListener {
   door: string;
   host: string;
   port: number;
+  /** A TLS door: `HTTPS HOST:PORT` for https; browsers have no SOCKS over TLS, so socks+tls is left out. */
+  tls?: boolean;
 }
 
 export interface PacRequest {
@@ -70,7 +72,7 @@ export function pacProxies(listeners: readonly PacListener[], req: PacRequest): 
   const proxies: string[] = [];
   const socks: string[] = [];
   for (const l of listeners) {
-    const kind = l.door === 'http' || l.door === 'auto' ? 'PROXY' : l.door === 'socks' ? 'SOCKS5' : null;
+    const kind = l.tls ? (l.door === 'http' ? 'HTTPS' : null) : l.door === 'http' || l.door === 'auto' ? 'PROXY' : l.door === 'socks' ? 'SOCKS5' : null;
     if (!kind) continue;
     let host: string;
     if (isWildcard(l.host)) host = fallbackHost;

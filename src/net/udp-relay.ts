@@ -11,6 +11,8 @@ import { normalizeAddress } from '../core/session.js';
 import type { BoundAddress, Tunnel } from '../core/tunnel.js';
 import { encodeUdpHeader, parseUdpHeader } from '../frontdoors/socks-wire.js';
 import type { NameCache } from './dns.js';
+import { chainLabel } from '../upstream/hop.js';
+import type { UdpChainRelay, UdpUpstream } from '../upstream/udp-chain.js';
 
 export interface UdpAssociationOptions {
   /** The SOCKS5 TCP connection that asked for the association. */
@@ -23,6 +25,10 @@ export interface UdpAssociationOptions {
   idleMs: number;
   /** The running instance's name cache (HOSTS=, YAML `dns:`) for named destinations. */
   names: NameCache;
+  /** Routes through upstream SOCKS5 proxies (upstream/udp-chain.ts); absent: every datagram goes direct. */
+  upstream?: UdpUpstream;
+  /** A chain that could not be opened (for the log). */
+  onChainError?(label: string, err: unknown): void;
 }
 
 export interface UdpAssociation {
@@ -43,6 +49,8 @@ export interface UdpAssociation {
 const MAX_PEERS = 4096;
 /** Names resolved per association, kept for its lifetime. */
 const MAX_NAMES = 256;
+/** Upstream chains one association sends through at once. */
+const MAX_CHAINS = 16;
 
 function bindUdp(type: 'udp4' | 'udp6', address: string): Promise<UdpSocket> {
   return new Promise((resolve, reject) => {
@@ -84,6 +92,8 @@ export async function openUdpAssociation(opts: UdpAssociationOptions): Promise<U
     active = false;
     closedResult = result;
     if (idleTimer) clearInterval(idleTimer);
+    for (const r of chains.values()) void r.then((c) => c.close(), () => undefined);
+    chains.clear();
     control.off('end', onControlEnd);
     control.off('close', onControlEnd);
     clientSide.close();
@@ -123,6 +133,48 @@ export async function openUdpAssociation(opts: UdpAssociationOptions): Promise<U
     dropped++;
   };
 
+  // Associations through upstream chains, by chain (with its users), opened at the first datagram.
+  const chains = new Map<string, Promise<UdpChainRelay>>();
+  // "chain|address|port" (or "chain|name|port" for a name sent to the last hop) the client sent to.
+  const sentVia = new Set<string>();
+  const namedVia = new Set<string>();
+  const viaChain = (chain: Parameters<UdpUpstream['open']>[0], host: string, port: number, data: Buffer): void => {
+    const key = `${chainLabel(chain)}|${chain.map((h) => h.user ?? '').join(',')}`;
+    let relay = chains.get(key);
+    if (!relay) {
+      if (chains.size >= MAX_CHAINS) return drop();
+      relay = opts.upstream!.open(chain).then((r) => {
+        if (!active) r.close();
+        r.onClose(() => chains.delete(key));
+        r.onAnswer((answer, srcHost, srcPort) => {
+          if (!active || clientPort === 0) return;
+          const src = normalizeAddress(srcHost);
+          if (!sentVia.has(`${key}|${src}|${srcPort}`) && !namedVia.has(`${key}|${srcPort}`)) return drop();
+          lastActivity = Date.now();
+          down += answer.length;
+          clientSide.send([encodeUdpHeader(src, srcPort), answer], clientPort, clientAddress);
+        });
+        return r;
+      });
+      relay.catch((err: unknown) => {
+        chains.delete(key);
+        opts.onChainError?.(chainLabel(chain), err);
+      });
+      chains.set(key, relay);
+    }
+    const mark = isIP(host) ? `${key}|${normalizeAddress(host)}|${port}` : `${key}|${port}`;
+    const set = isIP(host) ? sentVia : namedVia;
+    if (!set.has(mark)) {
+      if (set.size >= MAX_PEERS) set.delete(set.values().next().value!);
+      set.add(mark);
+    }
+    relay.then((r) => {
+      if (!active) return;
+      up += data.length;
+      r.send(data, host, port);
+    }, drop);
+  };
+
   const onClientDatagram = (msg: Buffer, rinfo: RemoteInfo): void => {
     if (!active) return;
     // RFC 1928 §7: only datagrams from the client that asked for the association.
@@ -137,6 +189,9 @@ export async function openUdpAssociation(opts: UdpAssociationOptions): Promise<U
     if (port === 0 || !opts.checkDestination(host, port)) return drop();
     lastActivity = Date.now();
     const data = msg.subarray(dataOffset);
+    const chain = opts.upstream ? opts.upstream.chainFor(host, port) : [];
+    if (chain === null) return drop();
+    if (chain.length > 0) return viaChain(chain, host, port, data);
     resolveName(host).then(
       async (address) => {
         const socket = await outgoingFor(isIPv4(address) ? 'udp4' : 'udp6');
@@ -201,7 +256,13 @@ export async function openUdpAssociation(opts: UdpAssociationOptions): Promise<U
 /** The whole UDP ASSOCIATE after policy: open, reply with the UDP address, live until the end. */
 export async function runUdpAssociate(
   tunnel: Tunnel,
-  opts: { idleMs: number; names: NameCache; checkDestination(host: string, port: number): boolean },
+  opts: {
+    idleMs: number;
+    names: NameCache;
+    checkDestination(host: string, port: number): boolean;
+    upstream?: UdpUpstream;
+    onChainError?(label: string, err: unknown): void;
+  },
 ): Promise<{ up: number; down: number; result: string }> {
   let association: UdpAssociation;
   try {
@@ -211,6 +272,8 @@ export async function runUdpAssociate(
       checkDestination: opts.checkDestination,
       idleMs: opts.idleMs,
       names: opts.names,
+      ...(opts.upstream ? { upstream: opts.upstream } : {}),
+      ...(opts.onChainError ? { onChainError: opts.onChainError } : {}),
     });
   } catch (err) {
     const e = toProxyError(err);

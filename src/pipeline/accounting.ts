@@ -5,6 +5,7 @@
  * 'established' event (the door's success reply: the metrics' relay latency), emitted here only,
  * for JavaScript tunnels and the native accept path's alike.
  */
+import { groupsOf } from '../policy/groups.js';
 import type { Socket } from 'node:net';
 import type { Config, TapRule } from '../config/types.js';
 import { ProxyError, toProxyError } from '../core/errors.js';
@@ -58,7 +59,7 @@ export class Accounting {
   acquireUser(session: Session): void {
     const user = session.user;
     if (!user || this.userCounted.has(session)) return;
-    const broken = this.deps.limits.acquireUser(this.deps.config().maxima, user);
+    const broken = this.deps.limits.acquireUser(this.deps.config().maxima, user, groupsOf(this.deps.config(), user));
     if (broken) throw new ProxyError('ELIMIT', `MAXIMA=${broken} reached for user ${user}`);
     this.userCounted.add(session);
     const release = (): void => this.deps.limits.releaseUser(user);

@@ -7,6 +7,7 @@
  * requests go to http-door.ts, TLS interception to intercept.ts. Only this folder and sockstap.ts
  * see every layer (doors, policy, dialers, taps, services).
  */
+import { udpUpstreamOptions } from '../upstream/udp-chain.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { isIP } from 'node:net';
@@ -389,6 +390,7 @@ export class Pipeline implements TunnelSink {
     }
     const config = this.deps.config();
     const r = await runUdpAssociate(tunnel, {
+      ...udpUpstreamOptions(config, session, this.deps.log, this.deps.runtime.names(config.dns), this.deps.runtime.upstreams),
       idleMs: config.timeouts.idle,
       names: this.deps.runtime.names(config.dns),
       // Checkpoint 2 for every datagram's destination; names are matched as names, an address

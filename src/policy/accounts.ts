@@ -17,6 +17,8 @@ import bcrypt from 'bcryptjs';
 import type { Accounts } from '../config/types.js';
 import { ConfigError } from '../config/types.js';
 import { parseCmdAuthorizer } from './auth-helper.js';
+import { parseLdapAuthorizer } from './ldap-auth.js';
+import { parseRadiusAuthorizer } from './radius-auth.js';
 
 type Credential =
   | { kind: 'plain'; digest: Buffer } // sha256 of the password from -list{}, compared digest to digest
@@ -39,7 +41,26 @@ export function parseAuthorizer(value: string, param: string, cwd: string): Acco
   if (m) return loadHtpasswd(resolve(cwd, m[1]!.trim()), param);
   m = /^-cmd\{(.*)\}((?:,[^{}]*)?)$/s.exec(v);
   if (m) return parseCmdAuthorizer(m[1]!, m[2]!.replace(/^,/, ''), param, cwd);
-  throw new ConfigError(param, 'expected -list{USER:PASS,...}, -htpasswd{FILE} or -cmd{PROGRAM ARGS}');
+  m = /^-(ldap|radius)\{/.exec(v);
+  if (m) {
+    const close = matchingBrace(v, m[0].length - 1);
+    if (close < 0) throw new ConfigError(param, `unclosed { in -${m[1]}{...}`);
+    const after = v.slice(close + 1);
+    if (after !== '' && !after.startsWith(',')) throw new ConfigError(param, `expected ,NAME=VALUE options after -${m[1]}{...}`);
+    const body = v.slice(m[0].length, close);
+    return m[1] === 'ldap' ? parseLdapAuthorizer(body, after.slice(1), param, cwd) : parseRadiusAuthorizer(body, after.slice(1), param, cwd);
+  }
+  throw new ConfigError(param, 'expected -list{USER:PASS,...}, -htpasswd{FILE}, -cmd{PROGRAM ARGS}, -ldap{URL,BASEDN,FILTER} or -radius{HOST:PORT,SECRET}');
+}
+
+/** The index of the `}` that closes the `{` at `open`, or -1. */
+function matchingBrace(text: string, open: number): number {
+  let depth = 0;
+  for (let i = open; i < text.length; i++) {
+    if (text[i] === '{') depth++;
+    else if (text[i] === '}' && --depth === 0) return i;
+  }
+  return -1;
 }
 
 /** `USER:PASS,USER2:PASS2` (the password may contain ':', not ',' or '}'). */

@@ -7,6 +7,7 @@ import { isIP } from 'node:net';
 import type { AccessRule, Config, HostPort } from '../config/types.js';
 import type { NameCache } from '../net/dns.js';
 import { firstMatch } from '../config/first-match.js';
+import { groupsOf } from './groups.js';
 
 export interface Decision {
   allowed: boolean;
@@ -63,13 +64,14 @@ export function checkDestination(config: Config, q: DestinationQuery): Decision 
 function checkOne(config: Config, q: DestinationQuery, dstAddresses: readonly string[] | undefined): Decision {
   const now = q.now ?? new Date();
   const user = q.user ?? undefined;
+  const groups = groupsOf(config, user);
   const rule = firstMatch(
     config.rules,
     (rule) =>
       protocolMatches(rule, q.tags) &&
       (!rule.when || rule.when.contains(now)) &&
-      rule.src.matches({ host: q.clientAddress, addresses: [q.clientAddress], user }) &&
-      rule.dst.matches({ host: q.dst.host, addresses: dstAddresses, port: q.dst.port, user }),
+      rule.src.matches({ host: q.clientAddress, addresses: [q.clientAddress], user, groups }) &&
+      rule.dst.matches({ host: q.dst.host, addresses: dstAddresses, port: q.dst.port, user, groups }),
   );
   return accessDecision(rule);
 }

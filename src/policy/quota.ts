@@ -13,7 +13,7 @@
 import type { Direction, QuotaLimit, QuotaPeriod } from '../config/limits.js';
 import type { Config, TapRule } from '../config/types.js';
 import { ProxyError } from '../core/errors.js';
-import { groupedKey, scopeKey, type LimitSubject } from './shaping.js';
+import { groupedKey, scopeKey, withGroups, type LimitSubject } from './shaping.js';
 import { hourOf, type QuotaDelta, type TrafficDelta, type UsageStore } from './usage.js';
 
 /** What the admin API (`GET /api/quotas`) and the dashboard show, one entry per quota and scope. */
@@ -113,6 +113,7 @@ export class QuotaService {
 
   /** Checkpoint 2: throws EQUOTA when a quota covering this connection is used up. */
   check(config: Config, who: LimitSubject, rule?: TapRule | null): void {
+    who = withGroups(config, who);
     const limits = quotasOf(config, rule);
     if (limits.length === 0) return;
     const now = Date.now();
@@ -138,6 +139,7 @@ export class QuotaService {
    * it: the relay stays unmetered). `owner` (the session) remembers what its meters counted.
    */
   admit(config: Config, who: LimitSubject, owner?: object, rule?: TapRule | null): QuotaMeter | null {
+    who = withGroups(config, who);
     const limits = quotasOf(config, rule);
     if (limits.length === 0) return null;
     const now = Date.now();
@@ -203,6 +205,7 @@ export class QuotaService {
    */
   addUnmetered(config: Config, who: LimitSubject, up: number, down: number): void {
     if (config.limits.quota.length === 0 || (up <= 0 && down <= 0)) return;
+    who = withGroups(config, who);
     const now = Date.now();
     const seen = new Set<Pending>();
     for (const limit of quotasOf(config)) {
@@ -244,6 +247,7 @@ export class QuotaService {
       if (s.kind === 'all') keys.push('all');
       else if (s.kind === 'door') keys.push(`door:${s.port}`);
       else if (s.kind === 'src') keys.push(`src:${s.hosts.source}`);
+      else if (s.kind === 'group') for (const g of s.groups) keys.push(`group:${g}`);
       else for (const u of s.users) keys.push(`user:${u}`);
       for (const key of keys) {
         const c = this.counter(limit, key, now);

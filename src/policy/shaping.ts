@@ -15,6 +15,7 @@ import type { BandwidthLimit, LimitScope } from '../config/limits.js';
 import type { Config, TapRule } from '../config/types.js';
 import type { DirectionShape, RelayShape } from '../net/relay.js';
 import { TokenBucket } from '../net/throttle.js';
+import { groupsOf } from './groups.js';
 
 /** Who a connection is, for the scopes of BANDWIDTH= and QUOTA=. */
 export interface LimitSubject {
@@ -22,6 +23,14 @@ export interface LimitSubject {
   clientAddress: string;
   /** The port of the listener that accepted the connection. */
   doorPort: number;
+  /** The user's groups (withGroups fills them in), for `group:NAME` scopes. */
+  groups?: readonly string[];
+}
+
+/** `who` with the user's groups (policy/groups.ts), for `group:NAME` scopes. */
+export function withGroups(config: Config, who: LimitSubject): LimitSubject {
+  if (who.groups !== undefined || who.user === null) return who;
+  return { ...who, groups: groupsOf(config, who.user) };
 }
 
 /** The port of a listener label "host:port" / "[v6]:port". */
@@ -44,6 +53,11 @@ export function scopeKey(scope: LimitScope, who: LimitSubject): string | null {
         : null;
     case 'door':
       return scope.port === who.doorPort ? `door:${scope.port}` : null;
+    case 'group': {
+      // One counter per group, shared by its members; a user in several listed groups counts in the first.
+      const g = scope.groups.find((name) => who.groups?.includes(name));
+      return g === undefined ? null : `group:${g}`;
+    }
   }
 }
 
@@ -74,6 +88,7 @@ export class BandwidthShaper {
     if (config.limits.bandwidth.length === 0 && own.length === 0) return null;
     const up: TokenBucket[] = [];
     const down: TokenBucket[] = [];
+    who = withGroups(config, who);
     for (const limit of own.length > 0 ? [...own, ...config.limits.bandwidth] : config.limits.bandwidth) {
       const key = scopeKey(limit.scope, who);
       if (key === null) continue;

@@ -13,6 +13,7 @@ import { hopLabel, needsLocalResolution, type Chain, type Hop } from './hop.js';
 import { httpConnect } from './http-connect.js';
 import { socksConnect } from './socks.js';
 import { encodeProxyHeader, type ProxyEndpoint } from '../net/proxy-protocol.js';
+import { tlsToHop } from './tls-hop.js';
 
 export interface ChainOptions {
   /** For the whole chain, ms; 0 = none. */
@@ -32,6 +33,7 @@ export interface ChainOptions {
 
 /** Ask `hop` (reached through `socket`) for a tunnel to `next`. */
 export function hopDialer(hop: Hop): (socket: Socket, next: HostPort, timeoutMs: number) => Promise<Socket> {
+  if (hop.kind === 'http' && hop.tls) return (socket, next) => tlsToHop(socket, hop).then((s) => httpConnect(s, hop, next));
   if (hop.kind === 'http') return (socket, next) => httpConnect(socket, hop, next);
   return (socket, next, timeoutMs) => socksConnect(socket, hop, next, timeoutMs);
 }

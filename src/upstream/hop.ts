@@ -17,6 +17,7 @@ export type Chain = readonly Hop[];
 
 const SCHEMES: Readonly<Record<string, { kind: HopKind; names: 'remote' | 'local' }>> = {
   http: { kind: 'http', names: 'remote' },
+  https: { kind: 'http', names: 'remote' },
   socks: { kind: 'socks5', names: 'remote' },
   socks5: { kind: 'socks5', names: 'remote' },
   socks5h: { kind: 'socks5', names: 'remote' },
@@ -27,7 +28,7 @@ const SCHEMES: Readonly<Record<string, { kind: HopKind; names: 'remote' | 'local
 /** `socks5://a:1080` — never the credentials. */
 export function hopLabel(hop: Hop): string {
   const host = hop.host.includes(':') ? `[${hop.host}]` : hop.host;
-  return `${hop.kind}://${host}:${hop.port}`;
+  return `${hop.tls ? 'https' : hop.kind}://${host}:${hop.port}`;
 }
 
 /** `direct`, or the hops' labels joined by commas: `http://sq:3128,socks5://b:1080`. */
@@ -40,6 +41,7 @@ export function hopFromUpstream(u: Upstream): Hop {
   const kind: HopKind = u.kind === 'http' ? 'http' : u.version === '4' ? 'socks4' : u.version === '4a' ? 'socks4a' : 'socks5';
   const hop: Hop = { kind, host: u.host, port: u.port, names: kind === 'socks4' ? 'local' : 'remote' };
   if (u.proxyProtocol) hop.proxyProtocol = u.proxyProtocol;
+  if (u.tls) hop.tls = u.tls;
   if (u.user !== undefined) {
     hop.user = u.user;
     hop.password = u.password ?? '';
@@ -55,7 +57,7 @@ export function parseHop(text: string, label: string): Hop {
   // `socks5://gw:1080/proxy-v2`: a PROXY protocol header (v1 or v2) naming the client goes first.
   const pp = /\/proxy-v([12])\/?$/i.exec(text.trim());
   const m = /^([a-z0-9]+):\/\/(?:([^:@/]*):([^@/]*)@)?([^@/]+?)\/?$/i.exec(pp ? text.trim().slice(0, pp.index) : text.trim());
-  const expected = 'SCHEME://[USER:PASS@]HOST:PORT with SCHEME http, socks5, socks5h, socks4 or socks4a';
+  const expected = 'SCHEME://[USER:PASS@]HOST:PORT with SCHEME http, https, socks5, socks5h, socks4 or socks4a';
   if (!m) throw new ConfigError(label, `expected ${expected}`);
   const scheme = SCHEMES[m[1]!.toLowerCase()];
   if (!scheme) throw new ConfigError(label, `unknown scheme ${JSON.stringify(m[1])}; expected ${expected}`);
@@ -63,6 +65,7 @@ export function parseHop(text: string, label: string): Hop {
   if (port === 0) throw new ConfigError(label, 'port 0 is not a server port');
   const hop: Hop = { kind: scheme.kind, host, port, names: scheme.names };
   if (pp) hop.proxyProtocol = pp[1] === '1' ? 1 : 2;
+  if (m[1]!.toLowerCase() === 'https') hop.tls = {};
   if (m[2] !== undefined) {
     try {
       hop.user = decodeURIComponent(m[2]);

@@ -21,6 +21,7 @@ import { clientEndpoints } from '../net/proxy-accept.js';
 import { encodeProxyHeader } from '../net/proxy-protocol.js';
 import { dialChain, type ChainOptions } from './chain.js';
 import { chainLabel, hopFromUpstream, type Chain, type Hop } from './hop.js';
+import { tlsToHop } from './tls-hop.js';
 import { basicCredentials } from './http-connect.js';
 import type { UpstreamHealthTable } from './pool.js';
 import { firstMatch } from '../config/first-match.js';
@@ -241,12 +242,13 @@ function absoluteFormRoute(config: Config, chain: Chain, proxy: Hop, options: Ro
       ).then(
         (s) => {
           if (before.length === 0) options.upstreams.recordReach(chain, true, plan.rule?.pool);
-          // The proxy takes the PROXY protocol: the header goes before the first request.
+          // The proxy takes the PROXY protocol: the header goes first, before any TLS.
           if (proxy.proxyProtocol) {
             const c = clientEndpoints(session);
             s.write(encodeProxyHeader(proxy.proxyProtocol, c.source, c.destination));
           }
-          return s;
+          // An `https://` proxy: the absolute-form requests travel inside TLS too.
+          return proxy.tls ? tlsToHop(s, proxy) : s;
         },
         (err: unknown) => {
           if (before.length === 0 && !options.signal?.aborted) options.upstreams.recordReach(chain, false, plan.rule?.pool);

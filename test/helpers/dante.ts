@@ -82,7 +82,7 @@ export function createSystemUser(name: string, password: string): () => void {
   };
 }
 
-export async function startDante(options: { auth: 'none' | 'username' }): Promise<Dante> {
+export async function startDante(options: { auth: 'none' | 'username'; udp?: boolean }): Promise<Dante> {
   const dir = mkdtempSync(join(tmpdir(), 'sockstap-dante-'));
   chmodSync(dir, 0o755);
   const port = await freePort();
@@ -101,7 +101,7 @@ export async function startDante(options: { auth: 'none' | 'username' }): Promis
       'client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }',
       'socks pass {',
       '  from: 127.0.0.0/8 to: 127.0.0.0/8',
-      '  command: connect',
+      `  command: connect${options.udp ? ' udpassociate udpreply' : ''}`,
       '  log: connect disconnect error',
       '}',
       // Everything else (another network) is refused with REP 2, which a test can check.
