@@ -5,6 +5,7 @@
  * themselves (SCHED_NONE): round-robin in the primary would make it the bottleneck.
  */
 import cluster, { type Worker } from 'node:cluster';
+import { attachLimitsPrimary } from './scale/workers-limits.js';
 
 /** The index of this worker (1-based), or 0 outside a cluster. */
 export function workerIndex(): number {
@@ -45,6 +46,7 @@ export function runPrimary(count: number, args: readonly string[]): Promise<numb
     const fork = (index: number): void => {
       const w = cluster.fork({ SOCKSTAP_WORKER: String(index) });
       workers.set(w, index);
+      attachLimitsPrimary(w);
       let started = false;
       w.on('message', (m: unknown) => {
         if ((m as { sockstap?: string } | null)?.sockstap !== 'ready' || started) return;
