@@ -125,6 +125,7 @@ export class RedisLimits implements SharedLimits {
   private soon: NodeJS.Timeout | null = null;
   private readyWaiters: (() => void)[] = [];
   private closed = false;
+  private readonly since = Date.now();
   private readonly usageView: RedisUsage;
 
   constructor(
@@ -270,7 +271,11 @@ export class RedisLimits implements SharedLimits {
 
   /** One exchange: renew the lease with this node's counts, learn the others', push usage, read the totals. */
   private async syncOnce(): Promise<void> {
-    if (this.redis.status !== 'ready') throw new Error(`not connected (${this.redis.status})`);
+    if (this.redis.status !== 'ready') {
+      // Still connecting for the first time: not an outage yet.
+      if (!this.up && !this.down && Date.now() - this.since < 2000) return;
+      throw new Error(`not connected (${this.redis.status})`);
+    }
     const args: (string | number)[] = [PREFIX, this.node, LEASE_MS];
     for (const [k, n] of this.own) args.push(k, n);
     const usage = this.usageView.begin();
