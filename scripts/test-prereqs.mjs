@@ -25,6 +25,8 @@ const NEEDED = [
   // real upstream proxies for the routing tests
   { check: 'command -v danted', pkg: 'dante-server' },
   { check: 'command -v squid', pkg: 'squid' },
+  // REDIS=: the fleet tests start a real redis-server on a loopback port
+  { check: 'command -v redis-server', pkg: 'redis-server' },
   // contrib/logrotate.d/sockstap is run by the real logrotate
   { check: 'command -v logrotate', pkg: 'logrotate' },
   // the dashboard test runs in real headless Chromium
