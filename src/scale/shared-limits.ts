@@ -73,14 +73,17 @@ export function chunkOf(rate: number): number {
 
 /**
  * A bucket whose tokens come from a central one (the primary's or Redis's) in chunks. Like the
- * local bucket it is taken after the fact: a read that leaves it in debt asks the centre for the
- * debt plus a chunk, and the taker waits what the centre says (its debt at the fleet's rate).
- * When the centre cannot answer, `fallback` (a local bucket at the rate divided by the processes
- * last seen) shapes instead, so the limit still roughly holds.
+ * local bucket it is taken after the fact. The centre answers each ask with when its tokens may
+ * be spent (its debt at the fleet's rate); this bucket asks ahead, while it still holds less than
+ * a chunk, so a round trip to the centre rarely stalls a reader, and a taker in debt waits until
+ * the tokens that cover it are due. When the centre cannot answer, `fallback` (a local bucket at
+ * the rate divided by the processes last seen) shapes instead, so the limit still roughly holds.
  */
 export class SharedBucket extends TokenBucket {
-  private avail = 0;
-  private readyAt = 0;
+  /** Tokens due and not yet taken (negative: debt). */
+  private due = 0;
+  /** Granted tokens that may be spent from `at` on, in that order. */
+  private readonly future: { at: number; n: number }[] = [];
   private asking = false;
   private failedAt = -Infinity;
   private readonly chunk: number;
@@ -98,32 +101,42 @@ export class SharedBucket extends TokenBucket {
   override take(bytes: number, now: number = performance.now()): number {
     // Centre unreachable lately: shape locally, try the centre again after a second.
     if (now - this.failedAt < 1000) return this.fallback().take(bytes, now);
-    this.avail -= bytes;
-    if (this.avail < 0 && !this.asking) this.ask();
-    if (now < this.readyAt) return Math.ceil(this.readyAt - now);
-    if (this.avail < 0) return Math.max(2, Math.ceil((-this.avail * 1000) / this.rate));
-    return 0;
+    while (this.future.length > 0 && this.future[0]!.at <= now) this.due += this.future.shift()!.n;
+    this.due -= bytes;
+    let ahead = this.due;
+    for (const f of this.future) ahead += f.n;
+    if (ahead < this.chunk && !this.asking) this.ask(2 * this.chunk - ahead);
+    if (this.due >= 0) return 0;
+    let need = -this.due;
+    for (const f of this.future) {
+      need -= f.n;
+      if (need <= 0) return Math.max(1, Math.ceil(f.at - now));
+    }
+    return Math.max(2, Math.ceil((need * 1000) / this.rate));
   }
 
   override wait(now: number = performance.now()): number {
     return this.take(0, now);
   }
 
-  private ask(): void {
-    const want = -this.avail + this.chunk;
+  private ask(want: number): void {
     this.asking = true;
     this.source(this.id, this.rate, this.burst, want).then(
       (waitMs) => {
         this.asking = false;
-        this.avail += want;
-        this.readyAt = performance.now() + waitMs;
-        if (this.avail < 0) this.ask();
+        const at = performance.now() + waitMs;
+        let i = this.future.length;
+        while (i > 0 && this.future[i - 1]!.at > at) i--;
+        this.future.splice(i, 0, { at, n: want });
+        // Readers in debt meanwhile may need more.
+        this.take(0);
       },
       () => {
         this.asking = false;
         this.failedAt = performance.now();
-        // What was taken is forgiven: the fallback shapes from here.
-        this.avail = 0;
+        // What was granted or owed is forgotten: the fallback shapes from here.
+        this.due = 0;
+        this.future.length = 0;
       },
     );
   }

@@ -72,11 +72,11 @@ describe('WORKERS=2 with BANDWIDTH, MAXIMA and QUOTA', () => {
   }
 
   /** Open connections until one lands on a worker other than `not` (the others are closed again). */
-  async function onAnotherWorker(user: string, pass: string, not: number | null): Promise<{ socket: net.Socket; pid: number }> {
+  async function onAnotherWorker(user: string, pass: string, not: number | null): Promise<{ socket: net.Socket; pid: number; closed: Promise<void> }> {
     for (let i = 0; i < 60; i++) {
       const x = await connect(user, pass);
       assert.equal(x.rep, 0);
-      if (x.pid !== null && x.pid !== not) return { socket: x.socket, pid: x.pid };
+      if (x.pid !== null && x.pid !== not) return { socket: x.socket, pid: x.pid, closed: new Promise<void>((r) => x.socket.once('close', () => r())) };
       x.socket.destroy();
       await sleep(100);
     }
@@ -156,5 +156,23 @@ describe('WORKERS=2 with BANDWIDTH, MAXIMA and QUOTA', () => {
     await sleep(1500);
     const tries = await refusedOnBoth('carol', 'c', /quota 1m\/day:user:carol used up/);
     t.diagnostic(`carol refused by both workers within ${tries} tries`);
+  });
+
+  test("a worker killed with -9 gives its MAXIMA counts back", async (t) => {
+    const one = await onAnotherWorker('alice', 'a', null);
+    const two = await onAnotherWorker('alice', 'a', one.pid);
+    await sleep(300);
+    const refused = await connect('alice', 'a');
+    assert.notEqual(refused.rep, 0);
+    refused.socket.destroy();
+    process.kill(one.pid, 'SIGKILL');
+    await one.closed;
+    // The primary drops the dead worker's counts and tells the other at once.
+    await sleep(300);
+    const x = await connect('alice', 'a');
+    assert.equal(x.rep, 0, 'the dead worker\'s connection no longer counts');
+    t.diagnostic(`worker ${one.pid} killed; alice admitted by worker ${x.pid}`);
+    x.socket.destroy();
+    two.socket.destroy();
   });
 });
