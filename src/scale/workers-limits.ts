@@ -22,7 +22,7 @@ type ToWorker =
   | { sockstap: 'limits'; op: 'took'; seq: number; wait: number };
 
 /** How long a worker waits for the primary's tokens before shaping on its own. */
-const TAKE_TIMEOUT_MS = 1000;
+const TAKE_TIMEOUT_MS = 2000;
 
 /** The worker's side. */
 export class WorkerLimits implements SharedLimits {
@@ -139,9 +139,13 @@ class PrimaryLimits {
       const mine = this.counts.get(worker);
       this.counts.delete(worker);
       // Its connections are gone: the others hear the counters it held.
-      if (mine && mine.size > 0) this.broadcast([...mine.keys()]);
+      this.broadcast(mine ? [...mine.keys()] : []);
     });
-    worker.on('online', () => this.broadcast(this.allKeys(), worker));
+    // A new worker hears every count; the others hear how many workers there are now.
+    worker.on('online', () => {
+      this.broadcast(this.allKeys(), worker);
+      this.broadcast([], undefined, worker);
+    });
   }
 
   private held(worker: Worker, counts: Record<string, number>): void {
@@ -166,7 +170,6 @@ class PrimaryLimits {
 
   /** Tell each worker (or `only`) what the other workers hold on `keys`. */
   private broadcast(keys: readonly string[], only?: Worker, except?: Worker): void {
-    if (keys.length === 0 && !only) return;
     for (const w of only ? [only] : this.counts.keys()) {
       if (w === except || !w.isConnected()) continue;
       const counts: Record<string, number> = {};

@@ -76,7 +76,10 @@ describe('WORKERS=2 with BANDWIDTH, MAXIMA and QUOTA', () => {
     for (let i = 0; i < 60; i++) {
       const x = await connect(user, pass);
       assert.equal(x.rep, 0);
-      if (x.pid !== null && x.pid !== not) return { socket: x.socket, pid: x.pid, closed: new Promise<void>((r) => x.socket.once('close', () => r())) };
+      if (x.pid !== null && x.pid !== not) {
+        const closed = new Promise<void>((r) => x.socket.once('close', () => r()));
+        return { socket: x.socket, pid: x.pid, closed };
+      }
       x.socket.destroy();
       await sleep(100);
     }
@@ -166,6 +169,8 @@ describe('WORKERS=2 with BANDWIDTH, MAXIMA and QUOTA', () => {
     assert.notEqual(refused.rep, 0);
     refused.socket.destroy();
     process.kill(one.pid, 'SIGKILL');
+    // Read on, so the socket sees its end.
+    one.socket.resume();
     await one.closed;
     // The primary drops the dead worker's counts and tells the other at once.
     await sleep(300);
