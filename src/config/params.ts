@@ -143,6 +143,13 @@ export function parseRedis(value: string, label: string): RedisTarget {
   return t;
 }
 
+/** `redis://user:***@host:port/db`: how logs and errors name the server. */
+export function redisLabel(t: RedisTarget): string {
+  const host = t.host.includes(':') ? `[${t.host}]` : t.host;
+  const who = t.user !== undefined || t.password !== undefined ? `${t.user ?? ''}${t.password !== undefined ? ':***' : ''}@` : '';
+  return `redis://${who}${host}:${t.port}${t.db ? `/${t.db}` : ''}`;
+}
+
 /** TIMEZONE=Europe/Paris: an IANA zone name that this Node knows (`local` = the machine's). */
 export function parseTimeZone(value: string, label: string): string | undefined {
   const zone = value.trim();

@@ -19,6 +19,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Redis } from 'ioredis';
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { redisLabel } from '../config/params.js';
 import type { RedisTarget } from '../config/types.js';
 import { TokenBucket } from '../net/throttle.js';
 import type { Logger } from '../observe/log.js';
@@ -99,13 +100,6 @@ type ScriptedRedis = Redis & {
   sockstapTake(key: string, rate: number, burst: number, bytes: number): Promise<number>;
   sockstapUsage(...args: (string | number)[]): Promise<number[]>;
 };
-
-/** `redis://user:***@host:port/db`: how logs and errors name the server. */
-export function redisLabel(t: RedisTarget): string {
-  const host = t.host.includes(':') ? `[${t.host}]` : t.host;
-  const who = t.user !== undefined || t.password !== undefined ? `${t.user ?? ''}${t.password !== undefined ? ':***' : ''}@` : '';
-  return `redis://${who}${host}:${t.port}${t.db ? `/${t.db}` : ''}`;
-}
 
 export class RedisLimits implements SharedLimits {
   readonly kind = 'redis' as const;

@@ -6,9 +6,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { loadConfig } from '../../src/config/load.js';
-import { parseRedis } from '../../src/config/params.js';
+import { parseRedis, redisLabel } from '../../src/config/params.js';
 import { ConfigError } from '../../src/config/types.js';
-import { redisLabel } from '../../src/scale/redis-limits.js';
 
 describe('REDIS=', () => {
   test('host, port, database and credentials', () => {
