@@ -27,6 +27,8 @@ const NEEDED = [
   { check: 'command -v squid', pkg: 'squid' },
   // REDIS=: the fleet tests start a real redis-server on a loopback port
   { check: 'command -v redis-server', pkg: 'redis-server' },
+  // ... and put a real haproxy (mode tcp) in front of the nodes
+  { check: 'command -v haproxy', pkg: 'haproxy' },
   // contrib/logrotate.d/sockstap is run by the real logrotate
   { check: 'command -v logrotate', pkg: 'logrotate' },
   // the dashboard test runs in real headless Chromium

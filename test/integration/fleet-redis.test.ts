@@ -3,17 +3,20 @@
  * redis-server started here on a free loopback port. MAXIMA=peruser holds across the nodes (and
  * a node's counts are given back when its connections close), a user's BANDWIDTH holds within
  * 10 % fleet-wide over three connections on three nodes, a user's QUOTA used up on one node is
- * refused on another; with Redis stopped mid-test the nodes keep serving (sockstap.log and
+ * refused on another, and through a real haproxy (`mode tcp`, round robin over the three nodes)
+ * a user's quota is cut at its limit whichever node serves; a node killed with -9 frees its
+ * MAXIMA counts when its lease expires; with Redis stopped mid-test the nodes keep serving (sockstap.log and
  * /metrics say so) and push the usage they counted meanwhile when it returns.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
-import { freePort } from '../helpers/dante.js';
+import { freePort, killChild, waitForPort } from '../helpers/dante.js';
 import { counter, eventually, MiB, sleep, startSender, type Endless } from '../helpers/fleet.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
 import { runCli } from '../helpers/process.js';
@@ -34,11 +37,12 @@ describe('a fleet on one Redis', { skip: missing ?? false }, () => {
     endless = await startSender();
     const args = [
       '-P127.0.0.1:0/socks',
-      'AUTHORIZER=-list{alice:a,bob:b,carol:c,dave:d,erin:e}',
+      'AUTHORIZER=-list{alice:a,bob:b,carol:c,dave:d,erin:e,frank:f}',
       'MAXIMA=peruser:2',
       'BANDWIDTH=1m:user:bob',
       'QUOTA=1m/day:user:carol',
       'QUOTA=100m/day:user:dave',
+      'QUOTA=1m/day:user:frank',
       `REDIS=${redis.url}`,
     ];
     nodes = [await startProxy([...args, 'ADMIN=127.0.0.1:0']), await startProxy(args), await startProxy(args)];
@@ -147,6 +151,60 @@ describe('a fleet on one Redis', { skip: missing ?? false }, () => {
     }
     const status = b.proxy.quotaStatus().find((s) => s.scope === 'user:carol');
     assert.ok(status && status.usedBytes >= MiB, 'node b shows the fleet usage');
+  });
+
+  test('behind haproxy (mode tcp, round robin over the three nodes) a quota is cut at its limit whichever node serves', { skip: spawnSync('sh', ['-c', 'command -v haproxy'], { stdio: 'ignore' }).status === 0 ? false : 'haproxy is not installed' }, async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'sockstap-haproxy-'));
+    const port = await freePort();
+    const cfg = join(dir, 'haproxy.cfg');
+    writeFileSync(
+      cfg,
+      [
+        'global',
+        '  maxconn 100',
+        'defaults',
+        '  mode tcp',
+        '  timeout connect 5s',
+        '  timeout client 60s',
+        '  timeout server 60s',
+        'frontend socks',
+        `  bind 127.0.0.1:${port}`,
+        '  default_backend nodes',
+        'backend nodes',
+        '  balance roundrobin',
+        ...nodes.map((n, i) => `  server n${i + 1} 127.0.0.1:${n.port()}`),
+        '',
+      ].join('\n'),
+    );
+    const haproxy = spawn('haproxy', ['-db', '-f', cfg], { stdio: 'ignore' });
+    const sized = await startSender(256 * 1024);
+    try {
+      await waitForPort(port, '127.0.0.1', 10_000, haproxy);
+      let total = 0;
+      let served = 0;
+      for (let i = 0; i < 12; i++) {
+        const x = await socks5UserPass(port, 'frank', 'f', sized.port);
+        if (x.rep !== 0) {
+          x.socket.destroy();
+          break;
+        }
+        served++;
+        const got = counter(x.socket);
+        await got.closed;
+        total += got.bytes();
+        // Usage is pushed within 250 ms and every node reads the fleet's total back then.
+        await sleep(800);
+      }
+      t.diagnostic(`frank through haproxy: ${served} connections served, ${total} bytes in all, for a quota of 1 MiB`);
+      assert.ok(served >= 4 && served <= 5, `${served} connections were served`);
+      assert.ok(total >= MiB && total <= 1.1 * MiB, `${total} bytes passed a 1 MiB quota`);
+      const refusedOn = nodes.filter((n) => /quota 1m\/day:user:frank used up/.test(n.readLog('sockstap.log'))).length;
+      assert.ok(refusedOn >= 1);
+    } finally {
+      sized.close();
+      await killChild(haproxy);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('with Redis stopped the nodes keep serving, say so, and push the usage when it returns', async (t) => {
