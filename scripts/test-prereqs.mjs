@@ -34,6 +34,8 @@ const NEEDED = [
   { check: 'command -v ldapadd', pkg: 'ldap-utils' },
   { check: 'command -v freeradius', pkg: 'freeradius' },
   { check: 'command -v radclient', pkg: 'freeradius-utils' },
+  // REDIS=: the fleet tests start a real redis-server on a loopback port
+  { check: 'command -v redis-server', pkg: 'redis-server' },
   // contrib/logrotate.d/sockstap is run by the real logrotate
   { check: 'command -v logrotate', pkg: 'logrotate' },
   // the dashboard test runs in real headless Chromium

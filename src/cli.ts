@@ -65,7 +65,7 @@ async function main(argv: string[]): Promise<void> {
   }
   if (checkOnly) {
     // `sockstap check [ARGS]`: validate and show the effective settings; nothing listens.
-    process.stdout.write(`sockstap check: configuration OK: ${args.join(' ')}\n${describeConfig(config)}`);
+    process.stdout.write(`sockstap check: configuration OK: ${args.map((a) => (/^REDIS=/i.test(a) ? a.replace(/:[^:@/]*@/, ':***@') : a)).join(' ')}\n${describeConfig(config)}`);
     return;
   }
 

@@ -26,6 +26,7 @@ const workerMessageHandlers: WorkerMessageHandler[] = [];
 export function onWorkerMessage(handler: WorkerMessageHandler): void {
   workerMessageHandlers.push(handler);
 }
+import { attachLimitsPrimary } from './scale/workers-limits.js';
 
 /** The index of this worker (1-based), or 0 outside a cluster. */
 export function workerIndex(): number {
@@ -86,6 +87,7 @@ export async function runPrimary(count: number, args: readonly string[], config?
       // The admin's address, for the first worker's ready line (the admin runs here).
       const w = cluster.fork({ SOCKSTAP_WORKER: String(index), ...(admin ? { SOCKSTAP_ADMIN_URL: admin.url } : {}) });
       workers.set(w, index);
+      attachLimitsPrimary(w);
       let started = false;
       w.on('message', (m: unknown) => {
         if (mirror?.receive(w, m)) return;

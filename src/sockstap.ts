@@ -39,6 +39,8 @@ import { ConnectionLimits } from './policy/limits.js';
 import { QuotaService, type QuotaStatus } from './policy/quota.js';
 import { BandwidthShaper } from './policy/shaping.js';
 import { UsageStore } from './policy/usage.js';
+import { openSharedLimits } from './scale/backend.js';
+import type { SharedLimits } from './scale/shared-limits.js';
 import { limitSubject } from './pipeline/pipeline.js';
 import { Runtime } from './runtime.js';
 import { LOG_FILES, prepareDirectories, type DirectoryNeed } from './observe/dirs.js';
@@ -93,9 +95,11 @@ function specKey(s: ListenSpec): string {
 export class Sockstap {
   readonly events = new ProxyEvents();
   readonly log: FileLogger;
-  readonly limits = new ConnectionLimits();
+  readonly limits: ConnectionLimits;
   /** BANDWIDTH= token buckets, shared by the connections a limit covers. */
-  readonly shaper = new BandwidthShaper();
+  readonly shaper: BandwidthShaper;
+  /** Where MAXIMA, BANDWIDTH and QUOTA meet other workers (WORKERS=) or nodes (REDIS=). */
+  readonly shared: SharedLimits;
   /** QUOTA= counters over the usage database (opened by start()). */
   private quotaService: QuotaService | null = null;
   private usage: UsageStore | null = null;
@@ -130,6 +134,9 @@ export class Sockstap {
     this.current = config;
     this.log = new FileLogger(join(config.logDir, 'sockstap.log'), { echo: options.echo ?? false, level: 'info' });
     this.log.setHooks(this.logFileHooks('sockstap.log'));
+    this.shared = openSharedLimits(config, this.log);
+    this.limits = new ConnectionLimits(this.shared);
+    this.shaper = new BandwidthShaper(this.shared);
     this.adoptAccounts(config);
     this.accessLog = new AccessLogWriter(join(config.logDir, 'access.log'), config.logFormat, this.logFileHooks('access.log'));
     this.sessionsLog = new SessionsLogWriter(join(config.logDir, 'sessions.jsonl'), this.logFileHooks('sessions.jsonl'));
@@ -233,8 +240,10 @@ export class Sockstap {
           error: err instanceof Error ? err.message : String(err),
         });
       }
-      this.quotaService = new QuotaService(this.usage, (err) =>
-        this.log.error('usage commit failed; retrying', { error: err instanceof Error ? err.message : String(err) }),
+      this.quotaService = new QuotaService(
+        this.shared.usage(this.usage),
+        (err) => this.log.error('usage commit failed; retrying', { error: err instanceof Error ? err.message : String(err) }),
+        this.shared.commitMs,
       );
     }
     return this.quotaService;
@@ -357,6 +366,8 @@ export class Sockstap {
   async start(): Promise<void> {
     await this.syncCache(this.current);
     await this.syncCa(this.current);
+    // REDIS=: the fleet's counts and quota usage before the first connection (or 3 s of trying).
+    if (this.shared.kind === 'redis') await this.shared.ready(3000, () => this.quotas.status(this.current));
     for (const spec of this.current.listen) {
       try {
         this.listeners.push(await this.openPort(spec));
@@ -392,6 +403,7 @@ export class Sockstap {
         await this.closeListeners();
         throw new StartError(err instanceof Error ? err.message : String(err), { cause: err });
       }
+      this.shared.registerMetrics(this.admin.metrics.registry);
       this.log.info('admin', { url: this.admin.url });
       // Where the token for state-changing requests is (never the token itself).
       this.adminTokenPath = token.path;
@@ -729,6 +741,7 @@ export class Sockstap {
       // Let the destroyed sessions write their records before the files close (bounded wait).
       for (let i = 0; i < 200 && this.sessions.size > 0; i++) await new Promise((r) => setTimeout(r, 10));
       this.quotaService?.close();
+      await this.shared.close();
       this.usage?.close();
       this.current.accounts?.close?.();
       this.current.adminAuth?.close?.();

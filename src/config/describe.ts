@@ -5,7 +5,7 @@
  */
 import { relative } from 'node:path';
 import type { Config } from './types.js';
-import { TAP_PROTOCOLS } from './params.js';
+import { redisLabel, TAP_PROTOCOLS } from './params.js';
 import { formatHostPort } from '../core/session.js';
 
 export interface BoundDoor {
@@ -109,6 +109,7 @@ export function describeConfig(config: Config): string {
     'upstreams',
     config.upstreams.length === 0 ? 'none (direct)' : config.upstreams.map((u) => `${u.kind === 'http' ? 'PROXY' : 'SOCKS'}=${formatHostPort(u.host, u.port)}${u.user ? ' (with a password)' : ''}`).join('  '),
   );
+  if (config.redis) add('redis', `${redisLabel(config.redis)} (MAXIMA, BANDWIDTH and QUOTA shared by the fleet)`);
   if (config.routes) add('routes', `${config.routes.length} route rule${config.routes.length === 1 ? '' : 's'}`);
   if (config.dns) {
     const hosts = Object.entries(config.dns.hosts).map(([n, a]) => `${n}/${a.join(',')}`);

@@ -32,6 +32,7 @@ import {
   parseTapRule,
   parseTimeZone,
   parseTlsRule,
+  parseRedis,
   parseWorkers,
   type ListenEntry,
   parseHttpHeaderRules,
@@ -312,6 +313,7 @@ function settingsFromFile(f: ConfigFile, base: string): Settings {
   if (f.srcif !== undefined) s.srcif = f.srcif.map((v, i) => parseSrcif(v, `srcif[${i}]`));
   if (f.authttl !== undefined) s.authTtl = parseAuthTtl(f.authttl, 'authttl');
   if (f.workers !== undefined) s.workers = parseWorkers(String(f.workers), 'workers');
+  if (f.redis !== undefined) s.redis = parseRedis(f.redis, 'redis');
   if (f.stls !== undefined) s.stls = (Array.isArray(f.stls) ? f.stls : [f.stls]).map((v, i) => parseTlsRule(v, Array.isArray(f.stls) ? `stls[${i}]` : 'stls'));
   if (f.cafile !== undefined) s.caFile = parsePath(f.cafile, 'cafile', base);
   if (f.cakey !== undefined) s.caKey = parsePath(f.cakey, 'cakey', base);

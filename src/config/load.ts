@@ -111,7 +111,7 @@ function withBraceHint(err: ConfigError, argv: readonly string[], i: number, nam
   let end = i + 1;
   while (same(argv[end])) end++;
   // Account lists carry passwords: they are shown as ***, never echoed.
-  const secret = name === 'AUTHORIZER' || name === 'ADMINAUTH' || name === 'PROXY' || name === 'SOCKS';
+  const secret = name === 'AUTHORIZER' || name === 'ADMINAUTH' || name === 'PROXY' || name === 'SOCKS' || name === 'REDIS';
   const mask = (a: string): string => (secret ? a.replace(/:[^,{}@]*(?=[,}@]|$)/g, ':***') : a);
   const typed = braceSplit(argv.slice(start, end), name);
   return new ConfigError(
@@ -197,6 +197,7 @@ function finish(s: Settings, cwd: string): Config {
   if (server.target) config.serverTarget = server.target;
   if (s.cacheExpire !== undefined) config.cache.expire = s.cacheExpire;
   if (s.admin) config.admin = s.admin;
+  if (s.redis) config.redis = s.redis;
   const routes = [...(s.routes ?? []), ...(s.pools ?? [])];
   if (routes.length > 0) config.routes = routes;
   if (s.srcif && s.srcif.length > 0) config.srcif = s.srcif;
@@ -242,13 +243,7 @@ function tapEffective(rule: TapRule, config: Config, zone: string | undefined): 
  * process is refused rather than multiplied by N.
  */
 function checkWorkers(config: Config): void {
-  // Buckets and connection counters live in each process: N workers would allow N times the limit.
-  if (config.bandwidth.length > 0 || config.taps.some((t) => (t.set.bandwidth ?? []).length > 0)) {
-    throw new ConfigError('WORKERS', 'BANDWIDTH limits are kept per process; use WORKERS=1 with BANDWIDTH');
-  }
-  if (config.maxima.conn > 0 || config.maxima.peruser > 0 || config.maxima.persrc > 0 || (config.maxima.perdoor ?? 0) > 0) {
-    throw new ConfigError('WORKERS', 'MAXIMA counts are kept per process; use WORKERS=1 with MAXIMA');
-  }
+  // BANDWIDTH, MAXIMA and QUOTA hold across workers (scale/workers-limits.ts).
   if (config.listen.some((l) => l.port === 0)) {
     throw new ConfigError('WORKERS', 'workers share fixed ports; port 0 cannot be shared');
   }

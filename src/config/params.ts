@@ -29,7 +29,7 @@ import type {
   TimeWindow,
   Socks4Auth,
 } from './types.js';
-import { ConfigError, type RelayKind } from './types.js';
+import { ConfigError, type RedisTarget, type RelayKind } from './types.js';
 import { parseHostPort } from './address.js';
 import { parseHostList } from './hostlist.js';
 import { parseBandwidth, parseQuota } from './limits.js';
@@ -100,6 +100,7 @@ export interface Settings {
   spoof?: boolean;
   relay?: RelayKind;
   workers?: number;
+  redis?: RedisTarget;
   userWindows?: Record<string, TimeWindow>;
   userGroups?: Record<string, readonly string[]>;
   timeZone?: string;
@@ -125,6 +126,39 @@ export function parseWorkers(value: string, label: string): number {
     if (n >= 1 && n <= 64) return n;
   }
   throw new ConfigError(label, `expected a number of processes from 1 to 64, or auto, got ${JSON.stringify(value)}`);
+}
+
+/**
+ * REDIS=redis://[USER:PASS@]HOST:PORT[/DB] (port 6379 when left out; USER and PASS may be
+ * %-encoded). Errors never repeat the password.
+ */
+export function parseRedis(value: string, label: string): RedisTarget {
+  const m = /^redis:\/\/(?:([^:@/]*)(?::([^@/]*))?@)?(\[[0-9a-fA-F:.]+\]|[^:/@[\]]+)(?::([0-9]+))?(?:\/([0-9]+))?\/?$/.exec(value.trim());
+  if (!m) {
+    throw new ConfigError(label, `expected redis://[USER:PASS@]HOST:PORT[/DB], got ${JSON.stringify(value.replace(/:[^:@/]*@/, ':***@'))}`);
+  }
+  const port = m[4] === undefined ? 6379 : Number(m[4]);
+  if (port < 1 || port > 65535) throw new ConfigError(label, `port ${m[4]} is out of range`);
+  const db = m[5] === undefined ? 0 : Number(m[5]);
+  if (db > 65535) throw new ConfigError(label, `database ${m[5]} is out of range`);
+  const decode = (s: string): string => {
+    try {
+      return decodeURIComponent(s);
+    } catch {
+      throw new ConfigError(label, 'USER or PASS has a bad %-escape');
+    }
+  };
+  const t: RedisTarget = { host: m[3]!.replace(/^\[|\]$/g, ''), port, db };
+  if (m[1] !== undefined && m[1] !== '') t.user = decode(m[1]);
+  if (m[2] !== undefined) t.password = decode(m[2]);
+  return t;
+}
+
+/** `redis://user:***@host:port/db`: how logs and errors name the server. */
+export function redisLabel(t: RedisTarget): string {
+  const host = t.host.includes(':') ? `[${t.host}]` : t.host;
+  const who = t.user !== undefined || t.password !== undefined ? `${t.user ?? ''}${t.password !== undefined ? ':***' : ''}@` : '';
+  return `redis://${who}${host}:${t.port}${t.db ? `/${t.db}` : ''}`;
 }
 
 /** TIMEZONE=Europe/Paris: an IANA zone name that this Node knows (`local` = the machine's). */
@@ -194,6 +228,7 @@ export const PARAMETERS = {
   QUOTA: true,
   TIMEZONE: false,
   WORKERS: false,
+  REDIS: false,
   ADMIN: false,
   ADMINAUTH: false,
   AUTHTTL: false,
@@ -318,6 +353,9 @@ export function applyParameter(settings: Settings, name: ParameterName, value: s
       return;
     case 'WORKERS':
       settings.workers = parseWorkers(value, label);
+      return;
+    case 'REDIS':
+      settings.redis = parseRedis(value, label);
       return;
     case 'ADMIN':
       settings.admin = parseHostPort(value, label);

@@ -174,6 +174,7 @@ export const configFileSchema = z
     spoof: z.union([z.literal('client'), z.boolean()]).optional(),
     relay: z.enum(['splice', 'js']).optional().describe('who moves untapped tunnels\' bytes (RELAY=): splice or js'),
     workers: z.union([z.number().int().min(1).max(64), z.literal('auto')]).optional().describe('processes sharing the listeners (WORKERS=)'),
+    redis: text.optional().describe('REDIS=: redis://[USER:PASS@]HOST:PORT[/DB], shared MAXIMA, BANDWIDTH and QUOTA for several nodes'),
     stls: textOrList.optional().describe('TLS interception rules in order, as STLS=: mitm[:dstHostList[:srcHostList]] or -mitm:dstHostList'),
     cafile: text.optional().describe('CA certificate for interception leaves (PEM, may hold the chain), as CAFILE='),
     cakey: text.optional().describe('its private key (PEM), as CAKEY='),

@@ -14,6 +14,15 @@ export interface HostPort {
   port: number;
 }
 
+/** REDIS=redis://[USER:PASS@]HOST:PORT[/DB]. */
+export interface RedisTarget {
+  host: string;
+  port: number;
+  db: number;
+  user?: string;
+  password?: string;
+}
+
 export interface ListenSpec {
   /** Bind address; '' means every interface (Node's dual-stack default). IPv6 without brackets. */
   host: string;
@@ -344,6 +353,8 @@ export interface Config {
   relay: RelayKind;
   /** WORKERS=N: processes that share the listeners (Node cluster); 1 = this process alone. */
   workers: number;
+  /** REDIS=: where MAXIMA, BANDWIDTH and QUOTA are shared by a fleet of nodes (scale/redis-limits.ts). */
+  redis?: RedisTarget;
   /** TLS interception; absent: no STLS rule (nothing is intercepted). */
   tls?: TlsConfig;
   /** Where this configuration came from, so SIGHUP can build it again. */

@@ -14,7 +14,8 @@ import type { Direction, QuotaLimit, QuotaPeriod } from '../config/limits.js';
 import type { Config, TapRule } from '../config/types.js';
 import { ProxyError } from '../core/errors.js';
 import { groupedKey, scopeKey, withGroups, type LimitSubject } from './shaping.js';
-import { hourOf, type QuotaDelta, type TrafficDelta, type UsageStore } from './usage.js';
+import type { UsageBackend } from '../scale/shared-limits.js';
+import { hourOf, type QuotaDelta, type TrafficDelta } from './usage.js';
 
 /** What the admin API (`GET /api/quotas`) and the dashboard show, one entry per quota and scope. */
 export interface QuotaStatus {
@@ -104,11 +105,17 @@ export class QuotaService {
    * @param onError a commit that failed (disk full, database locked past busy_timeout).
    */
   constructor(
-    private readonly store: UsageStore | null,
+    private readonly store: UsageBackend | null,
     private readonly onError: (err: unknown) => void = () => {},
+    commitMs = 1000,
   ) {
-    this.timer = setInterval(() => this.tick(), 1000);
+    this.timer = setInterval(() => this.tick(), commitMs);
     this.timer.unref();
+    // Fleet totals (REDIS=) came in: live counters read them at once.
+    store?.onUpdate?.(() => {
+      const now = Date.now();
+      for (const c of this.counters.values()) this.refresh(c, now);
+    });
   }
 
   /** Checkpoint 2: throws EQUOTA when a quota covering this connection is used up. */

@@ -9,13 +9,15 @@
  *   all           one bucket for everything
  *
  * A limit without /up or /down limits each direction to RATE separately. Buckets live as long as
- * the policy; a reload keeps the buckets of limits whose text did not change.
+ * the policy; a reload keeps the buckets of limits whose text did not change. With WORKERS or
+ * REDIS the shared buckets take their tokens from one central bucket (scale/shared-limits.ts).
  */
 import type { BandwidthLimit, LimitScope } from '../config/limits.js';
 import type { Config, TapRule } from '../config/types.js';
 import type { DirectionShape, RelayShape } from '../net/relay.js';
 import { TokenBucket } from '../net/throttle.js';
 import { groupsOf } from './groups.js';
+import { PROCESS_LIMITS, type SharedLimits } from '../scale/shared-limits.js';
 
 /** Who a connection is, for the scopes of BANDWIDTH= and QUOTA=. */
 export interface LimitSubject {
@@ -79,6 +81,8 @@ export function anyLimit(config: Config, rule?: TapRule | null): boolean {
 export class BandwidthShaper {
   private readonly buckets = new Map<string, TokenBucket>();
 
+  constructor(private readonly shared: SharedLimits = PROCESS_LIMITS) {}
+
   /**
    * The buckets covering a connection per direction (the global limits, and the SOCKSTAP rule's
    * when a rule picked it); null when no limit covers it (the fast path).
@@ -105,7 +109,7 @@ export class BandwidthShaper {
     const id = `${limit.source}\u0000${groupedKey(limit, key)}\u0000${dir}`;
     let b = this.buckets.get(id);
     if (!b || b.rate !== limit.rate) {
-      b = new TokenBucket(limit.rate);
+      b = this.shared.bucket(id, limit.rate) ?? new TokenBucket(limit.rate);
       this.buckets.set(id, b);
     }
     return b;

@@ -124,9 +124,6 @@ describe('WORKERS', () => {
     const p = runCli(['-P127.0.0.1:0/socks', 'WORKERS=2', `STATEDIR=${dir}/zero`]);
     assert.equal(await p.exited, 2);
     assert.match(p.output(), /WORKERS: .*port 0 cannot be shared/);
-    const b = runCli(['-P127.0.0.1:1/socks', 'WORKERS=2', 'BANDWIDTH=1m:conn']);
-    assert.equal(await b.exited, 2);
-    assert.match(b.output(), /WORKERS: BANDWIDTH/);
     const q = runCli(['-P127.0.0.1:1/socks', 'WORKERS=two']);
     assert.equal(await q.exited, 2);
     assert.match(q.output(), /WORKERS: expected a number/);
