@@ -17,7 +17,7 @@ import type { HostPort } from './config/types.js';
 import { Session } from './core/session.js';
 import type { AccessRecord, LogFileRecord, ProxyEvents, RefusalRecord, XferRecord } from './observe/events.js';
 import { ProxyEvents as Events } from './observe/events.js';
-import { nativeDoorStats, type NativeDoorStats } from './net/native-door.js';
+import { nativeDoorStats, type NativeDoorStats } from './native/door.js';
 
 const REPORT_MS = 250;
 const MAX_BATCH = 512;

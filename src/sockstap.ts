@@ -2,6 +2,7 @@
  * The wiring: listeners, the accept path (checkpoint 1: RELIABLE and MAXIMA), the pipeline and the
  * services (operational log, access.log, sessions.jsonl, admin). start / reload / stop.
  */
+import { socketFd } from './native/internals.js';
 import cluster from 'node:cluster';
 import { setMaxListeners } from 'node:events';
 import net, { isIP, type Socket } from 'node:net';
@@ -20,7 +21,7 @@ import { autoDoor, socksDoor } from './frontdoors/auto.js';
 import type { DoorContext, DoorHandler, TunnelSink } from './frontdoors/door.js';
 import { httpProxyDoor } from './frontdoors/http-proxy.js';
 import { NativeSocksDoor } from './frontdoors/native-socks.js';
-import { nativeDoorAvailable } from './net/native-door.js';
+import { nativeDoorAvailable } from './native/door.js';
 import { tcprelayDoor } from './frontdoors/portmap.js';
 import { acceptTls } from './frontdoors/tls-door.js';
 import { prepareTransparentListener, transparentDoor } from './frontdoors/transparent.js';
@@ -636,7 +637,7 @@ export class Sockstap {
     if ((spec.door !== 'socks' && spec.door !== 'auto') || this.current.relay === 'js' || !nativeDoorAvailable()) return null;
     // PROXYPROTOCOL: every connection's header is read in JavaScript (net/proxy-accept.ts).
     if (this.current.proxyProtocol) return null;
-    const fd = (server as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
+    const fd = socketFd(server);
     if (typeof fd !== 'number' || fd < 0) return null;
     try {
       return new NativeSocksDoor(fd, door, ctx, {

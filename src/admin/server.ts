@@ -18,7 +18,7 @@ import { isIP, type AddressInfo, type Socket } from 'node:net';
 import { hostname, networkInterfaces } from 'node:os';
 import ipaddr from 'ipaddr.js';
 import type { HttpCache } from '../cache/http-cache.js';
-import type { NativeDoorStats } from '../net/native-door.js';
+import type { NativeDoorStats } from '../native/door.js';
 import type { Accounts, Config, HostPort } from '../config/types.js';
 import { isPacPath, servePac } from '../frontdoors/pac.js';
 import type { Session } from '../core/session.js';

@@ -790,7 +790,7 @@ function parseSpoof(text: string, label: string): boolean {
   throw new ConfigError(label, `expected client or no, got ${JSON.stringify(text)}`);
 }
 
-/** RELAY=splice|js: who moves the bytes of untapped tunnels (net/splice.ts, net/relay.ts). */
+/** RELAY=splice|js: who moves the bytes of untapped tunnels (native/splice.ts, net/relay.ts). */
 export function parseRelay(text: string, label: string): RelayKind {
   const v = text.trim().toLowerCase();
   if (v === 'splice' || v === 'js') return v;

@@ -13,7 +13,7 @@ import { replyFor, type ProxyErrorCode } from '../core/errors.js';
 import type { Session } from '../core/session.js';
 import type { Tunnel } from '../core/tunnel.js';
 import type { DoorContext, DoorHandler } from './door.js';
-import { socketBytes } from '../net/splice.js';
+import { socketBytes } from '../native/splice.js';
 import { prepareShaping } from '../net/shaped-socket.js';
 import { isPacPath, PAC_CONTENT_TYPE, servePac } from './pac.js';
 import { parseAuthority, parseUrl } from '../http1/authority.js';

@@ -1,5 +1,5 @@
 /**
- * The socks and auto doors on the native accept path (net/native-door.ts): the relay thread
+ * The socks and auto doors on the native accept path (native/door.ts): the relay thread
  * accepts and reads the SOCKS5 handshake, and this door asks the pipeline for each CONNECT's plan
  * (TunnelSink.plan: the same planTunnel the JavaScript pipeline executes, nothing mirrored here).
  * A `direct` plan is dialed and spliced by the thread: its session has no JavaScript socket, only
@@ -16,8 +16,8 @@ import type { Socket } from 'node:net';
 import type { Config, HostPort } from '../config/types.js';
 import { codeFromSystemError, ProxyError, replyFor, toProxyError, type ProxyErrorCode } from '../core/errors.js';
 import type { Session } from '../core/session.js';
-import { DOOR_NOAUTH, door, NativeListener, type DoorEvents, type HandoffStage } from '../net/native-door.js';
-import type { SpliceResult } from '../net/splice.js';
+import { DOOR_NOAUTH, door, NativeListener, type DoorEvents, type HandoffStage } from '../native/door.js';
+import type { SpliceResult } from '../native/splice.js';
 import type { Plan } from '../core/plan.js';
 import type { DoorContext, DoorHandler } from './door.js';
 import { handOver, socks5AfterGreeting, socks5Tunnel } from './socks5.js';

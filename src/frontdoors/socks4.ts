@@ -12,7 +12,7 @@ import { closeAfterReply, type HandshakeReader } from '../net/handshake.js';
 import { queryIdent } from '../policy/ident.js';
 import { identEndpoints } from '../net/proxy-accept.js';
 import type { DoorContext, DoorHandler } from './door.js';
-import { encodeSocks4Reply, parseSocks4Request, type Socks4ReplyCode } from './socks-wire.js';
+import { encodeSocks4Reply, parseSocks4Request, type Socks4ReplyCode } from '../wire/socks.js';
 import { handOver, newSocksReader, refuseHandshake } from './socks5.js';
 
 const TAGS_SOCKS4 = ['socks', 'socks4'] as const;

@@ -22,7 +22,7 @@ import {
   parseUserPassRequest,
   REP_SUCCEEDED,
   type Socks5Command,
-} from './socks-wire.js';
+} from '../wire/socks.js';
 
 /**
  * Unparsed bytes a SOCKS handshake may hold while a parser needs more. The parsers cap every

@@ -5,7 +5,7 @@
  * CERTFILE=/KEYFILE= pair of the configuration in force (read at load, so a reload takes a
  * renewed certificate for new connections); once the handshake is done the door gets the TLS
  * socket as if it were the client's. The handshake is bounded by TIMEOUT=handshake; a failed one
- * is a `sockstap.log` line. These connections are relayed in JavaScript (net/splice.ts never
+ * is a `sockstap.log` line. These connections are relayed in JavaScript (native/splice.ts never
  * splices an encrypted socket) and the native accept path does not serve these listeners.
  */
 import type { Socket } from 'node:net';

@@ -17,7 +17,7 @@ import type { Server, Socket } from 'node:net';
 import type { HostPort } from '../config/types.js';
 import { normalizeAddress } from '../core/session.js';
 import type { Logger } from '../observe/log.js';
-import { native, nativeUnavailable, NativeSocketError, originalDst, setTransparent } from '../net/original-dst.js';
+import { native, nativeUnavailable, NativeSocketError, originalDst, setTransparent } from '../native/addon.js';
 import { sniffClient } from '../sniff/index.js';
 import { requestHeadAuthority } from '../http1/authority.js';
 import type { DoorHandler } from './door.js';

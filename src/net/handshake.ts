@@ -8,7 +8,7 @@
 import type { Socket } from 'node:net';
 import type { ProxyErrorCode } from '../core/errors.js';
 import type { Session } from '../core/session.js';
-import type { Parser } from '../frontdoors/socks-wire.js';
+import type { Parser } from '../wire/socks.js';
 import type { Logger } from '../observe/log.js';
 
 export type HandshakeResult<T> =

@@ -11,13 +11,13 @@
  * A header that says nothing about the client (v2 LOCAL, a health check; v1 UNKNOWN; v2 UNSPEC or
  * UNIX) comes back with `source: null`: the connection's own endpoints stand, as the spec says.
  *
- * The parser is incremental like the SOCKS parsers (frontdoors/socks-wire.ts): `need-more` until
+ * The parser is incremental like the SOCKS parsers (wire/socks.ts): `need-more` until
  * the header is complete, then `ok` with the bytes consumed (what follows is the client's), or an
  * `error` as soon as the bytes cannot be a header; a prefix never answers differently from the
  * whole. Bounded: v1 errs past 107 bytes without CRLF, v2 past `PROXY_V2_MAX` in all.
  */
 import { isIPv4, isIPv6 } from 'node:net';
-import type { ParseResult } from '../frontdoors/socks-wire.js';
+import type { ParseResult } from '../wire/socks.js';
 
 export const PROXY_V1_MAX = 107;
 /** The most a v2 header may take here (16 + length): room for TLVs of AWS, GCP and HAProxy's SSL block. */

@@ -24,7 +24,8 @@
  */
 import type { Socket } from 'node:net';
 import type { TokenBucket } from './throttle.js';
-import { spliceRelay } from './splice.js';
+import { fastHandle, userBufferSlots, type StreamHandle } from '../native/internals.js';
+import { spliceRelay } from '../native/splice.js';
 
 /**
  * Shaping and metering of one direction (BANDWIDTH=, QUOTA=): only a direction that has one goes
@@ -48,7 +49,7 @@ export interface RelayOptions {
   /** Close both sides after this long with no byte in either direction; 0 = never. */
   idleMs: number;
   /**
-   * 'splice' (default): the native splice thread (net/splice.ts) when the addon has it and both
+   * 'splice' (default): the native splice thread (native/splice.ts) when the addon has it and both
    * sockets qualify, else as 'fast'. 'fast' (RELAY=js): the user-buffer fast path where the
    * socket allows it, else pipe(). 'pipe': always pipe(), for comparison in tests and the bench.
    */
@@ -97,50 +98,6 @@ export function relayPoolFree(): number {
 }
 
 /** The private parts of a net.Socket the fast path writes to (Node ≥ 12 through 22). */
-interface UserBufferSlots {
-  buffer: symbol;
-  callback: symbol;
-  generator: symbol;
-}
-
-/** The libuv stream handle's methods the fast path uses (TCPWrap / PipeWrap). */
-interface StreamHandle {
-  reading: boolean;
-  useUserBuffer(buf: Uint8Array): void;
-}
-
-let slots: UserBufferSlots | null | undefined;
-
-/** Finds the Socket's `kBuffer`, `kBufferCb`, `kBufferGen` symbols by their descriptions. */
-function userBufferSlots(socket: Socket): UserBufferSlots | null {
-  if (slots !== undefined) return slots;
-  const found = new Map<string, symbol>();
-  for (const sym of Object.getOwnPropertySymbols(socket)) {
-    if (sym.description) found.set(sym.description, sym);
-  }
-  const buffer = found.get('kBuffer');
-  const callback = found.get('kBufferCb');
-  const generator = found.get('kBufferGen');
-  slots = buffer && callback && generator ? { buffer, callback, generator } : null;
-  return slots;
-}
-
-/** The socket's handle when the user-buffer fast path can read from it, else null. */
-function fastHandle(socket: Socket): StreamHandle | null {
-  // `_handle` is not in the typings; it is the libuv wrap every net.Socket has while open.
-  const handle = (socket as unknown as { _handle?: unknown })._handle as Partial<StreamHandle> | null | undefined;
-  if (!handle || typeof handle.useUserBuffer !== 'function') return null;
-  // A TLSSocket's handle is a TLSWrap: its reads are decrypted bytes with their own buffering.
-  if ('encrypted' in socket) return null;
-  const name = (handle as object).constructor?.name;
-  if (name !== 'TCP' && name !== 'Pipe') return null;
-  if (!userBufferSlots(socket)) return null;
-  // Somebody else already reads this socket through onread: leave it alone.
-  const own = socket as unknown as Record<symbol, unknown>;
-  if (own[slots!.buffer]) return null;
-  return handle as StreamHandle;
-}
-
 /** The direction that reads a socket, kept on the socket so shared listeners find their state. */
 const kReadDirection = Symbol('sockstap.relay.readDirection');
 type RelaySocket = Socket & { [kReadDirection]?: Direction };
@@ -218,7 +175,7 @@ class Direction {
   reclaimIfSilent(): void {
     if (this.reads === 0 && this.lease && !this.waiting && this.next === this.lease && this.handle) {
       const own = this.src as unknown as Record<symbol, unknown>;
-      own[slots!.buffer] = idleBuffer;
+      own[userBufferSlots(this.src)!.buffer] = idleBuffer;
       this.next = idleBuffer;
       // Pushes a new stream listener onto the handle (freed when the handle closes); this
       // happens at most once per sweep for a tunnel that fell silent right after a big read.
@@ -234,7 +191,7 @@ class Direction {
     if (!handle) return false;
     this.handle = handle;
     const own = this.src as unknown as Record<symbol, unknown>;
-    const s = slots!;
+    const s = userBufferSlots(this.src)!;
     own[s.buffer] = idleBuffer;
     own[s.callback] = onUserBufferRead;
     own[s.generator] = this.nextBuffer;

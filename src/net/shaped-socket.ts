@@ -19,6 +19,7 @@
  * which would bypass the read side; `prepareShaping()` marks the handle as taken so the server
  * reads through the stream, and must run before the socket is handed to an http.Server.
  */
+import { markHandleConsumed } from '../native/internals.js';
 import type { Socket } from 'node:net';
 import type { RelayShape } from './relay.js';
 
@@ -40,7 +41,6 @@ interface SocketInternals {
   _writev?(chunks: { chunk: Buffer | string; encoding: BufferEncoding }[], cb: Callback): void;
   _read(n: number): void;
   push(chunk: unknown, encoding?: BufferEncoding): boolean;
-  _handle?: { reading?: boolean; readStop?(): number; _consumed?: boolean } | null;
 }
 
 const kShape = Symbol('sockstap.shapedSocket');
@@ -86,7 +86,7 @@ function hook(s: Hooked): ShapeState {
   const state: ShapeState = { shape: null, onCut: () => {}, cut: false, paused: false, readWanted: false };
   s[kShape] = state;
   // Node's HTTP server would read the handle itself (parser.consume) and bypass push().
-  if (s._handle && !s._handle._consumed) s._handle._consumed = true;
+  markHandleConsumed(s);
 
   const cut = (): void => {
     if (state.cut) return;

@@ -18,7 +18,7 @@ import net, { type Socket } from 'node:net';
 import type { HostPort } from '../config/types.js';
 import { ProxyError, toProxyError } from '../core/errors.js';
 import { awaitConnect } from './connect.js';
-import { bindTransparent, NativeSocketError } from './original-dst.js';
+import { bindTransparent, NativeSocketError } from '../native/addon.js';
 import type { NameCache } from './dns.js';
 
 export interface SpoofOptions {

@@ -9,7 +9,7 @@ import { isIP, isIPv4, type Socket } from 'node:net';
 import { toProxyError } from '../core/errors.js';
 import { normalizeAddress } from '../core/session.js';
 import type { BoundAddress, Tunnel } from '../core/tunnel.js';
-import { encodeUdpHeader, parseUdpHeader } from '../frontdoors/socks-wire.js';
+import { encodeUdpHeader, parseUdpHeader } from '../wire/socks.js';
 import type { NameCache } from './dns.js';
 import { chainLabel } from '../upstream/hop.js';
 import type { UdpChainRelay, UdpUpstream } from '../upstream/udp-chain.js';

@@ -10,7 +10,7 @@ import type { UpstreamHealthTable } from '../upstream/pool.js';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { HttpCache } from '../cache/http-cache.js';
 import type { Session } from '../core/session.js';
-import { nativeDoorStats, type NativeDoorStats } from '../net/native-door.js';
+import { nativeDoorStats, type NativeDoorStats } from '../native/door.js';
 import type { AccessRecord, LogFileRecord, ProxyEvents } from './events.js';
 import { cacheOutcome, doorOf, type ProxyStats } from './stats.js';
 

@@ -11,7 +11,7 @@
 import type { Socket } from 'node:net';
 import { formatHostPort, type Session } from '../core/session.js';
 import type { AccessRecord, ProxyEvents, RefusalRecord } from './events.js';
-import { socketBytes } from '../net/splice.js';
+import { socketBytes } from '../native/splice.js';
 
 /**
  * Session results that mean "policy said no" rather than "something failed": ACL and

@@ -23,7 +23,7 @@ import { SocksClient } from 'socks';
 import type { Config, HostPort } from '../config/types.js';
 import type { Session } from '../core/session.js';
 import { ProxyError } from '../core/errors.js';
-import { encodeUdpHeader, parseUdpHeader } from '../frontdoors/socks-wire.js';
+import { encodeUdpHeader, parseUdpHeader } from '../wire/socks.js';
 import type { NameCache } from '../net/dns.js';
 import type { UpstreamHealthTable } from './pool.js';
 import { dialChain } from './chain.js';

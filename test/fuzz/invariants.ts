@@ -4,7 +4,7 @@
  * reports as a crash with the input that broke it.
  */
 import { isDeepStrictEqual, inspect } from 'node:util';
-import type { ParseResult } from '../../src/frontdoors/socks-wire.js';
+import type { ParseResult } from '../../src/wire/socks.js';
 import type { SniffVerdict } from '../../src/sniff/index.js';
 
 export class PropertyError extends Error {

@@ -10,7 +10,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { SocksClient } from 'socks';
-import { nativeDoorAvailable } from '../../src/net/native-door.js';
+import { nativeDoorAvailable } from '../../src/native/door.js';
 import { startEcho, startOrigin, type EchoServer, type Origin } from '../helpers/origin.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
 

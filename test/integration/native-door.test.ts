@@ -1,5 +1,5 @@
 /**
- * The native accept path (native/socks_door.c, net/native-door.ts, frontdoors/native-socks.ts):
+ * The native accept path (native/door_*.c, native/door.ts, frontdoors/native-socks.ts):
  * the relay thread accepts on the SOCKS listener, reads the SOCKS5 handshake, lets TypeScript
  * decide each CONNECT and splices it; everything else reaches the JavaScript doors as a socket.
  * Real SOCKS5 clients written byte by byte here, real echo servers, on loopback.
@@ -10,9 +10,9 @@ import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { loadConfig } from '../../src/config/load.js';
 import type { SessionRecord } from '../../src/core/session.js';
-import { nativeDoorAvailable, nativeDoorStats } from '../../src/net/native-door.js';
+import { nativeDoorAvailable, nativeDoorStats } from '../../src/native/door.js';
 import { ftpCorrelation, type FtpControlLink } from '../../src/taps/ftp/correlate.js';
-import { nativeUnavailable } from '../../src/net/original-dst.js';
+import { nativeUnavailable } from '../../src/native/addon.js';
 import { curl, startEcho, startOrigin, PAGE, type EchoServer, type Origin } from '../helpers/origin.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
 import { rng } from '../helpers/random.js';

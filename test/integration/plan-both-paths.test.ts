@@ -10,8 +10,8 @@ import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { loadConfig } from '../../src/config/load.js';
 import type { SessionRecord } from '../../src/core/session.js';
-import { nativeDoorAvailable, nativeDoorStats } from '../../src/net/native-door.js';
-import { nativeUnavailable } from '../../src/net/original-dst.js';
+import { nativeDoorAvailable, nativeDoorStats } from '../../src/native/door.js';
+import { nativeUnavailable } from '../../src/native/addon.js';
 import { curl, startEcho, startOrigin, PAGE, type EchoServer, type Origin } from '../helpers/origin.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
 

@@ -9,9 +9,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import net, { type AddressInfo, type Server, type Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { nativeUnavailable } from '../../src/net/original-dst.js';
+import { nativeUnavailable } from '../../src/native/addon.js';
 import { relay, relayCounters, type RelayResult } from '../../src/net/relay.js';
-import { spliceAvailable, spliceStats } from '../../src/net/splice.js';
+import { spliceAvailable, spliceStats } from '../../src/native/splice.js';
 
 type Mode = 'splice' | 'fast' | 'pipe';
 

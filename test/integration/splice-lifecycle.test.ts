@@ -7,8 +7,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { nativeDoorAvailable } from '../../src/net/native-door.js';
-import { nativeUnavailable } from '../../src/net/original-dst.js';
+import { nativeDoorAvailable } from '../../src/native/door.js';
+import { nativeUnavailable } from '../../src/native/addon.js';
 import { SocksClient } from 'socks';
 import { startOrigin, type Origin } from '../helpers/origin.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';

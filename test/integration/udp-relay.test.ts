@@ -3,7 +3,7 @@ import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { once } from 'node:events';
 import net from 'node:net';
 import { describe, it } from 'node:test';
-import { encodeUdpHeader, parseUdpHeader } from '../../src/frontdoors/socks-wire.js';
+import { encodeUdpHeader, parseUdpHeader } from '../../src/wire/socks.js';
 import { openUdpAssociation } from '../../src/net/udp-relay.js';
 import { NameCache } from '../../src/net/dns.js';
 

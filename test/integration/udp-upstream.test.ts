@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { SocksClient } from 'socks';
-import { encodeUdpHeader, parseUdpHeader } from '../../src/frontdoors/socks-wire.js';
+import { encodeUdpHeader, parseUdpHeader } from '../../src/wire/socks.js';
 import { danteMissing, startDante, type Dante } from '../helpers/dante.js';
 import { startProxy, type TestProxy } from '../helpers/proxy.js';
 

@@ -66,4 +66,24 @@ describe('layers (docs/architecture.md)', () => {
     const bad = ALL.filter((i) => top(i.from) === 'core' && !['core', 'config', 'sniff'].includes(top(i.to)));
     assert.deepEqual(bad, []);
   });
+  it('the pure codecs (src/wire/) stand on core/ alone, and net/ never imports a door', () => {
+    const codecs = ALL.filter((i) => top(i.from) === 'wire' && !['wire', 'core'].includes(top(i.to)));
+    assert.deepEqual(codecs, []);
+    const net = ALL.filter((i) => top(i.from) === 'net' && top(i.to) === 'frontdoors');
+    assert.deepEqual(net, []);
+  });
+
+  it("Node's internals (_handle, kBuffer) are reached only from src/native/", () => {
+    const bad: string[] = [];
+    for (const file of files(SRC)) {
+      const from = relative(SRC, file);
+      if (top(from) === 'native') continue;
+      const code = readFileSync(file, 'utf8')
+        .split('\n')
+        .filter((l) => !/^\s*(\*|\/\/|\/\*)/.test(l))
+        .join('\n');
+      if (/\b_handle\b|'kBuffer(Cb|Gen)?'/.test(code)) bad.push(from);
+    }
+    assert.deepEqual(bad, []);
+  });
 });

@@ -9,7 +9,7 @@ import net, { type AddressInfo, type Server, type Socket } from 'node:net';
 import tls from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import { kernelDestination, peekServerName } from '../../src/frontdoors/transparent.js';
-import { native, nativeUnavailable, NativeSocketError, originalDst, setTransparent, socketFd } from '../../src/net/original-dst.js';
+import { native, nativeUnavailable, NativeSocketError, originalDst, setTransparent, socketFd } from '../../src/native/addon.js';
 import { dialSpoofed } from '../../src/net/spoof.js';
 import { NameCache } from '../../src/net/dns.js';
 

@@ -16,7 +16,7 @@ import {
   parseUserPassRequest,
   writeIPv6,
   type ParseResult,
-} from '../../src/frontdoors/socks-wire.js';
+} from '../../src/wire/socks.js';
 import { LineReader, lineText } from '../../src/net/lines.js';
 import { sniffClient, sniffRequestLine, sniffServer, parseClientHello } from '../../src/sniff/index.js';
 import { parseHostList } from '../../src/config/hostlist.js';
@@ -63,7 +63,7 @@ const port = fc.integer({ min: 0, max: 65535 });
 const byte = fc.integer({ min: 0, max: 255 });
 const ipv4 = fc.tuple(byte, byte, byte, byte).map((b) => b.join('.'));
 
-describe('SOCKS wire (src/frontdoors/socks-wire.ts)', () => {
+describe('SOCKS wire (src/wire/socks.ts)', () => {
   test('SOCKS4 and SOCKS4a requests parse back, in any chunking, with pipelined bytes after them', () => {
     fc.assert(
       fc.property(

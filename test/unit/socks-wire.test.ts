@@ -14,7 +14,7 @@ import {
   writeIPv6,
   type Parser,
   type ParseResult,
-} from '../../src/frontdoors/socks-wire.js';
+} from '../../src/wire/socks.js';
 import { rng as prng } from '../helpers/random.js';
 
 /** Feed `bytes` one at a time: every proper prefix must need more, the whole must parse. */

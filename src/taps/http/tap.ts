@@ -34,7 +34,7 @@ import { serveHttp } from './cached.js';
 import { applyMounts, mountRequestOf } from './mount.js';
 import { verifyTunnelHost, type HostVerdict } from './host-check.js';
 import { OriginPool } from './origin-pool.js';
-import { socketBytes } from '../../net/splice.js';
+import { socketBytes } from '../../native/splice.js';
 
 /** Largest upgrade response head read before the relay starts. */
 const MAX_UPGRADE_HEAD_BYTES = 64 * 1024;

@@ -1,5 +1,5 @@
-/** SOCKS4 / SOCKS4a requests (src/frontdoors/socks-wire.ts). */
-import { parseSocks4Request, SOCKS4_MAX_USERID, SOCKS4A_MAX_HOST } from '../../../src/frontdoors/socks-wire.js';
+/** SOCKS4 / SOCKS4a requests (src/wire/socks.ts). */
+import { parseSocks4Request, SOCKS4_MAX_USERID, SOCKS4A_MAX_HOST } from '../../../src/wire/socks.js';
 import { check, incrementalParser } from '../invariants.js';
 
 export const maxLen = 1200;

@@ -1,6 +1,6 @@
 /**
  * SOCKS5 greeting, username/password sub-negotiation, request and UDP header
- * (src/frontdoors/socks-wire.ts). The first byte picks the message; the rest is its bytes.
+ * (src/wire/socks.ts). The first byte picks the message; the rest is its bytes.
  */
 import {
   encodeSocks5Reply,
@@ -9,7 +9,7 @@ import {
   parseSocks5Request,
   parseUdpHeader,
   parseUserPassRequest,
-} from '../../../src/frontdoors/socks-wire.js';
+} from '../../../src/wire/socks.js';
 import { check, incrementalParser } from '../invariants.js';
 
 export const maxLen = 600;

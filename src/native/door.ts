@@ -1,6 +1,6 @@
 /**
  * The native accept path's JavaScript side: a SOCKS listener's descriptor is given to the splice
- * relay thread (native/socks_door.c), which accepts, reads the SOCKS5 greeting and request itself
+ * relay thread (native/door_*.c), which accepts, reads the SOCKS5 greeting and request itself
  * and asks here what to do with each CONNECT: dial it and splice it (nothing of the connection
  * then runs in JavaScript but the decision and the record), refuse it, or take it over as a
  * JavaScript socket. Everything else arrives here as a socket too, with the bytes the thread read,
@@ -13,7 +13,7 @@
  */
 import { closeSync } from 'node:fs';
 import net, { type Socket } from 'node:net';
-import { native } from './original-dst.js';
+import { native } from './addon.js';
 import { initSplice, watchSplicedTunnel, type SpliceResult } from './splice.js';
 
 /** May answer "no authentication" itself (no AUTHORIZER on this listener). */

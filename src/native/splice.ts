@@ -1,6 +1,6 @@
 /**
  * The splice relay's JavaScript side: hands an untapped, unshaped tunnel's two sockets to the
- * addon's relay thread (native/splice_relay.c), which moves the bytes with splice(2) so they never
+ * addon's relay thread (native/splice.c), which moves the bytes with splice(2) so they never
  * enter JavaScript. relay() (net/relay.ts) tries it first and falls back to its own fast path.
  *
  * The hand-over keeps every JavaScript socket object but closes its libuv handle: the thread works
@@ -15,10 +15,10 @@
  * JavaScript either way and not ended by us: bytes a door unshifted after a handshake, or a
  * server's banner already read, send the tunnel to the JavaScript relay, which writes them first.
  * Private API: `_handle` (the libuv TCP handle: `fd`, `writeQueueSize`, `close()`), as in
- * net/original-dst.ts and the fast path of net/relay.ts.
+ * native/addon.ts and the fast path of net/relay.ts.
  */
 import type { Socket } from 'node:net';
-import { native } from './original-dst.js';
+import { native } from './addon.js';
 
 export interface SpliceResult {
   up: number;
@@ -58,7 +58,7 @@ const addon: SpliceAddon | null =
 
 let initialised = false;
 const running = new Map<number, Running>();
-/** Tunnels the native accept path (net/native-door.ts) made, by id: told of their end. */
+/** Tunnels the native accept path (native/door.ts) made, by id: told of their end. */
 const adopted = new Map<number, (r: SpliceResult) => void>();
 /**
  * Keeps the process alive while the thread relays a tunnel, as the tunnel's sockets did before the
@@ -157,7 +157,7 @@ export function initSplice(): boolean {
   return true;
 }
 
-/** The end of a tunnel the thread made by itself (native/socks_door.c), reported like any other. */
+/** The end of a tunnel the thread made by itself (native/door_*.c), reported like any other. */
 export function watchSplicedTunnel(id: number, end: (r: SpliceResult) => void): void {
   adopted.set(id, end);
   holdWhileRunning();

@@ -13,6 +13,7 @@
  * (a libuv TCP handle's fd on Unix). It is read here and nowhere else; it is -1 on Windows and
  * for a socket whose handle is gone.
  */
+import { socketFd } from './internals.js';
 import { createRequire } from 'node:module';
 import type { Server, Socket } from 'node:net';
 
@@ -39,7 +40,7 @@ function loadAddon(): NativeAddon | null {
     return null;
   }
   const require = createRequire(import.meta.url);
-  // src/net/ and dist/net/ are both two levels under the package root, where node-gyp builds.
+  // src/native/ and dist/native/ are both two levels under the package root, where node-gyp builds.
   const path = new URL('../../build/Release/sockstap_native.node', import.meta.url).pathname;
   try {
     return require(path) as NativeAddon;
@@ -72,15 +73,7 @@ function asNativeError(err: unknown): NativeSocketError {
   return new NativeSocketError(typeof code === 'string' ? code : 'ENATIVE', err instanceof Error ? err.message : String(err));
 }
 
-/**
- * The file descriptor behind a net.Socket or net.Server, or -1. Private API: Node keeps the libuv
- * handle in `_handle`, whose `fd` getter is the descriptor on Unix.
- */
-export function socketFd(s: Socket | Server): number {
-  const handle = (s as unknown as { _handle?: { fd?: unknown } | null })._handle;
-  const fd = handle?.fd;
-  return typeof fd === 'number' ? fd : -1;
-}
+export { socketFd };
 
 /**
  * The destination the client's connection had before iptables/nft REDIRECT rewrote it (for a
