@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 
 /** RFC 1928 + RFC 1929 by hand, so the test sees the exact reply; resolves with the socket and REP. */
-export async function socks5UserPass(port: number, user: string, pass: string, dstPort: number): Promise<{ socket: net.Socket; rep: number }> {
-  const socket = net.connect(port, '127.0.0.1');
+export async function socks5UserPass(port: number, user: string, pass: string, dstPort: number, from?: string): Promise<{ socket: net.Socket; rep: number }> {
+  const socket = net.connect({ port, host: '127.0.0.1', ...(from ? { localAddress: from } : {}) });
   socket.on('error', () => {});
   await new Promise<void>((resolve, reject) => {
     socket.once('connect', resolve);

@@ -43,6 +43,8 @@ describe('a fleet on one Redis', { skip: missing ?? false }, () => {
       'QUOTA=100m/day:user:dave',
       'QUOTA=1m/day:user:frank',
       `REDIS=${redis.url}`,
+      // haproxy below dials the nodes from 127.0.0.2 with send-proxy-v2; every other client is 127.0.0.1.
+      'PROXYPROTOCOL=127.0.0.2',
     ];
     nodes = [await startProxy([...args, 'ADMIN=127.0.0.1:0']), await startProxy(args), await startProxy(args)];
     client = new Redis({ port: redis.port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 1 });
@@ -121,7 +123,7 @@ describe('a fleet on one Redis', { skip: missing ?? false }, () => {
     assert.ok(status && status.usedBytes >= MiB, 'node b shows the fleet usage');
   });
 
-  test('behind haproxy (mode tcp, round robin over the three nodes) a quota is cut at its limit whichever node serves', { skip: spawnSync('sh', ['-c', 'command -v haproxy'], { stdio: 'ignore' }).status === 0 ? false : 'haproxy is not installed' }, async (t) => {
+  test('behind haproxy (mode tcp, send-proxy-v2, round robin over the three nodes) a quota is cut at its limit whichever node serves, and the records name the real client', { skip: spawnSync('sh', ['-c', 'command -v haproxy'], { stdio: 'ignore' }).status === 0 ? false : 'haproxy is not installed' }, async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'sockstap-haproxy-'));
     const port = await freePort();
     const cfg = join(dir, 'haproxy.cfg');
@@ -140,7 +142,7 @@ describe('a fleet on one Redis', { skip: missing ?? false }, () => {
         '  default_backend nodes',
         'backend nodes',
         '  balance roundrobin',
-        ...nodes.map((n, i) => `  server n${i + 1} 127.0.0.1:${n.port()}`),
+        ...nodes.map((n, i) => `  server n${i + 1} 127.0.0.1:${n.port()} source 127.0.0.2 send-proxy-v2`),
         '',
       ].join('\n'),
     );
@@ -151,7 +153,7 @@ describe('a fleet on one Redis', { skip: missing ?? false }, () => {
       let total = 0;
       let served = 0;
       for (let i = 0; i < 12; i++) {
-        const x = await socks5UserPass(port, 'frank', 'f', sized.port);
+        const x = await socks5UserPass(port, 'frank', 'f', sized.port, '127.0.0.3');
         if (x.rep !== 0) {
           x.socket.destroy();
           break;
@@ -168,6 +170,11 @@ describe('a fleet on one Redis', { skip: missing ?? false }, () => {
       assert.ok(total >= MiB && total <= 1.1 * MiB, `${total} bytes passed a 1 MiB quota`);
       const refusedOn = nodes.filter((n) => /quota 1m\/day:user:frank used up/.test(n.readLog('sockstap.log'))).length;
       assert.ok(refusedOn >= 1);
+      // The PROXY header named the client: every node that served frank recorded 127.0.0.3, not haproxy's 127.0.0.2.
+      await eventually('the records of frank', () => nodes.flatMap((n) => n.sessions()).filter((r) => r.user === 'frank').length >= served || null, 5_000);
+      const clients = new Set(nodes.flatMap((n) => n.sessions()).filter((r) => r.user === 'frank').map((r) => String(r.client).replace(/:\d+$/, '')));
+      assert.deepEqual([...clients], ['127.0.0.3'], `frank's records name ${[...clients].join(', ')}`);
+      assert.ok(nodes.filter((n) => n.sessions().some((r) => r.user === 'frank')).length >= 2, 'round robin reached several nodes');
     } finally {
       sized.close();
       await killChild(haproxy);
