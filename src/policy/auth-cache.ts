@@ -7,6 +7,11 @@
  * Successes also remember the user's groups (`group:NAME` scopes) until they expire.
  */
 import { createHmac, randomBytes } from 'node:crypto';
+import type { Accounts } from '../config/types.js';
+import { ConfigError } from '../config/types.js';
+import { splitTopLevel } from '../config/split.js';
+import { parseDuration } from '../config/units.js';
+import type { HelperLog } from './auth-helper.js';
 
 export const DEFAULT_AUTH_TTL = { okMs: 60_000, errMs: 10_000 };
 const MAX_ENTRIES = 8192;
@@ -84,5 +89,82 @@ export class AuthCache {
   private touchGroups(user: string, until: number): void {
     const g = this.groups.get(user);
     if (g && g.until < until) g.until = until;
+  }
+}
+
+/** One `name=value` option of an AUTHORIZER=-cmd/-ldap/-radius{...} list, with its label for errors. */
+export interface AuthorizerOption {
+  name: string;
+  value: string;
+  label: string;
+}
+
+/** An authorizer's `timeout=` (1 ms to 5 min). */
+export function authTimeout(value: string, label: string): number {
+  const ms = parseDuration(value, label);
+  if (ms <= 0 || ms > 300_000) throw new ConfigError(label, 'expected a duration from 1ms to 5m');
+  return ms;
+}
+
+/** The options after an authorizer's braces (`,timeout=5s,retries=2`), names lower-cased. */
+export function authorizerOptions(options: string, param: string): AuthorizerOption[] {
+  const out: AuthorizerOption[] = [];
+  for (const raw of options === '' ? [] : splitTopLevel(options, ',')) {
+    const item = raw.trim();
+    if (item === '') continue;
+    const eq = item.indexOf('=');
+    const name = (eq < 0 ? item : item.slice(0, eq)).trim().toLowerCase();
+    out.push({ name, value: eq < 0 ? '' : item.slice(eq + 1).trim(), label: `${param} ${name}` });
+  }
+  return out;
+}
+
+/**
+ * Accounts that ask a server for every password (LDAP, RADIUS): the answer cache, the log, the
+ * groups a success brought. A server cannot list its users, so SOCKS4 (a user id alone) is refused.
+ */
+export abstract class CachedAccounts implements Accounts {
+  protected readonly cache = new AuthCache();
+  protected log: HelperLog | null = null;
+  protected closed = false;
+  readonly stats = this.cache.stats;
+
+  constructor(readonly source: string) {}
+
+  setLog(log: HelperLog): void {
+    this.log = log;
+  }
+
+  setTtl(ttl: { okMs: number; errMs: number }): void {
+    this.cache.setTtl(ttl);
+  }
+
+  has(_user: string): boolean {
+    return false;
+  }
+
+  groupsOf(user: string): readonly string[] {
+    return this.cache.groupsOf(user);
+  }
+
+  verify(user: string, password: string): Promise<boolean> {
+    if (this.closed || user === '' || password === '' || !this.acceptable(user, password)) return Promise.resolve(false);
+    return this.cache.verify(user, password, () => this.ask(user, password));
+  }
+
+  /** Credentials the server could take at all (sizes); others are refused without asking. */
+  protected acceptable(_user: string, _password: string): boolean {
+    return true;
+  }
+
+  /** Ask the server: yes with groups, no, or undecided (not cached). */
+  protected abstract ask(user: string, password: string): Promise<AuthAnswer>;
+
+  close(): void {
+    this.closed = true;
+  }
+
+  toString(): string {
+    return this.source;
   }
 }

@@ -24,13 +24,13 @@
  * - The helper is spawned on the first question (loading a configuration starts no process) and
  *   stopped by `close()` (at stop and when a reload replaces the configuration).
  */
+import { authorizerOptions, authTimeout } from './auth-cache.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
 import { accessSync, constants, statSync } from 'node:fs';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import type { Accounts } from '../config/types.js';
 import { ConfigError } from '../config/types.js';
-import { splitTopLevel } from '../config/split.js';
 import { parseCount, parseDuration } from '../config/units.js';
 
 export const DEFAULT_AUTH_TTL = { okMs: 60_000, errMs: 10_000 };
@@ -72,18 +72,11 @@ export function parseCmdAuthorizer(body: string, options: string, param: string,
   if (argv.length === 0) throw new ConfigError(param, '-cmd{} names no program; expected -cmd{PROGRAM ARGS}');
   argv[0] = findProgram(argv[0]!, param, cwd);
   const opts: HelperOptions = { argv, concurrency: 0, children: DEFAULT_CHILDREN, timeoutMs: DEFAULT_TIMEOUT_MS };
-  for (const raw of options === '' ? [] : splitTopLevel(options, ',')) {
-    const item = raw.trim();
-    if (item === '') continue;
-    const eq = item.indexOf('=');
-    const name = (eq < 0 ? item : item.slice(0, eq)).trim().toLowerCase();
-    const value = eq < 0 ? '' : item.slice(eq + 1).trim();
-    const label = `${param} ${name}`;
+  for (const { name, value, label } of authorizerOptions(options, param)) {
     if (name === 'concurrency') opts.concurrency = bounded(parseCount(value, label), 0, MAX_CONCURRENCY, label);
     else if (name === 'children') opts.children = bounded(parseCount(value, label), 1, MAX_CHILDREN, label);
     else if (name === 'timeout') {
-      opts.timeoutMs = parseDuration(value, label);
-      if (opts.timeoutMs <= 0 || opts.timeoutMs > 300_000) throw new ConfigError(label, 'expected a duration from 1ms to 5m');
+      opts.timeoutMs = authTimeout(value, label);
     } else throw new ConfigError(param, `unknown -cmd{} option ${JSON.stringify(name)}; expected concurrency=N, children=N or timeout=DURATION`);
   }
   return new CmdAccounts(opts);

@@ -18,12 +18,9 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Client, InvalidCredentialsError } from 'ldapts';
-import type { Accounts } from '../config/types.js';
 import { ConfigError } from '../config/types.js';
-import { splitTopLevel, stripBraces } from '../config/split.js';
-import { parseDuration } from '../config/units.js';
-import { AuthCache, type AuthAnswer } from './auth-cache.js';
-import type { HelperLog } from './auth-helper.js';
+import { stripBraces } from '../config/split.js';
+import { authorizerOptions, authTimeout, CachedAccounts, type AuthAnswer } from './auth-cache.js';
 
 const DEFAULT_TIMEOUT_MS = 5_000;
 const MAX_GROUPS = 256;
@@ -62,13 +59,7 @@ export function parseLdapAuthorizer(body: string, options: string, param: string
   const baseDn = rest.trim();
   if (baseDn === '' || !baseDn.includes('=')) throw new ConfigError(param, `expected a base DN such as dc=example,dc=com, got ${JSON.stringify(baseDn)}`);
   const opts: LdapOptions = { url: url.replace(/\/$/, ''), baseDn, filter, timeoutMs: DEFAULT_TIMEOUT_MS };
-  for (const raw of options === '' ? [] : splitTopLevel(options, ',')) {
-    const item = raw.trim();
-    if (item === '') continue;
-    const eq = item.indexOf('=');
-    const name = (eq < 0 ? item : item.slice(0, eq)).trim().toLowerCase();
-    const value = eq < 0 ? '' : item.slice(eq + 1).trim();
-    const label = `${param} ${name}`;
+  for (const { name, value, label } of authorizerOptions(options, param)) {
     if (name === 'binddn') opts.bindDn = stripBraces(value);
     else if (name === 'bindpass') opts.bindPassword = stripBraces(value);
     else if (name === 'bindpassfile') {
@@ -80,8 +71,7 @@ export function parseLdapAuthorizer(body: string, options: string, param: string
       }
     } else if (name === 'groupbase') opts.groupBase = stripBraces(value);
     else if (name === 'timeout') {
-      opts.timeoutMs = parseDuration(value, label);
-      if (opts.timeoutMs <= 0 || opts.timeoutMs > 300_000) throw new ConfigError(label, 'expected a duration from 1ms to 5m');
+      opts.timeoutMs = authTimeout(value, label);
     } else throw new ConfigError(param, `unknown -ldap{} option ${JSON.stringify(name)}; expected binddn={DN}, bindpass=, bindpassfile=FILE, groupbase={DN} or timeout=DURATION`);
   }
   if (opts.bindPassword !== undefined && opts.bindDn === undefined) throw new ConfigError(param, 'bindpass needs binddn={DN}');
@@ -94,41 +84,13 @@ function firstRdnValue(dn: string): string {
   return m ? m[1]!.replace(/\\(.)/g, '$1').trim() : dn;
 }
 
-export class LdapAccounts implements Accounts {
-  readonly source: string;
-  private readonly cache = new AuthCache();
-  private log: HelperLog | null = null;
-  private closed = false;
-  readonly stats = this.cache.stats;
-
+export class LdapAccounts extends CachedAccounts {
   constructor(readonly options: LdapOptions) {
     // The bind password is not part of the source (it is printed by `sockstap check`).
-    this.source = `-ldap{${options.url},${options.baseDn},${options.filter}}${options.bindDn ? `,binddn={${options.bindDn}}` : ''}`;
+    super(`-ldap{${options.url},${options.baseDn},${options.filter}}${options.bindDn ? `,binddn={${options.bindDn}}` : ''}`);
   }
 
-  setLog(log: HelperLog): void {
-    this.log = log;
-  }
-
-  setTtl(ttl: { okMs: number; errMs: number }): void {
-    this.cache.setTtl(ttl);
-  }
-
-  /** The directory cannot be listed: SOCKS4 (a user id without a password) is refused. */
-  has(_user: string): boolean {
-    return false;
-  }
-
-  groupsOf(user: string): readonly string[] {
-    return this.cache.groupsOf(user);
-  }
-
-  verify(user: string, password: string): Promise<boolean> {
-    if (this.closed || user === '' || password === '') return Promise.resolve(false);
-    return this.cache.verify(user, password, () => this.ask(user, password));
-  }
-
-  private ask(user: string, password: string): Promise<AuthAnswer> {
+  protected ask(user: string, password: string): Promise<AuthAnswer> {
     const clients: Client[] = [];
     const client = (): Client => {
       const c = new Client({ url: this.options.url, timeout: this.options.timeoutMs, connectTimeout: this.options.timeoutMs });
@@ -188,11 +150,4 @@ export class LdapAccounts implements Accounts {
     return { ok: true, groups: [...groups].slice(0, MAX_GROUPS) };
   }
 
-  close(): void {
-    this.closed = true;
-  }
-
-  toString(): string {
-    return this.source;
-  }
 }

@@ -13,12 +13,9 @@ import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypt
 import dgram from 'node:dgram';
 import { isIP } from 'node:net';
 import radius from 'radius';
-import type { Accounts } from '../config/types.js';
 import { ConfigError } from '../config/types.js';
-import { splitTopLevel } from '../config/split.js';
-import { parseCount, parseDuration } from '../config/units.js';
-import { AuthCache, type AuthAnswer } from './auth-cache.js';
-import type { HelperLog } from './auth-helper.js';
+import { parseCount } from '../config/units.js';
+import { authorizerOptions, authTimeout, CachedAccounts, type AuthAnswer } from './auth-cache.js';
 
 const DEFAULT_TIMEOUT_MS = 5_000;
 const DEFAULT_RETRIES = 3;
@@ -48,16 +45,9 @@ export function parseRadiusAuthorizer(body: string, options: string, param: stri
   if (m[1] !== undefined && isIP(host) !== 6) throw new ConfigError(param, 'brackets are for IPv6 addresses');
   if (secret === '') throw new ConfigError(param, 'the shared secret is empty');
   const opts: RadiusOptions = { host, port, secret, timeoutMs: DEFAULT_TIMEOUT_MS, retries: DEFAULT_RETRIES, nasId: 'sockstap' };
-  for (const raw of options === '' ? [] : splitTopLevel(options, ',')) {
-    const item = raw.trim();
-    if (item === '') continue;
-    const eq = item.indexOf('=');
-    const name = (eq < 0 ? item : item.slice(0, eq)).trim().toLowerCase();
-    const value = eq < 0 ? '' : item.slice(eq + 1).trim();
-    const label = `${param} ${name}`;
+  for (const { name, value, label } of authorizerOptions(options, param)) {
     if (name === 'timeout') {
-      opts.timeoutMs = parseDuration(value, label);
-      if (opts.timeoutMs <= 0 || opts.timeoutMs > 300_000) throw new ConfigError(label, 'expected a duration from 1ms to 5m');
+      opts.timeoutMs = authTimeout(value, label);
     } else if (name === 'retries') {
       opts.retries = parseCount(value, label);
       if (!Number.isInteger(opts.retries) || opts.retries < 1 || opts.retries > 10) throw new ConfigError(label, 'expected a whole number from 1 to 10');
@@ -97,42 +87,17 @@ export function responseAuthentic(reply: Buffer, request: Buffer, secret: string
   return true;
 }
 
-export class RadiusAccounts implements Accounts {
-  readonly source: string;
-  private readonly cache = new AuthCache();
-  private log: HelperLog | null = null;
-  private closed = false;
-  readonly stats = this.cache.stats;
-
+export class RadiusAccounts extends CachedAccounts {
   constructor(readonly options: RadiusOptions) {
     const h = isIP(options.host) === 6 ? `[${options.host}]` : options.host;
-    this.source = `-radius{${h}:${options.port},***}`;
+    super(`-radius{${h}:${options.port},***}`);
   }
 
-  setLog(log: HelperLog): void {
-    this.log = log;
+  protected override acceptable(user: string, password: string): boolean {
+    return Buffer.byteLength(password) <= MAX_PASSWORD_BYTES && Buffer.byteLength(user) <= 253;
   }
 
-  setTtl(ttl: { okMs: number; errMs: number }): void {
-    this.cache.setTtl(ttl);
-  }
-
-  /** RADIUS cannot list its users: SOCKS4 (a user id without a password) is refused. */
-  has(_user: string): boolean {
-    return false;
-  }
-
-  groupsOf(user: string): readonly string[] {
-    return this.cache.groupsOf(user);
-  }
-
-  verify(user: string, password: string): Promise<boolean> {
-    if (this.closed || user === '' || password === '') return Promise.resolve(false);
-    if (Buffer.byteLength(password) > MAX_PASSWORD_BYTES || Buffer.byteLength(user) > 253) return Promise.resolve(false);
-    return this.cache.verify(user, password, () => this.ask(user, password));
-  }
-
-  private ask(user: string, password: string): Promise<AuthAnswer> {
+  protected ask(user: string, password: string): Promise<AuthAnswer> {
     const o = this.options;
     const identifier = randomBytes(1)[0]!;
     const packet = radius.encode({
@@ -207,11 +172,4 @@ export class RadiusAccounts implements Accounts {
     });
   }
 
-  close(): void {
-    this.closed = true;
-  }
-
-  toString(): string {
-    return this.source;
-  }
 }
