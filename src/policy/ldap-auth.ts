@@ -17,10 +17,17 @@
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { Client, InvalidCredentialsError } from 'ldapts';
+import { createRequire } from 'node:module';
+import type { Client } from 'ldapts';
 import { ConfigError } from '../config/types.js';
 import { stripBraces } from '../config/split.js';
 import { authorizerOptions, authTimeout, CachedAccounts, type AuthAnswer } from './auth-cache.js';
+
+/** ldapts, loaded the first time an -ldap{} account is asked for (about 7 MiB that others need not carry). */
+let ldapModule: typeof import('ldapts') | null = null;
+function ldapts(): typeof import('ldapts') {
+  return (ldapModule ??= createRequire(import.meta.url)('ldapts') as typeof import('ldapts'));
+}
 
 const DEFAULT_TIMEOUT_MS = 5_000;
 const MAX_GROUPS = 256;
@@ -93,7 +100,7 @@ export class LdapAccounts extends CachedAccounts {
   protected ask(user: string, password: string): Promise<AuthAnswer> {
     const clients: Client[] = [];
     const client = (): Client => {
-      const c = new Client({ url: this.options.url, timeout: this.options.timeoutMs, connectTimeout: this.options.timeoutMs });
+      const c = new (ldapts().Client)({ url: this.options.url, timeout: this.options.timeoutMs, connectTimeout: this.options.timeoutMs });
       clients.push(c);
       return c;
     };
@@ -144,7 +151,7 @@ export class LdapAccounts extends CachedAccounts {
     try {
       await client().bind(entry.dn, password);
     } catch (err) {
-      if (err instanceof InvalidCredentialsError) return { ok: false };
+      if (err instanceof ldapts().InvalidCredentialsError) return { ok: false };
       throw err;
     }
     return { ok: true, groups: [...groups].slice(0, MAX_GROUPS) };
