@@ -130,6 +130,29 @@ async function main(argv: string[]): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // Started by `npm start`: when npm is killed without passing the signal on (a script's
+  // `kill <npm pid>`), this process is left to init holding the default job's fixed ports. It
+  // stops then, as if the signal had reached it.
+  if (process.env.npm_lifecycle_event === 'start' && process.ppid !== 1) {
+    // npm runs the script through a shell: this process's parent is the shell, npm its parent.
+    const npmPid = parentOf(process.ppid);
+    const gone = (pid: number | null): boolean => {
+      if (pid === null || pid <= 1) return false;
+      try {
+        process.kill(pid, 0);
+        return false;
+      } catch (err) {
+        return (err as NodeJS.ErrnoException).code === 'ESRCH';
+      }
+    };
+    const watch = setInterval(() => {
+      if (process.ppid === 1 || gone(npmPid)) {
+        clearInterval(watch);
+        stop('npm-gone');
+      }
+    }, 1000);
+    watch.unref();
+  }
   // Ready only once the signals are handled: a SIGTERM right after this line drains and exits 0.
   if (worker <= 1) {
     // One line says what is in force: doors, taps, cache, admin, state and logs.
@@ -234,3 +257,14 @@ async function runCa(argv: string[]): Promise<void> {
 main(process.argv.slice(2)).catch((err: unknown) => {
   fail(1, err instanceof Error ? (err.stack ?? err.message) : String(err));
 });
+
+/** The parent of process `pid` (Linux /proc), or null. */
+function parentOf(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const m = /\) \S+ (\d+)/.exec(stat);
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
