@@ -20,7 +20,10 @@
 
 #include "loop.h"
 
-#define DOOR_NOAUTH 1 /* the listener may answer "no authentication" itself */
+#define DOOR_NOAUTH 1    /* the listener may answer "no authentication" itself */
+#define DOOR_HTTP 2      /* an HTTP listener: every approved connection goes to the hit path (hit.h) */
+#define DOOR_HTTP_AUTO 4 /* an auto listener: a connection starting GET or HEAD goes to the hit path */
+#define DOOR_IDLE_MS 5000 /* an HTTP keep-alive connection's idle time (src/frontdoors/http-proxy.ts) */
 #define DOOR_BUF 600  /* a greeting (≤ 257) and a request (≤ 262) */
 
 /* ---- door_wire.c: RFC 1928 §3 and §4, as far as this path takes them ---- */
@@ -112,6 +115,9 @@ void door_apply(void *verdict);
 void door_figures(double out[5]);
 
 /* ---- door_binding.c ---- */
+
+/* The JavaScript callback records are delivered to (onEvent); 0 when there is none. */
+int door_callback(napi_env env, napi_value *cb);
 
 /* The door's JavaScript functions, added to the addon's exports. */
 void door_register(napi_env env, napi_value exports);

@@ -34,6 +34,10 @@
  *   4 established  replied and spliced; host:port is the proxy's outgoing address
  *   5 gone         the client went away before the reply (reason)
  *   6 accept-error accepting failed (reason: EMFILE...); the listener pauses for 250 ms
+ *   7 hits         the hit path's answers since the last (bytes: packed, see hit_machine.c)
+ *   8 http-end     a connection of the hit path with hits is over (counts: [read, written])
+ * A handoff of the hit path (flags DOOR_HTTP, DOOR_HTTP_AUTO) is stage 0 when no hit was served
+ * on it, else stage 3 with counts (its session exists already); bytes start at a request.
  * acceptedMs is when the connection was accepted (ms since the epoch).
  * The tunnel's end comes as the splice relay's onDone(id, ...) with the same id.
  *
@@ -53,9 +57,14 @@
 #include <unistd.h>
 
 #include "door.h"
+#include "hit.h"
 
 static napi_ref door_cb;
 static int door_ready;
+
+int door_callback(napi_env env, napi_value *cb) {
+  return env && door_cb && napi_get_reference_value(env, door_cb, cb) == napi_ok && *cb;
+}
 
 static void free_counts(napi_env env, void *data, void *hint) {
   (void)env;
@@ -145,6 +154,7 @@ static napi_value door_init(napi_env env, napi_callback_info info) {
   if (door_ready) return loop_throw(env, "EEXIST", "doorInit: already initialised");
   if (napi_create_reference(env, argv[0], 1, &door_cb) != napi_ok) return loop_throw(env, "ENATIVE", "doorInit: cannot keep the callback");
   door_machine_init(deliver_door);
+  hit_machine_init(hit_deliver);
   door_ready = 1;
   return NULL;
 }

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "door.h"
+#include "hit.h"
 #include "splice.h"
 
 #define CONN_HASH 1024
@@ -187,6 +188,15 @@ static void handoff(conn *c, int stage, const char *reason) {
   loop_post_js(&r->head);
 }
 
+/* The connection's first bytes are an HTTP request: the hit path (hit_machine.c) takes it over. */
+static void to_hits(conn *c, listener *l) {
+  epoll_ctl(loop_epfd, EPOLL_CTL_DEL, c->fd, NULL);
+  int fd = c->fd;
+  c->fd = -1;
+  conn_unlink(c);
+  hit_adopt(c->id, c->door, fd, c->buf, c->len, c->peer, c->peer_port, c->accepted_ms, c->src_key, l->handshake_ms, DOOR_IDLE_MS);
+}
+
 static void dial_to(conn *c, const struct sockaddr_storage *to, socklen_t tolen, int64_t timeout_ms, int64_t idle_ms, double *live,
                     int64_t remember_ms);
 static void dial_event(loop_source *src, uint32_t events);
@@ -224,6 +234,10 @@ static void ask(conn *c, const char *host, int port) {
 /* Parse what has arrived; returns when more bytes are needed or the connection moved on. */
 static void parse(conn *c, listener *l) {
   if (c->state == ST_GREETING) {
+    if (l && (l->flags & DOOR_HTTP_AUTO) && c->len > 0 && (c->buf[0] == 'G' || c->buf[0] == 'H')) {
+      to_hits(c, l);
+      return;
+    }
     size_t used = 0;
     wire_result g = wire_greeting(c->buf, c->len, l && (l->flags & DOOR_NOAUTH), &used);
     if (g == WIRE_MORE) return;
@@ -324,6 +338,10 @@ static void accept_some(listener *l) {
     memo_address_key(&ss, c->src_key);
     if (!memo_approved(&l->memo, c->src_key)) {
       handoff(c, 0, NULL); /* JavaScript checks the source (RELIABLE) and may approve it */
+      continue;
+    }
+    if (l->flags & DOOR_HTTP) {
+      to_hits(c, l);
       continue;
     }
     struct epoll_event ev;
@@ -534,20 +552,27 @@ void door_apply(void *arg) {
         l->handshake_ms = v->timeout_ms;
         memo_forget_approved(&l->memo);
         memo_forget_all(&l->memo);
+        hit_table_revoke(l->id);
       }
       break;
     case V_FORGET:
-      if ((l = listener_find(v->id))) memo_forget_all(&l->memo);
+      if ((l = listener_find(v->id))) {
+        memo_forget_all(&l->memo);
+        hit_table_revoke(l->id);
+      }
       break;
     case V_APPROVE:
       if ((l = listener_find(v->id))) memo_approve(&l->memo, v->key);
       break;
     case V_CLOSE:
-      if ((l = listener_find(v->id))) listener_close(l);
+      if ((l = listener_find(v->id))) {
+        listener_close(l);
+        hit_table_revoke(l->id);
+      }
       break;
     case V_ABORT:
       if ((c = conn_find(v->id))) conn_close(c);
-      else splice_abort_tunnel(v->id);
+      else if (!hit_abort(v->id)) splice_abort_tunnel(v->id);
       break;
     default:
       c = conn_find(v->id);

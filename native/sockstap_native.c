@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "door.h"
+#include "hit.h"
 #include "splice.h"
 
 #include <linux/netfilter_ipv4.h> /* SO_ORIGINAL_DST */
@@ -220,6 +221,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   splice_register(env, exports);
   door_register(env, exports);
+  hit_register(env, exports);
   return exports;
 }
 

@@ -22,6 +22,7 @@ import type { DoorContext, DoorHandler, TunnelSink } from './frontdoors/door.js'
 import { httpProxyDoor } from './frontdoors/http-proxy.js';
 import { NativeSocksDoor } from './frontdoors/native-socks.js';
 import { nativeDoorAvailable } from './native/door.js';
+import { nativeHitsAvailable } from './native/hits.js';
 import { tcprelayDoor } from './frontdoors/portmap.js';
 import { acceptTls } from './frontdoors/tls-door.js';
 import { prepareTransparentListener, transparentDoor } from './frontdoors/transparent.js';
@@ -597,11 +598,15 @@ export class Sockstap {
   }
 
   /** The session's client socket: when it closes, the session ends. */
-  private attach(session: Session, socket: Socket): void {
+  private attach(session: Session, socket: Socket, carried?: Float64Array | null): void {
     if (socket.listenerCount('error') === 0) socket.on('error', noop);
     session.adopt(socket);
+    if (carried) this.carried.set(session, [carried[0]!, carried[1]!]);
     socket.once('close', () => this.endSession(session, socket));
   }
+
+  /** Bytes the native hit path read and wrote on a connection before JavaScript took it. */
+  private readonly carried = new WeakMap<Session, [number, number]>();
 
   /** A session is over: its limits released, its other sockets closed, its record written once the relay's counts are in. */
   private endSession(session: Session, client: Socket | null): void {
@@ -613,8 +618,9 @@ export class Sockstap {
     void session.settled().then(() => {
       if (client && (session.command === 'http' || session.command === null)) {
         // HTTP door sessions (and ones that never got past the handshake): count the client socket.
-        session.bytesUp = client.bytesRead - proxyHeaderBytes(client);
-        session.bytesDown = client.bytesWritten;
+        const [up, down] = this.carried.get(session) ?? [0, 0];
+        session.bytesUp = up + client.bytesRead - proxyHeaderBytes(client);
+        session.bytesDown = down + client.bytesWritten;
       }
       this.totals.bytesUp += session.bytesUp;
       this.totals.bytesDown += session.bytesDown;
@@ -624,7 +630,8 @@ export class Sockstap {
   }
 
   /**
-   * The native accept path for a socks or auto listener (frontdoors/native-socks.ts), when the
+   * The native accept path for a socks, auto or http listener (frontdoors/native-socks.ts; an http
+   * listener only for the hit path, frontdoors/native-http.ts), when the
    * addon has it and RELAY is not js. The thread accepts on a duplicate of the listening socket,
    * and the JavaScript server is closed. In a WORKERS=N worker the JavaScript server stays open:
    * the primary shares one listening socket among the workers and keeps it only while some
@@ -634,7 +641,9 @@ export class Sockstap {
    * connection taking one path or the other.
    */
   private nativeDoor(spec: ListenSpec, server: net.Server, door: DoorHandler, ctx: DoorContext, listen: string): NativeSocksDoor | null {
-    if ((spec.door !== 'socks' && spec.door !== 'auto') || this.current.relay === 'js' || !nativeDoorAvailable()) return null;
+    const kind = spec.door;
+    if (this.current.relay === 'js' || !nativeDoorAvailable()) return null;
+    if (kind !== 'socks' && kind !== 'auto' && !(kind === 'http' && nativeHitsAvailable())) return null;
     // PROXYPROTOCOL: every connection's header is read in JavaScript (net/proxy-accept.ts).
     if (this.current.proxyProtocol) return null;
     const fd = socketFd(server);
@@ -646,7 +655,7 @@ export class Sockstap {
           const session = new Session({ clientAddress: peer, clientPort: peerPort, door: spec.door, listen, startMs });
           return this.admit(session) ? session : null;
         },
-        attach: (session, socket) => this.attach(session, socket),
+        attach: (session, socket, carried) => this.attach(session, socket, carried),
         end: (session) => this.endSession(session, null),
       });
     } catch (err) {

@@ -67,6 +67,15 @@ export interface CacheHit {
   readonly servedHead: Readonly<CacheResponseHead>;
   readonly rawHead: readonly string[];
   readonly age: string;
+  /** The entry's id (stable while it is stored and not revalidated: onEntryChange names it then). */
+  readonly entryId: string;
+  /**
+   * Until when (ms since the epoch) the entry is fresh for a request without conditionals,
+   * Cache-Control or Pragma; 0 when a stored Vary makes every request's answer the library's.
+   */
+  readonly freshUntil: number;
+  /** Age for any moment t is floor((t - ageOriginMs) / 1000) (RFC 9111 §4.2.3: apparent age plus resident time). */
+  readonly ageOriginMs: number;
   /**
    * The body, streamed from disk. If the entry was evicted since `lookup()` (for example during a
    * revalidation round trip) the stream errors with ENOENT before emitting data; `openBody()`
@@ -411,6 +420,9 @@ class StoredHit implements CacheHit {
   readonly servedHead: Readonly<CacheResponseHead>;
   readonly rawHead: readonly string[];
   readonly age: string;
+  readonly entryId: string;
+  readonly freshUntil: number;
+  readonly ageOriginMs: number;
   private madeHead: CacheResponseHead | null = null;
 
   constructor(
@@ -422,7 +434,11 @@ class StoredHit implements CacheHit {
   ) {
     this.servedHead = entry.served;
     this.rawHead = entry.servedRaw;
-    this.age = String(Math.floor(entry.policy.age()));
+    const age = entry.policy.age();
+    this.age = String(Math.floor(age));
+    this.ageOriginMs = Date.now() - age * 1000;
+    this.entryId = entry.meta.id;
+    this.freshUntil = entry.hasVary ? 0 : entry.freshUntil;
     this.size = entry.meta.size;
   }
 
@@ -513,6 +529,8 @@ export class HttpCache {
 
   /** All entries; Map order is the recency order (first = least recently used). */
   private readonly entries = new Map<string, Entry>();
+  /** Told the id of every entry dropped, or whose head or freshness changed (revalidated, reloaded). */
+  private readonly changeListeners = new Set<(entryId: string) => void>();
   /** Variants per canonical URL, newest first. */
   private readonly byUrl = new Map<string, Entry[]>();
   private readonly writers = new Set<StoreWriter>();
@@ -700,6 +718,9 @@ export class HttpCache {
 
   /** Abandon stores in progress, release collapsed waiters, finish file removals, write the index. */
   async close(): Promise<void> {
+    // Copies served elsewhere (the native hit path) go with the cache.
+    for (const id of this.entries.keys()) this.entryChanged(id);
+    this.changeListeners.clear();
     if (this.closed) return;
     this.closed = true;
     // Stores still receiving their body are abandoned; those already ending commit, and are awaited below.
@@ -977,6 +998,36 @@ export class HttpCache {
     }
   }
 
+  /** `fn(entryId)` whenever an entry is dropped or its head or freshness changes; returns the unsubscribe. */
+  onEntryChange(fn: (entryId: string) => void): () => void {
+    this.changeListeners.add(fn);
+    return () => this.changeListeners.delete(fn);
+  }
+
+  private entryChanged(id: string): void {
+    for (const fn of this.changeListeners) fn(id);
+  }
+
+  /**
+   * A hit served outside lookup() (the native hit path, from a copy of the entry): the entry's
+   * recency, as a lookup would mark it. With WORKERS=N, other workers' changes are looked at too.
+   */
+  noteHit(entryId: string): void {
+    const entry = this.entries.get(entryId);
+    if (entry && !entry.removed) this.touch(entry);
+    this.syncShared();
+  }
+
+  /** With WORKERS=N: the store is shared by the workers (a SQLite index). */
+  get isShared(): boolean {
+    return this.index !== null;
+  }
+
+  /** With WORKERS=N: look at other workers' removals and updates now (at most every few ms). */
+  pollShared(): void {
+    this.syncShared();
+  }
+
   private touch(entry: Entry): void {
     entry.lastUsed = Date.now();
     this.entries.delete(entry.meta.id);
@@ -1011,6 +1062,7 @@ export class HttpCache {
     entry.removed = true;
     this.mem.delete(entry.meta.id);
     this.entries.delete(entry.meta.id);
+    this.entryChanged(entry.meta.id);
     this.committedBytes -= entry.meta.size + entry.metaBytes;
     const list = this.byUrl.get(entry.meta.url);
     if (list) {
@@ -1136,6 +1188,7 @@ export class HttpCache {
     entry.policy = policy;
     entry.meta = { ...entry.meta, policy: obj, heuristic };
     Object.assign(entry, prepared(policy, obj.st, entry.meta.size));
+    this.entryChanged(entry.meta.id);
     const merged: CacheResponseHead = { status: obj.st, headers: servedHeaders(policy) };
     if (!entry.removed) {
       const meta = entry.meta;
@@ -1271,6 +1324,7 @@ export class HttpCache {
       entry.metaBytes = loaded.metaBytes;
       entry.policy = policy;
       Object.assign(entry, prepared(policy, loaded.meta.policy.st, loaded.meta.size));
+      this.entryChanged(entry.meta.id);
     });
     void this.track(entry.io);
   }

@@ -16,7 +16,9 @@ import type { Socket } from 'node:net';
 import type { Config, HostPort } from '../config/types.js';
 import { codeFromSystemError, ProxyError, replyFor, toProxyError, type ProxyErrorCode } from '../core/errors.js';
 import type { Session } from '../core/session.js';
-import { DOOR_NOAUTH, door, NativeListener, type DoorEvents, type HandoffStage } from '../native/door.js';
+import { DOOR_HTTP, DOOR_HTTP_AUTO, DOOR_NOAUTH, door, NativeListener, type DoorEvents, type HandoffStage, type NativeHit } from '../native/door.js';
+import { nativeHitsAvailable } from '../native/hits.js';
+import { NativeHttp, nativeHitsAllowed } from './native-http.js';
 import type { SpliceResult } from '../native/splice.js';
 import type { Plan } from '../core/plan.js';
 import type { DoorContext, DoorHandler } from './door.js';
@@ -28,8 +30,11 @@ export interface NativeHost {
   accept(socket: Socket, door: DoorHandler): Session | null;
   /** Checkpoint 1 (MAXIMA) for a request the thread read (accepted at `startMs`): a registered session, or null when refused (logged). */
   admit(peer: string, peerPort: number, startMs: number): Session | null;
-  /** The session's client socket from now on (a CONNECT the pipeline takes over). */
-  attach(session: Session, socket: Socket): void;
+  /**
+   * The session's client socket from now on (a CONNECT the pipeline takes over, or an HTTP
+   * connection the hit path served before: `carried` are the bytes it read and wrote).
+   */
+  attach(session: Session, socket: Socket, carried?: Float64Array | null): void;
   /** A session that never had a socket is over (its counts and result are set). */
   end(session: Session): void;
 }
@@ -55,8 +60,10 @@ const timedOut: DoorHandler = (socket, session, ctx) => {
   socket.destroy();
 };
 
-function flagsFor(config: Config): number {
-  return config.accounts ? 0 : DOOR_NOAUTH;
+/** The listener's flags: SOCKS5 without authentication answered by the thread; HTTP requests to the hit path. */
+function flagsFor(config: Config, kind: string): number {
+  const hits = kind !== 'socks' && nativeHitsAvailable() && nativeHitsAllowed(config) ? (kind === 'http' ? DOOR_HTTP : DOOR_HTTP_AUTO) : 0;
+  return (config.accounts ? 0 : DOOR_NOAUTH) | hits;
 }
 
 /**
@@ -68,10 +75,16 @@ function countsAtAccept(config: Config): boolean {
   return m.conn > 0 || m.persrc > 0 || (m.perdoor ?? 0) > 0;
 }
 
+/**
+ * A native listener: a socks or auto door's SOCKS5 CONNECTs, and an http or auto door's HTTP
+ * connections served by the hit path (frontdoors/native-http.ts).
+ */
 export class NativeSocksDoor implements DoorEvents {
   private readonly listener: NativeListener;
   private readonly pending = new Map<number, Pending>();
   private readonly unwatch: () => void;
+  /** The HTTP side (http and auto listeners). */
+  private readonly http: NativeHttp | null;
 
   /** `fd`: the listening socket (the thread accepts on a duplicate). `door`: the JavaScript door for hand-overs. */
   constructor(
@@ -81,18 +94,33 @@ export class NativeSocksDoor implements DoorEvents {
     private readonly host: NativeHost,
   ) {
     const config = ctx.config();
-    this.listener = new NativeListener(fd, flagsFor(config), config.timeouts.handshake, this);
-    this.unwatch = ctx.sink.watchPlans?.(() => this.listener.forget()) ?? (() => {});
+    this.listener = new NativeListener(fd, flagsFor(config, ctx.listen.door), config.timeouts.handshake, this);
+    this.http = ctx.listen.door === 'socks' ? null : new NativeHttp(this.listener.id, ctx, host, this);
+    this.unwatch =
+      ctx.sink.watchPlans?.(() => {
+        this.listener.forget(); // remembered plans and hit grants, in the thread
+        this.http?.forget();
+      }) ?? (() => {});
   }
 
   /** A reload: new settings, and every source is checked against RELIABLE again. */
   reconfigure(config: Config): void {
-    this.listener.configure(flagsFor(config), config.timeouts.handshake);
+    this.listener.configure(flagsFor(config, this.ctx.listen.door), config.timeouts.handshake);
+    this.http?.forget();
   }
 
   close(): void {
     this.unwatch();
     this.listener.close();
+    this.http?.close();
+  }
+
+  hits(hits: readonly NativeHit[]): void {
+    this.http?.hits(hits);
+  }
+
+  httpEnd(id: number, counts: Float64Array, reason: string | null): void {
+    this.http?.httpEnd(id, counts, reason);
   }
 
   request(id: number, host: string, port: number, peer: string, peerPort: number, remembered: Float64Array | null, acceptedMs: number): void {
@@ -211,7 +239,14 @@ export class NativeSocksDoor implements DoorEvents {
     this.ctx.log.error('accept failed', { listen: this.ctx.listen.door, error: reason });
   }
 
-  handoff(socket: Socket, stage: HandoffStage, id: number, expired: boolean): void {
+  handoff(socket: Socket, stage: HandoffStage, id: number, expired: boolean, counts: Float64Array | null): void {
+    if (stage === 3) {
+      // Requests the hit path answered, then one it does not take: the HTTP door goes on with the session.
+      const session = this.http?.takeOver(socket, id, counts) ?? null;
+      if (session) this.door(socket, session, this.ctx);
+      else socket.destroy();
+      return;
+    }
     if (stage === 2) {
       const p = this.pending.get(id);
       if (!p || p.state !== 'taking') {
@@ -225,6 +260,7 @@ export class NativeSocksDoor implements DoorEvents {
       return;
     }
     const session = this.host.accept(socket, expired ? timedOut : stage === 1 ? socks5AfterGreeting : this.door);
+    if (session && this.http) this.http.adopt(socket);
     // RELIABLE let this source in: its next connections may take the native path.
     if (session && !countsAtAccept(this.ctx.config())) this.listener.approve(session.clientAddress);
   }

@@ -40,8 +40,14 @@ export function accessRecord(req: IncomingMessage | null, session: Session, star
 
 /** Bytes of the response head Node wrote or queued (status line and fields); 0 before it did. */
 export function headBytes(res: ServerResponse): number {
+  const head = writtenHead(res);
+  return head !== null ? Buffer.byteLength(head, 'latin1') : 0;
+}
+
+/** The response head exactly as Node serialized it (status line, fields, CRLF CRLF); null before it did. */
+export function writtenHead(res: ServerResponse): string | null {
   // `_header` is Node's serialized response head; it is not in the typings but has been stable
-  // since Node 0.x and is the only exact measure of what the head cost on the wire.
+  // since Node 0.x and is the only exact record of what the head was on the wire.
   const head = (res as unknown as { _header?: string | null })._header;
-  return typeof head === 'string' ? Buffer.byteLength(head, 'latin1') : 0;
+  return typeof head === 'string' ? head : null;
 }

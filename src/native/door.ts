@@ -18,13 +18,37 @@ import { initSplice, watchSplicedTunnel, type SpliceResult } from './splice.js';
 
 /** May answer "no authentication" itself (no AUTHORIZER on this listener). */
 export const DOOR_NOAUTH = 1;
+/** An HTTP listener whose approved connections go to the native hit path (native/hit.h). */
+export const DOOR_HTTP = 2;
+/** An auto listener whose connections starting GET or HEAD go to the native hit path. */
+export const DOOR_HTTP_AUTO = 4;
 
 /**
  * Where the thread let go of a connection handed over: 0 nothing answered (the bytes are the
  * client's first), 1 the greeting answered with "no authentication" (the bytes start at the
- * request), 2 a CONNECT request read and announced through `request` (no bytes).
+ * request), 2 a CONNECT request read and announced through `request` (no bytes), 3 HTTP requests
+ * answered by the hit path, announced through `hits` (the bytes start at the next request).
  */
-export type HandoffStage = 0 | 1 | 2;
+export type HandoffStage = 0 | 1 | 2 | 3;
+
+/** One request the native hit path answered (native/hit_machine.c packs them). */
+export interface NativeHit {
+  /** The connection, as the door's ids. */
+  id: number;
+  /** The object answered (native/hits.ts publish). */
+  handle: number;
+  status: number;
+  head: boolean;
+  /** Bytes written: head and body. */
+  bytes: number;
+  /** When the response was written (ms since the epoch), and how long after its head was read. */
+  timeMs: number;
+  elapsedMs: number;
+  userAgent?: string;
+  referer?: string;
+  /** The connection's first hit: who it is, and when it was accepted. */
+  first?: { peer: string; peerPort: number; acceptedMs: number };
+}
 
 export interface DoorEvents {
   /**
@@ -33,8 +57,15 @@ export interface DoorEvents {
    * is wanted, and established() or failed() follows.
    */
   request(id: number, host: string, port: number, peer: string, peerPort: number, remembered: Float64Array | null, acceptedMs: number): void;
-  /** The connection is a JavaScript socket from now on (paused; the bytes read are unshifted). */
-  handoff(socket: Socket, stage: HandoffStage, id: number, expired: boolean): void;
+  /**
+   * The connection is a JavaScript socket from now on (paused; the bytes read are unshifted).
+   * Stage 3: `counts` are the bytes the hit path read and wrote on it.
+   */
+  handoff(socket: Socket, stage: HandoffStage, id: number, expired: boolean, counts: Float64Array | null): void;
+  /** Requests the native hit path answered on this listener's connections. */
+  hits?(hits: readonly NativeHit[]): void;
+  /** A connection of the hit path with hits is over: [read, written] bytes; reason null when the client closed it. */
+  httpEnd?(id: number, counts: Float64Array, reason: string | null): void;
   /** connect()'s dial (or a remembered decision's) failed with this errno name; answer again. */
   failed(id: number, code: string): void;
   /** Replied to and spliced; done() follows. */
@@ -106,6 +137,13 @@ function holdProcess(): void {
 }
 /** Connection id → its listener's events, from the request until the end. */
 const owners = new Map<number, DoorEvents>();
+/** Connection id → its listener's events, for the hit path's connections with hits. */
+const hitOwners = new Map<number, DoorEvents>();
+
+/** A connection of the hit path has a session in JavaScript now (its first hit): its end is this listener's. */
+export function ownHitConnection(id: number, events: DoorEvents): void {
+  hitOwners.set(id, events);
+}
 
 export function nativeDoorAvailable(): boolean {
   return addon !== null;
@@ -123,7 +161,53 @@ function adoptFd(fd: number, bytes: Buffer | null): Socket {
   return socket;
 }
 
+/** The hit path's batch (native/hit_machine.c `report`), by listener. */
+function unpackHits(b: Buffer): Map<number, NativeHit[]> {
+  const byDoor = new Map<number, NativeHit[]>();
+  const le = true;
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  let o = 0;
+  while (o + 40 <= b.length) {
+    const id = v.getUint32(o, le);
+    const door = v.getUint32(o + 4, le);
+    const hit: NativeHit = {
+      id,
+      handle: v.getUint32(o + 8, le),
+      status: v.getUint16(o + 12, le),
+      head: b[o + 14] === 1,
+      bytes: v.getUint32(o + 16, le),
+      timeMs: v.getFloat64(o + 20, le),
+      elapsedMs: v.getFloat64(o + 28, le),
+    };
+    const first = b[o + 15] === 1;
+    const nua = v.getUint16(o + 36, le);
+    const nref = v.getUint16(o + 38, le);
+    o += 40;
+    if (first) {
+      const np = b[o]!;
+      hit.first = { peer: b.toString('latin1', o + 1, o + 1 + np), peerPort: v.getUint16(o + 1 + np, le), acceptedMs: v.getFloat64(o + 3 + np, le) };
+      o += 11 + np;
+    }
+    if (nua > 0) hit.userAgent = b.toString('latin1', o, o + nua);
+    if (nref > 0) hit.referer = b.toString('latin1', o + nua, o + nua + nref);
+    o += nua + nref;
+    let list = byDoor.get(door);
+    if (!list) byDoor.set(door, (list = []));
+    list.push(hit);
+  }
+  return byDoor;
+}
+
 function onEvent(...[kind, id, doorId, host, port, peer, peerPort, fd, stage, bytes, reason, counts, acceptedMs]: EventArgs): void {
+  if (kind === 7) {
+    if (bytes) for (const [door, hits] of unpackHits(bytes)) listeners.get(door)?.hits?.(hits);
+    return;
+  }
+  if (kind === 8) {
+    hitOwners.get(id)?.httpEnd?.(id, counts ?? new Float64Array(2), reason);
+    hitOwners.delete(id);
+    return;
+  }
   if (kind === 2) {
     const events = listeners.get(doorId);
     if (!events) {
@@ -131,7 +215,8 @@ function onEvent(...[kind, id, doorId, host, port, peer, peerPort, fd, stage, by
       return;
     }
     if (stage === 2) owners.delete(id);
-    events.handoff(adoptFd(fd, bytes), stage as HandoffStage, id, reason === 'handshake-timeout');
+    if (stage === 3) hitOwners.delete(id);
+    events.handoff(adoptFd(fd, bytes), stage as HandoffStage, id, reason === 'handshake-timeout', counts);
     return;
   }
   if (kind === 6) {
@@ -164,7 +249,8 @@ function onEvent(...[kind, id, doorId, host, port, peer, peerPort, fd, stage, by
 
 /** One listener served by the thread. */
 export class NativeListener {
-  private readonly id: number;
+  /** The listener's id in the thread (hit grants name it). */
+  readonly id: number;
   private readonly approved = new Set<string>();
   private closed = false;
 
@@ -226,6 +312,7 @@ export const door = {
   /** End a connection (before or after its reply) now. */
   abort(id: number): void {
     owners.delete(id);
+    hitOwners.delete(id);
     addon!.doorAbort(id);
   },
 };

@@ -42,6 +42,7 @@ import type { OriginPool } from './origin-pool.js';
 import { appendVia, applyHeaderEdits, headersFromRaw, mediaType, rawFromHeaders, rawHeaderValue } from './headers.js';
 import { applyMounts, mapBackHeaders, mountRequestOf } from './mount.js';
 import { sendFile, type SendFile } from '../../cache/send-file.js';
+import { hitPublisher } from '../../http1/hit-offer.js';
 
 export interface ServeOptions {
   session: Session;
@@ -545,6 +546,26 @@ async function serveStored(
   }
   // A request body (a GET with one) that nobody reads: it must be consumed before the next request.
   if (!req.complete) req.resume();
+  // A plain fresh hit of the HTTP door from the memory tier: the native hit path may repeat it
+  // for this source and target (frontdoors/native-http.ts decides; native/hits.ts holds it).
+  if (mem && !merged && range === null && !notModified && hit.fresh && hit.freshUntil > 0 && resultCode === 'TCP_HIT' && mem.length === hit.size) {
+    const publisher = o.host === 'target' && !o.originForm && o.keyHost === undefined && (o.scheme ?? 'http') === 'http' && !s.mount.mountedFrom && !s.responseEdits ? hitPublisher(req.socket) : undefined;
+    publisher?.offer({
+      req,
+      res,
+      session: o.session,
+      source: o.cache!,
+      entryId: hit.entryId,
+      freshUntil: hit.freshUntil,
+      ageOriginMs: hit.ageOriginMs,
+      age: hit.age,
+      status,
+      body: mem,
+      url: s.url,
+      contentType: mediaType(typeof head.headers['content-type'] === 'string' ? head.headers['content-type'] : undefined),
+      dst: { host: o.target.host, port: o.target.port },
+    });
+  }
   if (mem && withBody) {
     // One write of the whole (or the ranged part of the) body: a view of the memory tier's buffer,
     // not a copy; it stays valid even if the entry is evicted meanwhile.
