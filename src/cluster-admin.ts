@@ -170,7 +170,7 @@ export class ClusterMirror {
   private readonly caches = new Map<Worker, { at: number; stats: CacheStats }>();
   private readonly natives = new Map<Worker, NativeDoorStats>();
   /** The native figures of workers that died (their counters stay in the totals). */
-  private readonly nativeGone: NativeDoorStats = { listeners: 0, handshakes: 0, accepted: 0, handedOff: 0, remembered: 0 };
+  private readonly nativeGone: NativeDoorStats = { listeners: 0, handshakes: 0, accepted: 0, handedOff: 0, remembered: 0, hits: 0 };
 
   constructor() {
     this.events.setMaxListeners(0);
@@ -272,6 +272,7 @@ export class ClusterMirror {
       this.nativeGone.accepted += n.accepted;
       this.nativeGone.handedOff += n.handedOff;
       this.nativeGone.remembered += n.remembered;
+      this.nativeGone.hits += n.hits ?? 0;
       this.natives.delete(worker);
     }
     for (const [id, o] of [...this.owner]) {
@@ -290,6 +291,7 @@ export class ClusterMirror {
       sum.accepted += n.accepted;
       sum.handedOff += n.handedOff;
       sum.remembered += n.remembered;
+      sum.hits += n.hits ?? 0;
     }
     return sum;
   }

@@ -14,6 +14,7 @@
 import { closeSync } from 'node:fs';
 import net, { type Socket } from 'node:net';
 import { native } from './addon.js';
+import { nativeHitStats } from './hits.js';
 import { initSplice, watchSplicedTunnel, type SpliceResult } from './splice.js';
 
 /** May answer "no authentication" itself (no AUTHORIZER on this listener). */
@@ -89,16 +90,20 @@ interface DoorAddon {
   doorReply(id: number, rep: number): void;
   doorTake(id: number): void;
   doorAbort(id: number): void;
-  doorStats(): NativeDoorStats;
+  doorStats(): Omit<NativeDoorStats, 'hits'>;
 }
 
-/** The thread's figures: listeners, handshakes under way, connections accepted, handed to JavaScript, dialed on a remembered decision. */
+/**
+ * The thread's figures: listeners, handshakes under way, connections accepted, handed to
+ * JavaScript, dialed on a remembered decision; HTTP requests the hit path answered (native/hits.ts).
+ */
 export interface NativeDoorStats {
   listeners: number;
   handshakes: number;
   accepted: number;
   handedOff: number;
   remembered: number;
+  hits: number;
 }
 
 type EventArgs = [
@@ -150,7 +155,8 @@ export function nativeDoorAvailable(): boolean {
 }
 
 export function nativeDoorStats(): NativeDoorStats {
-  return addon ? addon.doorStats() : { listeners: 0, handshakes: 0, accepted: 0, handedOff: 0, remembered: 0 };
+  const hits = nativeHitStats().served;
+  return addon ? { ...addon.doorStats(), hits } : { listeners: 0, handshakes: 0, accepted: 0, handedOff: 0, remembered: 0, hits };
 }
 
 /** A connection's descriptor as a paused JavaScript socket, with the bytes already read put back. */

@@ -185,9 +185,10 @@ export function createMetrics(source: MetricsSource): ProxyMetrics {
 
   // The native accept path's figures belong to the process (one relay thread serves every proxy in it).
   const native: [string, string, keyof NativeDoorStats][] = [
-    ['sockstap_native_accepted_total', 'Connections the relay thread accepted on socks and auto listeners (the native accept path).', 'accepted'],
+    ['sockstap_native_accepted_total', 'Connections the relay thread accepted on socks, auto and http listeners (the native accept path).', 'accepted'],
     ['sockstap_native_handed_off_total', 'Of those, connections handed to the JavaScript doors as sockets (a new source, SOCKS4, HTTP, BIND, UDP, a tapped CONNECT...).', 'handedOff'],
     ['sockstap_native_remembered_total', 'CONNECTs the relay thread dialed on a remembered decision, without asking JavaScript first.', 'remembered'],
+    ['sockstap_native_cache_hits_total', 'HTTP cache hits the relay thread answered itself (the native hit path; also counted in access.log as TCP_MEM_HIT).', 'hits'],
   ];
   for (const [name, help, key] of native) {
     new Counter({
