@@ -93,7 +93,7 @@ typedef struct door_record {
 } door_record;
 
 /* What a JavaScript call asks the thread to do. */
-typedef enum { V_CONNECT, V_REPLY, V_TAKE, V_ABORT, V_LISTEN, V_CONFIGURE, V_APPROVE, V_CLOSE, V_FORGET } verdict_kind;
+typedef enum { V_CONNECT, V_REPLY, V_TAKE, V_ABORT, V_LISTEN, V_CONFIGURE, V_APPROVE, V_CLOSE, V_FORGET, V_TAP_HTTP } verdict_kind;
 
 typedef struct verdict {
   verdict_kind what;

@@ -19,6 +19,9 @@
  *   doorForget(id)                          forget the listener's remembered decisions
  *   doorReply(connId, rep)                  SOCKS5 failure reply (rep < 0: none) and close
  *   doorTake(connId)                        hand the connection to JavaScript (stage 2)
+ *   doorTapHttp(connId, firstRequestMs)     reply success and serve the tunnel's HTTP requests on
+ *                                           the hit path (a cache-first HTTP tap); JavaScript gets
+ *                                           it back at stage 4 (hit.h)
  *   doorAbort(id)                           end a handshake or a tunnel now
  *   doorStats()                             { listeners, handshakes, accepted, handedOff,
  *                                             remembered }
@@ -37,7 +40,8 @@
  *   7 hits         the hit path's answers since the last (bytes: packed, see hit_machine.c)
  *   8 http-end     a connection of the hit path with hits is over (counts: [read, written])
  * A handoff of the hit path (flags DOOR_HTTP, DOOR_HTTP_AUTO) is stage 0 when no hit was served
- * on it, else stage 3 with counts (its session exists already); bytes start at a request.
+ * on it, else stage 3 with counts (its session exists already); bytes start at a request. A
+ * tunnel given to it by doorTapHttp comes back at stage 4 (replied; counts; bytes start at a request).
  * acceptedMs is when the connection was accepted (ms since the epoch).
  * The tunnel's end comes as the splice relay's onDone(id, ...) with the same id.
  *
@@ -300,6 +304,19 @@ static napi_value door_connect(napi_env env, napi_callback_info info) {
   return post(env, v);
 }
 
+static napi_value door_tap_http(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  uint32_t id;
+  int64_t first;
+  if (!args(env, info, 2, argv) || napi_get_value_uint32(env, argv[0], &id) != napi_ok || napi_get_value_int64(env, argv[1], &first) != napi_ok)
+    return loop_throw(env, "EINVAL", "doorTapHttp: expected (connId, firstRequestMs)");
+  verdict *v = new_verdict(env, V_TAP_HTTP);
+  if (!v) return NULL;
+  v->id = id;
+  v->timeout_ms = first > 0 ? first : 1;
+  return post(env, v);
+}
+
 static napi_value door_forget(napi_env env, napi_callback_info info) {
   return door_id_call(env, info, V_FORGET, "doorForget: expected a listener id");
 }
@@ -323,6 +340,7 @@ void door_register(napi_env env, napi_value exports) {
     { "doorTake", NULL, door_take, NULL, NULL, NULL, napi_enumerable, NULL },
     { "doorAbort", NULL, door_abort, NULL, NULL, NULL, napi_enumerable, NULL },
     { "doorForget", NULL, door_forget, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "doorTapHttp", NULL, door_tap_http, NULL, NULL, NULL, napi_enumerable, NULL },
     { "doorStats", NULL, door_stats, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

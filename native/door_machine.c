@@ -194,7 +194,29 @@ static void to_hits(conn *c, listener *l) {
   int fd = c->fd;
   c->fd = -1;
   conn_unlink(c);
-  hit_adopt(c->id, c->door, fd, c->buf, c->len, c->peer, c->peer_port, c->accepted_ms, c->src_key, l->handshake_ms, DOOR_IDLE_MS);
+  hit_adopt(c->id, c->door, fd, c->buf, c->len, c->peer, c->peer_port, c->accepted_ms, c->src_key, l->handshake_ms, DOOR_IDLE_MS, NULL);
+}
+
+/*
+ * A CONNECT JavaScript taps cache-first for HTTP (V_TAP_HTTP): the success reply now, as the
+ * cache-first strategy gives it, and the tunnel's requests to the hit path; first_ms is how long
+ * the client may take to send its first request before JavaScript's tap takes over.
+ */
+static void tap_http(conn *c, int64_t first_ms) {
+  static const uint8_t ok[10] = { 5, 0, 0, 1, 0, 0, 0, 0, 0, 0 };
+  if (write(c->fd, ok, sizeof ok) != (ssize_t)sizeof ok) {
+    door_record *r = record(EV_GONE, c);
+    if (r) r->reason = "client-gone";
+    conn_close(c);
+    if (r) loop_post_js(&r->head);
+    return;
+  }
+  char where[262 + 8];
+  snprintf(where, sizeof where, "%s:%d", c->host, c->dport);
+  int fd = c->fd;
+  c->fd = -1;
+  conn_unlink(c);
+  hit_adopt(c->id, c->door, fd, NULL, 0, c->peer, c->peer_port, c->accepted_ms, c->src_key, first_ms, DOOR_IDLE_MS, where);
 }
 
 static void dial_to(conn *c, const struct sockaddr_storage *to, socklen_t tolen, int64_t timeout_ms, int64_t idle_ms, double *live,
@@ -579,6 +601,7 @@ void door_apply(void *arg) {
       if (!c || c->state != ST_DECIDING) break; /* aborted meanwhile */
       if (v->what == V_CONNECT) dial_to(c, &v->to, v->tolen, v->timeout_ms, v->idle_ms, v->live, v->remember_ms);
       else if (v->what == V_TAKE) handoff(c, 2, NULL);
+      else if (v->what == V_TAP_HTTP) tap_http(c, v->timeout_ms);
       else {
         if (v->rep >= 0) {
           uint8_t reply[10] = { 5, (uint8_t)v->rep, 0, 1 };

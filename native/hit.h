@@ -39,15 +39,18 @@ typedef struct hit_request {
   size_t ntarget;
   const char *ua, *referer; /* User-Agent and Referer values, or NULL */
   size_t nua, nreferer;
+  const char *host;         /* the Host value (origin-form requests: required), or NULL */
+  size_t nhost;
   size_t length;            /* bytes of the whole head, CRLF CRLF included */
 } hit_request;
 
 /*
- * A GET or HEAD of an absolute-form http:// target, HTTP/1.1, with no field that changes how a
- * cache answers (conditionals, Range, Cache-Control, Pragma, credentials), no body, no upgrade,
- * and Connection absent or keep-alive: HP_OK. Anything else, or anything malformed: HP_HANDOFF.
+ * A GET or HEAD of an absolute-form http:// target (`origin_form`: of an origin-form /path with
+ * a Host, as in a tunnel), HTTP/1.1, with no field that changes how a cache answers
+ * (conditionals, Range, Cache-Control, Pragma, credentials), no body, no upgrade, and Connection
+ * absent or keep-alive: HP_OK. Anything else, or anything malformed: HP_HANDOFF.
  */
-hit_parse_result hit_parse(const uint8_t *buf, size_t len, hit_request *out);
+hit_parse_result hit_parse(const uint8_t *buf, size_t len, int origin_form, hit_request *out);
 
 /* ---- hit_table.c ---- */
 
@@ -86,9 +89,15 @@ void hit_table_sweep(int64_t now);
 /* Kinds of the door's events that the hit path sends (door_binding.c lists the others). */
 enum { EV_HITS = 7, EV_HTTP_END = 8 };
 
-/* A connection the door read up to `n` bytes of (the start of an HTTP request), from now on the hit path's. */
+/*
+ * A connection the door read up to `n` bytes of (the start of an HTTP request), from now on the
+ * hit path's. `tunnel` (NULL for the HTTP door's connections): the SOCKS5 CONNECT's "host:port",
+ * replied to already; its requests are origin-form and their grants are named
+ * "T host:port HOST PATH" (HOST the request's Host). A tunnel's connection has its session in
+ * JavaScript from the start, and every deadline hands it over (stage 4).
+ */
 void hit_adopt(uint32_t id, uint32_t door, int fd, const uint8_t *bytes, size_t n, const char *peer, int peer_port, double accepted_ms,
-               const uint8_t src_key[16], int64_t head_ms, int64_t idle_ms);
+               const uint8_t src_key[16], int64_t head_ms, int64_t idle_ms, const char *tunnel);
 /* End a connection of the hit path now; 0 when it has none with this id. */
 int hit_abort(uint32_t id);
 /* hitsServed, handedOff, connections, objects, bytes (any thread, relaxed). */

@@ -12,6 +12,8 @@
  * never sent a request. Stage 0 when no hit was served (JavaScript accepts it as a new
  * connection), stage 3 when some were (JavaScript's session for it exists, from the hits).
  * A keep-alive connection idle for IDLE_MS after a response is closed, as Node's server does.
+ * A SOCKS5 tunnel that JavaScript tapped cache-first (door_machine.c, V_TAP_HTTP) is served the
+ * same way, its requests origin-form; it goes to JavaScript at stage 4 (the SOCKS5 reply sent).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -53,6 +55,10 @@ struct hconn {
   double started_ms;
   hit_request req; /* pointers into buf, valid until the response is written */
   char age[24];
+  long served;       /* responses written */
+  int tunnel;        /* a SOCKS5 tunnel's connection: origin-form requests, keys "T host:port HOST PATH" */
+  size_t nprefix;    /* "T host:port " */
+  char key[2 + 262 + 256 + 1 + 2048 + 8];
   hconn *hnext, *prev, *next, *dnext;
   size_t len;
   uint8_t buf[HIT_BUF];
@@ -197,7 +203,7 @@ static void handoff(hconn *c, const char *reason) {
   }
   if (bytes) memcpy(bytes, c->buf, c->len);
   r->fd = c->fd;
-  r->stage = c->announced ? 3 : 0;
+  r->stage = c->tunnel ? 4 : c->announced ? 3 : 0;
   r->reason = reason;
   r->bytes = bytes;
   r->nbytes = c->len;
@@ -244,6 +250,7 @@ static void write_more(hconn *c) {
     }
   }
   __sync_fetch_and_add(&n_served, 1);
+  c->served++;
   report(c);
   hit_object_release(c->obj);
   c->obj = NULL;
@@ -275,10 +282,10 @@ static void serve(hconn *c, hit_object *obj) {
 static void process(hconn *c) {
   if (c->dead || c->obj) return;
   if (c->len == 0) {
-    c->deadline = loop_now_ms() + (c->announced ? c->idle_ms : c->head_ms);
+    c->deadline = loop_now_ms() + (c->served > 0 ? c->idle_ms : c->head_ms);
     return;
   }
-  hit_parse_result q = hit_parse(c->buf, c->len, &c->req);
+  hit_parse_result q = hit_parse(c->buf, c->len, c->tunnel, &c->req);
   if (q == HP_MORE) {
     if (c->len == HIT_BUF) handoff(c, NULL); /* JavaScript answers the long head */
     else if (c->deadline == 0) c->deadline = loop_now_ms() + c->head_ms;
@@ -288,7 +295,17 @@ static void process(hconn *c) {
     handoff(c, NULL);
     return;
   }
-  hit_object *obj = hit_table_find(c->door, c->src_key, c->req.target, c->req.ntarget, (int64_t)wall_ms());
+  const char *target = c->req.target;
+  size_t ntarget = c->req.ntarget;
+  if (c->tunnel) {
+    /* c->key holds the prefix; the Host and the path follow it (hit_wire.c bounds both). */
+    memcpy(c->key + c->nprefix, c->req.host, c->req.nhost);
+    c->key[c->nprefix + c->req.nhost] = ' ';
+    memcpy(c->key + c->nprefix + c->req.nhost + 1, c->req.target, c->req.ntarget);
+    target = c->key;
+    ntarget = c->nprefix + c->req.nhost + 1 + c->req.ntarget;
+  }
+  hit_object *obj = hit_table_find(c->door, c->src_key, target, ntarget, (int64_t)wall_ms());
   if (!obj) {
     handoff(c, NULL);
     return;
@@ -328,7 +345,7 @@ static void hconn_event(loop_source *src, uint32_t events) {
 }
 
 void hit_adopt(uint32_t id, uint32_t door, int fd, const uint8_t *bytes, size_t n, const char *peer, int peer_port, double accepted_ms,
-               const uint8_t src_key[16], int64_t head_ms, int64_t idle_ms) {
+               const uint8_t src_key[16], int64_t head_ms, int64_t idle_ms, const char *tunnel) {
   hconn *c = malloc(sizeof *c);
   if (!c) {
     close(fd);
@@ -345,6 +362,12 @@ void hit_adopt(uint32_t id, uint32_t door, int fd, const uint8_t *bytes, size_t 
   c->peer_port = peer_port;
   c->accepted_ms = accepted_ms;
   memcpy(c->src_key, src_key, 16);
+  if (tunnel) {
+    c->tunnel = 1;
+    c->announced = 1; /* its session is JavaScript's from the CONNECT */
+    int np = snprintf(c->key, 2 + 262 + 1, "T %s ", tunnel);
+    c->nprefix = np > 0 && (size_t)np < 2 + 262 ? (size_t)np : 0;
+  }
   if (n > HIT_BUF) n = HIT_BUF;
   memcpy(c->buf, bytes, n);
   c->len = n;
@@ -389,6 +412,7 @@ static void sweep(int64_t now) {
     hconn *next = c->next;
     if (c->deadline && now >= c->deadline) {
       if (c->obj) finish(c, "write-timeout");
+      else if (c->tunnel) handoff(c, NULL); /* the tap's own timers take it from here */
       else if (c->len == 0 && c->announced) finish(c, NULL); /* keep-alive idle, as Node's server */
       else handoff(c, NULL); /* JavaScript's server applies its own head timer from here */
     }

@@ -30,7 +30,7 @@ static const char *const refused[] = {
   "authorization", "proxy-authorization", "content-length", "transfer-encoding", "expect", "upgrade", "http2-settings",
 };
 
-hit_parse_result hit_parse(const uint8_t *buf, size_t len, hit_request *out) {
+hit_parse_result hit_parse(const uint8_t *buf, size_t len, int origin_form, hit_request *out) {
   const uint8_t *end = NULL;
   for (size_t i = 3; i < len; i++)
     if (buf[i] == '\n' && buf[i - 1] == '\r' && buf[i - 2] == '\n' && buf[i - 3] == '\r') {
@@ -55,7 +55,7 @@ hit_parse_result hit_parse(const uint8_t *buf, size_t len, hit_request *out) {
   const uint8_t *t = p;
   while (p < end && *p > 0x20 && *p < 0x7f) p++;
   size_t nt = (size_t)(p - t);
-  if (nt < 8 || nt > MAX_TARGET || memcmp(t, "http://", 7) != 0) return HP_HANDOFF;
+  if (origin_form ? (nt < 1 || nt > MAX_TARGET || t[0] != '/') : (nt < 8 || nt > MAX_TARGET || memcmp(t, "http://", 7) != 0)) return HP_HANDOFF;
   if ((size_t)(end - p) < 11 || memcmp(p, " HTTP/1.1\r\n", 11) != 0) return HP_HANDOFF;
   out->target = (const char *)t;
   out->ntarget = nt;
@@ -87,12 +87,22 @@ hit_parse_result hit_parse(const uint8_t *buf, size_t len, hit_request *out) {
         out->ua = (const char *)value;
         out->nua = nv;
       }
+    } else if (is(name, nn, "host")) {
+      if (!out->host) {
+        out->host = (const char *)value;
+        out->nhost = nv;
+      }
     } else if (is(name, nn, "referer")) {
       if (!out->referer) {
         out->referer = (const char *)value;
         out->nreferer = nv;
       }
     }
+  }
+  if (origin_form) {
+    if (!out->host || out->nhost == 0 || out->nhost > 255) return HP_HANDOFF;
+    for (size_t i = 0; i < out->nhost; i++)
+      if (out->host[i] <= 0x20 || out->host[i] >= 0x7f) return HP_HANDOFF;
   }
   return HP_OK;
 }

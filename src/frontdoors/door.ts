@@ -37,6 +37,13 @@ export interface TunnelSink {
   plan?(session: Session, tags: readonly string[], dst: HostPort): Promise<Plan>;
   /** `fn` runs whenever plans made before may no longer hold (pipeline/plan-memory.ts). Returns the undo. */
   watchPlans?(fn: () => void): () => void;
+  /**
+   * For the native hit path: when `plan` is a tap that runTapped would answer cache-first as HTTP
+   * with the cache, for a destination seen speaking HTTP, how long the client may take to send
+   * its first request (the sniff window) — the relay thread may then reply and serve the tunnel's
+   * fresh hits itself (native/hit_machine.c); null otherwise.
+   */
+  cacheFirstHttp?(plan: Plan, dst: HostPort): number | null;
   /** A tunnel the door replied to with success by other means (the relay thread): 'established'. */
   established?(session: Session): void;
 }

@@ -125,10 +125,20 @@ export class NativeHttp implements HitPublisher {
   offer(o: HitOffer): void {
     const now = Date.now();
     const config = this.ctx.config();
-    const target = o.req.url ?? '';
+    const url = o.req.url ?? '';
     if (!nativeHitsAllowed(config) || o.session.user !== null || o.freshUntil <= now) return;
     if (o.req.httpVersion !== '1.1' || (o.req.method !== 'GET' && o.req.method !== 'HEAD') || !plainRequest(o.req.headers)) return;
-    if (!/^http:\/\/[\x21-\x7e]+$/.test(target) || target.length > 2048) return;
+    if (url.length > 2048) return;
+    let target: string;
+    if (o.tunnel) {
+      // A tapped tunnel's origin-form request: named by the CONNECT's destination and the Host (native/hit.h).
+      const host = o.req.headers.host;
+      if (host === undefined || !/^[\x21-\x7e]{1,255}$/.test(host) || !/^\/[\x21-\x7e]*$/.test(url)) return;
+      target = `T ${o.tunnel.host}:${o.tunnel.port} ${host} ${url}`;
+    } else {
+      if (!/^http:\/\/[\x21-\x7e]+$/.test(url)) return;
+      target = url;
+    }
     let published = hitObjects.find(o.source, o.entryId, o.freshUntil);
     if (!published) {
       const head = writtenHead(o.res);
@@ -184,8 +194,8 @@ export class NativeHttp implements HitPublisher {
         ownHitConnection(h.id, this.events);
         const id = h.id;
         session.onClose(() => {
-          // Closed from outside (admin, shutdown): the thread ends the connection.
-          if (this.sessions.delete(id)) door.abort(id);
+          // Closed from outside (admin, shutdown): the thread ends the connection, and its httpEnd ends the session.
+          if (this.sessions.has(id)) door.abort(id);
         });
       }
       const o = hitObjects.get(h.handle);
@@ -225,8 +235,12 @@ export class NativeHttp implements HitPublisher {
     this.host.end(session);
   }
 
-  /** A connection with hits handed over at a request boundary (stage 3): its session goes on with the socket. */
-  takeOver(socket: Socket, id: number, counts: Float64Array | null): Session | null {
+  /**
+   * A connection with hits handed over at a request boundary (stage 3, or 4 for a tunnel): its
+   * session goes on with the socket; the bytes the thread moved are counted in (`carried` for a
+   * session whose counts are its socket's, else added now).
+   */
+  takeOver(socket: Socket, id: number, counts: Float64Array | null, carried: boolean): Session | null {
     const session = this.sessions.get(id);
     if (!session) {
       socket.destroy(); // closed meanwhile
@@ -234,8 +248,23 @@ export class NativeHttp implements HitPublisher {
     }
     this.sessions.delete(id);
     this.adopt(socket);
-    this.host.attach(session, socket, counts);
+    if (!carried && counts) {
+      session.countUp(counts[0]!);
+      session.countDown(counts[1]!);
+    }
+    this.host.attach(session, socket, carried ? counts : null);
     return session;
+  }
+
+  /** A tunnel given to the hit path (door.tapHttp): its session is the CONNECT's. */
+  track(id: number, session: Session): void {
+    session.proto = 'http';
+    this.sessions.set(id, session);
+  }
+
+  /** The tunnel's session is closed from outside: the thread's end of it (httpEnd) is not this side's to record. */
+  untrack(id: number): void {
+    this.sessions.delete(id);
   }
 
   /** The listener is closing: connections the thread still serves end with it (their sessions are closed by the proxy). */

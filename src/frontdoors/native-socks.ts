@@ -22,7 +22,7 @@ import { NativeHttp, nativeHitsAllowed } from './native-http.js';
 import type { SpliceResult } from '../native/splice.js';
 import type { Plan } from '../core/plan.js';
 import type { DoorContext, DoorHandler } from './door.js';
-import { handOver, socks5AfterGreeting, socks5Tunnel } from './socks5.js';
+import { handOver, socks5AfterGreeting, socks5RepliedTunnel, socks5Tunnel } from './socks5.js';
 
 /** What the door needs of the proxy: checkpoint 1 and the session registry (sockstap.ts). */
 export interface NativeHost {
@@ -45,7 +45,7 @@ const JAVASCRIPT: Plan = { kind: 'route', why: 'relay-js' };
 interface Pending {
   session: Session;
   dst: HostPort;
-  state: 'deciding' | 'dialing' | 'taking' | 'spliced' | 'ended';
+  state: 'deciding' | 'dialing' | 'taking' | 'spliced' | 'hits' | 'ended';
   addresses: string[];
   next: number;
   timeoutMs: number;
@@ -95,7 +95,7 @@ export class NativeSocksDoor implements DoorEvents {
   ) {
     const config = ctx.config();
     this.listener = new NativeListener(fd, flagsFor(config, ctx.listen.door), config.timeouts.handshake, this);
-    this.http = ctx.listen.door === 'socks' ? null : new NativeHttp(this.listener.id, ctx, host, this);
+    this.http = new NativeHttp(this.listener.id, ctx, host, this);
     this.unwatch =
       ctx.sink.watchPlans?.(() => {
         this.listener.forget(); // remembered plans and hit grants, in the thread
@@ -120,6 +120,11 @@ export class NativeSocksDoor implements DoorEvents {
   }
 
   httpEnd(id: number, counts: Float64Array, reason: string | null): void {
+    const p = this.pending.get(id);
+    if (p && p.state === 'hits') {
+      p.state = 'ended';
+      this.pending.delete(id);
+    }
     this.http?.httpEnd(id, counts, reason);
   }
 
@@ -164,6 +169,15 @@ export class NativeSocksDoor implements DoorEvents {
     if (plan.kind === 'refuse' || plan.kind === 'unreachable') {
       this.refuse(id, p, plan.code);
     } else if (plan.kind !== 'direct') {
+      // A cache-first HTTP tap: the thread replies and answers the tunnel's granted hits itself.
+      const firstMs = this.http && nativeHitsAllowed(this.ctx.config()) ? (this.ctx.sink.cacheFirstHttp?.(plan, p.dst) ?? null) : null;
+      if (firstMs !== null && this.http) {
+        p.state = 'hits';
+        this.http.track(id, p.session);
+        this.ctx.sink.established?.(p.session);
+        door.tapHttp(id, firstMs, this);
+        return;
+      }
       p.state = 'taking';
       door.take(id);
     } else {
@@ -242,9 +256,22 @@ export class NativeSocksDoor implements DoorEvents {
   handoff(socket: Socket, stage: HandoffStage, id: number, expired: boolean, counts: Float64Array | null): void {
     if (stage === 3) {
       // Requests the hit path answered, then one it does not take: the HTTP door goes on with the session.
-      const session = this.http?.takeOver(socket, id, counts) ?? null;
+      const session = this.http?.takeOver(socket, id, counts, true) ?? null;
       if (session) this.door(socket, session, this.ctx);
       else socket.destroy();
+      return;
+    }
+    if (stage === 4) {
+      // A tunnel the hit path served (replied to): the pipeline taps it from its next request on.
+      const p = this.pending.get(id);
+      const session = p && p.state === 'hits' ? (this.http?.takeOver(socket, id, counts, false) ?? null) : null;
+      if (!p || !session) {
+        socket.destroy();
+        return;
+      }
+      p.state = 'ended';
+      this.pending.delete(id);
+      handOver(socks5RepliedTunnel(session, socket, p.dst, this.ctx), this.ctx);
       return;
     }
     if (stage === 2) {
@@ -256,6 +283,7 @@ export class NativeSocksDoor implements DoorEvents {
       p.state = 'ended';
       this.pending.delete(id);
       this.host.attach(p.session, socket);
+      this.http?.adopt(socket); // a tapped tunnel's hits may be offered to the hit path
       handOver(socks5Tunnel(p.session, socket, 'connect', p.dst, this.ctx), this.ctx);
       return;
     }
@@ -270,8 +298,9 @@ export class NativeSocksDoor implements DoorEvents {
     const p = this.pending.get(id);
     if (!p || p.state === 'ended') return;
     door.abort(id);
-    // A spliced tunnel reports its end (done); anything earlier has nothing more to report.
-    if (p.state !== 'spliced') this.finish(id, p);
+    // A spliced tunnel reports its end (done), a tunnel on the hit path too (httpEnd); anything
+    // earlier has nothing more to report.
+    if (p.state !== 'spliced' && p.state !== 'hits') this.finish(id, p);
   }
 
   private finish(id: number, p: Pending): void {

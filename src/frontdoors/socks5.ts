@@ -89,10 +89,12 @@ class Socks5Tunnel implements Tunnel {
     readonly command: Socks5Command,
     readonly dst: { host: string; port: number },
     private readonly lingerMs: number,
+    /** The success reply was sent already (by the relay thread): none is sent again, a failure only closes. */
+    private readonly replied = false,
   ) {}
 
   replySuccess(bound: BoundAddress): void {
-    if (this.finished || !this.socket.writable) return;
+    if (this.finished || this.replied || !this.socket.writable) return;
     this.socket.write(encodeSocks5Reply(REP_SUCCEEDED, bound));
   }
 
@@ -105,8 +107,14 @@ class Socks5Tunnel implements Tunnel {
   replyFailure(code: ProxyErrorCode, _message: string): void {
     if (this.finished) return;
     this.finished = true;
-    closeAfterReply(this.socket, encodeSocks5Reply(replyFor(code).socks5), this.lingerMs);
+    if (this.replied) this.socket.destroy(); // RFC 1928 §6: after a success reply, a failure is the close
+    else closeAfterReply(this.socket, encodeSocks5Reply(replyFor(code).socks5), this.lingerMs);
   }
+}
+
+/** A CONNECT the relay thread replied to with success already (a tunnel the hit path gave back). */
+export function socks5RepliedTunnel(session: Session, socket: Socket, dst: { host: string; port: number }, ctx: DoorContext): Tunnel {
+  return new Socks5Tunnel(session, socket, 'connect', dst, ctx.config().timeouts.handshake, true);
 }
 
 /** A CONNECT, BIND or UDP ASSOCIATE of a SOCKS5 client, replied to as RFC 1928 §6 says. */

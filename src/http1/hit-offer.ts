@@ -17,7 +17,7 @@ export interface HitSource {
   pollShared(): void;
 }
 
-/** A fresh hit of the HTTP door's absolute-form request, answered from the memory tier, head and body written. */
+/** A fresh hit of the HTTP door's absolute-form request or a tapped tunnel's request, answered from the memory tier, head and body written. */
 export interface HitOffer {
   req: IncomingMessage;
   res: ServerResponse;
@@ -33,6 +33,8 @@ export interface HitOffer {
   url: string;
   contentType: string;
   dst: { host: string; port: number };
+  /** A tapped tunnel's request: the tunnel's destination (the request is origin-form); null for the HTTP door's. */
+  tunnel: { host: string; port: number } | null;
 }
 
 export interface HitPublisher {

@@ -28,9 +28,10 @@ export const DOOR_HTTP_AUTO = 4;
  * Where the thread let go of a connection handed over: 0 nothing answered (the bytes are the
  * client's first), 1 the greeting answered with "no authentication" (the bytes start at the
  * request), 2 a CONNECT request read and announced through `request` (no bytes), 3 HTTP requests
- * answered by the hit path, announced through `hits` (the bytes start at the next request).
+ * answered by the hit path, announced through `hits` (the bytes start at the next request), 4 a
+ * CONNECT given to the hit path by `door.tapHttp` (replied to; the bytes start at a request).
  */
-export type HandoffStage = 0 | 1 | 2 | 3;
+export type HandoffStage = 0 | 1 | 2 | 3 | 4;
 
 /** One request the native hit path answered (native/hit_machine.c packs them). */
 export interface NativeHit {
@@ -89,6 +90,7 @@ interface DoorAddon {
   doorForget(id: number): void;
   doorReply(id: number, rep: number): void;
   doorTake(id: number): void;
+  doorTapHttp(id: number, firstRequestMs: number): void;
   doorAbort(id: number): void;
   doorStats(): Omit<NativeDoorStats, 'hits'>;
 }
@@ -221,7 +223,8 @@ function onEvent(...[kind, id, doorId, host, port, peer, peerPort, fd, stage, by
       return;
     }
     if (stage === 2) owners.delete(id);
-    if (stage === 3) hitOwners.delete(id);
+    if (stage === 3 || stage === 4) hitOwners.delete(id);
+    if (stage === 4) owners.delete(id);
     events.handoff(adoptFd(fd, bytes), stage as HandoffStage, id, reason === 'handshake-timeout', counts);
     return;
   }
@@ -315,10 +318,19 @@ export const door = {
   take(id: number): void {
     addon!.doorTake(id);
   },
+  /**
+   * Reply success and let the hit path serve the tunnel's HTTP requests (a cache-first HTTP tap):
+   * hits and httpEnd follow for it, or a handoff at stage 4.
+   */
+  tapHttp(id: number, firstRequestMs: number, events: DoorEvents): void {
+    owners.delete(id);
+    hitOwners.set(id, events);
+    addon!.doorTapHttp(id, firstRequestMs);
+  },
   /** End a connection (before or after its reply) now. */
   abort(id: number): void {
     owners.delete(id);
-    hitOwners.delete(id);
+    // A hit path connection's end still comes (httpEnd), to its owner.
     addon!.doorAbort(id);
   },
 };

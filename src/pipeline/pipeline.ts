@@ -98,6 +98,18 @@ export class Pipeline implements TunnelSink {
     return this.memory.watch(() => fn());
   }
 
+  /** TunnelSink.cacheFirstHttp: the same inputs runTapped's connect strategy reads. */
+  cacheFirstHttp(plan: Plan, dst: HostPort): number | null {
+    if (plan.kind !== 'tap' || plan.strategy === 'dial-first' || !plan.rule.protocols.includes('http')) return null;
+    const base = this.deps.config();
+    const config = ruleView(base, plan.rule);
+    if (!ruleCaches(config, plan.rule) || !this.deps.cache()) return null;
+    // Seen speaking HTTP: a silent client is not one waiting for a banner (see runTapped).
+    const seen = this.destinationsFor(base).get(dst.host, dst.port);
+    if (!seen || seen.proto !== 'http' || seen.serverFirst) return null;
+    return config.timeouts.sniff;
+  }
+
   /** A new configuration is in force: remembered plans are forgotten. */
   reloaded(): void {
     this.memory.reloaded();

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { after, afterEach, before, describe, test } from 'node:test';
+import { SocksClient } from 'socks';
 import { loadConfig } from '../../src/config/load.js';
 import { nativeHitStats, nativeHitsAvailable } from '../../src/native/hits.js';
 import type { AccessRecord } from '../../src/observe/events.js';
@@ -60,8 +61,8 @@ class Conn {
   private waiting: Array<{ head: boolean; resolve: (a: Answer) => void; reject: (e: Error) => void }> = [];
   ended = false;
 
-  constructor(port: number, localAddress = '127.0.0.1') {
-    this.socket = net.connect({ port, host: '127.0.0.1', localAddress });
+  constructor(port: number | net.Socket, localAddress = '127.0.0.1') {
+    this.socket = typeof port === 'number' ? net.connect({ port, host: '127.0.0.1', localAddress }) : port;
     this.socket.on('data', (d: Buffer) => {
       this.buf = Buffer.concat([this.buf, d]);
       this.parse();
@@ -103,8 +104,8 @@ class Conn {
     return Promise.all(answers);
   }
 
-  async get(url: string, extra = '', method = 'GET'): Promise<Answer> {
-    const [a] = await this.send(`${method} ${url} HTTP/1.1\r\nHost: x\r\nUser-Agent: native-test/1\r\n${extra}\r\n`, [method === 'HEAD']);
+  async get(url: string, extra = '', method = 'GET', host = 'x'): Promise<Answer> {
+    const [a] = await this.send(`${method} ${url} HTTP/1.1\r\nHost: ${host}\r\nUser-Agent: native-test/1\r\n${extra}\r\n`, [method === 'HEAD']);
     return a!;
   }
 
@@ -371,5 +372,90 @@ describe('native hit path: what keeps it off', { skip: !nativeHitsAvailable() &&
       proxy.cleanup();
       await origin.close();
     }
+  });
+});
+
+describe('native hit path: requests in a tapped SOCKS5 tunnel', { skip: !nativeHitsAvailable() && 'the native addon is not built' }, () => {
+  let origin: Origin;
+  let proxy: TestProxy;
+  const records: AccessRecord[] = [];
+  const conns: Conn[] = [];
+
+  async function tunnel(): Promise<Conn> {
+    const { socket } = await SocksClient.createConnection({
+      proxy: { host: '127.0.0.1', port: proxy.port(), type: 5 },
+      command: 'connect',
+      destination: { host: '127.0.0.1', port: origin.port },
+    });
+    const c = new Conn(socket);
+    conns.push(c);
+    return c;
+  }
+  const host = (): string => `127.0.0.1:${origin.port}`;
+
+  before(async () => {
+    origin = await startOrigin(handler);
+    // The default job's shape: SOCKSTAP=all CACHE=do on an auto door.
+    proxy = await startProxy(['-P127.0.0.1:0', 'SOCKSTAP=all', 'CACHE=do']);
+    proxy.proxy.events.on('access', (r) => records.push(r));
+    // A first tunnel: a miss, then a JavaScript hit that grants this source the tunnel's request.
+    const c = await tunnel();
+    assert.equal((await c.get('/t', '', 'GET', host())).status, 200);
+    assert.equal((await c.get('/t', '', 'GET', host())).status, 200);
+    c.close();
+  });
+  afterEach(() => {
+    for (const c of conns.splice(0)) c.close();
+  });
+  after(async () => {
+    await proxy.stop();
+    proxy.cleanup();
+    await origin.close();
+  });
+
+  test('the thread replies to the CONNECT and answers the tunnel\'s fresh hits, byte for byte', async () => {
+    const js = records.filter((r) => r.url === origin.url('/t'));
+    assert.deepEqual(js.map((r) => r.resultCode), ['TCP_MISS', 'TCP_MEM_HIT']);
+    const before = nativeHitStats().served;
+    const c = await tunnel();
+    const a = await c.get('/t', '', 'GET', host());
+    const b = await c.get('/t', '', 'HEAD', host());
+    assert.equal(nativeHitStats().served, before + 2);
+    assert.deepEqual(a.body, BODY);
+    assert.equal(b.body.length, 0);
+    assert.equal(origin.requests.filter((r) => r.url === '/t').length, 1, 'the origin saw the first request only');
+    await until(() => records.filter((r) => r.url === origin.url('/t')).length === 4);
+    const mine = records.filter((r) => r.url === origin.url('/t')).slice(2);
+    assert.deepEqual(mine.map((r) => [r.resultCode, r.method]), [['TCP_MEM_HIT', 'GET'], ['TCP_MEM_HIT', 'HEAD']]);
+    assert.equal(mine[0]!.bytes, a.raw.length);
+  });
+
+  test('a request it does not take goes to the tap on the same tunnel and session', async () => {
+    const before = nativeHitStats();
+    const c = await tunnel();
+    await c.get('/t', '', 'GET', host());
+    const notModified = await c.get('/t', 'If-None-Match: "v1"\r\n', 'GET', host());
+    assert.equal(notModified.status, 304);
+    const other = await c.get('/other-in-tunnel', '', 'GET', host());
+    assert.deepEqual(other.body, BODY);
+    assert.equal(nativeHitStats().served, before.served + 1);
+    assert.equal(nativeHitStats().handedOff, before.handedOff + 1);
+    await until(() => records.some((r) => r.url === origin.url('/other-in-tunnel')));
+    const ids = new Set(records.filter((r) => r.time >= Date.now() - 10_000 && (r.url === origin.url('/other-in-tunnel') || r.resultCode === 'TCP_IMS_HIT')).map((r) => r.sessionId));
+    assert.equal(ids.size, 1);
+    c.close();
+    const [id] = [...ids];
+    await until(() => proxy.sessions().some((s) => s.id === id));
+    const s = proxy.sessions().find((x) => x.id === id)!;
+    assert.equal(s.command, 'connect');
+    assert.ok((s.bytesDown as number) >= notModified.raw.length + other.raw.length + BODY.length, 'the thread\'s bytes are counted in');
+  });
+
+  test('a Host naming another server is not answered from the grant', async () => {
+    const before = nativeHitStats().served;
+    const c = await tunnel();
+    const a = await c.get('/t', '', 'GET', 'elsewhere.example');
+    assert.notEqual(a.status, 200);
+    assert.equal(nativeHitStats().served, before);
   });
 });

@@ -546,11 +546,13 @@ async function serveStored(
   }
   // A request body (a GET with one) that nobody reads: it must be consumed before the next request.
   if (!req.complete) req.resume();
-  // A plain fresh hit of the HTTP door from the memory tier: the native hit path may repeat it
+  // A plain fresh hit from the memory tier (the HTTP door's, or a tunnel's): the native hit path may repeat it
   // for this source and target (frontdoors/native-http.ts decides; native/hits.ts holds it).
   if (mem && !merged && range === null && !notModified && hit.fresh && hit.freshUntil > 0 && resultCode === 'TCP_HIT' && mem.length === hit.size) {
-    const publisher = o.host === 'target' && !o.originForm && o.keyHost === undefined && (o.scheme ?? 'http') === 'http' && !s.mount.mountedFrom && !s.responseEdits ? hitPublisher(req.socket) : undefined;
+    const plain = !o.originForm && o.keyHost === undefined && (o.scheme ?? 'http') === 'http' && !s.mount.mountedFrom && !s.responseEdits;
+    const publisher = plain ? hitPublisher(req.socket) : undefined;
     publisher?.offer({
+      tunnel: o.host === 'keep' ? { host: o.target.host, port: o.target.port } : null,
       req,
       res,
       session: o.session,

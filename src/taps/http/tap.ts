@@ -184,6 +184,9 @@ export class HttpTap {
     // bytes put back, belongs to the door's handshake.
     const readBase = client.bytesRead - client.readableLength;
     const writtenBase = client.bytesWritten;
+    // What the session counted before the tap (the native hit path's part of a tunnel it gave back).
+    const countedUp = session.bytesUp;
+    const countedDown = session.bytesDown;
     const { timeouts } = ctx.config;
     const conn = new Http1Connection(client, session, {
       events: ctx.services.events,
@@ -205,8 +208,8 @@ export class HttpTap {
           // socketBytes: an Upgrade/CONNECT relayed by the splice thread is not in Node's counters.
           // An Upgrade's relay has counted its own part already; the rest is what the tap moved.
           const moved = socketBytes(client);
-          session.countUp(moved.read - readBase - session.bytesUp);
-          session.countDown(moved.written - writtenBase - session.bytesDown);
+          session.countUp(moved.read - readBase - (session.bytesUp - countedUp));
+          session.countDown(moved.written - writtenBase - (session.bytesDown - countedDown));
           resolve();
         });
       });
