@@ -2,11 +2,34 @@
  * Run the sockstap command line as a child process (from the TypeScript sources through tsx),
  * read what it prints, wait for a line, send signals.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+/**
+ * Why user `uid` (default 65534, nobody) cannot run the command line from this checkout, or false
+ * when it can. Tests that run sockstap as an unprivileged user (root ignores file modes) need the
+ * sources and node_modules readable by that user; a checkout below a directory closed to others
+ * (root's home, a `mktemp -d` folder, both mode 0700) is not, and those tests skip with this
+ * reason instead of failing on "Cannot find package 'tsx'". Only meaningful when running as root.
+ */
+export function unreadableCheckout(uid = 65534): string | false {
+  const wanted = [CLI, join(ROOT, 'node_modules/tsx/package.json')];
+  const dirs: string[] = [];
+  for (let d = dirname(CLI); ; d = dirname(d)) {
+    dirs.unshift(d);
+    if (dirname(d) === d) break;
+  }
+  // As that user: the first directory on the way it cannot enter, else the first file it cannot read.
+  const script = 'n=$1; shift; i=0; for p; do i=$((i+1)); if [ $i -le $n ]; then [ -x "$p" ] || { echo "$p"; exit 1; }; else [ -r "$p" ] || { echo "$p"; exit 1; }; fi; done';
+  const r = spawnSync('/bin/sh', ['-c', script, 'sh', String(dirs.length), ...dirs, ...wanted], { uid, gid: uid, encoding: 'utf8', timeout: 10_000 });
+  if (r.status === 0) return false;
+  const blocked = r.stdout.trim() || (r.error?.message ?? `status ${r.status}`);
+  return `uid ${uid} cannot read this checkout (${blocked} is closed to it): run the tests from a checkout other users can read`;
+}
 
 export interface CliProcess {
   child: ChildProcess;

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { spawn } from 'node:child_process';
-import { CLI } from '../helpers/process.js';
+import { CLI, unreadableCheckout } from '../helpers/process.js';
 import { withDefaultJob, DEFAULT_JOB } from '../../src/config/load.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -127,7 +127,7 @@ test('an unusable LOGDIR is refused at start, exit 1, naming the directory and t
   assert.doesNotMatch(r.out, /listening|ready|\n\s+at /);
 });
 
-test('a root-owned STATEDIR is refused for an unprivileged user', { skip: (process.getuid?.() !== 0 || !existsSync('/usr/bin/setpriv')) && 'needs root and setpriv' }, async () => {
+test('a root-owned STATEDIR is refused for an unprivileged user', { skip: ((process.getuid?.() !== 0 || !existsSync('/usr/bin/setpriv')) && 'needs root and setpriv') || unreadableCheckout() }, async () => {
   const owned = join(dir, 'root-owned');
   mkdirSync(owned);
   chmodSync(owned, 0o755);
