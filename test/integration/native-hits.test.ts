@@ -310,6 +310,49 @@ describe('native hit path', { skip: !nativeHitsAvailable() && 'the native addon 
     assert.ok(nativeHitStats().served >= before + 1);
   });
 
+  test('mutated request heads on a granted connection: every one answered or closed, and the proxy serves on', async () => {
+    await warm('/fuzz');
+    const before = nativeHitStats().served;
+    const valid = Buffer.from(`GET ${origin.url('/fuzz')} HTTP/1.1\r\nHost: x\r\nUser-Agent: fuzz\r\nAccept: */*\r\n\r\n`);
+    let seed = 1234567;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    const mutate = (): Buffer => {
+      const b = Buffer.from(valid);
+      switch (rand(5)) {
+        case 0: // flip bytes
+          for (let i = 0, n = 1 + rand(4); i < n; i++) b[rand(b.length)] = rand(256);
+          return b;
+        case 1: // cut short, then close
+          return b.subarray(0, rand(b.length));
+        case 2: // a huge field
+          return Buffer.concat([b.subarray(0, b.length - 2), Buffer.from(`X-Big: ${'y'.repeat(rand(20_000))}\r\n\r\n`)]);
+        case 3: // bare LFs
+          return Buffer.from(b.toString('latin1').replace(/\r\n/g, rand(2) ? '\n' : '\r\n'), 'latin1');
+        default: // two requests, the second mutated
+          return Buffer.concat([valid, mutate()]);
+      }
+    };
+    for (let i = 0; i < 120; i++) {
+      const bytes = mutate();
+      const got = await new Promise<Buffer>((resolve) => {
+        const s = net.connect(port, '127.0.0.1');
+        const chunks: Buffer[] = [];
+        s.on('data', (d: Buffer) => chunks.push(d));
+        s.on('error', () => undefined);
+        s.on('close', () => resolve(Buffer.concat(chunks)));
+        s.setTimeout(300, () => s.destroy()); // what keep-alive leaves open is ours to close
+        s.write(bytes, () => s.end());
+      });
+      if (got.length > 0) assert.match(got.subarray(0, 12).toString('latin1'), /^HTTP\/1\.1 \d{3}/, `answer ${i}`);
+    }
+    const c = open();
+    assert.deepEqual((await c.get(origin.url('/fuzz'))).body, BODY, 'still served');
+    assert.ok(nativeHitStats().served > before, 'some of them reached the thread');
+  });
+
   test('closing the session (admin) ends a connection the thread serves', async () => {
     await warm('/close');
     const c = open();
