@@ -40,6 +40,7 @@ struct hconn {
   int fd;
   int dead;
   int announced; /* a hit was reported: JavaScript has a session for it */
+  uint32_t events; /* what epoll watches for it now */
   int64_t deadline;
   int64_t head_ms, idle_ms;
   double up, down;
@@ -215,6 +216,8 @@ static void handoff(hconn *c, const char *reason) {
 }
 
 static void watch(hconn *c, uint32_t events) {
+  if (c->events == events) return; /* one epoll_ctl per change, not per response */
+  c->events = events;
   struct epoll_event ev;
   ev.events = events;
   ev.data.ptr = c;
@@ -265,7 +268,7 @@ static void write_more(hconn *c) {
 static void serve(hconn *c, hit_object *obj) {
   double now = wall_ms();
   double age = floor((now - obj->age_origin) / 1000.0);
-  int na = snprintf(c->age, sizeof c->age, "%.0f", age > 0 ? age : 0.0);
+  int na = snprintf(c->age, sizeof c->age, "%lld", age > 0 ? (long long)age : 0LL);
   c->obj = obj;
   c->started_ms = now;
   c->iov[0] = (struct iovec){ obj->pre, obj->npre };
@@ -379,7 +382,7 @@ void hit_adopt(uint32_t id, uint32_t door, int fd, const uint8_t *bytes, size_t 
   __sync_fetch_and_add(&n_conns, 1);
   c->deadline = loop_now_ms() + c->head_ms;
   struct epoll_event ev;
-  ev.events = EPOLLIN | EPOLLRDHUP;
+  ev.events = c->events = EPOLLIN | EPOLLRDHUP;
   ev.data.ptr = c;
   if (epoll_ctl(loop_epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
     /* handoff() removes it from the set, which it is not in: harmless */
