@@ -152,7 +152,8 @@ static void report(hconn *c) {
     uint16_t pp = (uint16_t)c->peer_port;
     ok = put(&np, 1) && put(c->peer, np) && put(&pp, 2) && put(&c->accepted_ms, 8);
   }
-  if (ok) ok = put(c->req.ua, nua) && put(c->req.referer, nref);
+  if (ok && nua) ok = put(c->req.ua, nua);
+  if (ok && nref) ok = put(c->req.referer, nref);
   if (!ok) return; /* out of memory: this record is lost */
   c->announced = 1;
   if (batch_len >= BATCH_FLUSH) flush_batch();
