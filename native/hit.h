@@ -28,6 +28,7 @@
 #include "loop.h"
 
 #define HIT_BUF 8192 /* a request head the thread reads; a longer one goes to JavaScript */
+#define HIT_SENDFILE_MIN (64 * 1024) /* bodies from this size on are sent from a memfd */
 
 /* ---- hit_wire.c ---- */
 
@@ -61,8 +62,9 @@ typedef struct hit_object {
   int status;
   int64_t fresh_until; /* wall clock ms */
   double age_origin;   /* wall clock ms: Age is floor((now - age_origin) / 1000) */
-  uint8_t *pre, *post, *body; /* the head up to "age: ", after its value, the body */
+  uint8_t *pre, *post, *body; /* the head up to "age: ", after its value, the body (NULL when in body_fd) */
   size_t npre, npost, nbody;
+  int body_fd; /* a large body: a memfd sent with sendfile(2) (one copy fewer than writev); else -1 */
   struct hit_object *hnext;
 } hit_object;
 

@@ -9,6 +9,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "hit.h"
 
@@ -43,6 +44,7 @@ void hit_object_release(hit_object *obj) {
   free(obj->pre);
   free(obj->post);
   free(obj->body);
+  if (obj->body_fd >= 0) close(obj->body_fd);
   free(obj);
 }
 
