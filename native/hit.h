@@ -28,7 +28,9 @@
 #include "loop.h"
 
 #define HIT_BUF 8192 /* a request head the thread reads; a longer one goes to JavaScript */
-#define HIT_SENDFILE_MIN (64 * 1024) /* bodies from this size on are sent from a memfd */
+#define HIT_SENDFILE_MIN (64 * 1024) /* bodies from this size on are sent from a memfd... */
+#define HIT_MEMFD_MAX 256             /* ...while fewer than this many memfds are open (descriptors are a bound too) */
+extern volatile long hit_memfds;
 
 /* ---- hit_wire.c ---- */
 

@@ -110,7 +110,7 @@ static napi_value hit_publish(napi_env env, napi_callback_info info) {
     return loop_throw(env, "EINVAL", "hitPublish: pre and post must be Buffers, body a Buffer or null");
   }
   obj->body_fd = -1;
-  if (obj->nbody >= HIT_SENDFILE_MIN) {
+  if (obj->nbody >= HIT_SENDFILE_MIN && __sync_add_and_fetch(&hit_memfds, 1) <= HIT_MEMFD_MAX) {
     /* A large body in a memfd: the thread sends it with sendfile(2), the kernel referencing its
      * pages instead of copying the bytes from user memory for every response. */
     int fd = memfd_create("sockstap-hit", MFD_CLOEXEC);
@@ -127,8 +127,10 @@ static napi_value hit_publish(napi_env env, napi_callback_info info) {
       obj->body_fd = fd;
       free(obj->body);
       obj->body = NULL;
-    }
-  }
+    } else
+      __sync_fetch_and_sub(&hit_memfds, 1); /* sent from memory with writev after all */
+  } else if (obj->nbody >= HIT_SENDFILE_MIN)
+    __sync_fetch_and_sub(&hit_memfds, 1);
   obj->handle = handle;
   obj->status = status;
   obj->fresh_until = (int64_t)fresh;

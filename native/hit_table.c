@@ -28,6 +28,7 @@ typedef struct grant {
 static hit_object *objects[OBJECT_SLOTS];
 static grant grants[GRANT_SLOTS];
 size_t hit_table_bytes;
+volatile long hit_memfds;
 long hit_table_objects;
 
 static uint32_t grant_hash(uint32_t door, const uint8_t src[16], const char *target, size_t n) {
@@ -44,7 +45,10 @@ void hit_object_release(hit_object *obj) {
   free(obj->pre);
   free(obj->post);
   free(obj->body);
-  if (obj->body_fd >= 0) close(obj->body_fd);
+  if (obj->body_fd >= 0) {
+    close(obj->body_fd);
+    __sync_fetch_and_sub(&hit_memfds, 1);
+  }
   free(obj);
 }
 
