@@ -3,6 +3,7 @@
  * read what it prints, wait for a line, send signals.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -94,4 +95,18 @@ export function runCli(args: string[], options: { cwd?: string; env?: NodeJS.Pro
       });
     },
   };
+}
+
+/** A free fixed port below the ephemeral range (WORKERS share a fixed port; port 0 cannot be shared). */
+export async function freeFixedPort(): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const port = 20000 + Math.floor(Math.random() * 10000);
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+    });
+    if (ok) return port;
+  }
+  throw new Error('no free port found');
 }

@@ -8,13 +8,13 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
-import netModule, { type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { nativeHitsAvailable } from '../../src/native/hits.js';
 import { curl } from '../helpers/origin.js';
-import { runCli } from '../helpers/process.js';
+import { runCli, freeFixedPort } from '../helpers/process.js';
 
 let dir: string;
 let origin: http.Server;
@@ -45,19 +45,6 @@ after(async () => {
   await new Promise((r) => origin.close(r));
   rmSync(dir, { recursive: true, force: true });
 });
-
-async function freeFixedPort(): Promise<number> {
-  for (let i = 0; i < 50; i++) {
-    const port = 20000 + Math.floor(Math.random() * 10000);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = netModule.createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-    if (ok) return port;
-  }
-  throw new Error('no free port found');
-}
 
 test('WORKERS=2: hits answered by both threads; an invalidation through one worker reaches the other thread at once', { skip: !nativeHitsAvailable() && 'the native addon is not built' }, async () => {
   const port = await freeFixedPort();

@@ -12,24 +12,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { counter, MiB, pidOfLocalPort, sleep, startSender, type Endless } from '../helpers/fleet.js';
-import { runCli, type CliProcess } from '../helpers/process.js';
+import { runCli, type CliProcess, freeFixedPort } from '../helpers/process.js';
 import { socks5UserPass } from '../helpers/socks5-by-hand.js';
 
 const WINDOW_MS = 6_000;
-
-/** A free fixed port below the ephemeral range (workers share a fixed port). */
-async function freeFixedPort(): Promise<number> {
-  for (let i = 0; i < 50; i++) {
-    const port = 20000 + Math.floor(Math.random() * 10000);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-    if (ok) return port;
-  }
-  throw new Error('no free port found');
-}
 
 describe('WORKERS=2 with BANDWIDTH, MAXIMA and QUOTA', () => {
   let dir: string;

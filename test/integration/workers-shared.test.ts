@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { curl } from '../helpers/origin.js';
-import { runCli, type CliProcess } from '../helpers/process.js';
+import { runCli, type CliProcess, freeFixedPort } from '../helpers/process.js';
 
 const BODY = Buffer.alloc(4096, 'w');
 const BIG = 32 * 1024 * 1024;
@@ -64,19 +64,6 @@ after(async () => {
   await new Promise((r) => origin.close(r));
   rmSync(dir, { recursive: true, force: true });
 });
-
-async function freeFixedPort(): Promise<number> {
-  for (let i = 0; i < 50; i++) {
-    const port = 20000 + Math.floor(Math.random() * 10000);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-    if (ok) return port;
-  }
-  throw new Error('no free port found');
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

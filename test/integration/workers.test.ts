@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { curl, PAGE, startOrigin, type Origin } from '../helpers/origin.js';
-import { runCli } from '../helpers/process.js';
+import { runCli, freeFixedPort } from '../helpers/process.js';
 
 let dir: string;
 let origin: Origin;
@@ -22,20 +22,6 @@ after(async () => {
   await origin.close();
   rmSync(dir, { recursive: true, force: true });
 });
-
-/** A free fixed port below the ephemeral range (workers share a fixed port; port 0 cannot be shared). */
-async function freeFixedPort(): Promise<number> {
-  for (let i = 0; i < 50; i++) {
-    const port = 20000 + Math.floor(Math.random() * 10000);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-    if (ok) return port;
-  }
-  throw new Error('no free port found');
-}
 
 describe('WORKERS', () => {
   test('two workers serve, reload on SIGHUP and stop on SIGTERM with status 0', async () => {
