@@ -107,6 +107,11 @@ export class Session {
     if (result && this.result === 'ok') this.result = result;
   }
 
+  /** Whether close() was called (closed from outside, or ended). */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   /** Call `end` when the session is closed from outside (admin close, shutdown, limits). */
   onClose(end: () => void): void {
     this.closers.push(end);

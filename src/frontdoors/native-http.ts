@@ -247,6 +247,16 @@ export class NativeHttp implements HitPublisher {
       return null;
     }
     this.sessions.delete(id);
+    if (session.isClosed) {
+      // Closed from outside while the thread was letting go of it: no httpEnd will come, so it ends here.
+      socket.destroy();
+      if (counts) {
+        session.countUp(counts[0]!);
+        session.countDown(counts[1]!);
+      }
+      this.host.end(session);
+      return null;
+    }
     this.adopt(socket);
     if (!carried && counts) {
       session.countUp(counts[0]!);

@@ -267,6 +267,10 @@ export class NativeSocksDoor implements DoorEvents {
       const session = p && p.state === 'hits' ? (this.http?.takeOver(socket, id, counts, false) ?? null) : null;
       if (!p || !session) {
         socket.destroy();
+        if (p?.state === 'hits') {
+          p.state = 'ended'; // closed meanwhile: takeOver ended the session
+          this.pending.delete(id);
+        }
         return;
       }
       p.state = 'ended';
