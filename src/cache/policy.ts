@@ -320,19 +320,36 @@ export function canonicalKey(url: string): CacheKey | null {
   if (!m) return null;
   const scheme = m[1]!.toLowerCase();
   if (scheme !== 'http' && scheme !== 'https' && scheme !== 'ftp') return null;
-  let authority: URL;
-  try {
-    // The authority alone goes through the URL parser; the path never does.
-    authority = new URL(`${scheme}://${m[2]!}/`);
-  } catch {
-    return null;
-  }
-  if (authority.hostname === '') return null;
+  const authority = canonicalAuthority(scheme, m[2]!);
+  if (!authority) return null;
   let path = m[3]!;
   if (path === '') path = '/';
   else if (!path.startsWith('/')) path = `/${path}`;
-  const origin = `${scheme}://${authority.host}`;
-  return { href: `${origin}${path}`, host: authority.host, origin };
+  return { href: `${authority.origin}${path}`, host: authority.host, origin: authority.origin };
+}
+
+/**
+ * The authorities canonicalKey has seen, canonical (a hit asks for the same few hosts again and
+ * again; the URL parser is the most expensive step of a lookup). Bounded: emptied when full.
+ */
+const authorities = new Map<string, { host: string; origin: string } | null>();
+const MAX_AUTHORITIES = 4096;
+
+function canonicalAuthority(scheme: string, raw: string): { host: string; origin: string } | null {
+  const memo = `${scheme}://${raw}`;
+  const known = authorities.get(memo);
+  if (known !== undefined) return known;
+  let result: { host: string; origin: string } | null = null;
+  try {
+    // The authority alone goes through the URL parser; the path never does.
+    const authority = new URL(`${memo}/`);
+    if (authority.hostname !== '') result = { host: authority.host, origin: `${scheme}://${authority.host}` };
+  } catch {
+    result = null;
+  }
+  if (authorities.size >= MAX_AUTHORITIES) authorities.clear();
+  authorities.set(memo, result);
+  return result;
 }
 
 /**
