@@ -513,6 +513,8 @@ export class HttpCache {
 
   /** All entries; Map order is the recency order (first = least recently used). */
   private readonly entries = new Map<string, Entry>();
+  /** The entry last in `entries` by touch(), or null when another has been put after it since. */
+  private newest: Entry | null = null;
   /** Variants per canonical URL, newest first. */
   private readonly byUrl = new Map<string, Entry[]>();
   private readonly writers = new Set<StoreWriter>();
@@ -684,6 +686,7 @@ export class HttpCache {
         promoting: false,
       };
       this.entries.set(s.meta.id, entry);
+      this.newest = null;
       this.committedBytes += s.meta.size + s.metaBytes;
     }
     // byUrl lists are newest first.
@@ -746,6 +749,21 @@ export class HttpCache {
     this.syncShared();
     const found = this.find(req, key);
     if (found || !(await this.loadFromIndex(key.href)) || this.closed) return found;
+    return this.find(req, key);
+  }
+
+  /**
+   * `lookup()` without a promise when the answer is known at once (this process's own store: the
+   * hit path of every request); undefined when `lookup()` must be asked (WORKERS=N: the shared
+   * index may have to be read).
+   */
+  lookupNow(req: CacheRequest): CacheHit | null | undefined {
+    if (this.index) return undefined;
+    if (!this.opened || this.closed) return null;
+    const method = req.method.toUpperCase();
+    if (method !== 'GET' && method !== 'HEAD') return null;
+    const key = canonicalKey(req.url);
+    if (!key) return null;
     return this.find(req, key);
   }
 
@@ -979,8 +997,13 @@ export class HttpCache {
 
   private touch(entry: Entry): void {
     entry.lastUsed = Date.now();
-    this.entries.delete(entry.meta.id);
-    this.entries.set(entry.meta.id, entry);
+    // Already the most recently used (the hot entry, hit after hit): the order stands as it is,
+    // and the Map is not shrunk and grown again by a delete and a set.
+    if (this.newest !== entry) {
+      this.entries.delete(entry.meta.id);
+      this.entries.set(entry.meta.id, entry);
+      this.newest = entry;
+    }
     this.index?.touch(entry.meta.id, entry.lastUsed);
     this.markIndexDirty();
   }
@@ -1011,6 +1034,7 @@ export class HttpCache {
     entry.removed = true;
     this.mem.delete(entry.meta.id);
     this.entries.delete(entry.meta.id);
+    if (this.newest === entry) this.newest = null;
     this.committedBytes -= entry.meta.size + entry.metaBytes;
     const list = this.byUrl.get(entry.meta.url);
     if (list) {
@@ -1100,6 +1124,7 @@ export class HttpCache {
     this.byUrl.set(p.key, list);
     this.indexOrigin(p.key, true);
     this.entries.set(entry.meta.id, entry);
+    this.newest = null;
     this.committedBytes += size + metaBytes;
     // The body is on disk (fsync'd and renamed) and its metadata written: only now may the memory
     // tier hold a copy.
@@ -1304,6 +1329,7 @@ export class HttpCache {
         promoting: false,
       };
       this.entries.set(meta.id, entry);
+      this.newest = null;
       this.committedBytes += meta.size + loaded.metaBytes;
       const list = this.byUrl.get(meta.url) ?? [];
       list.push(entry);
