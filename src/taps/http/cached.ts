@@ -37,6 +37,7 @@ import {
 } from './forward.js';
 import { urlAuthority } from '../../http1/authority.js';
 import { accessRecord, headBytes } from '../../http1/access.js';
+import { endSoon } from '../../http1/end-soon.js';
 import { forbiddenPage, refuseRequest } from '../../http1/error-page.js';
 import type { OriginPool } from './origin-pool.js';
 import { appendVia, applyHeaderEdits, headersFromRaw, mediaType, rawFromHeaders, rawHeaderValue } from './headers.js';
@@ -545,8 +546,9 @@ async function serveStored(
   res.on('close', () => {
     body?.destroy();
     // A client that has every byte (Content-Length) may close before the body stream's 'end'
-    // reached res.end(): that response was delivered whole.
-    record((body !== null && bodyBytes < length) || (mem !== null && withBody));
+    // reached res.end(): that response was delivered whole. One without a file body that closed
+    // before its end (endSoon: at the end of the turn) was never sent.
+    record((body !== null && bodyBytes < length) || (mem !== null && withBody) || (body === null && !res.writableEnded));
   });
   try {
     res.writeHead(status, http.STATUS_CODES[status] ?? '', out);
@@ -561,12 +563,13 @@ async function serveStored(
   if (!req.complete) req.resume();
   if (mem && withBody) {
     // One write of the whole (or the ranged part of the) body: a view of the memory tier's buffer,
-    // not a copy; it stays valid even if the entry is evicted meanwhile.
-    res.end(span && length !== mem.length ? mem.subarray(span.start, span.end + 1) : mem);
+    // not a copy; it stays valid even if the entry is evicted meanwhile. Written at the end of
+    // this turn of the event loop with the other responses it made (http1/end-soon.ts).
+    endSoon(res, span && length !== mem.length ? mem.subarray(span.start, span.end + 1) : mem);
     return true;
   }
   if (!body) {
-    res.end();
+    endSoon(res);
     return true;
   }
   sending = sendFile(
