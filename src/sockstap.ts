@@ -287,10 +287,17 @@ export class Sockstap {
 
   /** The listeners and the admin address: destinations the pipeline refuses (never to itself). */
   private ownAddresses(): OwnAddress[] {
+    // Asked at every checkpoint 2 (each request of the HTTP door): made again only when the
+    // listeners or the admin server changed.
+    const known = this.ownKnown;
+    if (known && known.listeners === this.listeners && known.count === this.listeners.length && known.admin === this.admin) return known.out;
     const out: OwnAddress[] = this.listeners.map((l) => ({ host: l.bound.host, port: l.bound.port, what: `listener ${formatHostPort(l.bound.host, l.bound.port)}/${l.spec.door}` }));
     if (this.admin) out.push({ ...this.admin.address, what: 'admin' });
+    this.ownKnown = { listeners: this.listeners, count: this.listeners.length, admin: this.admin, out };
     return out;
   }
+
+  private ownKnown: { listeners: unknown; count: number; admin: unknown; out: OwnAddress[] } | null = null;
 
   /** Open (or keep, or close) the HTTP cache the configuration asks for. */
   private async syncCache(config: Config): Promise<void> {

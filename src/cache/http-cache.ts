@@ -531,6 +531,8 @@ export class HttpCache {
   private readonly entries = new Map<string, Entry>();
   /** Told the id of every entry dropped, or whose head or freshness changed (revalidated, reloaded). */
   private readonly changeListeners = new Set<(entryId: string) => void>();
+  /** The entry last in `entries` by touch(), or null when another has been put after it since. */
+  private newest: Entry | null = null;
   /** Variants per canonical URL, newest first. */
   private readonly byUrl = new Map<string, Entry[]>();
   private readonly writers = new Set<StoreWriter>();
@@ -702,6 +704,7 @@ export class HttpCache {
         promoting: false,
       };
       this.entries.set(s.meta.id, entry);
+      this.newest = null;
       this.committedBytes += s.meta.size + s.metaBytes;
     }
     // byUrl lists are newest first.
@@ -767,6 +770,21 @@ export class HttpCache {
     this.syncShared();
     const found = this.find(req, key);
     if (found || !(await this.loadFromIndex(key.href)) || this.closed) return found;
+    return this.find(req, key);
+  }
+
+  /**
+   * `lookup()` without a promise when the answer is known at once (this process's own store: the
+   * hit path of every request); undefined when `lookup()` must be asked (WORKERS=N: the shared
+   * index may have to be read).
+   */
+  lookupNow(req: CacheRequest): CacheHit | null | undefined {
+    if (this.index) return undefined;
+    if (!this.opened || this.closed) return null;
+    const method = req.method.toUpperCase();
+    if (method !== 'GET' && method !== 'HEAD') return null;
+    const key = canonicalKey(req.url);
+    if (!key) return null;
     return this.find(req, key);
   }
 
@@ -1030,8 +1048,13 @@ export class HttpCache {
 
   private touch(entry: Entry): void {
     entry.lastUsed = Date.now();
-    this.entries.delete(entry.meta.id);
-    this.entries.set(entry.meta.id, entry);
+    // Already the most recently used (the hot entry, hit after hit): the order stands as it is,
+    // and the Map is not shrunk and grown again by a delete and a set.
+    if (this.newest !== entry) {
+      this.entries.delete(entry.meta.id);
+      this.entries.set(entry.meta.id, entry);
+      this.newest = entry;
+    }
     this.index?.touch(entry.meta.id, entry.lastUsed);
     this.markIndexDirty();
   }
@@ -1062,6 +1085,7 @@ export class HttpCache {
     entry.removed = true;
     this.mem.delete(entry.meta.id);
     this.entries.delete(entry.meta.id);
+    if (this.newest === entry) this.newest = null;
     this.entryChanged(entry.meta.id);
     this.committedBytes -= entry.meta.size + entry.metaBytes;
     const list = this.byUrl.get(entry.meta.url);
@@ -1152,6 +1176,7 @@ export class HttpCache {
     this.byUrl.set(p.key, list);
     this.indexOrigin(p.key, true);
     this.entries.set(entry.meta.id, entry);
+    this.newest = null;
     this.committedBytes += size + metaBytes;
     // The body is on disk (fsync'd and renamed) and its metadata written: only now may the memory
     // tier hold a copy.
@@ -1358,6 +1383,7 @@ export class HttpCache {
         promoting: false,
       };
       this.entries.set(meta.id, entry);
+      this.newest = null;
       this.committedBytes += meta.size + loaded.metaBytes;
       const list = this.byUrl.get(meta.url) ?? [];
       list.push(entry);

@@ -35,10 +35,17 @@ export class MemoryTier<K> {
   get(key: K): Buffer | undefined {
     const body = this.bodies.get(key);
     if (body === undefined) return undefined;
-    this.bodies.delete(key);
-    this.bodies.set(key, body);
+    // Already the most recently used (the hot body, hit after hit): no delete and set again.
+    if (this.newest !== key) {
+      this.bodies.delete(key);
+      this.bodies.set(key, body);
+      this.newest = key;
+    }
     return body;
   }
+
+  /** The key last in `bodies` (most recently used), when known. */
+  private newest: K | undefined = undefined;
 
   has(key: K): boolean {
     return this.bodies.has(key);
@@ -49,6 +56,7 @@ export class MemoryTier<K> {
     this.delete(key);
     if (!this.fits(body.length)) return false;
     this.bodies.set(key, body);
+    this.newest = key;
     this.used += body.length;
     while (this.used > this.maxBytes) {
       const oldest = this.bodies.keys().next();
@@ -62,11 +70,13 @@ export class MemoryTier<K> {
     const body = this.bodies.get(key);
     if (body === undefined) return;
     this.bodies.delete(key);
+    if (this.newest === key) this.newest = undefined;
     this.used -= body.length;
   }
 
   clear(): void {
     this.bodies.clear();
+    this.newest = undefined;
     this.used = 0;
   }
 }

@@ -316,23 +316,65 @@ const KEY_URL = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#]*)([^#]*)/;
  * `/a/x/%2e%2e/%2e%2e/a/v1` under `/a/v1` (issue 13, finding 2). The fragment is dropped.
  */
 export function canonicalKey(url: string): CacheKey | null {
-  const m = KEY_URL.exec(url);
-  if (!m) return null;
-  const scheme = m[1]!.toLowerCase();
+  const parts = keyParts(url);
+  if (!parts) return null;
+  const scheme = parts.scheme.toLowerCase();
   if (scheme !== 'http' && scheme !== 'https' && scheme !== 'ftp') return null;
-  let authority: URL;
-  try {
-    // The authority alone goes through the URL parser; the path never does.
-    authority = new URL(`${scheme}://${m[2]!}/`);
-  } catch {
-    return null;
-  }
-  if (authority.hostname === '') return null;
-  let path = m[3]!;
+  const authority = canonicalAuthority(scheme, parts.authority);
+  if (!authority) return null;
+  let path = parts.rest;
   if (path === '') path = '/';
   else if (!path.startsWith('/')) path = `/${path}`;
-  const origin = `${scheme}://${authority.host}`;
-  return { href: `${origin}${path}`, host: authority.host, origin };
+  return { href: `${authority.origin}${path}`, host: authority.host, origin: authority.origin };
+}
+
+/**
+ * KEY_URL's three parts (scheme, authority, path and query without the fragment), read without
+ * the regular expression for the URLs every lookup builds (`http://host:port/path`); anything
+ * else goes through KEY_URL itself.
+ */
+function keyParts(url: string): { scheme: string; authority: string; rest: string } | null {
+  const colon = url.indexOf('://');
+  if (colon > 0 && colon <= 5) {
+    const scheme = url.slice(0, colon);
+    if (scheme === 'http' || scheme === 'https') {
+      const start = colon + 3;
+      let end = start;
+      while (end < url.length) {
+        const c = url.charCodeAt(end);
+        if (c === 0x2f || c === 0x3f || c === 0x23) break; // / ? #
+        end++;
+      }
+      const hash = url.indexOf('#', end);
+      return { scheme, authority: url.slice(start, end), rest: hash < 0 ? url.slice(end) : url.slice(end, hash) };
+    }
+  }
+  const m = KEY_URL.exec(url);
+  return m ? { scheme: m[1]!, authority: m[2]!, rest: m[3]! } : null;
+}
+
+/**
+ * The authorities canonicalKey has seen, canonical (a hit asks for the same few hosts again and
+ * again; the URL parser is the most expensive step of a lookup). Bounded: emptied when full.
+ */
+const authorities = new Map<string, { host: string; origin: string } | null>();
+const MAX_AUTHORITIES = 4096;
+
+function canonicalAuthority(scheme: string, raw: string): { host: string; origin: string } | null {
+  const memo = `${scheme}://${raw}`;
+  const known = authorities.get(memo);
+  if (known !== undefined) return known;
+  let result: { host: string; origin: string } | null = null;
+  try {
+    // The authority alone goes through the URL parser; the path never does.
+    const authority = new URL(`${memo}/`);
+    if (authority.hostname !== '') result = { host: authority.host, origin: `${scheme}://${authority.host}` };
+  } catch {
+    result = null;
+  }
+  if (authorities.size >= MAX_AUTHORITIES) authorities.clear();
+  authorities.set(memo, result);
+  return result;
 }
 
 /**

@@ -17,7 +17,7 @@ export type AccessOutcome = Pick<AccessRecord, 'resultCode' | 'status' | 'bytes'
  */
 export function accessRecord(req: IncomingMessage | null, session: Session, started: number, outcome: AccessOutcome): AccessRecord {
   const now = Date.now();
-  const { mountedFrom, ...fields } = outcome;
+  // Every field named (no rest and spread): one record per request, on the hit path too.
   const record: AccessRecord = {
     time: now,
     elapsedMs: req ? now - started : 0,
@@ -25,9 +25,14 @@ export function accessRecord(req: IncomingMessage | null, session: Session, star
     method: req ? (req.method ?? '-') : 'NONE',
     user: session.user,
     sessionId: session.id,
-    ...fields,
+    resultCode: outcome.resultCode,
+    status: outcome.status,
+    bytes: outcome.bytes,
+    url: outcome.url,
+    hierarchy: outcome.hierarchy,
+    contentType: outcome.contentType,
   };
-  if (mountedFrom !== undefined) record.mountedFrom = mountedFrom;
+  if (outcome.mountedFrom !== undefined) record.mountedFrom = outcome.mountedFrom;
   if (req) {
     record.httpVersion = req.httpVersion;
     const referer = req.headers.referer;

@@ -91,6 +91,19 @@ export interface UrlTarget extends Authority {
  * one or its authority is malformed. The port defaults to the scheme's.
  */
 export function parseUrl(text: string): UrlTarget | null {
+  // The HTTP door reads each request's target twice (the door, then the tap's entry): the last
+  // answer is kept, and a copy of it handed out.
+  if (text === lastUrl) return lastTarget && { scheme: lastTarget.scheme, host: lastTarget.host, port: lastTarget.port, portGiven: lastTarget.portGiven, path: lastTarget.path };
+  const target = readUrl(text);
+  lastUrl = text;
+  lastTarget = target && { scheme: target.scheme, host: target.host, port: target.port, portGiven: target.portGiven, path: target.path };
+  return target;
+}
+
+let lastUrl: string | null = null;
+let lastTarget: UrlTarget | null = null;
+
+function readUrl(text: string): UrlTarget | null {
   const m = /^([a-z][a-z0-9+.-]*):\/\/([^/?#]*)([^#]*)/i.exec(text);
   if (!m) return null;
   const scheme = m[1]!.toLowerCase();
@@ -100,7 +113,7 @@ export function parseUrl(text: string): UrlTarget | null {
   let path = m[3]!;
   if (path === '') path = '/';
   else if (path.startsWith('?')) path = `/${path}`;
-  return { scheme, ...a, path };
+  return { scheme, host: a.host, port: a.port, portGiven: a.portGiven, path };
 }
 
 /** The target of an absolute-form request (RFC 9112 §3.2.2) with an `http` URI, or null. */

@@ -40,7 +40,14 @@ export class Http1Connection {
   /** The connection is no longer HTTP (CONNECT, Upgrade): no head timer, no error page. */
   detached = false;
   answeredWithError = false;
+  /**
+   * One timer per connection, re-armed with refresh() after every response (no timer made per
+   * request); while a request is in flight it is disarmed (`headArmed` false) and, should it
+   * fire meanwhile, does nothing.
+   */
   private headTimer: NodeJS.Timeout | null = null;
+  private headMs = 0;
+  private headArmed = false;
 
   constructor(
     readonly socket: Socket,
@@ -74,27 +81,37 @@ export class Http1Connection {
 
   /** (Re)starts the wait for the next request head. */
   armHeadTimer(): void {
-    if (this.headTimer) clearTimeout(this.headTimer);
     const ms = this.opts.headTimeoutMs?.(this) ?? this.opts.handshakeMs();
-    this.headTimer = setTimeout(() => {
-      this.headTimer = null;
-      if (this.inFlight > 0 || this.detached || this.socket.destroyed) return;
-      if (this.opts.headTimeoutLog) {
-        this.opts.log.info(this.opts.headTimeoutLog, { session: this.session.id, client: this.session.clientLabel, ms });
-      }
-      this.socket.destroy();
-    }, ms);
+    this.headArmed = true;
+    if (this.headTimer && this.headMs === ms) {
+      // Restarts it from now, pending or already fired.
+      this.headTimer.refresh();
+      return;
+    }
+    if (this.headTimer) clearTimeout(this.headTimer);
+    this.headMs = ms;
+    this.headTimer = setTimeout(this.onHeadTimeout, ms);
     this.headTimer.unref();
   }
+
+  private readonly onHeadTimeout = (): void => {
+    if (!this.headArmed || this.inFlight > 0 || this.detached || this.socket.destroyed) return;
+    this.headArmed = false;
+    if (this.opts.headTimeoutLog) {
+      this.opts.log.info(this.opts.headTimeoutLog, { session: this.session.id, client: this.session.clientLabel, ms: this.headMs });
+    }
+    this.socket.destroy();
+  };
 
   disarmHeadTimer(): void {
     if (this.headTimer) clearTimeout(this.headTimer);
     this.headTimer = null;
+    this.headArmed = false;
   }
 
   /** A request head arrived: counted, the timer stops until no request is in flight. */
   begin(): void {
-    this.disarmHeadTimer();
+    this.headArmed = false;
     this.inFlight++;
     this.served++;
   }
@@ -202,7 +219,8 @@ export function createInternalServer(opts: InternalServerOptions): InternalServe
       return;
     }
     conn.begin();
-    res.once('close', () => conn.end());
+    // `on`: a response closes once (once() would wrap the listener for every request).
+    res.on('close', () => conn.end());
     opts.request(req, res, conn);
   };
   server.on('request', onRequest);

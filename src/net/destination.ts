@@ -45,15 +45,50 @@ export function isLocalhostName(name: string): boolean {
  * and for an unspecified address the loopback addresses too. Unparsable entries are dropped.
  */
 export function reachedAddresses(list: readonly string[]): string[] {
+  if (list.length === 1) {
+    // The common case (a literal destination, a name with one address): no set needed.
+    const one = addressOf(list[0]!);
+    if (!one) return [];
+    return one.unspecified ? [...new Set([one.text, ...LOOPBACKS])] : [one.text];
+  }
   const out = new Set<string>();
   for (const text of list) {
-    const t = text.includes('%') ? text.slice(0, text.indexOf('%')) : text;
-    if (!ipaddr.isValid(t)) continue;
-    const a = ipaddr.process(t);
-    out.add(a.toString());
-    if (a.range() === 'unspecified') for (const l of LOOPBACKS) out.add(l);
+    const a = addressOf(text);
+    if (!a) continue;
+    out.add(a.text);
+    if (a.unspecified) for (const l of LOOPBACKS) out.add(l);
   }
   return [...out];
+}
+
+/** An address parsed once: its canonical text (ipaddr.process) and whether it is unspecified. */
+interface ParsedAddress {
+  text: string;
+  range: string;
+  unspecified: boolean;
+}
+
+/**
+ * Addresses parsed so far (every request of the HTTP door passes its destination and sockstap's
+ * own listeners through here): ipaddr's parse is pure, so its answer is kept. Bounded: emptied
+ * when full. A zone (`%eth0`) is cut before parsing, as ipaddr cannot read it.
+ */
+const parsed = new Map<string, ParsedAddress | null>();
+const MAX_PARSED = 4096;
+
+function addressOf(text: string): ParsedAddress | null {
+  const known = parsed.get(text);
+  if (known !== undefined) return known;
+  const t = text.includes('%') ? text.slice(0, text.indexOf('%')) : text;
+  let result: ParsedAddress | null = null;
+  if (ipaddr.isValid(t)) {
+    const a = ipaddr.process(t);
+    const range = a.range();
+    result = { text: a.toString(), range, unspecified: range === 'unspecified' };
+  }
+  if (parsed.size >= MAX_PARSED) parsed.clear();
+  parsed.set(text, result);
+  return result;
 }
 
 /** The host's own interface addresses, read at most once every few seconds. */
@@ -75,8 +110,25 @@ function localAddresses(): Set<string> {
 
 /** Whether `address` (canonical) is an address of this host: loopback, unspecified or an interface's. */
 function isLocal(address: string): boolean {
-  const range = ipaddr.parse(address).range();
+  const range = addressOf(address)?.range ?? ipaddr.parse(address).range();
   return range === 'loopback' || range === 'unspecified' || localAddresses().has(address);
+}
+
+/** A listener's bound address parsed once (as written, zone included), or null when it is a name. */
+const bounds = new Map<string, ParsedAddress | null>();
+
+function boundOf(host: string): ParsedAddress | null {
+  const known = bounds.get(host);
+  if (known !== undefined) return known;
+  let result: ParsedAddress | null = null;
+  if (ipaddr.isValid(host)) {
+    const a = ipaddr.process(host);
+    const range = a.range();
+    result = { text: a.toString(), range, unspecified: range === 'unspecified' };
+  }
+  if (bounds.size >= MAX_PARSED) bounds.clear();
+  bounds.set(host, result);
+  return result;
 }
 
 /** One of sockstap's own addresses: a listener or the admin server. */
@@ -93,13 +145,12 @@ export function ownDestination(own: readonly OwnAddress[], reached: readonly str
   if (reached.length === 0) return null;
   for (const o of own) {
     if (o.port !== port) continue;
-    const bound = ipaddr.isValid(o.host) ? ipaddr.process(o.host) : null;
-    if (!bound || bound.range() === 'unspecified') {
+    const bound = boundOf(o.host);
+    if (!bound || bound.unspecified) {
       if (reached.some(isLocal)) return o;
       continue;
     }
-    const b = bound.toString();
-    if (reached.includes(b)) return o;
+    if (reached.includes(bound.text)) return o;
   }
   return null;
 }

@@ -169,6 +169,8 @@ export class AccessLogWriter {
  * is what comes before the first `:`.
  */
 export function withoutPassword(url: string): string {
+  // No `@` at all: no user information (most URLs; this runs for every access.log line).
+  if (!url.includes('@')) return url;
   const m = /^([a-z][a-z0-9+.-]*:\/\/)([^/?#]*)/i.exec(url);
   if (!m) return url;
   const authority = m[2]!;

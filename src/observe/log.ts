@@ -65,7 +65,11 @@ export interface LineFileHooks {
  */
 export class LineFile {
   private handle: FileHandle | null = null;
-  private batch: string[] = [];
+  /**
+   * The batch, encoded as its lines come (no strings kept until the flush: on a busy proxy they
+   * were thousands of young objects each garbage collection had to copy); null until a line comes.
+   */
+  private batch: Buffer | null = null;
   private batchBytes = 0;
   private scheduled = false;
   /** Flushed batches not yet written, oldest first; a reopen marker where reopen() was called. */
@@ -89,8 +93,16 @@ export class LineFile {
   }
 
   write(line: string): void {
-    this.batch.push(line);
-    this.batchBytes += line.length;
+    // UTF-8 takes at most 3 bytes per UTF-16 code unit.
+    const worst = line.length * 3;
+    if (worst > BATCH_BUFFER_BYTES - MAX_BATCH_BYTES) {
+      // A very long line goes as its own batch, after the lines before it.
+      this.flush();
+      this.enqueue(Buffer.from(line, 'utf8'));
+      return;
+    }
+    if (this.batch === null) this.batch = Buffer.allocUnsafeSlow(BATCH_BUFFER_BYTES);
+    this.batchBytes += this.batch.write(line, this.batchBytes, 'utf8');
     if (this.batchBytes >= MAX_BATCH_BYTES) this.flush();
     else if (!this.scheduled) {
       this.scheduled = true;
@@ -116,11 +128,17 @@ export class LineFile {
   };
 
   private flush(): void {
-    if (this.batch.length === 0) return;
-    const text = this.batch.length === 1 ? this.batch[0]! : this.batch.join('');
-    this.batch = [];
+    const batch = this.batch;
+    if (batch === null || this.batchBytes === 0) return;
+    // A few lines (the timer's flush of a quiet proxy) are copied out, so that the queue does not
+    // hold a whole batch buffer for them; the buffer is let go either way (an idle proxy keeps none).
+    const buf = this.batchBytes < SMALL_BATCH_BYTES ? Buffer.from(batch.subarray(0, this.batchBytes)) : batch.subarray(0, this.batchBytes);
+    this.batch = null;
     this.batchBytes = 0;
-    const buf = Buffer.from(text, 'utf8');
+    this.enqueue(buf);
+  }
+
+  private enqueue(buf: Buffer): void {
     this.queue.push(buf);
     this.queuedBytes += buf.length;
     this.bound();
@@ -280,8 +298,12 @@ function countLines(b: Buffer): number {
   return n;
 }
 
-/** Flush a batch at once past this many characters. */
+/** Flush a batch at once past this many bytes. */
 const MAX_BATCH_BYTES = 64 * 1024;
+/** A batch's buffer: room past MAX_BATCH_BYTES for the line that crosses it (longer lines go alone). */
+const BATCH_BUFFER_BYTES = MAX_BATCH_BYTES + 16 * 1024;
+/** A flushed batch smaller than this is copied out of its batch buffer. */
+const SMALL_BATCH_BYTES = 8 * 1024;
 /** Longest a line waits in memory before it is written (what kill -9 may lose). */
 export const FLUSH_MS = 100;
 /** Bytes handed to one write(2) at most. */

@@ -196,6 +196,29 @@ describe('a forged Host in a tapped tunnel does not poison the cache (finding 1)
     assert.equal(far.status, 400);
     assert.equal(origin.requests.filter((r) => r.url === '/f1-far').length, 0);
   });
+
+  test('one tunnel, several requests: a verdict the tunnel keeps is for its Host value only', async () => {
+    // The tap keeps the verdict of a Host decided without the name cache (an address here) for
+    // the next requests of the tunnel sending the same value: another value is verified anew.
+    const socket = await tunnel('127.0.0.1', origin.port);
+    const good = `127.0.0.1:${origin.port}`;
+    try {
+      socket.write(`GET /f1-keep-a HTTP/1.1\r\nHost: ${good}\r\n\r\n`);
+      assert.match(await readResponse(socket), /^HTTP\/1\.1 200/);
+      socket.write(`GET /f1-keep-b HTTP/1.1\r\nHost: ${good}\r\n\r\n`);
+      assert.match(await readResponse(socket), /^HTTP\/1\.1 200/);
+      socket.write(`GET /f1-keep-c HTTP/1.1\r\nHost: 127.0.0.2:${origin.port}\r\n\r\n`);
+      assert.match(await readResponse(socket), /^HTTP\/1\.1 400/);
+      socket.write(`GET /f1-keep-d HTTP/1.1\r\nHost: ${good}\r\nHost: 127.0.0.2:${origin.port}\r\n\r\n`);
+      assert.match(await readResponse(socket), /^HTTP\/1\.1 400/);
+    } finally {
+      socket.destroy();
+    }
+    assert.deepEqual(
+      ['a', 'b', 'c', 'd'].map((x) => origin.requests.filter((r) => r.url === `/f1-keep-${x}`).length),
+      [1, 1, 0, 0],
+    );
+  });
 });
 
 describe('a port relay (tcprelay): the Host names the relay', () => {

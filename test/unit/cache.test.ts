@@ -486,4 +486,33 @@ describe('canonicalKey', () => {
     assert.equal(k('mailto:x@y'), undefined);
     assert.equal(k('http:///x'), undefined);
   });
+
+  test('the split of http(s) URLs without the regular expression gives the regular expression\'s parts', () => {
+    // The reference: the key as it was made before the fast split (KEY_URL and new URL() of the authority).
+    const KEY_URL = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#]*)([^#]*)/;
+    const reference = (u: string): unknown => {
+      const m = KEY_URL.exec(u);
+      if (!m) return null;
+      const scheme = m[1]!.toLowerCase();
+      if (!['http', 'https', 'ftp'].includes(scheme)) return null;
+      let a: URL;
+      try {
+        a = new URL(`${scheme}://${m[2]!}/`);
+      } catch {
+        return null;
+      }
+      if (a.hostname === '') return null;
+      let path = m[3]!;
+      if (path === '') path = '/';
+      else if (!path.startsWith('/')) path = `/${path}`;
+      return { href: `${scheme}://${a.host}${path}`, host: a.host, origin: `${scheme}://${a.host}` };
+    };
+    for (const u of [
+      'http://a/b', 'http://A:80/x?y#z', 'https://h:443', 'http://h?q', 'http://h#f', 'http://[::1]:8080/p#',
+      'HTTP://x/', 'ftp://u:p@h/x', 'http:///x', 'http://h/a#b#c', 'https://ex.com/%2e%2e/a?b=c#d', 'http://a@b@c/',
+      'xhttp://a/', 'http:/a', 'http://h/\u00e9', 'http://h:99999/', 'http://h:/x', 'https://[bad/x', 'http://h\n/x',
+    ]) {
+      assert.deepEqual(canonicalKey(u), reference(u), u);
+    }
+  });
 });

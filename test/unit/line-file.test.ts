@@ -107,3 +107,32 @@ test('a full file system (ENOSPC, a 64 KiB tmpfs): lines wait, partial writes go
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('lines reach the file byte for byte as UTF-8, in order: multi-byte text, lone surrogates, a line longer than a batch, batches past 64 KiB', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sockstap-linefile-'));
+  try {
+    const path = join(dir, 'access.log');
+    const f = new LineFile(path);
+    const lines: string[] = [];
+    for (let i = 0; i < 3000; i++) {
+      const kind = i % 5;
+      const line =
+        kind === 0 ? `ascii ${i} ${'x'.repeat(i % 97)}\n`
+        : kind === 1 ? `café ${i} ünïcode\n`
+        : kind === 2 ? `emoji ${i} \u{1F600}\u{1F4A9}\n`
+        : kind === 3 ? `lone ${i} \uD800 \uDFFF\n`
+        : `long ${i} ${'\u00e9'.repeat(i % 7 === 0 ? 9000 : 10)}\n`;
+      lines.push(line);
+      f.write(line);
+    }
+    const huge = `huge ${'\u20ac'.repeat(100_000)}\n`;
+    lines.push(huge);
+    f.write(huge);
+    f.write('last\n');
+    lines.push('last\n');
+    await f.close();
+    assert.ok(readFileSync(path).equals(Buffer.from(lines.join(''), 'utf8')));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -37,6 +37,7 @@ import {
 } from './forward.js';
 import { urlAuthority } from '../../http1/authority.js';
 import { accessRecord, headBytes } from '../../http1/access.js';
+import { endSoon } from '../../http1/end-soon.js';
 import { forbiddenPage, refuseRequest } from '../../http1/error-page.js';
 import type { OriginPool } from './origin-pool.js';
 import { appendVia, applyHeaderEdits, headersFromRaw, mediaType, rawFromHeaders, rawHeaderValue } from './headers.js';
@@ -196,7 +197,8 @@ export function serveHttp(req: IncomingMessage, res: ServerResponse, o: ServeOpt
   let hostMode = o.host;
   const askedScheme = o.scheme ?? 'http';
   let scheme = askedScheme;
-  const mounted = applyMounts(o.config.mounts, target, mountRequestOf(req, o.session, o.originForm === true));
+  // mountRequestOf parses the Host: only asked for when there are mounts to match.
+  const mounted = o.config.mounts.length === 0 ? null : applyMounts(o.config.mounts, target, mountRequestOf(req, o.session, o.originForm === true));
   // The URL as the client asked it (for an origin-form request: its Host and path).
   const asked = `${askedScheme}://${urlAuthority(askedScheme, target)}${target.path}`;
   if (o.originForm && !mounted) {
@@ -216,7 +218,7 @@ export function serveHttp(req: IncomingMessage, res: ServerResponse, o: ServeOpt
       mapResponseHead = (raw) => mapBackHeaders(raw, mounted, virtual);
     }
   }
-  const url = `${scheme}://${urlAuthority(scheme, target)}${target.path}`;
+  const url = mounted ? `${scheme}://${urlAuthority(scheme, target)}${target.path}` : asked;
   const mountedFrom = mounted ? asked : undefined;
 
   const decision = checkHttpRequest(o.config, {
@@ -234,11 +236,16 @@ export function serveHttp(req: IncomingMessage, res: ServerResponse, o: ServeOpt
   // An origin-form request's virtual target was never a destination: its real one always passes
   // checkpoint 2 here.
   const moved = mounted !== null && (o.originForm === true || target.host !== o.target.host || target.port !== o.target.port);
-  const ready = moved ? o.authorize({ host: target.host, port: target.port }) : Promise.resolve();
   // The verified Host name keys the entry only while the request goes where it came for.
   const keyHost = mounted ? undefined : o.keyHost;
-  ready.then(
-    () => serveAllowed(req, res, scheme === askedScheme ? o : { ...o, scheme }, target, hostMode, url, method, { mountedFrom, mapResponseHead }, keyHost),
+  const mount: MountEffects = { mountedFrom, mapResponseHead };
+  if (!moved) {
+    // The request's own destination has passed checkpoint 2 already: on at once (the hit path).
+    serveAllowed(req, res, scheme === askedScheme ? o : { ...o, scheme }, target, hostMode, url, method, mount, keyHost);
+    return;
+  }
+  o.authorize({ host: target.host, port: target.port }).then(
+    () => serveAllowed(req, res, scheme === askedScheme ? o : { ...o, scheme }, target, hostMode, url, method, mount, keyHost),
     (err: unknown) => {
       const e = toProxyError(err);
       refuseRequest(req, res, o.session, o.events, e.code, e.message, url, mountedFrom);
@@ -263,9 +270,14 @@ function serveAllowed(
   mount: MountEffects,
   keyHost: string | undefined,
 ): void {
-  const raw = [...req.rawHeaders];
   const edits = o.config.httpHeaders;
-  if (edits) applyHeaderEdits(raw, edits.request);
+  // The request's own list unless header rules edit it (nothing below changes it otherwise).
+  let raw: readonly string[] = req.rawHeaders;
+  if (edits) {
+    const edited = [...req.rawHeaders];
+    applyHeaderEdits(edited, edits.request);
+    raw = edited;
+  }
   const responseEdits = edits && (edits.response.set.length > 0 || edits.response.remove.length > 0) ? edits.response : undefined;
 
   const forward = (extra: {
@@ -341,7 +353,7 @@ interface RequestState {
   o: ServeOptions;
   cache: HttpCache;
   cacheReq: CacheRequest;
-  raw: string[];
+  raw: readonly string[];
   responseEdits: HeaderEdits | undefined;
   url: string;
   mount: MountEffects;
@@ -374,7 +386,9 @@ function storePlan(
 
 async function lookupAndServe(s: RequestState, mayJoin: boolean): Promise<void> {
   const { cache, cacheReq } = s;
-  const hit = await cache.lookup(cacheReq);
+  // This process's own store answers at once (no promise, no turn of the microtask queue).
+  const now = cache.lookupNow(cacheReq);
+  const hit = now !== undefined ? now : await cache.lookup(cacheReq);
   if (s.res.destroyed) return;
   if (hit?.fresh) {
     if (await serveStored(s, hit, null, 'TCP_HIT', Date.now())) return;
@@ -525,15 +539,17 @@ async function serveStored(
       }),
     );
   };
-  res.once('finish', () => {
+  // `on`, not `once`: a response emits each of them once, and once() costs two more objects a hit.
+  res.on('finish', () => {
     if (mem && withBody) bodyBytes = length;
     record(false);
   });
-  res.once('close', () => {
+  res.on('close', () => {
     body?.destroy();
     // A client that has every byte (Content-Length) may close before the body stream's 'end'
-    // reached res.end(): that response was delivered whole.
-    record((body !== null && bodyBytes < length) || (mem !== null && withBody));
+    // reached res.end(): that response was delivered whole. One without a file body that closed
+    // before its end (endSoon: at the end of the turn) was never sent.
+    record((body !== null && bodyBytes < length) || (mem !== null && withBody) || (body === null && !res.writableEnded));
   });
   try {
     res.writeHead(status, http.STATUS_CODES[status] ?? '', out);
@@ -570,12 +586,13 @@ async function serveStored(
   }
   if (mem && withBody) {
     // One write of the whole (or the ranged part of the) body: a view of the memory tier's buffer,
-    // not a copy; it stays valid even if the entry is evicted meanwhile.
-    res.end(span && length !== mem.length ? mem.subarray(span.start, span.end + 1) : mem);
+    // not a copy; it stays valid even if the entry is evicted meanwhile. Written at the end of
+    // this turn of the event loop with the other responses it made (http1/end-soon.ts).
+    endSoon(res, span && length !== mem.length ? mem.subarray(span.start, span.end + 1) : mem);
     return true;
   }
   if (!body) {
-    res.end();
+    endSoon(res);
     return true;
   }
   sending = sendFile(

@@ -80,10 +80,25 @@ export function removeRawHeader(rawHeaders: string[], name: string): void {
  * its version is replaced by the received one, so an HTTP/1.0 client yields "1.0 sockstap".
  */
 export function viaEntry(receivedVersion: string, via: string): string {
-  const m = /^(?:HTTP\/)?\d\.\d\s+(.+)$/.exec(via.trim());
-  const pseudonym = m ? m[1]! : via.trim();
-  return `${receivedVersion} ${pseudonym}`;
+  // Made once per configured entry and version: every response of the hit path carries one.
+  let known = viaEntries.get(via);
+  if (!known) {
+    const m = /^(?:HTTP\/)?\d\.\d\s+(.+)$/.exec(via.trim());
+    known = { pseudonym: m ? m[1]! : via.trim(), byVersion: new Map() };
+    // A handful of configured entries at most (PROXY_VIA, a configured one): bounded all the same.
+    if (viaEntries.size >= 64) viaEntries.clear();
+    viaEntries.set(via, known);
+  }
+  let entry = known.byVersion.get(receivedVersion);
+  if (entry === undefined) {
+    entry = `${receivedVersion} ${known.pseudonym}`;
+    if (known.byVersion.size < 8) known.byVersion.set(receivedVersion, entry);
+  }
+  return entry;
 }
+
+/** Per configured Via entry: its pseudonym and the entries made from it (viaEntry). */
+const viaEntries = new Map<string, { pseudonym: string; byVersion: Map<string, string> }>();
 
 /**
  * Appends this hop to Via (in place): a new field line, which RFC 9110 §5.3 makes equivalent to
@@ -110,8 +125,16 @@ export function requestBodyKind(headers: {
 /** The media type without parameters, as Squid logs it (`text/html; charset=utf-8` → `text/html`). */
 export function mediaType(contentType: string | undefined): string {
   if (!contentType) return '';
-  return contentType.split(/[;\t ]/, 1)[0]!.trim();
+  // The same few types again and again (every access record): the last answer is kept.
+  if (contentType === lastContentType) return lastMediaType;
+  const type = contentType.split(/[;\t ]/, 1)[0]!.trim();
+  lastContentType = contentType;
+  lastMediaType = type;
+  return type;
 }
+
+let lastContentType = '';
+let lastMediaType = '';
 
 /** Applies header rules to a raw list (in place): each `set` replaces its field, then `remove`. */
 export function applyHeaderEdits(rawHeaders: string[], edits: HeaderEdits): void {

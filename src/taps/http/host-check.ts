@@ -130,3 +130,31 @@ export async function verifyTunnelHost(
   if (!addresses.includes(dstAddress)) return refused(`${given.host} resolves to ${addresses.join(', ')}`);
   return { ok: true, keyHost: canonicalName(given.host) };
 }
+
+/**
+ * The one Host value of a raw list, or null when there is none or more than one (verifyTunnelHost
+ * decides those). For the tap's per-tunnel memory of verdicts.
+ */
+export function singleHostValue(rawHeaders: readonly string[]): string | null {
+  let value: string | null = null;
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    if (name.length !== 4 || name.toLowerCase() !== 'host') continue;
+    if (value !== null) return null;
+    value = rawHeaders[i + 1]!;
+  }
+  return value;
+}
+
+/**
+ * Whether verifyTunnelHost's verdict for this one Host value, in a tunnel to `dst` (with `relay`),
+ * is decided without the name cache: then it is the same for every request of the tunnel that
+ * sends the same value, and the tap may keep it. A name is looked up only when the destination
+ * is an address, or when a port relay's own address is compared with it.
+ */
+export function verdictWithoutNames(value: string, dst: HostPort, relay: HostPort | undefined): boolean {
+  const given = parseHostField(value);
+  if (!given) return true;
+  if (isIP(given.host) !== 0) return true;
+  return !relay && isIP(dst.host) === 0;
+}

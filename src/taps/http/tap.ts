@@ -32,7 +32,7 @@ import { createInternalServer, Http1Connection, type InternalServer } from '../.
 import { PROXY_VIA } from './headers.js';
 import { serveHttp } from './cached.js';
 import { applyMounts, mountRequestOf } from './mount.js';
-import { verifyTunnelHost, type HostVerdict } from './host-check.js';
+import { singleHostValue, verdictWithoutNames, verifyTunnelHost, type HostVerdict } from './host-check.js';
 import { OriginPool } from './origin-pool.js';
 import { socketBytes } from '../../native/splice.js';
 
@@ -78,6 +78,10 @@ interface TunnelState {
   dialed: Set<Socket>;
   /** An Upgrade turned the connection into a relay; resolves when that is over. */
   upgraded: Promise<void> | null;
+  /** The origin pool's key of this tunnel's connections (made once, not per request). */
+  poolKey: string;
+  /** The last Host value whose verdict needed no name lookup, and that verdict (knownVerdict). */
+  hostSeen: { value: string; verdict: HostVerdict } | null;
 }
 
 function section(session: Session): { requests: number } {
@@ -96,11 +100,34 @@ function requestPath(url: string): string {
   return t ? t.path : url;
 }
 
+/** The port relay's own address, which counts for its destination (host-check.ts), or undefined. */
+function relayOf(ctx: TapContext): HostPort | undefined {
+  const local = ctx.client.localAddress;
+  return ctx.session.door === 'tcprelay' && local && ctx.client.localPort ? { host: local, port: ctx.client.localPort } : undefined;
+}
+
 /** host-check.ts for a request of this tunnel; a port relay's own address counts for its destination. */
 function verifyHost(req: IncomingMessage, ctx: TapContext): Promise<HostVerdict> {
-  const local = ctx.client.localAddress;
-  const relay = ctx.session.door === 'tcprelay' && local && ctx.client.localPort ? { host: local, port: ctx.client.localPort } : undefined;
-  return verifyTunnelHost(req.rawHeaders, ctx.dst, ctx.services.runtime.names(ctx.config.dns), relay, ctx.scheme === 'https' ? 443 : 80);
+  return verifyTunnelHost(req.rawHeaders, ctx.dst, ctx.services.runtime.names(ctx.config.dns), relayOf(ctx), ctx.scheme === 'https' ? 443 : 80);
+}
+
+/**
+ * The verdict of this request's Host when the tunnel has decided it before without the name
+ * cache (`TunnelState.hostSeen`), else null. The tunnel's destination, relay and default port
+ * never change, so such a verdict holds for every request sending the same value.
+ */
+function knownVerdict(req: IncomingMessage, state: TunnelState): HostVerdict | null {
+  const seen = state.hostSeen;
+  if (!seen) return null;
+  const value = singleHostValue(req.rawHeaders);
+  return value !== null && value === seen.value ? seen.verdict : null;
+}
+
+/** Keeps the verdict of this request's one Host value when it was decided without the name cache. */
+function rememberVerdict(req: IncomingMessage, state: TunnelState, verdict: HostVerdict): void {
+  const value = singleHostValue(req.rawHeaders);
+  if (value === null || !verdictWithoutNames(value, state.ctx.dst, relayOf(state.ctx))) return;
+  state.hostSeen = { value, verdict };
 }
 
 function logWrongHost(ctx: TapContext, reason: string): void {
@@ -196,7 +223,8 @@ export class HttpTap {
       headTimeoutMs: (c) => (c.served === 0 ? timeouts.handshake : Math.min(timeouts.idle, KEEP_ALIVE_MAX_MS)),
       parseErrorLog: 'bad http request in tunnel',
     });
-    const state: TunnelState = { ctx, conn, firstServer: ctx.server, dialed: new Set(), upgraded: null };
+    const poolKey = ctx.scheme ? `tap:${session.id}:${ctx.scheme}` : `tap:${session.id}`;
+    const state: TunnelState = { ctx, conn, firstServer: ctx.server, dialed: new Set(), upgraded: null, poolKey, hostSeen: null };
     this.tunnels.set(client, state);
     return new Promise<void>((resolve) => {
       client.once('close', () => {
@@ -246,12 +274,12 @@ export class HttpTap {
     // An origin-form (virtual) target was never a destination: serveHttp maps it and passes the
     // real destination through checkpoint 2 itself.
     door.admit(virtual ? null : dst).then(
-      () =>
+      () => {
         // BANDWIDTH=/QUOTA= on the door's client connection, from its first request on.
-        door.shape() &&
+        if (!door.shape()) return;
         // The same path as tapped HTTP (cached.ts): MOUNT, checkpoint 3, header rules, the cache
-        // (CACHE=do) and access.log.
-        serveHttp(req, res, {
+        // (CACHE=do) and access.log. Optional fields set only when present (no spread objects).
+        const options: Parameters<typeof serveHttp>[2] = {
           session,
           origins: this.origins,
           target,
@@ -264,9 +292,11 @@ export class HttpTap {
           log,
           via: PROXY_VIA,
           timeouts: config.timeouts,
-          ...(door.routesFor ? { routesFor: (d: HostPort) => door.routesFor!(d) } : {}),
-          ...(virtual ? { originForm: true } : {}),
-        }),
+        };
+        if (door.routesFor) options.routesFor = (d: HostPort) => door.routesFor!(d);
+        if (virtual) options.originForm = true;
+        serveHttp(req, res, options);
+      },
       (err: unknown) => {
         const e = toProxyError(err);
         door.refused(e);
@@ -291,28 +321,38 @@ export class HttpTap {
     section(ctx.session).requests++;
     const target = { host: ctx.dst.host, port: ctx.dst.port, path: requestPath(req.url ?? '/') };
     // The Host is forwarded as sent, so it must name where the tunnel goes (host-check.ts).
+    const known = knownVerdict(req, state);
+    if (known) {
+      if (!res.destroyed) this.afterHostCheck(req, res, state, target, known);
+      return;
+    }
     void verifyHost(req, ctx).then((verdict) => {
+      rememberVerdict(req, state, verdict);
       if (res.destroyed) return;
-      if (!verdict.ok) {
-        // A request whose Host does not name the tunnel's destination: 400, access.log and sockstap.log.
-        logWrongHost(ctx, verdict.reason);
-        const url = `${schemeOf(ctx)}://${urlAuthority(schemeOf(ctx), ctx.dst)}${target.path}`;
-        const message = `${verdict.reason}. sockstap forwards a request only to the host it names (the cache would store it for the wrong one).`;
-        refuseRequest(req, res, ctx.session, ctx.services.events, 'EPROTO', message, url);
-        return;
-      }
-      this.serveTunnelRequest(req, res, state, target, verdict.keyHost, verdict.rewrite === true);
+      this.afterHostCheck(req, res, state, target, verdict);
     });
+  }
+
+  private afterHostCheck(req: IncomingMessage, res: ServerResponse, state: TunnelState, target: ForwardTarget, verdict: HostVerdict): void {
+    const { ctx } = state;
+    if (!verdict.ok) {
+      // A request whose Host does not name the tunnel's destination: 400, access.log and sockstap.log.
+      logWrongHost(ctx, verdict.reason);
+      const url = `${schemeOf(ctx)}://${urlAuthority(schemeOf(ctx), ctx.dst)}${target.path}`;
+      const message = `${verdict.reason}. sockstap forwards a request only to the host it names (the cache would store it for the wrong one).`;
+      refuseRequest(req, res, ctx.session, ctx.services.events, 'EPROTO', message, url);
+      return;
+    }
+    this.serveTunnelRequest(req, res, state, target, verdict.keyHost, verdict.rewrite === true);
   }
 
   private serveTunnelRequest(req: IncomingMessage, res: ServerResponse, state: TunnelState, target: ForwardTarget, keyHost: string | null, rewrite: boolean): void {
     const { ctx } = state;
     const routesFor = (ctx as HttpTapContext).httpRoutes;
-    serveHttp(req, res, {
+    const options: Parameters<typeof serveHttp>[2] = {
       session: ctx.session,
       origins: this.origins,
       target,
-      ...(keyHost ? { keyHost } : {}),
       // A Host naming the relay itself goes to the origin as the destination's.
       host: rewrite ? 'target' : 'keep',
       dial: (dst, scheme) => dialFor(state, dst, scheme),
@@ -324,11 +364,14 @@ export class HttpTap {
       via: PROXY_VIA,
       timeouts: ctx.config.timeouts,
       // Origin connections of a tunnel belong to it (its route, its pre-dialed socket): not shared.
-      poolKey: ctx.scheme ? `tap:${ctx.session.id}:${ctx.scheme}` : `tap:${ctx.session.id}`,
-      ...(ctx.scheme ? { scheme: ctx.scheme } : {}),
-      // Through an HTTP upstream, requests go in absolute-form on connections pooled per upstream.
-      ...(routesFor ? { routesFor } : {}),
-    });
+      poolKey: state.poolKey,
+    };
+    // Optional fields set only when present (no spread objects per request).
+    if (keyHost) options.keyHost = keyHost;
+    if (ctx.scheme) options.scheme = ctx.scheme;
+    // Through an HTTP upstream, requests go in absolute-form on connections pooled per upstream.
+    if (routesFor) options.routesFor = routesFor;
+    serveHttp(req, res, options);
   }
 
   /**
