@@ -128,6 +128,19 @@ const until = async (what: () => boolean, ms = 5000): Promise<void> => {
   }
 };
 
+/** A suite's clean-up: its connections after each test, its proxy and origin after all. */
+function cleanUp(conns: Conn[], parts: () => [TestProxy, Origin]): void {
+  afterEach(() => {
+    for (const c of conns.splice(0)) c.close();
+  });
+  after(async () => {
+    const [proxy, origin] = parts();
+    await proxy.stop();
+    proxy.cleanup();
+    await origin.close();
+  });
+}
+
 describe('native hit path', { skip: !nativeHitsAvailable() && 'the native addon is not built' }, () => {
   let origin: Origin;
   let proxy: TestProxy;
@@ -157,14 +170,7 @@ describe('native hit path', { skip: !nativeHitsAvailable() && 'the native addon 
     port = proxy.port();
     proxy.proxy.events.on('access', (r) => records.push(r));
   });
-  afterEach(() => {
-    for (const c of conns.splice(0)) c.close();
-  });
-  after(async () => {
-    await proxy.stop();
-    proxy.cleanup();
-    await origin.close();
-  });
+  cleanUp(conns, () => [proxy, origin]);
 
   test('the thread answers a repeated fresh hit, byte for byte what JavaScript answered, and records it', async () => {
     const js = await warm('/same');
@@ -448,14 +454,7 @@ describe('native hit path: requests in a tapped SOCKS5 tunnel', { skip: !nativeH
     assert.equal((await c.get('/t', '', 'GET', host())).status, 200);
     c.close();
   });
-  afterEach(() => {
-    for (const c of conns.splice(0)) c.close();
-  });
-  after(async () => {
-    await proxy.stop();
-    proxy.cleanup();
-    await origin.close();
-  });
+  cleanUp(conns, () => [proxy, origin]);
 
   test('the thread replies to the CONNECT and answers the tunnel\'s fresh hits, byte for byte', async () => {
     const js = records.filter((r) => r.url === origin.url('/t'));
