@@ -76,19 +76,24 @@ interface ParsedAddress {
 const parsed = new Map<string, ParsedAddress | null>();
 const MAX_PARSED = 4096;
 
-function addressOf(text: string): ParsedAddress | null {
-  const known = parsed.get(text);
+/** `text` parsed once into `memo` (bounded): an IP address, or null for anything else. */
+function parsedOnce(memo: Map<string, ParsedAddress | null>, text: string, withoutZone: boolean): ParsedAddress | null {
+  const known = memo.get(text);
   if (known !== undefined) return known;
-  const t = text.includes('%') ? text.slice(0, text.indexOf('%')) : text;
+  const t = withoutZone && text.includes('%') ? text.slice(0, text.indexOf('%')) : text;
   let result: ParsedAddress | null = null;
   if (ipaddr.isValid(t)) {
     const a = ipaddr.process(t);
     const range = a.range();
     result = { text: a.toString(), range, unspecified: range === 'unspecified' };
   }
-  if (parsed.size >= MAX_PARSED) parsed.clear();
-  parsed.set(text, result);
+  if (memo.size >= MAX_PARSED) memo.clear();
+  memo.set(text, result);
   return result;
+}
+
+function addressOf(text: string): ParsedAddress | null {
+  return parsedOnce(parsed, text, true);
 }
 
 /** The host's own interface addresses, read at most once every few seconds. */
@@ -118,17 +123,7 @@ function isLocal(address: string): boolean {
 const bounds = new Map<string, ParsedAddress | null>();
 
 function boundOf(host: string): ParsedAddress | null {
-  const known = bounds.get(host);
-  if (known !== undefined) return known;
-  let result: ParsedAddress | null = null;
-  if (ipaddr.isValid(host)) {
-    const a = ipaddr.process(host);
-    const range = a.range();
-    result = { text: a.toString(), range, unspecified: range === 'unspecified' };
-  }
-  if (bounds.size >= MAX_PARSED) bounds.clear();
-  bounds.set(host, result);
-  return result;
+  return parsedOnce(bounds, host, false);
 }
 
 /** One of sockstap's own addresses: a listener or the admin server. */
