@@ -25,6 +25,17 @@ import { socks5UserPass } from '../helpers/socks5-by-hand.js';
 const missing = redisMissing();
 const WINDOW_MS = 6_000;
 
+/** `p`, or a rejection naming `what` after `ms`. */
+function within<T>(ms: number, p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
 describe('a fleet on one Redis', { skip: missing ?? false }, () => {
   let redis: TestRedis;
   let endless: Endless;
@@ -153,14 +164,18 @@ describe('a fleet on one Redis', { skip: missing ?? false }, () => {
       let total = 0;
       let served = 0;
       for (let i = 0; i < 12; i++) {
-        const x = await socks5UserPass(port, 'frank', 'f', sized.port, '127.0.0.3');
+        // Bounded, so a stuck connection fails here with what it was doing, not as the file's timeout.
+        const x = await within(15_000, socks5UserPass(port, 'frank', 'f', sized.port, '127.0.0.3'), `the SOCKS5 handshake of connection ${i + 1} through haproxy`);
         if (x.rep !== 0) {
           x.socket.destroy();
           break;
         }
         served++;
         const got = counter(x.socket);
-        await got.closed;
+        await within(15_000, got.closed, `the end of connection ${i + 1} through haproxy`).catch((err: unknown) => {
+          x.socket.destroy();
+          throw err;
+        });
         total += got.bytes();
         // Usage is pushed within 250 ms and every node reads the fleet's total back then.
         await sleep(800);
