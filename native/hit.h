@@ -97,7 +97,7 @@ enum { EV_HITS = 7, EV_HTTP_END = 8 };
  * A connection the door read up to `n` bytes of (the start of an HTTP request), from now on the
  * hit path's. `tunnel` (NULL for the HTTP door's connections): the SOCKS5 CONNECT's "host:port",
  * replied to already; its requests are origin-form and their grants are named
- * "T host:port HOST PATH" (HOST the request's Host). A tunnel's connection has its session in
+ * "T host:port HOST PATH" (HOST the request's Host). A HEAD's grant name starts "HEAD ". A tunnel's connection has its session in
  * JavaScript from the start, and every deadline hands it over (stage 4).
  */
 void hit_adopt(uint32_t id, uint32_t door, int fd, const uint8_t *bytes, size_t n, const char *peer, int peer_port, double accepted_ms,

@@ -64,7 +64,8 @@ struct hconn {
   long served;       /* responses written */
   int tunnel;        /* a SOCKS5 tunnel's connection: origin-form requests, keys "T host:port HOST PATH" */
   size_t nprefix;    /* "T host:port " */
-  char key[2 + 262 + 256 + 1 + 2048 + 8];
+  char prefix[2 + 262 + 1];
+  char key[5 + 2 + 262 + 256 + 1 + 2048 + 8]; /* the grant's name for the request being read */
   hconn *hnext, *prev, *next, *dnext;
   size_t len;
   uint8_t buf[HIT_BUF];
@@ -332,16 +333,24 @@ static void process(hconn *c) {
     handoff(c, NULL);
     return;
   }
-  const char *target = c->req.target;
-  size_t ntarget = c->req.ntarget;
-  if (c->tunnel) {
-    /* c->key holds the prefix; the Host and the path follow it (hit_wire.c bounds both). */
-    memcpy(c->key + c->nprefix, c->req.host, c->req.nhost);
-    c->key[c->nprefix + c->req.nhost] = ' ';
-    memcpy(c->key + c->nprefix + c->req.nhost + 1, c->req.target, c->req.ntarget);
-    target = c->key;
-    ntarget = c->nprefix + c->req.nhost + 1 + c->req.ntarget;
+  /* The grant's name (hit.h): "HEAD " for a HEAD (a rule may refuse one method and not the
+   * other), the tunnel's "T host:port HOST " (hit_wire.c bounds the Host), the target as sent. */
+  size_t n = 0;
+  if (c->req.head) {
+    memcpy(c->key, "HEAD ", 5);
+    n = 5;
   }
+  if (c->tunnel) {
+    memcpy(c->key + n, c->prefix, c->nprefix);
+    n += c->nprefix;
+    memcpy(c->key + n, c->req.host, c->req.nhost);
+    n += c->req.nhost;
+    c->key[n++] = ' ';
+  }
+  memcpy(c->key + n, c->req.target, c->req.ntarget);
+  n += c->req.ntarget;
+  const char *target = c->key;
+  size_t ntarget = n;
   hit_object *obj = hit_table_find(c->door, c->src_key, target, ntarget, (int64_t)wall_ms());
   if (!obj) {
     handoff(c, NULL);
@@ -402,8 +411,8 @@ void hit_adopt(uint32_t id, uint32_t door, int fd, const uint8_t *bytes, size_t 
   if (tunnel) {
     c->tunnel = 1;
     c->announced = 1; /* its session is JavaScript's from the CONNECT */
-    int np = snprintf(c->key, 2 + 262 + 1, "T %s ", tunnel);
-    c->nprefix = np > 0 && (size_t)np < 2 + 262 ? (size_t)np : 0;
+    int np = snprintf(c->prefix, sizeof c->prefix, "T %s ", tunnel);
+    c->nprefix = np > 0 && (size_t)np < sizeof c->prefix ? (size_t)np : 0;
   }
   if (n > HIT_BUF) n = HIT_BUF;
   memcpy(c->buf, bytes, n);

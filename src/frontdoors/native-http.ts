@@ -166,6 +166,8 @@ export class NativeHttp implements HitPublisher {
       ) ?? undefined;
       if (!published) return;
     }
+    // A HEAD is granted apart from a GET of the same target: a request rule may name one method (http/head).
+    if (o.req.method === 'HEAD') target = `HEAD ${target}`;
     const key = `${o.session.clientAddress} ${target}`;
     const had = this.granted.get(key);
     if (had && had.handle === published.handle && had.expires - now > RENEW_MS) return;

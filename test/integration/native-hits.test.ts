@@ -161,11 +161,15 @@ describe('native hit path', { skip: LINUX_ONLY }, () => {
     return c;
   };
 
-  /** A miss, then a JavaScript hit that publishes: the thread answers the next one. */
-  async function warm(path: string): Promise<Answer> {
+  /**
+   * A miss, then a JavaScript hit that publishes: the thread answers the next one. `head`: a
+   * JavaScript HEAD hit too (a HEAD is granted apart from a GET).
+   */
+  async function warm(path: string, head = false): Promise<Answer> {
     const c = open();
     assert.equal((await c.get(origin.url(path))).status, 200);
     const js = await c.get(origin.url(path));
+    if (head) assert.equal((await c.get(origin.url(path), '', 'HEAD')).status, 200);
     c.close();
     return js;
   }
@@ -206,7 +210,7 @@ describe('native hit path', { skip: LINUX_ONLY }, () => {
   });
 
   test('HEAD is answered with the head alone', async () => {
-    await warm('/head');
+    await warm('/head', true);
     const before = nativeHitStats().served;
     const c = open();
     const a = await c.get(origin.url('/head'), '', 'HEAD');
@@ -245,7 +249,7 @@ describe('native hit path', { skip: LINUX_ONLY }, () => {
   });
 
   test('pipelined requests are answered in order', async () => {
-    await warm('/pipe');
+    await warm('/pipe', true);
     const before = nativeHitStats().served;
     const c = open();
     const one = `GET ${origin.url('/pipe')} HTTP/1.1\r\nHost: x\r\n\r\n`;
@@ -376,6 +380,25 @@ describe('native hit path', { skip: LINUX_ONLY }, () => {
     await until(() => c.ended);
   });
 
+  test('a request rule that refuses one method: a GET\'s grant does not answer a HEAD', async () => {
+    const local = await startProxy(['-P127.0.0.1:0/http', 'CACHE=do', 'REJECT=http/head:*:*']);
+    try {
+      const c = new Conn(local.port());
+      assert.equal((await c.get(origin.url('/method'))).status, 200);
+      assert.equal((await c.get(origin.url('/method'))).status, 200); // a JavaScript hit: the GET is granted
+      c.close();
+      const before = nativeHitStats().served;
+      const d = new Conn(local.port());
+      assert.equal((await d.get(origin.url('/method'))).status, 200);
+      assert.equal(nativeHitStats().served, before + 1, 'the GET from the thread');
+      assert.equal((await d.get(origin.url('/method'), '', 'HEAD')).status, 403, 'REJECT=http/head holds');
+      d.close();
+    } finally {
+      await local.stop();
+      local.cleanup();
+    }
+  });
+
   test('a reload that refuses the destination refuses it on the native path too', async () => {
     await warm('/reload');
     const c = open();
@@ -457,13 +480,14 @@ describe('native hit path: requests in a tapped SOCKS5 tunnel', { skip: LINUX_ON
     const c = await tunnel();
     assert.equal((await c.get('/t', '', 'GET', host())).status, 200);
     assert.equal((await c.get('/t', '', 'GET', host())).status, 200);
+    assert.equal((await c.get('/t', '', 'HEAD', host())).status, 200); // HEAD is granted on its own
     c.close();
   });
   cleanUp(conns, () => [proxy, origin]);
 
   test('the thread replies to the CONNECT and answers the tunnel\'s fresh hits, byte for byte', async () => {
     const js = records.filter((r) => r.url === origin.url('/t'));
-    assert.deepEqual(js.map((r) => r.resultCode), ['TCP_MISS', 'TCP_MEM_HIT']);
+    assert.deepEqual(js.map((r) => [r.resultCode, r.method]), [['TCP_MISS', 'GET'], ['TCP_MEM_HIT', 'GET'], ['TCP_MEM_HIT', 'HEAD']]);
     const before = nativeHitStats().served;
     const c = await tunnel();
     const a = await c.get('/t', '', 'GET', host());
@@ -472,8 +496,8 @@ describe('native hit path: requests in a tapped SOCKS5 tunnel', { skip: LINUX_ON
     assert.deepEqual(a.body, BODY);
     assert.equal(b.body.length, 0);
     assert.equal(origin.requests.filter((r) => r.url === '/t').length, 1, 'the origin saw the first request only');
-    await until(() => records.filter((r) => r.url === origin.url('/t')).length === 4);
-    const mine = records.filter((r) => r.url === origin.url('/t')).slice(2);
+    await until(() => records.filter((r) => r.url === origin.url('/t')).length === 5);
+    const mine = records.filter((r) => r.url === origin.url('/t')).slice(3);
     assert.deepEqual(mine.map((r) => [r.resultCode, r.method]), [['TCP_MEM_HIT', 'GET'], ['TCP_MEM_HIT', 'HEAD']]);
     assert.equal(mine[0]!.bytes, a.raw.length);
   });
