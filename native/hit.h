@@ -77,7 +77,6 @@ extern long hit_table_objects;
 /* Takes the buffers (malloc'd). Replaces an object of the same handle. */
 void hit_table_publish(hit_object *obj);
 void hit_table_drop(uint32_t handle);
-void hit_table_drop_all(void);
 /* A grant of `handle` for (door, source, target) until `expires` (wall ms); 0 when the object is not held. */
 int hit_table_grant(uint32_t door, const uint8_t src[16], const char *target, size_t ntarget, uint32_t handle, int64_t expires);
 /* Forget every grant (of one door, or all with door 0). */

@@ -87,12 +87,6 @@ void hit_table_drop(uint32_t handle) {
   unlink_handle(handle);
 }
 
-void hit_table_drop_all(void) {
-  for (int i = 0; i < GRANT_SLOTS; i++) grant_clear(&grants[i]);
-  for (int i = 0; i < OBJECT_SLOTS; i++)
-    while (objects[i]) unlink_handle(objects[i]->handle);
-}
-
 static hit_object *find_object(uint32_t handle) {
   for (hit_object *o = objects[handle & (OBJECT_SLOTS - 1)]; o; o = o->hnext)
     if (o->handle == handle) return o;

@@ -274,11 +274,6 @@ export class NativeHttp implements HitPublisher {
     this.sessions.set(id, session);
   }
 
-  /** The tunnel's session is closed from outside: the thread's end of it (httpEnd) is not this side's to record. */
-  untrack(id: number): void {
-    this.sessions.delete(id);
-  }
-
   /** The listener is closing: connections the thread still serves end with it (their sessions are closed by the proxy). */
   close(): void {
     this.granted.clear();
